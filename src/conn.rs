@@ -1,0 +1,323 @@
+//! One client connection as the reactor sees it: buffers, framing state, limits and lifecycle.
+//!
+//! A connection has at most one job in flight. Requests that arrive meanwhile wait here, already split,
+//! and leave together as the next job when the reply to the current one comes back: that keeps a
+//! connection's ops in order and batches them without any timer.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::protocol::{reply, Split, Splitter};
+use crate::worker::Job;
+
+/// Stop reading from a connection while this many bytes of complete requests wait for a worker.
+const MAX_WAITING_INPUT: usize = 1024 * 1024;
+/// Stop reading from a connection while this many reply bytes wait for the socket.
+const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading requests and writing replies.
+    Open,
+    /// Shutting down: the write side is closed and input is read and dropped until the peer closes or the
+    /// deadline passes, so closing does not reset the connection before the peer has read our last line.
+    Lingering { until: Instant },
+}
+
+/// Outcome of reading from the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read until the socket had nothing more, or paused on a limit.
+    Ok,
+    /// The socket failed; close now.
+    Broken,
+}
+
+/// A client connection.
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Distinguishes this connection from earlier ones that used the same slot.
+    pub generation: u64,
+    /// Where it is in its life.
+    pub phase: Phase,
+    /// A job of this connection is with a worker.
+    pub in_flight: bool,
+    /// Counted in `max_connections` (false for connections refused at accept).
+    pub counted: bool,
+    input: Vec<u8>,
+    splitter: Splitter,
+    /// Complete requests not yet handed to a worker, as ranges of `input`.
+    frames: Vec<(usize, usize)>,
+    output: Vec<u8>,
+    written: usize,
+    /// WRITABLE interest is registered (only while output is pending).
+    pub write_interest: bool,
+    /// The peer closed its side, or a fatal error means nothing more will be read.
+    input_done: bool,
+    /// Reading stopped on a limit before the socket was drained; read again once below it.
+    read_paused: bool,
+    /// An error line to send after every pending reply, before closing (the connection cannot resync).
+    fatal: Option<String>,
+    /// Linger rather than close once everything is written (after a fatal error).
+    linger_when_done: bool,
+}
+
+impl Conn {
+    /// A new open connection.
+    pub fn new(stream: TcpStream, generation: u64, max_request: usize, buffers: &mut BufferPool) -> Conn {
+        Conn {
+            stream,
+            generation,
+            phase: Phase::Open,
+            in_flight: false,
+            counted: true,
+            input: buffers.take(),
+            splitter: Splitter::new(max_request),
+            frames: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            write_interest: false,
+            input_done: false,
+            read_paused: false,
+            fatal: None,
+            linger_when_done: false,
+        }
+    }
+
+    /// Reads until the socket would block (edge-triggered readiness demands it), splitting requests as
+    /// they complete. Stops early, and remembers to come back, when too much waits already.
+    pub fn read(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
+        if let Phase::Lingering { .. } = self.phase {
+            return self.discard_input(scratch);
+        }
+        while !self.input_done {
+            if self.must_pause() {
+                self.read_paused = true;
+                return ReadOutcome::Ok;
+            }
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.input_done = true;
+                    if let Some(frame) = self.splitter.finish(&self.input) {
+                        self.frames.push(frame);
+                    }
+                }
+                Ok(n) => {
+                    *bytes_in += n as u64;
+                    self.input.extend_from_slice(&scratch[..n]);
+                    self.split();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Broken,
+            }
+        }
+        self.read_paused = false;
+        ReadOutcome::Ok
+    }
+
+    /// While lingering: drop whatever arrives; an EOF or error means the peer is gone.
+    fn discard_input(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Broken,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Ok,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Broken,
+            }
+        }
+    }
+
+    fn split(&mut self) {
+        loop {
+            match self.splitter.next(&self.input) {
+                Split::Frame { start, end } => self.frames.push((start, end)),
+                Split::NeedMore => return,
+                Split::TooLarge => {
+                    self.fail(format!(
+                        "Request too large: max_request_bytes is {}",
+                        self.splitter.max_request()
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops reading; after the replies already owed, `message` is sent and the connection closed.
+    pub fn fail(&mut self, message: String) {
+        self.input_done = true;
+        self.fatal = Some(message);
+        self.linger_when_done = true;
+    }
+
+    /// After a fatal error the connection lingers once done, so the peer reads the error line before the
+    /// close (a close with unread input resets the connection and can destroy that line).
+    pub fn lingers_when_done(&self) -> bool {
+        self.linger_when_done
+    }
+
+    fn must_pause(&self) -> bool {
+        self.splitter.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= MAX_PENDING_OUTPUT
+    }
+
+    /// Reading was paused on a limit that no longer holds: the caller should read again.
+    pub fn should_resume(&self) -> bool {
+        self.read_paused && !self.must_pause()
+    }
+
+    /// Stops reading new requests (server shutdown); requests already read are still answered.
+    pub fn stop_reading(&mut self) {
+        self.input_done = true;
+        self.read_paused = false;
+    }
+
+    /// Hands the waiting requests to a worker as one job, unless one is already in flight.
+    pub fn take_job(&mut self, slot: usize, buffers: &mut BufferPool) -> Option<Job> {
+        if self.in_flight || self.frames.is_empty() {
+            return None;
+        }
+        // The job takes the whole input buffer; only the unfinished request's bytes are copied forward.
+        let keep = self.splitter.keep_from();
+        let mut rest = buffers.take();
+        rest.extend_from_slice(&self.input[keep..]);
+        let input = std::mem::replace(&mut self.input, rest);
+        self.splitter.rebase(keep);
+        let frames = std::mem::replace(&mut self.frames, buffers.take_frames());
+        self.in_flight = true;
+        Some(Job { slot, generation: self.generation, input, frames, output: buffers.take() })
+    }
+
+    /// True when nothing more will happen on this connection but flushing what is pending.
+    pub fn finished(&self) -> bool {
+        self.input_done && !self.in_flight && self.frames.is_empty()
+    }
+
+    /// Queues the fatal error line, if any, once every reply before it is queued.
+    pub fn queue_fatal(&mut self) {
+        if self.finished() {
+            if let Some(message) = self.fatal.take() {
+                let mut line = Vec::new();
+                reply::error(&mut line, &message);
+                self.output.extend_from_slice(&line);
+            }
+        }
+    }
+
+    /// Bytes queued for the socket.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Writes `data` after whatever is pending, straight from `data` when nothing is. Returns false if
+    /// the socket failed.
+    pub fn send(&mut self, data: &[u8], bytes_out: &mut u64) -> bool {
+        if self.pending_output() > 0 {
+            self.output.extend_from_slice(data);
+            return self.flush(bytes_out);
+        }
+        let mut sent = 0;
+        while sent < data.len() {
+            match self.stream.write(&data[sent..]) {
+                Ok(n) => {
+                    sent += n;
+                    *bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        self.output.extend_from_slice(&data[sent..]);
+        true
+    }
+
+    /// Writes pending output until done or the socket would block. Returns false if the socket failed.
+    pub fn flush(&mut self, bytes_out: &mut u64) -> bool {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(n) => {
+                    self.written += n;
+                    *bytes_out += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        if self.output.capacity() > MAX_PENDING_OUTPUT {
+            self.output = Vec::new();
+        }
+        true
+    }
+
+    /// Closes the write side and starts lingering (see [`Phase::Lingering`]).
+    pub fn linger(&mut self, until: Instant) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.phase = Phase::Lingering { until };
+        self.input_done = true;
+    }
+
+    /// Gives the connection's buffers back for reuse.
+    pub fn recycle(self, buffers: &mut BufferPool) {
+        buffers.put(self.input);
+        buffers.put_frames(self.frames);
+    }
+}
+
+/// Buffers handed back and forth between the reactor and the workers, reused instead of reallocated.
+#[derive(Default)]
+pub struct BufferPool {
+    bytes: Vec<Vec<u8>>,
+    frames: Vec<Vec<(usize, usize)>>,
+}
+
+/// Buffers kept for reuse at most; more are freed.
+const POOL_MAX: usize = 1024;
+/// A buffer larger than this is freed rather than kept, so one big request does not pin memory.
+const POOL_MAX_CAPACITY: usize = 64 * 1024;
+
+impl BufferPool {
+    /// An empty byte buffer.
+    pub fn take(&mut self) -> Vec<u8> {
+        self.bytes.pop().unwrap_or_default()
+    }
+
+    /// An empty frame list.
+    pub fn take_frames(&mut self) -> Vec<(usize, usize)> {
+        self.frames.pop().unwrap_or_default()
+    }
+
+    /// Returns a byte buffer.
+    pub fn put(&mut self, mut buf: Vec<u8>) {
+        if self.bytes.len() < POOL_MAX && buf.capacity() <= POOL_MAX_CAPACITY && buf.capacity() > 0 {
+            buf.clear();
+            self.bytes.push(buf);
+        }
+    }
+
+    /// Returns a frame list.
+    pub fn put_frames(&mut self, mut frames: Vec<(usize, usize)>) {
+        if self.frames.len() < POOL_MAX && frames.capacity() <= POOL_MAX_CAPACITY && frames.capacity() > 0 {
+            frames.clear();
+            self.frames.push(frames);
+        }
+    }
+
+    /// Returns every buffer of a finished job.
+    pub fn put_job(&mut self, job: Job) {
+        self.put(job.input);
+        self.put(job.output);
+        self.put_frames(job.frames);
+    }
+}

@@ -1,0 +1,46 @@
+//! The `bankcache` binary: command line → config → logger → bind → print listen address → serve.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use bankcache::{Cli, Config, Server};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_cli(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bankcache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_millis()
+        .init();
+    let mut server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("bankcache: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = server.handle_signals() {
+        eprintln!("bankcache: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Exactly one line per listener, flushed before serving, so scripts and tests can read the port.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "bankcache: json listening on {}", server.json_addr());
+    let _ = stdout.flush();
+    drop(stdout);
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

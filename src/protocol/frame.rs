@@ -1,0 +1,295 @@
+//! Splits a connection's byte stream into requests.
+//!
+//! A request is one complete top-level JSON value. Requests may be separated by newlines (NDJSON, netcat) or
+//! sent back to back with no separator at all, as the original's raw clients did. A newline always ends a
+//! request: a value still open at a newline is cut there and handed on as it is, so the parser answers it
+//! with `Invalid json` and the next line starts fresh. The splitter only tracks nesting, strings and escapes;
+//! it never validates JSON (the parser does), so it costs one pass over the bytes and keeps no copies.
+
+/// Where the scan stands between calls: what kind of value is open, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Between requests: whitespace is skipped.
+    Idle,
+    /// Inside an object or array, `depth` levels deep.
+    Nested,
+    /// Inside a top-level string.
+    TopString,
+    /// A top-level scalar or garbage: runs to the end of the line.
+    Line,
+}
+
+/// Outcome of feeding bytes to the splitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// A request occupies `start..end` of the buffer.
+    Frame { start: usize, end: usize },
+    /// Everything up to the buffer's end has been scanned; more bytes are needed.
+    NeedMore,
+    /// The open request already exceeds the size limit and can never be completed.
+    TooLarge,
+}
+
+/// Incremental request splitter for one connection.
+///
+/// Offsets are relative to the caller's buffer, which only grows between calls until the caller cuts
+/// scanned bytes off its front with [`Splitter::rebase`].
+#[derive(Debug, Clone)]
+pub struct Splitter {
+    mode: Mode,
+    /// Position of the next byte to scan.
+    pos: usize,
+    /// Start of the open request (meaningful unless `mode` is `Idle`).
+    start: usize,
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    max_request: usize,
+}
+
+impl Splitter {
+    /// A splitter that refuses requests longer than `max_request` bytes.
+    pub fn new(max_request: usize) -> Self {
+        Splitter {
+            mode: Mode::Idle,
+            pos: 0,
+            start: 0,
+            depth: 0,
+            in_string: false,
+            escape: false,
+            max_request: max_request.max(1),
+        }
+    }
+
+    /// The size limit this splitter enforces.
+    pub fn max_request(&self) -> usize {
+        self.max_request
+    }
+
+    /// Scans `buf` from where the last call stopped and returns the next complete request, if any.
+    pub fn next(&mut self, buf: &[u8]) -> Split {
+        while self.pos < buf.len() {
+            let b = buf[self.pos];
+            let at = self.pos;
+            self.pos += 1;
+            match self.mode {
+                Mode::Idle => match b {
+                    b' ' | b'\t' | b'\r' | b'\n' => {}
+                    b'{' | b'[' => self.open(Mode::Nested, at, 1),
+                    b'"' => {
+                        self.open(Mode::TopString, at, 0);
+                        self.in_string = true;
+                    }
+                    _ => self.open(Mode::Line, at, 0),
+                },
+                Mode::Line => {
+                    if b == b'\n' {
+                        return self.close(at);
+                    }
+                }
+                Mode::TopString | Mode::Nested => {
+                    if b == b'\n' {
+                        // An op never spans lines: hand the open value on, unfinished, to be refused.
+                        return self.close(at);
+                    }
+                    if self.in_string {
+                        if self.escape {
+                            self.escape = false;
+                        } else if b == b'\\' {
+                            self.escape = true;
+                        } else if b == b'"' {
+                            self.in_string = false;
+                            if self.mode == Mode::TopString {
+                                return self.close(self.pos);
+                            }
+                        }
+                    } else {
+                        match b {
+                            b'"' => self.in_string = true,
+                            b'{' | b'[' => self.depth += 1,
+                            b'}' | b']' => {
+                                self.depth -= 1;
+                                if self.depth == 0 {
+                                    return self.close(self.pos);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if self.mode != Mode::Idle && self.pos - self.start > self.max_request {
+            return Split::TooLarge;
+        }
+        Split::NeedMore
+    }
+
+    /// At end of input, hands on whatever request is still open (it will be refused as incomplete JSON,
+    /// or parsed if it is a bare scalar such as `42`).
+    pub fn finish(&mut self, buf: &[u8]) -> Option<(usize, usize)> {
+        if self.mode == Mode::Idle {
+            return None;
+        }
+        let start = self.start;
+        self.reset();
+        self.pos = buf.len();
+        Some((start, buf.len()))
+    }
+
+    /// The first byte the caller must keep: the start of the open request, or the scan position.
+    pub fn keep_from(&self) -> usize {
+        if self.mode == Mode::Idle {
+            self.pos
+        } else {
+            self.start
+        }
+    }
+
+    /// Tells the splitter that the caller dropped the first `cut` bytes of its buffer.
+    pub fn rebase(&mut self, cut: usize) {
+        debug_assert!(cut <= self.keep_from());
+        self.pos -= cut;
+        self.start = self.start.saturating_sub(cut);
+    }
+
+    /// Bytes of the open, unfinished request (0 when idle).
+    pub fn open_len(&self) -> usize {
+        if self.mode == Mode::Idle {
+            0
+        } else {
+            self.pos - self.start
+        }
+    }
+
+    fn open(&mut self, mode: Mode, at: usize, depth: u32) {
+        self.mode = mode;
+        self.start = at;
+        self.depth = depth;
+    }
+
+    fn close(&mut self, end: usize) -> Split {
+        let start = self.start;
+        self.reset();
+        if self.max_request < end - start {
+            return Split::TooLarge;
+        }
+        Split::Frame { start, end }
+    }
+
+    fn reset(&mut self) {
+        self.mode = Mode::Idle;
+        self.depth = 0;
+        self.in_string = false;
+        self.escape = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[u8]) -> Vec<String> {
+        let mut s = Splitter::new(1 << 20);
+        let mut out = Vec::new();
+        loop {
+            match s.next(input) {
+                Split::Frame { start, end } => {
+                    out.push(String::from_utf8_lossy(&input[start..end]).into_owned())
+                }
+                Split::NeedMore => break,
+                Split::TooLarge => panic!("too large"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn newline_delimited() {
+        assert_eq!(frames(b"{\"a\":1}\n{\"b\":2}\n"), ["{\"a\":1}", "{\"b\":2}"]);
+    }
+
+    #[test]
+    fn back_to_back_without_separator() {
+        assert_eq!(frames(b"{\"a\":1}{\"b\":[2]}[3]"), ["{\"a\":1}", "{\"b\":[2]}", "[3]"]);
+    }
+
+    #[test]
+    fn crlf_and_blank_lines_yield_nothing_extra() {
+        assert_eq!(frames(b"\r\n\n  \t\r\n{\"a\":1}\r\n\r\n"), ["{\"a\":1}"]);
+    }
+
+    #[test]
+    fn braces_inside_strings_do_not_count() {
+        assert_eq!(frames(br#"{"a":"}{][\"\\"}{"b":1}"#), [r#"{"a":"}{][\"\\"}"#, r#"{"b":1}"#]);
+    }
+
+    #[test]
+    fn a_value_open_at_a_newline_is_cut_there() {
+        assert_eq!(frames(b"{\"a\":\n{\"b\":1}\n"), ["{\"a\":", "{\"b\":1}"]);
+        assert_eq!(frames(b"{\"a\":\"x\ny\"}\n"), ["{\"a\":\"x", "y\"}"]);
+    }
+
+    #[test]
+    fn scalars_and_garbage_run_to_the_end_of_the_line() {
+        assert_eq!(frames(b"42\nhello world\n\"s\"\n"), ["42", "hello world", "\"s\""]);
+        // Without a newline a bare scalar is not complete yet.
+        assert!(frames(b"42").is_empty());
+    }
+
+    #[test]
+    fn split_at_every_byte_gives_the_same_frames() {
+        let input = br#"{"op":"put","bank":"b","key":"k\"}","value":[1,{"x":"]"}]}{"op":"get"}"#;
+        let mut s = Splitter::new(1 << 20);
+        let mut got = Vec::new();
+        for n in 1..=input.len() {
+            let buf = &input[..n];
+            while let Split::Frame { start, end } = s.next(buf) {
+                got.push(&input[start..end]);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], br#"{"op":"get"}"#);
+    }
+
+    #[test]
+    fn rebase_keeps_the_open_request() {
+        let mut s = Splitter::new(1 << 20);
+        let mut buf = b"{\"a\":1}\n{\"b\":".to_vec();
+        assert_eq!(s.next(&buf), Split::Frame { start: 0, end: 7 });
+        assert_eq!(s.next(&buf), Split::NeedMore);
+        let cut = s.keep_from();
+        assert_eq!(cut, 8);
+        buf.drain(..cut);
+        s.rebase(cut);
+        buf.extend_from_slice(b"2}");
+        assert_eq!(s.next(&buf), Split::Frame { start: 0, end: 7 });
+    }
+
+    #[test]
+    fn too_large_open_request() {
+        let mut s = Splitter::new(8);
+        assert_eq!(s.next(b"{\"a\":\"123456789"), Split::TooLarge);
+        let mut s = Splitter::new(8);
+        assert_eq!(s.next(b"{\"a\":\"12\"}"), Split::TooLarge);
+        let mut s = Splitter::new(8);
+        assert_eq!(s.next(b"{\"a\":1}"), Split::Frame { start: 0, end: 7 });
+    }
+
+    #[test]
+    fn finish_hands_on_the_open_request() {
+        let mut s = Splitter::new(100);
+        let buf = b"{\"a\":1}42";
+        assert_eq!(s.next(buf), Split::Frame { start: 0, end: 7 });
+        assert_eq!(s.next(buf), Split::NeedMore);
+        assert_eq!(s.finish(buf), Some((7, 9)));
+        assert_eq!(s.finish(buf), None);
+    }
+
+    #[test]
+    fn deep_nesting_costs_nothing() {
+        let mut input = vec![b'['; 100_000];
+        input.extend(vec![b']'; 100_000]);
+        assert_eq!(frames(&input).len(), 1);
+    }
+}

@@ -1,0 +1,450 @@
+//! The reactor: the one thread that owns every socket.
+//!
+//! One mio loop accepts connections, reads until each socket would block, splits the bytes into requests,
+//! and hands the requests of the whole turn to the workers in as few channel sends as possible (one send
+//! and one wake-up per chunk of work, never one per request). Workers send finished jobs back on a channel
+//! and wake the reactor through a [`Waker`] only when it is not already due to look, so a busy reactor is
+//! never interrupted per reply. The reactor then writes each connection's replies with one write.
+//!
+//! The reactor never takes a bank lock and never touches the store; workers never touch a socket.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::conn::{BufferPool, Conn, Phase, ReadOutcome};
+use crate::protocol::reply;
+use crate::stats::Stats;
+use crate::worker::Job;
+
+/// Wakes the reactor when workers have finished jobs (or a shutdown is asked for).
+pub const WAKER: Token = Token(0);
+/// SIGINT / SIGTERM.
+pub const SIGNALS: Token = Token(1);
+/// The JSON listener.
+pub const JSON_LISTENER: Token = Token(2);
+/// Connection `slot` is registered as `Token(FIRST_CONN + slot)`.
+const FIRST_CONN: usize = 16;
+
+/// Requests per chunk when a turn's work is spread over several workers. Smaller turns go to one worker
+/// in one send: on a machine with few cores, waking a second worker for a handful of requests costs more
+/// than it saves.
+const FRAMES_PER_CHUNK: usize = 256;
+/// How long a connection closed after an error waits for the peer to read the error line and close.
+const LINGER_AFTER_ERROR: Duration = Duration::from_secs(2);
+/// How long a connection refused at accept lingers.
+const LINGER_AFTER_REFUSAL: Duration = Duration::from_secs(1);
+/// Most refused connections kept lingering at once; beyond this they are closed at once.
+const MAX_LINGERING: usize = 1024;
+/// How long a graceful shutdown waits for in-flight replies to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
+const TICK: Duration = Duration::from_millis(50);
+
+/// Limits the reactor enforces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct NetLimits {
+    /// Most counted connections open at once.
+    pub max_connections: usize,
+    /// Longest request in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// Set by a [`crate::ShutdownHandle`]; the reactor looks at it on every turn.
+pub struct StopFlag {
+    /// Asked to stop.
+    pub requested: AtomicBool,
+    /// The waker that makes the reactor look (shared with the workers).
+    pub waker: Arc<Waker>,
+}
+
+/// The reactor's state; [`Reactor::run`] is its loop.
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    signals: Option<Signals>,
+    conns: Slab<Conn>,
+    next_generation: u64,
+    counted: usize,
+    lingering: usize,
+    buffers: BufferPool,
+    scratch: Box<[u8]>,
+    jobs: Option<Sender<Vec<Job>>>,
+    done: Receiver<Vec<Job>>,
+    /// Set by a worker that has queued finished jobs and woken the reactor; cleared before draining.
+    notified: Arc<AtomicBool>,
+    turn: Vec<Job>,
+    turn_frames: usize,
+    workers: usize,
+    stats: Arc<Stats>,
+    limits: NetLimits,
+    stop: Arc<StopFlag>,
+    shutdown_deadline: Option<Instant>,
+    accept_blocked: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Everything the reactor is built from.
+pub struct Parts {
+    /// The poll the listener and waker are registered with.
+    pub poll: Poll,
+    /// The JSON listener, registered as [`JSON_LISTENER`].
+    pub listener: TcpListener,
+    /// Signals registered as [`SIGNALS`], when the process wants them.
+    pub signals: Option<Signals>,
+    /// Where jobs go.
+    pub jobs: Sender<Vec<Job>>,
+    /// Where finished jobs come back.
+    pub done: Receiver<Vec<Job>>,
+    /// The flag workers set before waking the reactor.
+    pub notified: Arc<AtomicBool>,
+    /// Number of workers.
+    pub workers: usize,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Limits.
+    pub limits: NetLimits,
+    /// Shutdown request.
+    pub stop: Arc<StopFlag>,
+}
+
+impl Reactor {
+    /// Builds the reactor from its parts.
+    pub fn new(parts: Parts) -> Reactor {
+        Reactor {
+            poll: parts.poll,
+            listener: Some(parts.listener),
+            signals: parts.signals,
+            conns: Slab::with_capacity(1024),
+            next_generation: 0,
+            counted: 0,
+            lingering: 0,
+            buffers: BufferPool::default(),
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            jobs: Some(parts.jobs),
+            done: parts.done,
+            notified: parts.notified,
+            turn: Vec::new(),
+            turn_frames: 0,
+            workers: parts.workers.max(1),
+            stats: parts.stats,
+            limits: parts.limits,
+            stop: parts.stop,
+            shutdown_deadline: None,
+            accept_blocked: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    /// Runs until a shutdown has finished: every in-flight request answered and flushed, or the grace
+    /// period over.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.needs_tick().then_some(TICK);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    SIGNALS => self.on_signals(),
+                    JSON_LISTENER => self.accept(),
+                    Token(t) => {
+                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                        self.on_conn_event(t - FIRST_CONN, readable, event.is_writable());
+                    }
+                }
+            }
+            if self.stop.requested.load(Ordering::Acquire) {
+                self.begin_shutdown();
+            }
+            self.drain_done();
+            self.dispatch_turn();
+            self.tick();
+            self.publish_counters();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let unanswered = self.conns.iter().filter(|(_, c)| c.in_flight).count();
+        if unanswered > 0 {
+            log::warn!("shutdown grace period over with {unanswered} connections still waiting for replies");
+        }
+        // Dropping the sender ends the workers once they finish what they hold.
+        self.jobs = None;
+        Ok(())
+    }
+
+    fn needs_tick(&self) -> bool {
+        self.lingering > 0 || self.accept_blocked || self.shutdown_deadline.is_some()
+    }
+
+    fn on_signals(&mut self) {
+        let mut stop = false;
+        if let Some(signals) = &mut self.signals {
+            for signal in signals.pending() {
+                log::info!("received signal {signal}; shutting down");
+                stop = true;
+            }
+        }
+        if stop {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Stops accepting and reading; what was already read is still answered.
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.stop_reading();
+            }
+            self.progress(slot);
+        }
+    }
+
+    fn accept(&mut self) {
+        self.accept_blocked = false;
+        loop {
+            let accepted = match &self.listener {
+                Some(listener) => listener.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    self.admit(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off and retry on the next tick, since no
+                    // new readiness event will come for connections already in the backlog.
+                    log::warn!("accept failed: {e}; retrying shortly");
+                    self.accept_blocked = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        self.next_generation += 1;
+        let net = &self.stats.net;
+        let refuse = self.counted >= self.limits.max_connections;
+        if refuse {
+            net.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            if self.lingering >= MAX_LINGERING {
+                return; // dropped: closes at once
+            }
+        } else {
+            net.connections_total.fetch_add(1, Ordering::Relaxed);
+            net.connections_current.fetch_add(1, Ordering::Relaxed);
+        }
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        let mut conn =
+            Conn::new(stream, self.next_generation, self.limits.max_request_bytes, &mut self.buffers);
+        if let Err(e) =
+            self.poll.registry().register(&mut conn.stream, Token(FIRST_CONN + slot), Interest::READABLE)
+        {
+            log::warn!("cannot register a new connection: {e}");
+            if !refuse {
+                net.connections_current.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if refuse {
+            conn.counted = false;
+            let mut line = Vec::new();
+            reply::error(
+                &mut line,
+                &format!("Too many connections: max_connections is {}", self.limits.max_connections),
+            );
+            conn.send(&line, &mut self.bytes_out);
+            conn.linger(Instant::now() + LINGER_AFTER_REFUSAL);
+            self.lingering += 1;
+        } else {
+            self.counted += 1;
+            log::debug!("connection {} opened in slot {slot}", self.next_generation);
+        }
+        entry.insert(conn);
+    }
+
+    fn on_conn_event(&mut self, slot: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if writable && !conn.flush(&mut self.bytes_out) {
+            return self.close(slot);
+        }
+        if readable && conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+            return self.close(slot);
+        }
+        self.progress(slot);
+    }
+
+    /// Moves a connection along after anything happened to it: dispatch waiting requests, queue a fatal
+    /// error line, keep write interest in step with pending output, and close or linger when done.
+    fn progress(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if let Some(job) = conn.take_job(slot, &mut self.buffers) {
+            self.turn_frames += job.frames.len();
+            self.turn.push(job);
+        }
+        conn.queue_fatal();
+        if !conn.flush(&mut self.bytes_out) {
+            return self.close(slot);
+        }
+        let pending = conn.pending_output() > 0;
+        if pending != conn.write_interest {
+            let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let token = Token(FIRST_CONN + slot);
+            if self.poll.registry().reregister(&mut conn.stream, token, interest).is_err() {
+                return self.close(slot);
+            }
+            conn.write_interest = pending;
+        }
+        if conn.phase != Phase::Open || !conn.finished() || pending {
+            return;
+        }
+        if conn.lingers_when_done() {
+            conn.linger(Instant::now() + LINGER_AFTER_ERROR);
+            self.lingering += 1;
+        } else {
+            // The peer closed its side, or the server is shutting down: nothing is owed any more.
+            self.close(slot);
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.counted {
+            self.counted -= 1;
+            self.stats.net.connections_current.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Phase::Lingering { .. } = conn.phase {
+            self.lingering -= 1;
+        }
+        log::debug!("connection {} in slot {slot} closed", conn.generation);
+        conn.recycle(&mut self.buffers);
+    }
+
+    /// Takes every finished job the workers have sent back and writes its replies.
+    fn drain_done(&mut self) {
+        // Clear first: a worker that queues after this point sees the flag down and wakes us again.
+        self.notified.store(false, Ordering::SeqCst);
+        while let Ok(batch) = self.done.try_recv() {
+            for job in batch {
+                self.complete(&job);
+                self.buffers.put_job(job);
+            }
+        }
+    }
+
+    fn complete(&mut self, job: &Job) {
+        let slot = job.slot;
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.generation != job.generation {
+            return; // the connection closed and its slot was reused: the reply is for no one
+        }
+        conn.in_flight = false;
+        if !conn.send(&job.output, &mut self.bytes_out) {
+            return self.close(slot);
+        }
+        if conn.should_resume() && conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+            return self.close(slot);
+        }
+        self.progress(slot);
+    }
+
+    /// Sends the turn's jobs to the workers: one send for a small turn, a few even chunks for a big one.
+    fn dispatch_turn(&mut self) {
+        if self.turn.is_empty() {
+            return;
+        }
+        let Some(jobs) = &self.jobs else { return };
+        let chunks = (self.turn_frames / FRAMES_PER_CHUNK).clamp(1, self.workers);
+        let mut turn = std::mem::take(&mut self.turn);
+        let per_chunk = self.turn_frames.div_ceil(chunks);
+        self.turn_frames = 0;
+        let mut sent_ok = true;
+        if chunks == 1 {
+            sent_ok = jobs.send(turn).is_ok();
+        } else {
+            while !turn.is_empty() && sent_ok {
+                let mut frames = 0;
+                let mut cut = 0;
+                while cut < turn.len() && frames < per_chunk {
+                    frames += turn[cut].frames.len();
+                    cut += 1;
+                }
+                let rest = turn.split_off(cut);
+                sent_ok = jobs.send(turn).is_ok();
+                turn = rest;
+            }
+        }
+        if !sent_ok {
+            log::error!("the worker pool is gone; shutting down");
+            self.begin_shutdown();
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.accept_blocked {
+            self.accept();
+        }
+        if self.lingering == 0 && self.shutdown_deadline.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let shutting_down = self.shutdown_deadline.is_some();
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match c.phase {
+                Phase::Lingering { until } => shutting_down || until <= now,
+                Phase::Open => false,
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in expired {
+            self.close(slot);
+        }
+    }
+
+    fn publish_counters(&mut self) {
+        let net = &self.stats.net;
+        if self.bytes_in > 0 {
+            net.bytes_in.fetch_add(std::mem::take(&mut self.bytes_in), Ordering::Relaxed);
+        }
+        if self.bytes_out > 0 {
+            net.bytes_out.fetch_add(std::mem::take(&mut self.bytes_out), Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Workers: the only place the protocol meets the store.
+//!
+//! A worker takes a batch of jobs (each job: the requests one connection sent in one reactor turn), runs
+//! every request against the store in order, encodes each reply straight into the job's output buffer, and
+//! sends the whole batch back in one message. Requests of one connection are never split across batches
+//! running at the same time (the reactor keeps at most one job per connection in flight), so a
+//! connection's ops run in the order it sent them.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::protocol::number::{self, NotANumber};
+use crate::protocol::{self, reply, Limits, Op, RequestError};
+use crate::stats::{Stats, WorkerCounters};
+use crate::store::{Lookup, Store, Ttl};
+
+/// The requests one connection sent in one reactor turn, and the replies to them.
+pub struct Job {
+    /// The connection's slab slot.
+    pub slot: usize,
+    /// The connection's generation, so a reply never reaches a later connection that reused the slot.
+    pub generation: u64,
+    /// The bytes the requests were read into.
+    pub input: Vec<u8>,
+    /// Each request's `start..end` in `input`.
+    pub frames: Vec<(usize, usize)>,
+    /// Replies, one line per request, in order.
+    pub output: Vec<u8>,
+}
+
+/// What workers need to execute requests.
+pub struct Context {
+    /// The banks.
+    pub store: Arc<Store>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Size limits for keys and values.
+    pub limits: Limits,
+    /// Ops slower than this are logged at warn; `None` turns the slow log off.
+    pub slow_op: Option<Duration>,
+}
+
+/// Called after a worker has queued finished jobs, so the reactor wakes up to write them.
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// Starts `count` worker threads that take job batches from `jobs` and return them on `done`.
+pub fn spawn(
+    count: usize,
+    ctx: Arc<Context>,
+    jobs: Receiver<Vec<Job>>,
+    done: Sender<Vec<Job>>,
+    notify: Notify,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..count)
+        .map(|id| {
+            let (ctx, jobs, done, notify) =
+                (Arc::clone(&ctx), jobs.clone(), done.clone(), Arc::clone(&notify));
+            thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+                let counters = ctx.stats.worker(id);
+                // Ends when the reactor drops the job sender at shutdown.
+                for mut batch in jobs.iter() {
+                    for job in &mut batch {
+                        run_job(&ctx, counters, job);
+                    }
+                    if done.send(batch).is_err() {
+                        break;
+                    }
+                    notify();
+                }
+            })
+        })
+        .collect()
+}
+
+/// Runs every request of one job, in order.
+pub fn run_job(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
+    for &(start, end) in &job.frames {
+        let frame = &job.input[start..end];
+        let began = ctx.slow_op.map(|_| Instant::now());
+        execute(ctx, counters, frame, &mut job.output);
+        if let (Some(began), Some(limit)) = (began, ctx.slow_op) {
+            let took = began.elapsed();
+            if took > limit {
+                let shown = String::from_utf8_lossy(&frame[..frame.len().min(200)]);
+                log::warn!("slow op: {:.1} ms: {shown}", took.as_secs_f64() * 1000.0);
+            }
+        }
+    }
+}
+
+/// Executes one request frame and appends its reply line to `out`.
+pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut Vec<u8>) {
+    let op = match protocol::parse(frame, &ctx.limits) {
+        Ok(op) => op,
+        Err(e) => {
+            counters.error();
+            return error(out, &e);
+        }
+    };
+    counters.op(op.kind());
+    let now = crate::store::now_ms();
+    let store = &*ctx.store;
+    match op {
+        Op::Put { bank, key, value, lifetime } => {
+            let ttl = Ttl::from_secs(lifetime);
+            store.with_bank_or_create(&bank, |m| m.put(key.as_bytes(), value, ttl, now));
+            reply::ok_raw(out, b"{}");
+        }
+        Op::Get { bank, key } => {
+            let found = store.with_bank(&bank, |m| m.get(key.as_bytes(), now, |v| reply::ok_raw(out, v)));
+            if read_result(store, found) {
+                counters.hit();
+            } else {
+                counters.miss();
+                missing(counters, out, &key);
+            }
+        }
+        Op::GetTouch { bank, key } => {
+            let found = store.with_bank(&bank, |m| m.touch(key.as_bytes(), now, |v| reply::ok_raw(out, v)));
+            if read_result(store, found) {
+                counters.hit();
+            } else {
+                counters.miss();
+                missing(counters, out, &key);
+            }
+        }
+        Op::Delete { bank, key } => {
+            let found = store.with_bank(&bank, |m| m.delete(key.as_bytes(), now));
+            if read_result(store, found) {
+                reply::ok_raw(out, b"{}");
+            } else {
+                missing(counters, out, &key);
+            }
+        }
+        Op::Touch { bank, key } => {
+            let found = store.with_bank(&bank, |m| m.touch(key.as_bytes(), now, |_| ()));
+            if read_result(store, found) {
+                reply::ok_raw(out, b"{}");
+            } else {
+                missing(counters, out, &key);
+            }
+        }
+        Op::Incr { bank, key, delta } => {
+            let found = store.with_bank(&bank, |m| m.update(key.as_bytes(), now, |old| incr(old, delta)));
+            let result = match found {
+                Some(Lookup::Hit(result)) => result,
+                Some(Lookup::Expired) => {
+                    store.note_lazy_expiry();
+                    return missing(counters, out, &key);
+                }
+                Some(Lookup::Miss) | None => return missing(counters, out, &key),
+            };
+            match result {
+                Ok(value) => {
+                    reply::begin_ok(out);
+                    reply::float(out, value);
+                    reply::end(out);
+                }
+                Err(e) => {
+                    counters.error();
+                    let message = match e {
+                        IncrError::NotANumber(NotANumber::Text) => {
+                            format!("The value for key {key} isn't a number")
+                        }
+                        IncrError::NotANumber(NotANumber::Type(t)) => {
+                            format!("float() argument must be a string or a real number, not '{t}'")
+                        }
+                        IncrError::Overflow => format!("Incr of key {key} would overflow"),
+                    };
+                    reply::error(out, &message);
+                }
+            }
+        }
+        Op::BankKeys { bank } => {
+            reply::begin_ok(out);
+            let listed = store.with_bank(&bank, |m| {
+                out.push(b'[');
+                let mut first = true;
+                m.keys(now, |k| {
+                    if !first {
+                        out.extend_from_slice(b", ");
+                    }
+                    first = false;
+                    reply::string(out, &String::from_utf8_lossy(k));
+                });
+                out.push(b']');
+            });
+            if listed.is_none() {
+                out.extend_from_slice(b"[]");
+            }
+            reply::end(out);
+        }
+        Op::BankList => {
+            let mut names = Vec::new();
+            store.bank_names(|n| names.push(n.to_owned()));
+            reply::begin_ok(out);
+            reply::string_array(out, names.iter().map(String::as_str));
+            reply::end(out);
+        }
+        Op::BankReset { bank } => {
+            store.with_bank(&bank, |m| m.clear());
+            reply::ok_raw(out, b"{}");
+        }
+        Op::Ping => reply::ok_raw(out, b"\"pong\""),
+        Op::Stats => stats(ctx, out),
+    }
+}
+
+/// True for a hit; counts an expired entry found on the way.
+fn read_result<T>(store: &Store, found: Option<Lookup<T>>) -> bool {
+    match found {
+        Some(Lookup::Hit(_)) => true,
+        Some(Lookup::Expired) => {
+            store.note_lazy_expiry();
+            false
+        }
+        Some(Lookup::Miss) | None => false,
+    }
+}
+
+fn missing(counters: &WorkerCounters, out: &mut Vec<u8>, key: &str) {
+    counters.error();
+    let mut message = String::with_capacity(key.len() + 20);
+    let _ = write!(message, "Key {key} doesn't exist");
+    reply::error(out, &message);
+}
+
+fn error(out: &mut Vec<u8>, e: &RequestError) {
+    reply::error(out, &e.to_string());
+}
+
+enum IncrError {
+    NotANumber(NotANumber),
+    Overflow,
+}
+
+/// The new value of an `incr`: always a float, always finite.
+fn incr(old: &[u8], delta: f64) -> Result<(Vec<u8>, f64), IncrError> {
+    let current = number::stored(old).map_err(IncrError::NotANumber)?;
+    let value = current + delta;
+    if !value.is_finite() {
+        return Err(IncrError::Overflow);
+    }
+    let mut text = Vec::with_capacity(24);
+    reply::float(&mut text, value);
+    Ok((text, value))
+}
+
+fn stats(ctx: &Context, out: &mut Vec<u8>) {
+    let totals = ctx.store.totals();
+    let counters = ctx.store.counters();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let snapshot = ctx.stats.snapshot(&[
+        ("expired_lazy", load(&counters.expired_lazy)),
+        ("expired_sweep", load(&counters.expired_sweep)),
+        ("keys", totals.keys),
+        ("banks", totals.banks),
+        ("value_bytes", totals.bytes),
+    ]);
+    reply::begin_ok(out);
+    reply::counters(out, snapshot.fields.iter().copied());
+    reply::end(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            store: Arc::new(Store::new()),
+            stats: Arc::new(Stats::new(1)),
+            limits: Limits { max_key_bytes: 64, max_value_bytes: 1024 },
+            slow_op: None,
+        }
+    }
+
+    fn run(ctx: &Context, request: &str) -> String {
+        let mut out = Vec::new();
+        execute(ctx, ctx.stats.worker(0), request.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn seed_sequence() {
+        let c = ctx();
+        assert_eq!(
+            run(&c, r#"{"op":"put","bank":"b","key":"key1","value":"value1"}"#),
+            "{\"status\": \"ok\", \"data\": {}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"key1"}"#),
+            "{\"status\": \"ok\", \"data\": \"value1\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"nope"}"#),
+            "{\"status\": \"error\", \"message\": \"Key nope doesn't exist\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"put","bank":"b","key":"n","value":1}"#),
+            "{\"status\": \"ok\", \"data\": {}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":"1"}"#),
+            "{\"status\": \"ok\", \"data\": 2.0}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"key1","value":1}"#),
+            "{\"status\": \"error\", \"message\": \"The value for key key1 isn't a number\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"bank.keys","bank":"b"}"#),
+            "{\"status\": \"ok\", \"data\": [\"key1\", \"n\"]}\n"
+        );
+        assert_eq!(run(&c, r#"{"op":"bank.list"}"#), "{\"status\": \"ok\", \"data\": [\"b\"]}\n");
+    }
+
+    #[test]
+    fn incr_never_stores_non_finite() {
+        let c = ctx();
+        run(&c, r#"{"op":"put","bank":"b","key":"n","value":1e308}"#);
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":1e308}"#),
+            "{\"status\": \"error\", \"message\": \"Incr of key n would overflow\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"n"}"#),
+            "{\"status\": \"ok\", \"data\": 1e308}\n"
+        );
+    }
+
+    #[test]
+    fn failed_reads_create_no_bank() {
+        let c = ctx();
+        for op in ["get", "delete", "touch", "getouch"] {
+            run(&c, &format!(r#"{{"op":"{op}","bank":"ghost","key":"k"}}"#));
+        }
+        run(&c, r#"{"op":"incr","bank":"ghost","key":"k","value":1}"#);
+        run(&c, r#"{"op":"bank.keys","bank":"ghost"}"#);
+        run(&c, r#"{"op":"bank.reset","bank":"ghost"}"#);
+        assert_eq!(run(&c, r#"{"op":"bank.list"}"#), "{\"status\": \"ok\", \"data\": []}\n");
+    }
+
+    #[test]
+    fn stats_counts_ops() {
+        let c = ctx();
+        run(&c, r#"{"op":"put","bank":"b","key":"k","value":1}"#);
+        run(&c, r#"{"op":"get","bank":"b","key":"k"}"#);
+        run(&c, r#"{"op":"get","bank":"b","key":"x"}"#);
+        let s = run(&c, r#"{"op":"stats"}"#);
+        assert!(s.contains("\"ops_put\": 1, \"ops_get\": 2"), "{s}");
+        assert!(s.contains("\"hits\": 1, \"misses\": 1"), "{s}");
+        assert!(s.contains("\"keys\": 1, \"banks\": 1"), "{s}");
+    }
+}
