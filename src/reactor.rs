@@ -287,6 +287,11 @@ impl Reactor {
             conn.send(&line, &mut self.bytes_out);
             conn.linger(Instant::now() + LINGER_AFTER_REFUSAL);
             self.lingering += 1;
+            if conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+                // The peer is already gone.
+                self.lingering -= 1;
+                return;
+            }
         } else {
             self.counted += 1;
             log::debug!("connection {} opened in slot {slot}", self.next_generation);
@@ -332,6 +337,10 @@ impl Reactor {
         if conn.lingers_when_done() {
             conn.linger(Instant::now() + LINGER_AFTER_ERROR);
             self.lingering += 1;
+            // Input may already be waiting, and edge-triggered readiness will not report it again.
+            if conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+                self.close(slot);
+            }
         } else {
             // The peer closed its side, or the server is shutting down: nothing is owed any more.
             self.close(slot);

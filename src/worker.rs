@@ -64,7 +64,7 @@ pub fn spawn(
                 // Ends when the reactor drops the job sender at shutdown.
                 for mut batch in jobs.iter() {
                     for job in &mut batch {
-                        run_job(&ctx, counters, job);
+                        run_job_guarded(&ctx, counters, job);
                     }
                     if done.send(batch).is_err() {
                         break;
@@ -74,6 +74,20 @@ pub fn spawn(
             })
         })
         .collect()
+}
+
+/// Runs a job; if a bug makes an op panic, every request of the job is answered with an error instead, so
+/// the connection still gets one reply per request and the worker lives on.
+fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(ctx, counters, job)));
+    if ran.is_err() {
+        log::error!("an op panicked; answering its batch of {} requests with errors", job.frames.len());
+        job.output.clear();
+        for _ in &job.frames {
+            counters.error();
+            reply::error(&mut job.output, "Internal error");
+        }
+    }
 }
 
 /// Runs every request of one job, in order.

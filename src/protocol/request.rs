@@ -184,7 +184,9 @@ const NEED_BANK: RequestError = RequestError::Missing("bank are required");
 
 /// Parses one frame (one top-level JSON value) into an op.
 pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Op<'a>, RequestError> {
-    let fields: Fields<'a> = serde_json::from_slice(frame).map_err(|_| RequestError::InvalidJson)?;
+    // Validating the whole frame first also covers strings in fields that are skipped, not decoded.
+    let json = std::str::from_utf8(frame).map_err(|_| RequestError::InvalidJson)?;
+    let fields: Fields<'a> = serde_json::from_str(json).map_err(|_| RequestError::InvalidJson)?;
     if !fields.object {
         return Err(RequestError::OpRequired);
     }

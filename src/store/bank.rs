@@ -63,9 +63,9 @@ impl<T> Lookup<T> {
 /// What a sweep step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
-    /// Entries with a deadline that were looked at.
-    pub sampled: usize,
-    /// Of those, how many had expired and were removed.
+    /// Slots looked at.
+    pub visited: usize,
+    /// Expired entries removed.
     pub removed: usize,
 }
 
@@ -298,34 +298,33 @@ impl BankMap {
         *self = BankMap { next_seq: self.next_seq, ..BankMap::default() };
     }
 
-    /// One bounded step of the background expiry sweep: looks at up to `max_sampled` entries that carry
-    /// a deadline (visiting at most `4 * max_sampled` slots), from where the last step stopped, and removes
-    /// the expired ones.
-    pub fn sweep_step(&mut self, now: u64, max_sampled: usize) -> Swept {
+    /// One bounded step of the background expiry sweep: visits up to `max_visit` slots from where the last
+    /// step stopped and removes the expired entries among them. A bank without entries that expire costs
+    /// nothing.
+    pub fn sweep_step(&mut self, now: u64, max_visit: usize) -> Swept {
         let mut swept = Swept::default();
         if self.expiring == 0 {
             return swept;
         }
         let end = self.slots.capacity();
-        let mut visited = 0;
-        while swept.sampled < max_sampled && visited < max_sampled * 4 {
+        while swept.visited < max_visit {
             if self.sweep_cursor >= end {
                 self.sweep_cursor = 0;
             }
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
-            visited += 1;
-            let Some(slot) = self.slots.get(i) else { continue };
-            if slot.deadline == NEVER {
-                continue;
-            }
-            swept.sampled += 1;
-            if slot.expired(now) {
+            swept.visited += 1;
+            if self.slots.get(i).is_some_and(|slot| slot.expired(now)) {
                 self.remove_slot(i);
                 swept.removed += 1;
             }
         }
         swept
+    }
+
+    /// Slots a full sweep cycle visits.
+    pub fn sweep_span(&self) -> usize {
+        self.slots.capacity()
     }
 }
 
@@ -439,12 +438,11 @@ mod tests {
             b.put(&i.to_be_bytes(), b"v", ttl, 0);
         }
         let step = b.sweep_step(5, 64);
-        assert_eq!(step.removed, 0);
-        assert!(step.sampled <= 64);
+        assert_eq!(step, Swept { visited: 64, removed: 0 });
         let mut removed = 0;
-        for _ in 0..100 {
+        for _ in 0..b.sweep_span().div_ceil(64) {
             let s = b.sweep_step(20, 64);
-            assert!(s.sampled <= 64);
+            assert_eq!(s.visited, 64);
             removed += s.removed;
         }
         assert_eq!(removed, 500);

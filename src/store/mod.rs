@@ -149,25 +149,30 @@ impl Store {
         totals
     }
 
-    /// One pass of the background sweep over every bank. Each bank is swept in rounds of a bounded number
-    /// of samples, dropping its lock between rounds, and keeps going only while the last round found
-    /// mostly-expired entries (as Redis does) and the pass is within its time budget.
+    /// One pass of the background sweep: each bank is scanned in small locked steps (the lock is dropped
+    /// between steps, so ops wait microseconds at most), a full cycle per pass, until the pass's time
+    /// budget is spent. Scanning a slot costs nanoseconds, so even ten million keys are covered within
+    /// a few passes, and the budget bounds the CPU the sweep can take however many entries expire.
     pub fn sweep(&self, now: u64, budget: Duration) -> u64 {
-        const SAMPLES: usize = 64;
+        const STEP: usize = 1024;
         let started = Instant::now();
         let banks: Vec<Arc<Bank>> = self.table().order.clone();
         let mut removed = 0u64;
-        for bank in banks {
+        'banks: for bank in banks {
+            let mut visited = 0;
             loop {
-                let step = bank.lock().sweep_step(now, SAMPLES);
+                let (step, span) = {
+                    let mut map = bank.lock();
+                    (map.sweep_step(now, STEP), map.sweep_span())
+                };
                 removed += step.removed as u64;
-                let mostly_expired = step.removed * 4 > step.sampled;
-                if !mostly_expired || started.elapsed() >= budget {
+                visited += step.visited;
+                if started.elapsed() >= budget {
+                    break 'banks;
+                }
+                if step.visited == 0 || visited >= span {
                     break;
                 }
-            }
-            if started.elapsed() >= budget {
-                break;
             }
         }
         self.counters.expired_sweep.fetch_add(removed, Ordering::Relaxed);
@@ -185,7 +190,8 @@ impl Sweeper {
     /// Starts sweeping `store` every `interval`.
     pub fn start(store: Arc<Store>, interval: Duration) -> std::io::Result<Sweeper> {
         let (stop, stopped): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
-        let budget = (interval / 4).max(Duration::from_millis(1));
+        // At most a tenth of one core, however many entries expire.
+        let budget = (interval / 10).max(Duration::from_millis(1));
         let thread = thread::Builder::new().name("sweeper".into()).spawn(move || {
             // Ends when the `Sweeper` is dropped (the channel disconnects).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {

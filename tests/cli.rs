@@ -1,0 +1,197 @@
+//! Black-box tests of the command line and config file (README
+//! "Configuration"), the stdout listening line, and graceful shutdown on
+//! SIGTERM / SIGINT.
+
+mod common;
+
+use common::*;
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const EXIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes `config` to a temp file; returns the dir (keep it alive) and path.
+fn config_file(config: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, config).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+/// Starts a server from `config` (no flags) and checks it serves.
+#[track_caller]
+fn assert_config_serves(config: &str) -> TestServer {
+    let s = TestServer::start_with_config(config, &[]);
+    assert_eq!(s.addr().ip().to_string(), "127.0.0.1", "listening line: {:?}", s.listen_line());
+    let mut c = s.connect();
+    c.check(PING, PONG);
+    s
+}
+
+/// `--version` prints the crate version and exits 0.
+#[test]
+fn version_flag_prints_version() {
+    let out = run_to_exit(&["--version"], EXIT_LIMIT);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "--version output lacks {}: {:?}",
+        env!("CARGO_PKG_VERSION"),
+        out.stdout
+    );
+}
+
+/// `--help` exits 0 and lists the documented flags.
+#[test]
+fn help_flag_lists_flags() {
+    let out = run_to_exit(&["--help"], EXIT_LIMIT);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr);
+    for flag in [
+        "--listen",
+        "--workers",
+        "--log-level",
+        "--slow-log-ms",
+        "--max-request-bytes",
+        "--max-key-bytes",
+        "--max-value-bytes",
+        "--max-connections",
+        "--sweep-interval-ms",
+    ] {
+        assert!(out.stdout.contains(flag), "--help does not mention {flag}: {}", out.stdout);
+    }
+}
+
+/// An unknown config key is an error that names the key: non-zero exit and
+/// the key in stderr (a typo must not silently fall back to defaults).
+#[test]
+fn unknown_config_key_is_an_error_naming_it() {
+    let (_dir, path) = config_file(r#"{"listen":"127.0.0.1:0","max_conections":5}"#);
+    let out = run_to_exit(&["--listen", "127.0.0.1:0", &path], EXIT_LIMIT);
+    assert!(!out.status.success(), "server accepted an unknown key; stdout: {:?}", out.stdout);
+    assert!(out.stderr.contains("max_conections"), "stderr does not name the unknown key: {:?}", out.stderr);
+}
+
+/// The seed's config file keys (`CACHE_SERVER_IP`, `CACHE_SERVER_PORT`,
+/// `CACHE_WORKERS`, `CACHE_VERBOSE`, `API_PATH`) are accepted and the server
+/// listens where they say.
+#[test]
+fn seed_config_keys_are_accepted() {
+    assert_config_serves(
+        r#"{"CACHE_SERVER_IP":"127.0.0.1","CACHE_SERVER_PORT":0,"CACHE_WORKERS":4,"CACHE_VERBOSE":false,"API_PATH":"/api"}"#,
+    );
+    assert_config_serves(
+        r#"{"CACHE_SERVER_IP":"127.0.0.1","CACHE_SERVER_PORT":0,"CACHE_WORKERS":2,"CACHE_VERBOSE":true,"API_PATH":"/api"}"#,
+    );
+}
+
+/// The seed README's old key names (`SERVER_IP`, `SERVER_PORT`, `WORKERS`)
+/// are accepted too.
+#[test]
+fn readme_alias_keys_are_accepted() {
+    assert_config_serves(r#"{"SERVER_IP":"127.0.0.1","SERVER_PORT":0,"WORKERS":3}"#);
+}
+
+/// Every documented config key is accepted, and the values are used.
+#[test]
+fn all_documented_config_keys_are_accepted() {
+    let s = assert_config_serves(
+        r#"{"listen":"127.0.0.1:0","workers":3,"log_level":"warn","slow_log_ms":50,
+            "max_request_bytes":100000,"max_key_bytes":100,"max_value_bytes":20,
+            "max_connections":50,"sweep_interval_ms":50}"#,
+    );
+    let mut c = s.connect();
+    c.check(
+        &put("b", "k", &format!("\"{}\"", "v".repeat(30))),
+        &err("Value too large: 32 bytes, max_value_bytes is 20"),
+    );
+}
+
+/// Settings from the config file take effect when no flag overrides them.
+#[test]
+fn config_file_settings_apply() {
+    let s = assert_config_serves(r#"{"listen":"127.0.0.1:0","max_key_bytes":4}"#);
+    let mut c = s.connect();
+    c.check(&put("b", "1234", "1"), OK_EMPTY);
+    c.check(&put("b", "12345", "1"), &err("Key too long: 5 bytes, max_key_bytes is 4"));
+}
+
+/// Command-line flags override the config file: `--listen` beats both
+/// `listen` and the seed's `CACHE_SERVER_*` keys (pointed at a port that
+/// is taken), and `--max-key-bytes` beats `max_key_bytes`.
+#[test]
+fn flags_override_config_file() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+
+    let s = TestServer::start_with_config(
+        &format!(r#"{{"listen":"127.0.0.1:{port}","max_key_bytes":4}}"#),
+        &["--listen", "127.0.0.1:0", "--max-key-bytes", "8"],
+    );
+    assert_ne!(s.addr().port(), port, "the file's listen address won over --listen");
+    let mut c = s.connect();
+    c.check(&put("b", "12345678", "1"), OK_EMPTY);
+    c.check(&put("b", "123456789", "1"), &err("Key too long: 9 bytes, max_key_bytes is 8"));
+
+    let s2 = TestServer::start_with_config(
+        &format!(r#"{{"CACHE_SERVER_IP":"127.0.0.1","CACHE_SERVER_PORT":{port},"CACHE_VERBOSE":false}}"#),
+        &["--listen", "127.0.0.1:0"],
+    );
+    assert_ne!(s2.addr().port(), port, "CACHE_SERVER_PORT won over --listen");
+    s2.connect().check(PING, PONG);
+    drop(taken);
+}
+
+/// The server prints exactly one stdout line,
+/// `bankcache: json listening on 127.0.0.1:PORT`, with the real port, and
+/// nothing else on stdout (logs go to stderr), even through shutdown.
+#[test]
+fn stdout_is_exactly_the_listening_line() {
+    let mut s = TestServer::start(&["--log-level", "debug"]);
+    let port = s.addr().port();
+    assert_ne!(port, 0);
+    assert_eq!(s.listen_line(), format!("bankcache: json listening on 127.0.0.1:{port}\n"));
+    let mut c = s.connect();
+    c.check(PING, PONG);
+    c.check(r#"{"op":"nope"}"#, INVALID_OP);
+    drop(c);
+    s.signal("TERM");
+    let status = s.wait_exit(EXIT_LIMIT);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(s.remaining_stdout(), "", "extra stdout output after the listening line");
+}
+
+/// Sends `sig` while a request is in flight and an idle client is
+/// connected: the in-flight requests are answered, the server closes the
+/// connections, stops listening and exits with status 0.
+fn graceful_stop(sig: &str) {
+    let mut s = TestServer::start(&[]);
+    let addr = s.addr();
+    let mut idle = s.connect();
+    idle.check(PING, PONG);
+    let mut c = s.connect();
+    c.check(PING, PONG);
+
+    c.send(&format!("{}\n{}\n", put("b", "k", r#""in flight""#), get("b", "k")));
+    s.signal(sig);
+    c.expect_line(OK_EMPTY, "put sent just before the signal");
+    c.expect_line(&ok(r#""in flight""#), "get sent just before the signal");
+
+    let status = s.wait_exit(EXIT_LIMIT);
+    assert_eq!(status.code(), Some(0), "exit status after SIG{sig}: {status}; stderr:\n{}", s.stderr());
+    c.expect_eof();
+    idle.expect_eof();
+    assert!(TcpStream::connect(addr).is_err(), "still accepting connections after exit");
+}
+
+/// SIGTERM stops the server gracefully (exit 0, in-flight request answered).
+#[test]
+fn sigterm_answers_in_flight_request_and_exits_zero() {
+    graceful_stop("TERM");
+}
+
+/// SIGINT (Ctrl-C) stops the server gracefully too.
+#[test]
+fn sigint_answers_in_flight_request_and_exits_zero() {
+    graceful_stop("INT");
+}
