@@ -89,9 +89,14 @@ impl Conn {
         }
     }
 
-    /// Reads until the socket would block (edge-triggered readiness demands it), splitting requests as
-    /// they complete. Stops early, and remembers to come back, when too much waits already.
-    pub fn read(&mut self, scratch: &mut [u8], bytes_in: &mut u64) -> ReadOutcome {
+    /// Reads until the socket is drained (edge-triggered readiness demands it), splitting requests as they
+    /// complete. Stops early, and remembers to come back, when too much waits already.
+    ///
+    /// A read that fills less than the buffer has emptied the socket's receive queue, and anything that
+    /// arrives later raises a fresh readiness edge, so the reactor stops there instead of paying another
+    /// system call to hear `WouldBlock` (the same reasoning as tokio's). The exception is a peer that has
+    /// closed: `peer_closed` (the event's read-closed flag) makes it read on to the end of the stream.
+    pub fn read(&mut self, scratch: &mut [u8], bytes_in: &mut u64, peer_closed: bool) -> ReadOutcome {
         if let Phase::Lingering { .. } = self.phase {
             return self.discard_input(scratch);
         }
@@ -111,6 +116,9 @@ impl Conn {
                     *bytes_in += n as u64;
                     self.input.extend_from_slice(&scratch[..n]);
                     self.split();
+                    if n < scratch.len() && !peer_closed {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -82,6 +82,8 @@ pub struct Reactor {
     notified: Arc<AtomicBool>,
     turn: Vec<Job>,
     turn_frames: usize,
+    /// Batches sent to workers and not yet back.
+    batches_in_flight: usize,
     workers: usize,
     stats: Arc<Stats>,
     limits: NetLimits,
@@ -134,6 +136,7 @@ impl Reactor {
             notified: parts.notified,
             turn: Vec::new(),
             turn_frames: 0,
+            batches_in_flight: 0,
             workers: parts.workers.max(1),
             stats: parts.stats,
             limits: parts.limits,
@@ -163,8 +166,9 @@ impl Reactor {
                     SIGNALS => self.on_signals(),
                     JSON_LISTENER => self.accept(),
                     Token(t) => {
-                        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.on_conn_event(t - FIRST_CONN, readable, event.is_writable());
+                        let closed = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || closed;
+                        self.on_conn_event(t - FIRST_CONN, readable, closed, event.is_writable());
                     }
                 }
             }
@@ -287,7 +291,7 @@ impl Reactor {
             conn.send(&line, &mut self.bytes_out);
             conn.linger(Instant::now() + LINGER_AFTER_REFUSAL);
             self.lingering += 1;
-            if conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+            if conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
                 // The peer is already gone.
                 self.lingering -= 1;
                 return;
@@ -299,12 +303,12 @@ impl Reactor {
         entry.insert(conn);
     }
 
-    fn on_conn_event(&mut self, slot: usize, readable: bool, writable: bool) {
+    fn on_conn_event(&mut self, slot: usize, readable: bool, closed: bool, writable: bool) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if writable && !conn.flush(&mut self.bytes_out) {
             return self.close(slot);
         }
-        if readable && conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+        if readable && conn.read(&mut self.scratch, &mut self.bytes_in, closed) == ReadOutcome::Broken {
             return self.close(slot);
         }
         self.progress(slot);
@@ -338,7 +342,7 @@ impl Reactor {
             conn.linger(Instant::now() + LINGER_AFTER_ERROR);
             self.lingering += 1;
             // Input may already be waiting, and edge-triggered readiness will not report it again.
-            if conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+            if conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
                 self.close(slot);
             }
         } else {
@@ -369,6 +373,7 @@ impl Reactor {
         // Clear first: a worker that queues after this point sees the flag down and wakes us again.
         self.notified.store(false, Ordering::SeqCst);
         while let Ok(batch) = self.done.try_recv() {
+            self.batches_in_flight -= 1;
             for job in batch {
                 self.complete(&job);
                 self.buffers.put_job(job);
@@ -386,37 +391,36 @@ impl Reactor {
         if !conn.send(&job.output, &mut self.bytes_out) {
             return self.close(slot);
         }
-        if conn.should_resume() && conn.read(&mut self.scratch, &mut self.bytes_in) == ReadOutcome::Broken {
+        if conn.should_resume() && conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
             return self.close(slot);
         }
         self.progress(slot);
     }
 
-    /// Sends the turn's jobs to the workers: one send for a small turn, a few even chunks for a big one.
+    /// Sends waiting jobs to the workers, at most one batch per idle worker. While every worker is busy,
+    /// jobs keep gathering here, so the next batch carries everything that arrived meanwhile: under load
+    /// batches grow and hand-offs (each a wake-up costing microseconds) per request shrink, and when the
+    /// server is idle a request leaves at once.
     fn dispatch_turn(&mut self) {
-        if self.turn.is_empty() {
+        let Some(jobs) = &self.jobs else { return };
+        let idle = self.workers.saturating_sub(self.batches_in_flight);
+        if self.turn.is_empty() || idle == 0 {
             return;
         }
-        let Some(jobs) = &self.jobs else { return };
-        let chunks = (self.turn_frames / FRAMES_PER_CHUNK).clamp(1, self.workers);
-        let mut turn = std::mem::take(&mut self.turn);
+        // Spread a big turn over the idle workers; a small one goes whole to one worker.
+        let chunks = (self.turn_frames / FRAMES_PER_CHUNK).clamp(1, idle);
         let per_chunk = self.turn_frames.div_ceil(chunks);
+        let mut turn = std::mem::take(&mut self.turn);
         self.turn_frames = 0;
         let mut sent_ok = true;
-        if chunks == 1 {
-            sent_ok = jobs.send(turn).is_ok();
-        } else {
-            while !turn.is_empty() && sent_ok {
-                let mut frames = 0;
-                let mut cut = 0;
-                while cut < turn.len() && frames < per_chunk {
-                    frames += turn[cut].frames.len();
-                    cut += 1;
-                }
-                let rest = turn.split_off(cut);
-                sent_ok = jobs.send(turn).is_ok();
-                turn = rest;
+        for chunk in (0..chunks).rev() {
+            let rest = if chunk == 0 { Vec::new() } else { turn.split_off(cut_after(&turn, per_chunk)) };
+            if turn.is_empty() {
+                break;
             }
+            sent_ok &= jobs.send(turn).is_ok();
+            self.batches_in_flight += 1;
+            turn = rest;
         }
         if !sent_ok {
             log::error!("the worker pool is gone; shutting down");
@@ -456,4 +460,16 @@ impl Reactor {
             net.bytes_out.fetch_add(std::mem::take(&mut self.bytes_out), Ordering::Relaxed);
         }
     }
+}
+
+/// How many leading jobs of `jobs` make up at least `frames` requests.
+fn cut_after(jobs: &[Job], frames: usize) -> usize {
+    let mut seen = 0;
+    for (i, job) in jobs.iter().enumerate() {
+        seen += job.frames.len();
+        if seen >= frames {
+            return i + 1;
+        }
+    }
+    jobs.len()
 }
