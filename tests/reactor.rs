@@ -1,0 +1,125 @@
+//! The reactor's own duties: slot reuse, back-pressure in both directions, many connections, the slow log.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A connection that dies with replies still owed must not hand them to the next connection that
+/// reuses its slot: each job carries the slot's generation, and a stale reply is dropped.
+#[test]
+fn replies_never_reach_a_connection_that_reused_the_slot() {
+    let server = TestServer::start(&["--workers", "2"]);
+    let mut setup = server.connect();
+    // A bank big enough that listing it keeps a worker busy for a while.
+    let mut fill = String::new();
+    for i in 0..20_000 {
+        fill.push_str(&put("big", &format!("key{i}"), "1"));
+    }
+    let writer = setup.send_in_background(fill.into_bytes());
+    for _ in 0..20_000 {
+        setup.read_line();
+    }
+    writer.join().unwrap().unwrap();
+    for round in 0..10 {
+        let doomed = server.connect();
+        doomed.writer_clone().write_all(bank_keys("big").repeat(20).as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // Reset rather than close: the server drops the connection while its job is still running and
+        // frees the slot at once, for the next connection to take.
+        socket2::SockRef::from(&doomed.writer_clone()).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(doomed);
+        let mut fresh = server.connect();
+        fresh.send("{\"op\":\"ping\"}\n");
+        fresh.expect_line(PONG, &format!("round {round}: the first reply on a new connection"));
+    }
+}
+
+/// A client that pipelines more replies than the server will buffer (4 MiB) and reads them only later
+/// gets every reply, in order: the server stops reading while output waits, then resumes.
+#[test]
+fn output_back_pressure_pauses_and_resumes_reading() {
+    let server = TestServer::start(&["--workers", "2"]);
+    let mut c = server.connect();
+    let value = format!("\"{}\"", "v".repeat(50_000));
+    c.check(&put("b", "big", &value), OK_EMPTY);
+    c.check(&put("b", "small", "1"), OK_EMPTY);
+    let mut burst = String::new();
+    for i in 0..300 {
+        burst.push_str(&get("b", if i % 3 == 0 { "small" } else { "big" }));
+    }
+    let writer = c.send_in_background(burst.into_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..300 {
+        let want = if i % 3 == 0 { ok("1") } else { ok(&value) };
+        let got = c.read_line();
+        assert!(got == want, "reply {i} is wrong ({} bytes)", got.len());
+    }
+    writer.join().unwrap().unwrap();
+    c.check("{\"op\":\"ping\"}\n", PONG);
+}
+
+/// More complete requests than the server will hold at once (1 MiB) in one burst: it pauses reading
+/// and catches up, answering every one.
+#[test]
+fn input_back_pressure_pauses_and_resumes_reading() {
+    let server = TestServer::start(&["--workers", "1"]);
+    let mut c = server.connect();
+    let n = 120_000;
+    let burst = "{\"op\":\"ping\"}\n".repeat(n);
+    let writer = c.send_in_background(burst.into_bytes());
+    for i in 0..n {
+        let got = c.read_line();
+        assert!(got == PONG, "reply {i}: {got:?}");
+    }
+    writer.join().unwrap().unwrap();
+    let st = stats(&mut c);
+    assert_eq!(stat(&st, "ops_ping"), n as f64);
+}
+
+/// Hundreds of connections at once, each interleaving its own keys, all answered correctly.
+#[test]
+fn many_connections_at_once() {
+    let server = TestServer::start(&["--workers", "3"]);
+    let mut conns: Vec<Conn> = (0..300).map(|_| server.connect()).collect();
+    for round in 0..5 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.send(&put("many", &format!("k{i}"), &format!("{}", i * 10 + round)));
+        }
+        for c in conns.iter_mut() {
+            c.expect_line(OK_EMPTY, "put");
+        }
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.check(&get("many", &format!("k{i}")), &ok(&format!("{}", i * 10 + 4)));
+    }
+    let st = stats(&mut conns[0]);
+    assert_eq!(stat(&st, "connections_current"), 300.0);
+    drop(conns);
+    let mut c = server.connect();
+    assert!(eventually(Duration::from_secs(5), || stat(&stats(&mut c), "connections_current") == 1.0));
+}
+
+/// An op slower than `slow_log_ms` is logged at warn with the request that caused it.
+#[test]
+fn slow_ops_are_logged() {
+    let server = TestServer::start(&["--slow-log-ms", "1", "--log-level", "warn"]);
+    let mut c = server.connect();
+    let mut burst = String::new();
+    for i in 0..100_000 {
+        burst.push_str(&put("slow", &format!("key{i}"), "1"));
+    }
+    let writer = c.send_in_background(burst.into_bytes());
+    for _ in 0..100_000 {
+        c.read_line();
+    }
+    writer.join().unwrap().unwrap();
+    // Listing 100k keys (collect, sort, escape) takes well over a millisecond.
+    let started = Instant::now();
+    let keys = c.request(&bank_keys("slow"));
+    assert!(keys.starts_with("{\"status\": \"ok\", \"data\": [\"key0\", \"key1\""));
+    assert!(eventually(Duration::from_secs(5), || server.stderr().contains("slow op")), "{:?}", started);
+    assert!(server.stderr().contains("bank.keys"), "the log names the op: {}", server.stderr());
+}
