@@ -318,6 +318,13 @@ impl Reactor {
     /// error line, keep write interest in step with pending output, and close or linger when done.
     fn progress(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        // Reading paused on a limit that a reply or a write has since lifted. No readiness event will
+        // report the input that waited meanwhile, so read it now.
+        if conn.should_resume()
+            && conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken
+        {
+            return self.close(slot);
+        }
         if let Some(job) = conn.take_job(slot, &mut self.buffers) {
             self.turn_frames += job.frames.len();
             self.turn.push(job);
@@ -389,9 +396,6 @@ impl Reactor {
         }
         conn.in_flight = false;
         if !conn.send(&job.output, &mut self.bytes_out) {
-            return self.close(slot);
-        }
-        if conn.should_resume() && conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
             return self.close(slot);
         }
         self.progress(slot);

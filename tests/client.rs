@@ -54,7 +54,9 @@ fn typed_round_trips_and_errors() {
     assert_eq!(c.bank_keys("users").unwrap(), ["ann"]);
     assert_eq!(c.bank_list().unwrap(), ["users", "n"]);
     match c.incr("users", "ann", 1.0) {
-        Err(Error::Server(m)) => assert_eq!(m, "float() argument must be a string or a real number, not 'dict'"),
+        Err(Error::Server(m)) => {
+            assert_eq!(m, "float() argument must be a string or a real number, not 'dict'")
+        }
         other => panic!("expected a server error, got {other:?}"),
     }
     assert!(c.delete("users", "ann").unwrap());

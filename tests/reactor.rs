@@ -38,7 +38,8 @@ fn replies_never_reach_a_connection_that_reused_the_slot() {
 }
 
 /// A client that pipelines more replies than the server will buffer (4 MiB) and reads them only later
-/// gets every reply, in order: the server stops reading while output waits, then resumes.
+/// gets every reply, in order: the server stops reading while that much output waits, and resumes once
+/// the client has drained it (no readiness event reports the input that waited meanwhile).
 #[test]
 fn output_back_pressure_pauses_and_resumes_reading() {
     let server = TestServer::start(&["--workers", "2"]);
@@ -46,18 +47,21 @@ fn output_back_pressure_pauses_and_resumes_reading() {
     let value = format!("\"{}\"", "v".repeat(50_000));
     c.check(&put("b", "big", &value), OK_EMPTY);
     c.check(&put("b", "small", "1"), OK_EMPTY);
-    let mut burst = String::new();
-    for i in 0..300 {
-        burst.push_str(&get("b", if i % 3 == 0 { "small" } else { "big" }));
-    }
-    let writer = c.send_in_background(burst.into_bytes());
+    let burst = |from: usize| -> String {
+        (from..from + 300).map(|i| get("b", if i % 3 == 0 { "small" } else { "big" })).collect()
+    };
+    // The first burst's replies (10 MB) pile up unread; the second burst arrives while they wait.
+    let first = c.send_in_background(burst(0).into_bytes());
     std::thread::sleep(Duration::from_millis(300));
-    for i in 0..300 {
+    let second = c.send_in_background(burst(300).into_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..600 {
         let want = if i % 3 == 0 { ok("1") } else { ok(&value) };
         let got = c.read_line();
         assert!(got == want, "reply {i} is wrong ({} bytes)", got.len());
     }
-    writer.join().unwrap().unwrap();
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
     c.check("{\"op\":\"ping\"}\n", PONG);
 }
 

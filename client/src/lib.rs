@@ -94,7 +94,10 @@ impl Client {
         self.writer.write_all(&bytes)?;
         self.line.clear();
         if self.reader.read_line(&mut self.line)? == 0 {
-            return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection")));
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "server closed the connection",
+            )));
         }
         let reply: Envelope = serde_json::from_str(&self.line)
             .map_err(|e| Error::Protocol(format!("bad reply {:?}: {e}", self.line.trim_end())))?;
@@ -106,7 +109,13 @@ impl Client {
     }
 
     /// Stores `value` under `key`; `lifetime` in seconds, `None` for no expiry.
-    pub fn put<T: Serialize + ?Sized>(&mut self, bank: &str, key: &str, value: &T, lifetime: Option<f64>) -> Result<()> {
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        bank: &str,
+        key: &str,
+        value: &T,
+        lifetime: Option<f64>,
+    ) -> Result<()> {
         let value = serde_json::to_value(value).map_err(|e| Error::Protocol(e.to_string()))?;
         let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
         if let Some(lifetime) = lifetime {
