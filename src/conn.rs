@@ -65,6 +65,8 @@ pub struct Conn {
     fatal: Option<String>,
     /// Linger rather than close once everything is written (after a fatal error).
     linger_when_done: bool,
+    /// The fatal error has been counted in the stats.
+    failure_counted: bool,
 }
 
 impl Conn {
@@ -86,6 +88,7 @@ impl Conn {
             read_paused: false,
             fatal: None,
             linger_when_done: false,
+            failure_counted: false,
         }
     }
 
@@ -163,6 +166,13 @@ impl Conn {
         self.input_done = true;
         self.fatal = Some(message);
         self.linger_when_done = true;
+    }
+
+    /// True once, after the connection has failed on an oversized request, so the reactor counts it.
+    pub fn take_new_failure(&mut self) -> bool {
+        let new = self.linger_when_done && !self.failure_counted;
+        self.failure_counted |= new;
+        new
     }
 
     /// After a fatal error the connection lingers once done, so the peer reads the error line before the

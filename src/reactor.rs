@@ -325,6 +325,9 @@ impl Reactor {
         {
             return self.close(slot);
         }
+        if conn.take_new_failure() {
+            self.stats.net.requests_too_large.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(job) = conn.take_job(slot, &mut self.buffers) {
             self.turn_frames += job.frames.len();
             self.turn.push(job);

@@ -50,6 +50,8 @@ pub struct NetCounters {
     pub connections_total: AtomicU64,
     /// Connections refused over `max_connections`.
     pub connections_rejected: AtomicU64,
+    /// Connections closed for a request over `max_request_bytes`.
+    pub requests_too_large: AtomicU64,
     /// Bytes read from clients.
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.
@@ -97,6 +99,7 @@ impl Stats {
             ("connections_current", net.connections_current.load(Ordering::Relaxed)),
             ("connections_total", net.connections_total.load(Ordering::Relaxed)),
             ("connections_rejected", net.connections_rejected.load(Ordering::Relaxed)),
+            ("requests_too_large", net.requests_too_large.load(Ordering::Relaxed)),
             ("bytes_in", net.bytes_in.load(Ordering::Relaxed)),
             ("bytes_out", net.bytes_out.load(Ordering::Relaxed)),
         ];

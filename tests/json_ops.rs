@@ -1015,6 +1015,7 @@ fn stats_has_all_fields() {
         "connections_current",
         "connections_total",
         "connections_rejected",
+        "requests_too_large",
         "bytes_in",
         "bytes_out",
         "ops_put",

@@ -34,6 +34,7 @@ fn request_over_max_request_bytes_is_refused_then_closed() {
     let mut c2 = s.connect();
     c2.check(&get("b", "big"), &no_key("big"));
     c2.check(&get("b", "k"), &ok(&format!("\"{}\"", "x".repeat(500))));
+    assert_eq!(stat(&stats(&mut c2), "requests_too_large"), 1.0);
 }
 
 /// The same limit applies to a request with no newline at all (a bare
