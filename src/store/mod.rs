@@ -6,6 +6,7 @@
 //! lock. The store knows nothing of sockets or JSON: values are opaque bytes.
 
 pub mod bank;
+pub mod index;
 pub mod record;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,7 @@
 //!  4  crc32c      u32  over bytes 8..len
 //!  8  len         u32  whole record, header included
 //! 12  generation  u32  of the volume when written
-//! 16  kind        u8   1 put, 2 delete, 3 bank reset
+//! 16  kind        u8   1 put, 2 delete, 3 bank reset, 4 touch
 //! 17  flags       u8   bit 0: the value is raw bytes (else JSON text)
 //! 18  bank_len    u16
 //! 20  key_len     u16
@@ -42,14 +42,18 @@ pub enum Kind {
     Delete = 2,
     /// Removes every key of a bank written before it.
     Reset = 3,
+    /// Restarts a key's lifetime: carries the new deadline, not the value.
+    Touch = 4,
 }
 
 impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
+    /// The kind a stored byte names.
+    pub fn from_u8(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Put),
             2 => Some(Kind::Delete),
             3 => Some(Kind::Reset),
+            4 => Some(Kind::Touch),
             _ => None,
         }
     }
