@@ -8,6 +8,7 @@
 pub mod bank;
 pub mod index;
 pub mod record;
+pub mod volume;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};

@@ -1,0 +1,765 @@
+//! Volume files: the CacheFS layout, `data/<n>`, `index/<n>` and `META.txt`, used cyclically.
+//!
+//! Records are appended to the current volume with one positioned write each (so a reply is sent only
+//! after its record is in the kernel: a killed process loses nothing acknowledged) and read back through
+//! one memory map per volume, mapped once at start-up. When the current volume is full the next one, the
+//! oldest, is reused from offset 0 under a new *generation*: every index entry that points into it carries
+//! the old generation and reads as a miss from then on, without a scan of the index.
+//!
+//! Each volume file is sized to `volume_size` up front (sparse), so a map never has to grow. The generation
+//! of a volume is the one in its first record; `META.txt` names the current volume, as in CacheFS, but the
+//! generations decide when the two disagree (a crash between the steps of a rotation).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use memmap2::Mmap;
+
+use super::index::{self, Entry};
+use super::record::{self, Meta, Record};
+
+/// When data reaches the disk itself, not only the kernel, as Redis's `appendfsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Never call fsync; the kernel writes back when it likes.
+    Never,
+    /// fsync once a second from a background thread: a machine crash loses at most about a second.
+    EverySec,
+    /// fsync after every write, before the reply.
+    Always,
+}
+
+/// Where and how big the volumes are.
+#[derive(Debug, Clone)]
+pub struct VolumeConfig {
+    /// Directory holding `data/`, `index/` and `META.txt`.
+    pub dir: PathBuf,
+    /// Bytes per volume (at most 4 GiB: offsets are 32-bit).
+    pub volume_size: u64,
+    /// Number of volumes used in turn.
+    pub volume_count: u32,
+    /// fsync policy.
+    pub fsync: Fsync,
+}
+
+/// Where a record lies: enough to read it back and to tell whether it is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Volume number.
+    pub volume: u32,
+    /// Byte offset of the record in the volume.
+    pub offset: u32,
+    /// Length of the whole record.
+    pub len: u32,
+    /// Generation of the volume when the record was written.
+    pub generation: u32,
+}
+
+/// Errors of the volume store.
+#[derive(Debug)]
+pub enum VolumeError {
+    /// A file operation failed.
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A record that can never fit in a volume.
+    TooLarge {
+        /// The record's length.
+        len: usize,
+        /// The volume size.
+        max: u64,
+    },
+    /// Settings that cannot work.
+    Config(String),
+}
+
+impl std::fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeError::Io { context, source } => write!(f, "{context}: {source}"),
+            VolumeError::TooLarge { len, max } => {
+                write!(f, "record of {len} bytes does not fit in a volume of {max} bytes")
+            }
+            VolumeError::Config(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for VolumeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            VolumeError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> VolumeError {
+    let context = context.into();
+    move |source| VolumeError::Io { context, source }
+}
+
+/// Why a read found nothing usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMiss {
+    /// The volume has been reused since the record was written.
+    Recycled,
+    /// The bytes there are not the expected record: damaged, torn, or the file was cut short.
+    Damaged,
+}
+
+/// One record found at start-up, in the order records must be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Kind, flags, deadline, lifetime.
+    pub meta: Meta,
+    /// Bank name.
+    pub bank: Vec<u8>,
+    /// Key.
+    pub key: Vec<u8>,
+    /// Where the record is.
+    pub location: Location,
+}
+
+/// What start-up found, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Volumes holding data of their current generation.
+    pub volumes: u32,
+    /// Records recovered.
+    pub records: u64,
+    /// Index files that were missing or did not match and were rebuilt from their volume.
+    pub rebuilt_indexes: u32,
+    /// Bytes at the end of the current volume that did not form a valid record and were cut off.
+    pub torn_tail_bytes: u64,
+}
+
+struct Volume {
+    path: PathBuf,
+    file: File,
+    map: Mmap,
+    generation: AtomicU32,
+}
+
+struct Writer {
+    current: u32,
+    offset: u64,
+    next_generation: u32,
+    index: BufWriter<File>,
+    /// Written since the last fsync.
+    dirty: bool,
+    scratch: Vec<u8>,
+}
+
+/// The volume store.
+pub struct Volumes {
+    dir: PathBuf,
+    size: u64,
+    fsync: Fsync,
+    vols: Box<[Volume]>,
+    writer: Mutex<Writer>,
+    /// Reads that found damaged bytes.
+    damaged_reads: AtomicU64,
+    /// Volumes reused since start.
+    reuses: AtomicU64,
+}
+
+/// How far past the end of valid data start-up looks for torn bytes to count and clear.
+const TORN_TAIL_WINDOW: usize = 1 << 20;
+
+fn data_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join("data").join(n.to_string())
+}
+
+fn index_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join("index").join(n.to_string())
+}
+
+/// Generation of the records at the start of a volume's bytes, 0 if none.
+fn first_generation(bytes: &[u8]) -> u32 {
+    record::decode(bytes).map_or(0, |r| r.generation)
+}
+
+impl Volumes {
+    /// Opens (or creates) the store and replays what it holds: `apply` is called once per record, oldest
+    /// first, so applying them in turn rebuilds the state the store had.
+    pub fn open(
+        config: &VolumeConfig,
+        mut apply: impl FnMut(&Recovered),
+    ) -> Result<(Volumes, RecoveryReport), VolumeError> {
+        if config.volume_count == 0 || config.volume_size < record::HEADER_LEN as u64 {
+            return Err(VolumeError::Config(
+                "volume_count must be at least 1 and volume_size at least 48".into(),
+            ));
+        }
+        if config.volume_size > u64::from(u32::MAX) {
+            return Err(VolumeError::Config("volume_size must be at most 4 GiB".into()));
+        }
+        let dir = config.dir.clone();
+        for sub in ["data", "index"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io_err(format!("cannot create {}", path.display())))?;
+        }
+        let mut vols = Vec::with_capacity(config.volume_count as usize);
+        for n in 0..config.volume_count {
+            vols.push(open_volume(&data_path(&dir, n), config.volume_size)?);
+        }
+        // A reused volume's index is rewritten with the new generation before any record of it is written,
+        // so the index can be newer than the data; a volume's generation is the newer of the two.
+        let generations: Vec<u32> = (0..config.volume_count)
+            .map(|n| {
+                let indexed = fs::read(index_path(&dir, n)).ok().and_then(|b| index::decode_header(&b));
+                first_generation(&vols[n as usize].map).max(indexed.unwrap_or(0))
+            })
+            .collect();
+        let newest = (0..config.volume_count).max_by_key(|&n| generations[n as usize]).unwrap_or(0);
+        let meta_current = read_meta(&dir);
+        let current = if generations[newest as usize] == 0 {
+            meta_current.unwrap_or(0) % config.volume_count
+        } else {
+            newest
+        };
+        if meta_current != Some(current) {
+            log::warn!("META.txt names volume {meta_current:?}; the newest data is in volume {current}, which is used");
+        }
+        let mut next_generation = generations.iter().copied().max().unwrap_or(0) + 1;
+
+        let mut report = RecoveryReport::default();
+        let mut order: Vec<u32> =
+            (0..config.volume_count).filter(|&n| n != current && generations[n as usize] > 0).collect();
+        order.sort_by_key(|&n| generations[n as usize]);
+        for &n in &order {
+            let generation = generations[n as usize];
+            vols[n as usize].generation.store(generation, Ordering::Relaxed);
+            report.volumes += 1;
+            let (records, _, rebuilt) = replay(&dir, n, generation, &vols[n as usize].map, &mut apply)?;
+            report.records += records;
+            report.rebuilt_indexes += u32::from(rebuilt);
+        }
+
+        // The current volume: its index may lag its data (entries are buffered), so the data after the last
+        // indexed record is scanned; whatever does not form a valid record after that is a torn tail.
+        let mut current_generation = generations[current as usize];
+        let offset = if current_generation == 0 {
+            current_generation = next_generation;
+            next_generation += 1;
+            rewrite_index(&dir, current, current_generation, &[])?;
+            0
+        } else {
+            report.volumes += 1;
+            let (records, end, rebuilt) =
+                replay(&dir, current, current_generation, &vols[current as usize].map, &mut apply)?;
+            report.records += records;
+            report.rebuilt_indexes += u32::from(rebuilt);
+            let vol = &vols[current as usize];
+            let tail = &vol.map[end as usize..];
+            let window = &tail[..tail.len().min(TORN_TAIL_WINDOW)];
+            // Records of an earlier use of the volume also lie past the end; only other bytes are torn.
+            let old_record = matches!(record::decode(tail), Ok(r) if r.generation != current_generation);
+            if let Some(last) = window.iter().rposition(|&b| b != 0).filter(|_| !old_record) {
+                report.torn_tail_bytes = last as u64 + 1;
+                // Zero the torn bytes so that a later scan does not find them again behind new records.
+                vol.file
+                    .write_all_at(&vec![0; last + 1], end)
+                    .map_err(io_err(format!("cannot clear the torn tail of {}", vol.path.display())))?;
+            }
+            end
+        };
+        vols[current as usize].generation.store(current_generation, Ordering::Relaxed);
+        write_meta(&dir, current)?;
+        let index = open_index_for_append(&dir, current)?;
+        let volumes = Volumes {
+            dir,
+            size: config.volume_size,
+            fsync: config.fsync,
+            vols: vols.into_boxed_slice(),
+            writer: Mutex::new(Writer {
+                current,
+                offset,
+                next_generation,
+                index,
+                dirty: false,
+                scratch: Vec::new(),
+            }),
+            damaged_reads: AtomicU64::new(0),
+            reuses: AtomicU64::new(0),
+        };
+        Ok((volumes, report))
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one record and returns where it lies. The record is in the kernel when this returns (and on
+    /// the disk with `fsync: always`); a failed write leaves the store as it was.
+    pub fn append(&self, meta: Meta, bank: &[u8], key: &[u8], value: &[u8]) -> Result<Location, VolumeError> {
+        let len = record::encoded_len(bank, key, value);
+        if len as u64 > self.size {
+            return Err(VolumeError::TooLarge { len, max: self.size });
+        }
+        let mut w = self.writer();
+        if w.offset + len as u64 > self.size {
+            self.rotate(&mut w)?;
+        }
+        let generation = self.vols[w.current as usize].generation.load(Ordering::Relaxed);
+        let mut buf = std::mem::take(&mut w.scratch);
+        buf.clear();
+        let encoded = record::encode(&mut buf, generation, meta, bank, key, value);
+        if encoded.is_err() {
+            w.scratch = buf;
+            return Err(VolumeError::Config(format!(
+                "bank or key too long for a record ({} / {})",
+                bank.len(),
+                key.len()
+            )));
+        }
+        let vol = &self.vols[w.current as usize];
+        let written = vol.file.write_all_at(&buf, w.offset);
+        w.scratch = buf;
+        written.map_err(io_err(format!("cannot write {}", vol.path.display())))?;
+        let location = Location { volume: w.current, offset: w.offset as u32, len: len as u32, generation };
+        let mut entry = Vec::with_capacity(64 + bank.len() + key.len());
+        index::encode_entry(
+            &mut entry,
+            &Entry { meta, offset: location.offset, len: location.len, bank, key },
+        );
+        w.index.write_all(&entry).map_err(io_err("cannot write the index"))?;
+        w.offset += len as u64;
+        w.dirty = true;
+        if self.fsync == Fsync::Always {
+            self.sync_locked(&mut w)?;
+        }
+        Ok(location)
+    }
+
+    /// Moves to the next volume, the oldest, and reuses it under a new generation.
+    fn rotate(&self, w: &mut Writer) -> Result<(), VolumeError> {
+        self.sync_locked(w)?;
+        let next = (w.current + 1) % self.vols.len() as u32;
+        let generation = w.next_generation;
+        // From here on, every location in the reused volume reads as recycled.
+        self.vols[next as usize].generation.store(generation, Ordering::Release);
+        w.next_generation += 1;
+        rewrite_index(&self.dir, next, generation, &[])?;
+        w.index = open_index_for_append(&self.dir, next)?;
+        write_meta(&self.dir, next)?;
+        w.current = next;
+        w.offset = 0;
+        self.reuses.fetch_add(1, Ordering::Relaxed);
+        log::info!("now writing volume {next} (generation {generation})");
+        Ok(())
+    }
+
+    /// Flushes buffered index entries and fsyncs the current volume and its index, if anything was written.
+    pub fn sync(&self) -> Result<(), VolumeError> {
+        let mut w = self.writer();
+        self.sync_locked(&mut w)
+    }
+
+    fn sync_locked(&self, w: &mut Writer) -> Result<(), VolumeError> {
+        w.index.flush().map_err(io_err("cannot write the index"))?;
+        if !w.dirty {
+            return Ok(());
+        }
+        if self.fsync != Fsync::Never {
+            let vol = &self.vols[w.current as usize];
+            vol.file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
+            w.index.get_ref().sync_data().map_err(io_err("cannot fsync the index"))?;
+        }
+        w.dirty = false;
+        Ok(())
+    }
+
+    /// The fsync policy.
+    pub fn fsync_policy(&self) -> Fsync {
+        self.fsync
+    }
+
+    /// Reads the record at `at` and checks it is the record of `bank`/`key` written there; `f` gets it.
+    pub fn read<R>(
+        &self,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+        f: impl FnOnce(&Record<'_>) -> R,
+    ) -> Result<R, ReadMiss> {
+        let vol = self.vols.get(at.volume as usize).ok_or(ReadMiss::Damaged)?;
+        if vol.generation.load(Ordering::Acquire) != at.generation {
+            return Err(ReadMiss::Recycled);
+        }
+        let (start, end) = (at.offset as usize, at.offset as usize + at.len as usize);
+        // A file cut short under the server would turn a read of the map past its end into SIGBUS.
+        let file_len = vol.file.metadata().map_or(0, |m| m.len());
+        if end as u64 > file_len || end > vol.map.len() {
+            self.damaged();
+            log::error!(
+                "{} is shorter than expected ({file_len} bytes); its data is lost",
+                vol.path.display()
+            );
+            return Err(ReadMiss::Damaged);
+        }
+        // Copy first, then check the copy: the writer may be reusing this volume at this very moment.
+        let copy = vol.map[start..end].to_vec();
+        if vol.generation.load(Ordering::Acquire) != at.generation {
+            return Err(ReadMiss::Recycled);
+        }
+        match record::decode(&copy) {
+            Ok(r)
+                if r.generation == at.generation && r.bank == bank && r.key == key && r.len == copy.len() =>
+            {
+                Ok(f(&r))
+            }
+            Ok(_) | Err(_) => {
+                self.damaged();
+                Err(ReadMiss::Damaged)
+            }
+        }
+    }
+
+    fn damaged(&self) {
+        self.damaged_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True while records at `at` can still be read (its volume has not been reused).
+    pub fn is_current(&self, at: Location) -> bool {
+        self.vols
+            .get(at.volume as usize)
+            .is_some_and(|v| v.generation.load(Ordering::Relaxed) == at.generation)
+    }
+
+    /// Reads that found damaged bytes since start.
+    pub fn damaged_reads(&self) -> u64 {
+        self.damaged_reads.load(Ordering::Relaxed)
+    }
+
+    /// Volumes reused since start.
+    pub fn reuses(&self) -> u64 {
+        self.reuses.load(Ordering::Relaxed)
+    }
+
+    /// The volume being written and the offset of the next record (CacheFS's `/info`).
+    pub fn write_position(&self) -> (u32, u64) {
+        let w = self.writer();
+        (w.current, w.offset)
+    }
+}
+
+fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    let len = file.metadata().map_err(io_err(format!("cannot stat {}", path.display())))?.len();
+    if len < size {
+        file.set_len(size).map_err(io_err(format!("cannot size {}", path.display())))?;
+    }
+    // SAFETY: the map is only read through copies that are checked (CRC, generation, names) before use, so
+    // concurrent writes to the file by this process or others cannot produce unchecked data.
+    let map = unsafe { Mmap::map(&file) }.map_err(io_err(format!("cannot map {}", path.display())))?;
+    Ok(Volume { path: path.to_owned(), file, map, generation: AtomicU32::new(0) })
+}
+
+/// Replays one volume: from its index when the index matches, else by scanning its records (and then
+/// writing the index anew). Scanning also continues past the indexed records, for the current volume
+/// whose index lags. Returns the records applied, where valid data ends, and whether the index was rebuilt.
+fn replay(
+    dir: &Path,
+    n: u32,
+    generation: u32,
+    map: &[u8],
+    apply: &mut impl FnMut(&Recovered),
+) -> Result<(u64, u64, bool), VolumeError> {
+    let mut count = 0u64;
+    let mut end = 0u64;
+    let mut rebuilt = false;
+    let mut entries_bytes: Vec<u8> = Vec::new();
+    let index_file = fs::read(index_path(dir, n)).ok();
+    let indexed = index_file.as_deref().filter(|buf| index::decode_header(buf) == Some(generation));
+    if let Some(buf) = indexed {
+        let mut at = index::HEADER_LEN;
+        while let Some((e, used)) = index::decode_entry(&buf[at..]) {
+            let location = Location { volume: n, offset: e.offset, len: e.len, generation };
+            apply(&Recovered { meta: e.meta, bank: e.bank.to_vec(), key: e.key.to_vec(), location });
+            count += 1;
+            end = end.max(u64::from(e.offset) + u64::from(e.len));
+            at += used;
+        }
+        entries_bytes.extend_from_slice(&buf[index::HEADER_LEN..at]);
+        if at < buf.len() {
+            log::warn!("index/{n}: {} bytes after the last valid entry ignored", buf.len() - at);
+            rebuilt = true;
+        }
+    } else {
+        log::warn!("index/{n} is missing or stale; rebuilding it from data/{n}");
+        rebuilt = true;
+    }
+    // Scan what the index does not cover.
+    let mut at = end as usize;
+    while at < map.len() {
+        match record::decode(&map[at..]) {
+            Ok(r) if r.generation == generation => {
+                let location = Location { volume: n, offset: at as u32, len: r.len as u32, generation };
+                apply(&Recovered { meta: r.meta, bank: r.bank.to_vec(), key: r.key.to_vec(), location });
+                index::encode_entry(
+                    &mut entries_bytes,
+                    &Entry {
+                        meta: r.meta,
+                        offset: location.offset,
+                        len: location.len,
+                        bank: r.bank,
+                        key: r.key,
+                    },
+                );
+                count += 1;
+                at += r.len;
+                rebuilt = true;
+            }
+            // Zeroes, a torn or damaged record, or a record of an earlier use of the volume: the end.
+            _ => break,
+        }
+    }
+    if rebuilt {
+        rewrite_index(dir, n, generation, &entries_bytes)?;
+    }
+    Ok((count, at as u64, rebuilt))
+}
+
+/// Replaces an index file atomically (write a temporary file, fsync, rename).
+fn rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8]) -> Result<(), VolumeError> {
+    let path = index_path(dir, n);
+    let tmp = path.with_extension("tmp");
+    let mut buf = Vec::with_capacity(index::HEADER_LEN + entries.len());
+    index::encode_header(&mut buf, generation);
+    buf.extend_from_slice(entries);
+    write_file_atomically(&tmp, &path, &buf)
+}
+
+fn write_file_atomically(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), VolumeError> {
+    let mut file = File::create(tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
+    file.write_all(bytes).map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    file.sync_data().map_err(io_err(format!("cannot fsync {}", tmp.display())))?;
+    fs::rename(tmp, path).map_err(io_err(format!("cannot rename {} to {}", tmp.display(), path.display())))
+}
+
+fn open_index_for_append(dir: &Path, n: u32) -> Result<BufWriter<File>, VolumeError> {
+    let path = index_path(dir, n);
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    Ok(BufWriter::with_capacity(64 * 1024, file))
+}
+
+/// The current volume as `META.txt` names it: decimal, no newline, as CacheFS wrote it.
+fn read_meta(dir: &Path) -> Option<u32> {
+    fs::read_to_string(dir.join("META.txt")).ok()?.trim().parse().ok()
+}
+
+fn write_meta(dir: &Path, current: u32) -> Result<(), VolumeError> {
+    write_file_atomically(&dir.join("META.txt.tmp"), &dir.join("META.txt"), current.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{Kind, NO_DEADLINE};
+
+    const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0 };
+
+    fn config(dir: &Path, size: u64, count: u32) -> VolumeConfig {
+        VolumeConfig { dir: dir.to_owned(), volume_size: size, volume_count: count, fsync: Fsync::Never }
+    }
+
+    fn open(cfg: &VolumeConfig) -> (Volumes, Vec<Recovered>, RecoveryReport) {
+        let mut seen = Vec::new();
+        let (v, report) = Volumes::open(cfg, |r| seen.push(r.clone())).unwrap();
+        (v, seen, report)
+    }
+
+    fn value(v: &Volumes, at: Location, key: &str) -> Result<Vec<u8>, ReadMiss> {
+        v.read(at, b"b", key.as_bytes(), |r| r.value.to_vec())
+    }
+
+    #[test]
+    fn append_read_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, seen, _) = open(&config(dir.path(), 1 << 20, 3));
+        assert!(seen.is_empty());
+        let a = v.append(PUT, b"b", b"foo", b"hello world").unwrap();
+        let b = v.append(PUT, b"b", b"bar", b"what the hell").unwrap();
+        assert_eq!((a.volume, a.offset), (0, 0));
+        assert_eq!(b.offset, a.len);
+        assert_eq!(value(&v, a, "foo").unwrap(), b"hello world");
+        assert_eq!(value(&v, b, "bar").unwrap(), b"what the hell");
+        // The names are checked: a location never yields another key's value.
+        assert_eq!(v.read(a, b"b", b"bar", |_| ()), Err(ReadMiss::Damaged));
+        assert_eq!(fs::read_to_string(dir.path().join("META.txt")).unwrap(), "0");
+        for n in 0..3 {
+            assert!(dir.path().join("data").join(n.to_string()).exists());
+        }
+        assert_eq!(v.write_position(), (0, u64::from(a.len + b.len)));
+    }
+
+    #[test]
+    fn reopen_replays_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20, 2);
+        let (v, _, _) = open(&cfg);
+        let first = v.append(PUT, b"b", b"k", b"1").unwrap();
+        v.append(Meta { kind: Kind::Delete, ..PUT }, b"b", b"k", b"").unwrap();
+        v.sync().unwrap();
+        v.append(PUT, b"b", b"j", b"2").unwrap(); // indexed only in the buffer: found by the scan
+        drop(v);
+        let (v, seen, report) = open(&cfg);
+        let kinds: Vec<(Kind, &[u8])> = seen.iter().map(|r| (r.meta.kind, r.key.as_slice())).collect();
+        assert_eq!(kinds, [(Kind::Put, &b"k"[..]), (Kind::Delete, b"k"), (Kind::Put, b"j")]);
+        assert_eq!(report.records, 3);
+        assert_eq!(report.torn_tail_bytes, 0);
+        assert_eq!(value(&v, first, "k").unwrap(), b"1");
+        // New writes go after the old ones.
+        let next = v.append(PUT, b"b", b"z", b"3").unwrap();
+        assert_eq!(u64::from(next.offset), seen.iter().map(|r| u64::from(r.location.len)).sum::<u64>());
+    }
+
+    #[test]
+    fn reuse_bumps_the_generation_and_old_locations_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 4096, 2);
+        let (v, _, _) = open(&cfg);
+        let big = vec![b'x'; 1500];
+        let mut locs = Vec::new();
+        for i in 0..6 {
+            locs.push(v.append(PUT, b"b", format!("k{i}").as_bytes(), &big).unwrap());
+        }
+        // Two records fit per volume: k0,k1 in 0; k2,k3 in 1; k4,k5 in 0 again.
+        assert_eq!(locs.iter().map(|l| l.volume).collect::<Vec<_>>(), [0, 0, 1, 1, 0, 0]);
+        assert_eq!(value(&v, locs[0], "k0"), Err(ReadMiss::Recycled));
+        assert_eq!(value(&v, locs[2], "k2").unwrap(), big);
+        assert_eq!(value(&v, locs[5], "k5").unwrap(), big);
+        assert_eq!(v.reuses(), 2);
+        drop(v);
+        let (v, seen, _) = open(&cfg);
+        let keys: Vec<String> = seen.iter().map(|r| String::from_utf8(r.key.clone()).unwrap()).collect();
+        assert_eq!(keys, ["k2", "k3", "k4", "k5"], "oldest first, recycled records gone");
+        assert_eq!(value(&v, seen[3].location, "k5").unwrap(), big);
+        assert_eq!(fs::read_to_string(dir.path().join("META.txt")).unwrap(), "0");
+    }
+
+    #[test]
+    fn a_restart_right_after_a_reuse_does_not_bring_dropped_records_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 4096, 2);
+        let (v, _, _) = open(&cfg);
+        let big = vec![b'x'; 1500];
+        for i in 0..4 {
+            v.append(PUT, b"b", format!("k{i}").as_bytes(), &big).unwrap();
+        }
+        // k0,k1 in volume 0; k2,k3 in volume 1. Force the move to volume 0 without writing to it.
+        {
+            let mut w = v.writer();
+            v.rotate(&mut w).unwrap();
+        }
+        drop(v);
+        let (v, seen, _) = open(&cfg);
+        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_slice()).collect();
+        assert_eq!(keys, [&b"k2"[..], b"k3"]);
+        assert_eq!(v.write_position(), (0, 0));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_volume_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _, _) = open(&config(dir.path(), 1024, 2));
+        let err = v.append(PUT, b"b", b"k", &[0; 2000]).unwrap_err();
+        assert!(matches!(err, VolumeError::TooLarge { .. }), "{err}");
+        assert!(v.append(PUT, b"b", b"k", &[0; 900]).is_ok());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20, 2);
+        let (v, _, _) = open(&cfg);
+        let a = v.append(PUT, b"b", b"a", b"1").unwrap();
+        let b = v.append(PUT, b"b", b"b", b"2").unwrap();
+        drop(v);
+        // Tear the second record: keep only half of it, and drop the index so the scan must find the end.
+        let data = dir.path().join("data/0");
+        let f = OpenOptions::new().write(true).open(&data).unwrap();
+        let half = u64::from(b.offset + b.len / 2);
+        f.set_len(half).unwrap();
+        f.set_len(1 << 20).unwrap();
+        let mut bytes = fs::read(&data).unwrap();
+        bytes[half as usize - 1] ^= 0xff;
+        fs::write(&data, &bytes).unwrap();
+        fs::remove_file(dir.path().join("index/0")).unwrap();
+        let (v, seen, report) = open(&cfg);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(report.rebuilt_indexes, 1);
+        assert!(report.torn_tail_bytes > 0);
+        assert_eq!(value(&v, a, "a").unwrap(), b"1");
+        // The next record overwrites the torn one, and the torn bytes are gone for good.
+        assert_eq!(v.append(PUT, b"b", b"c", b"3").unwrap().offset, b.offset);
+        drop(v);
+        let (_, seen, report) = open(&cfg);
+        assert_eq!(seen.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), [&b"a"[..], b"c"]);
+        assert_eq!(report.torn_tail_bytes, 0);
+    }
+
+    #[test]
+    fn flipped_bytes_read_as_damaged_not_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 20, 2);
+        let (v, _, _) = open(&cfg);
+        let a = v.append(PUT, b"b", b"a", b"important").unwrap();
+        v.sync().unwrap();
+        let data = dir.path().join("data/0");
+        let f = OpenOptions::new().write(true).open(&data).unwrap();
+        f.write_all_at(b"X", u64::from(a.offset + a.len - 2)).unwrap();
+        assert_eq!(value(&v, a, "a"), Err(ReadMiss::Damaged));
+        assert_eq!(v.damaged_reads(), 1);
+    }
+
+    #[test]
+    fn a_truncated_volume_reads_as_damaged_without_crashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _, _) = open(&config(dir.path(), 1 << 20, 2));
+        let a = v.append(PUT, b"b", b"a", b"1").unwrap();
+        OpenOptions::new().write(true).open(dir.path().join("data/0")).unwrap().set_len(0).unwrap();
+        assert_eq!(value(&v, a, "a"), Err(ReadMiss::Damaged));
+    }
+
+    #[test]
+    fn missing_meta_with_existing_folders_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("data")).unwrap();
+        fs::create_dir_all(dir.path().join("index")).unwrap();
+        let (v, seen, _) = open(&config(dir.path(), 4096, 2));
+        assert!(seen.is_empty());
+        assert!(v.append(PUT, b"b", b"k", b"v").is_ok());
+    }
+
+    #[test]
+    fn any_utf8_key_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 1 << 16, 2);
+        let (v, _, _) = open(&cfg);
+        let key = "ключ/😀 with spaces";
+        let at = v.append(PUT, b"b", key.as_bytes(), b"v").unwrap();
+        drop(v);
+        let (v, seen, _) = open(&cfg);
+        assert_eq!(seen[0].key, key.as_bytes());
+        assert_eq!(value(&v, at, key).unwrap(), b"v");
+    }
+}
