@@ -30,6 +30,20 @@ pub struct Config {
     pub max_connections: usize,
     /// Interval of the background expiry sweep, in milliseconds.
     pub sweep_interval_ms: u64,
+    /// Directory of the volume store; `None` for a memory-only cache.
+    pub data_dir: Option<PathBuf>,
+    /// Bytes per volume file.
+    pub volume_size: u64,
+    /// Number of volume files used in turn.
+    pub volume_count: u32,
+    /// When writes reach the disk: `never`, `every_sec` or `always`.
+    pub fsync: String,
+    /// Bytes of values kept in RAM at most.
+    pub memory_max_bytes: u64,
+    /// Disk reads of a value, each within the window of the last, after which it is kept in RAM.
+    pub cache_after_miss_count: u32,
+    /// That window, in seconds (fractions allowed).
+    pub cache_after_miss_count_duration: f64,
 }
 
 impl Default for Config {
@@ -44,6 +58,13 @@ impl Default for Config {
             max_value_bytes: 1024 * 1024,
             max_connections: 10_000,
             sweep_interval_ms: 100,
+            data_dir: None,
+            volume_size: 1 << 30,
+            volume_count: 10,
+            fsync: "every_sec".into(),
+            memory_max_bytes: 1 << 30,
+            cache_after_miss_count: 3,
+            cache_after_miss_count_duration: 60.0,
         }
     }
 }
@@ -93,6 +114,13 @@ struct FileConfig {
     max_value_bytes: Option<usize>,
     max_connections: Option<usize>,
     sweep_interval_ms: Option<u64>,
+    data_dir: Option<Option<PathBuf>>,
+    volume_size: Option<u64>,
+    volume_count: Option<u32>,
+    fsync: Option<String>,
+    memory_max_bytes: Option<u64>,
+    cache_after_miss_count: Option<u32>,
+    cache_after_miss_count_duration: Option<f64>,
     #[serde(rename = "CACHE_SERVER_IP", alias = "SERVER_IP")]
     seed_ip: Option<String>,
     #[serde(rename = "CACHE_SERVER_PORT", alias = "SERVER_PORT")]
@@ -137,9 +165,31 @@ pub struct Cli {
     /// Interval of the background expiry sweep in milliseconds
     #[arg(long, value_name = "MS")]
     pub sweep_interval_ms: Option<u64>,
+    /// Directory of the disk store (volumes); "none" for a memory-only cache
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Bytes per volume file
+    #[arg(long, value_name = "BYTES")]
+    pub volume_size: Option<u64>,
+    /// Number of volume files used in turn
+    #[arg(long, value_name = "N")]
+    pub volume_count: Option<u32>,
+    /// When writes reach the disk: never, every_sec or always
+    #[arg(long, value_name = "POLICY")]
+    pub fsync: Option<String>,
+    /// Bytes of values kept in RAM at most
+    #[arg(long, value_name = "BYTES")]
+    pub memory_max_bytes: Option<u64>,
+    /// Disk reads (each within the window of the last) after which a value is kept in RAM
+    #[arg(long, value_name = "N")]
+    pub cache_after_miss_count: Option<u32>,
+    /// The window of --cache-after-miss-count, in seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_after_miss_count_duration: Option<f64>,
 }
 
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+const FSYNC_POLICIES: [&str; 3] = ["never", "every_sec", "always"];
 
 impl Config {
     /// Loads the configuration the command line asks for: its file (or `./config.json` when present),
@@ -197,7 +247,11 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = file.$field { config.$field = v; } )* };
         }
         take!(workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
-        take!(max_connections, sweep_interval_ms);
+        take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
+        take!(cache_after_miss_count, cache_after_miss_count_duration);
+        if let Some(dir) = file.data_dir {
+            config.data_dir = dir;
+        }
         Ok(config)
     }
 
@@ -207,7 +261,11 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = &cli.$field { self.$field = v.clone(); } )* };
         }
         take!(listen, workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
-        take!(max_connections, sweep_interval_ms);
+        take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
+        take!(cache_after_miss_count, cache_after_miss_count_duration);
+        if let Some(dir) = &cli.data_dir {
+            self.data_dir = (dir != "none").then(|| PathBuf::from(dir));
+        }
     }
 
     /// Checks ranges and formats.
@@ -232,6 +290,27 @@ impl Config {
             if value == 0 {
                 return invalid(format!("{name} must be at least 1"));
             }
+        }
+        if self.max_key_bytes > usize::from(u16::MAX) {
+            return invalid(format!("max_key_bytes must be at most {}", u16::MAX));
+        }
+        if !FSYNC_POLICIES.contains(&self.fsync.as_str()) {
+            return invalid(format!(
+                "fsync must be one of {}, not {:?}",
+                FSYNC_POLICIES.join(", "),
+                self.fsync
+            ));
+        }
+        if self.volume_count == 0 || !(4096..=u64::from(u32::MAX)).contains(&self.volume_size) {
+            return invalid(
+                "volume_count must be at least 1 and volume_size between 4096 and 4294967295".into(),
+            );
+        }
+        if self.memory_max_bytes == 0 || !(1..=255).contains(&self.cache_after_miss_count) {
+            return invalid("memory_max_bytes must be at least 1 and cache_after_miss_count 1 to 255".into());
+        }
+        if !(self.cache_after_miss_count_duration >= 0.0 && self.cache_after_miss_count_duration < 4e6) {
+            return invalid("cache_after_miss_count_duration must be between 0 and 4000000 seconds".into());
         }
         if self.sweep_interval_ms == 0 {
             return invalid("sweep_interval_ms must be at least 1".into());
@@ -266,9 +345,19 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_json_is_the_defaults() {
+    fn shipped_config_json_is_the_defaults_with_a_disk_store() {
         let shipped = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/config.json")).unwrap();
-        assert_eq!(Config::from_json(&shipped).unwrap(), Config::default());
+        let want = Config { data_dir: Some("./data".into()), ..Config::default() };
+        assert_eq!(Config::from_json(&shipped).unwrap(), want);
+    }
+
+    #[test]
+    fn data_dir_null_means_memory_only() {
+        assert_eq!(Config::from_json(br#"{"data_dir":null}"#).unwrap().data_dir, None);
+        let mut c = Config::from_json(br#"{"data_dir":"/x"}"#).unwrap();
+        assert_eq!(c.data_dir, Some("/x".into()));
+        c.apply(&Cli::parse_from(["bankcache", "--data-dir", "none"]));
+        assert_eq!(c.data_dir, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::protocol::Limits;
 use crate::reactor::{self, NetLimits, Parts, Reactor, StopFlag};
 use crate::stats::Stats;
-use crate::store::{Store, Sweeper};
+use crate::store::{Fsync, Maintenance, Store, StoreConfig, VolumeConfig};
 use crate::worker::{self, Context};
 
 /// Why the server could not start or stopped with an error.
@@ -28,6 +28,8 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
     /// A system call of the server's own machinery failed.
     Io { context: &'static str, source: std::io::Error },
+    /// The store could not be opened.
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for ServerError {
@@ -41,6 +43,7 @@ impl fmt::Display for ServerError {
             }
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ServerError::Io { context, source } => write!(f, "{context}: {source}"),
+            ServerError::Store(e) => write!(f, "cannot open the store: {e}"),
         }
     }
 }
@@ -50,6 +53,7 @@ impl std::error::Error for ServerError {
         match self {
             ServerError::Resolve { source, .. } => source.as_ref().map(|e| e as _),
             ServerError::Bind { source, .. } | ServerError::Io { source, .. } => Some(source),
+            ServerError::Store(e) => Some(e),
         }
     }
 }
@@ -82,12 +86,15 @@ pub struct Server {
     json_addr: SocketAddr,
     stop: Arc<StopFlag>,
     signals: Option<Signals>,
+    store: Arc<Store>,
 }
 
 impl Server {
-    /// Binds the listener. Nothing is served until [`Server::run`].
+    /// Opens the store (replaying the disk store, so the listening line appears only once the data is
+    /// back) and binds the listener. Nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = resolve(&config.listen)?;
+        let store = Arc::new(open_store(&config)?);
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
         let json_addr = listener.local_addr().map_err(io_error("cannot read the listener's address"))?;
@@ -97,7 +104,7 @@ impl Server {
         let waker =
             Waker::new(poll.registry(), reactor::WAKER).map_err(io_error("cannot create the waker"))?;
         let stop = Arc::new(StopFlag { requested: AtomicBool::new(false), waker: Arc::new(waker) });
-        Ok(Server { config, poll, listener, json_addr, stop, signals: None })
+        Ok(Server { config, poll, listener, json_addr, stop, signals: None, store })
     }
 
     /// The JSON port's address (the real port when port 0 was asked for).
@@ -125,12 +132,13 @@ impl Server {
     /// Serves until shut down, then finishes in order: in-flight replies, workers, sweeper.
     pub fn run(self) -> Result<(), ServerError> {
         let config = &self.config;
-        let store = Arc::new(Store::new());
+        let store = self.store;
+        let maintenance =
+            Maintenance::start(Arc::clone(&store), Duration::from_millis(config.sweep_interval_ms))
+                .map_err(io_error("cannot start the maintenance thread"))?;
         let stats = Arc::new(Stats::new(config.workers));
-        let sweeper = Sweeper::start(Arc::clone(&store), Duration::from_millis(config.sweep_interval_ms))
-            .map_err(io_error("cannot start the expiry sweeper"))?;
         let ctx = Arc::new(Context {
-            store,
+            store: Arc::clone(&store),
             stats: Arc::clone(&stats),
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
@@ -174,10 +182,48 @@ impl Server {
                 log::error!("a worker thread panicked");
             }
         }
-        drop(sweeper);
+        drop(maintenance);
+        if let Err(e) = store.sync() {
+            log::error!("final sync failed: {e}");
+        }
         log::info!("stopped");
         result
     }
+}
+
+/// Opens the store the configuration describes, replaying the disk store if there is one.
+fn open_store(config: &Config) -> Result<Store, ServerError> {
+    let fsync = match config.fsync.as_str() {
+        "never" => Fsync::Never,
+        "always" => Fsync::Always,
+        _ => Fsync::EverySec,
+    };
+    let volumes = config.data_dir.as_ref().map(|dir| VolumeConfig {
+        dir: dir.clone(),
+        volume_size: config.volume_size,
+        volume_count: config.volume_count,
+        fsync,
+    });
+    let store_config = StoreConfig {
+        volumes,
+        memory_max_bytes: usize::try_from(config.memory_max_bytes).unwrap_or(usize::MAX),
+        admit_after_reads: u8::try_from(config.cache_after_miss_count).unwrap_or(u8::MAX),
+        admit_window_ms: (config.cache_after_miss_count_duration * 1000.0) as u32,
+    };
+    let started = std::time::Instant::now();
+    let (store, report) = Store::open(store_config).map_err(ServerError::Store)?;
+    if let (Some(report), Some(dir)) = (report, &config.data_dir) {
+        log::info!(
+            "disk store {}: {} records from {} volumes recovered in {:.1} ms ({} indexes rebuilt, {} torn bytes cut)",
+            dir.display(),
+            report.records,
+            report.volumes,
+            started.elapsed().as_secs_f64() * 1000.0,
+            report.rebuilt_indexes,
+            report.torn_tail_bytes,
+        );
+    }
+    Ok(store)
 }
 
 fn resolve(listen: &str) -> Result<SocketAddr, ServerError> {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::protocol::number::{self, NotANumber};
-use crate::protocol::{self, reply, Limits, Op, RequestError};
+use crate::protocol::{self, reply, Limits, Op, OpKind, RequestError};
 use crate::stats::{Stats, WorkerCounters};
-use crate::store::{Lookup, Store, Ttl};
+use crate::store::{Store, Ttl};
 
 /// The requests one connection sent in one reactor turn, and the replies to them.
 pub struct Job {
@@ -115,66 +115,42 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
             return error(out, &e);
         }
     };
+    let op_kind = op.kind();
     counters.op(op.kind());
     let now = crate::store::now_ms();
     let store = &*ctx.store;
-    match op {
-        Op::Put { bank, key, value, lifetime } => {
-            let ttl = Ttl::from_secs(lifetime);
-            store.with_bank_or_create(&bank, |m| m.put(key.as_bytes(), value, ttl, now));
-            reply::ok_raw(out, b"{}");
-        }
-        Op::Get { bank, key } => {
-            let found = store.with_bank(&bank, |m| m.get(key.as_bytes(), now, |v| reply::ok_raw(out, v)));
-            if read_result(store, found) {
-                counters.hit();
-            } else {
-                counters.miss();
-                missing(counters, out, &key);
-            }
-        }
-        Op::GetTouch { bank, key } => {
-            let found = store.with_bank(&bank, |m| m.touch(key.as_bytes(), now, |v| reply::ok_raw(out, v)));
-            if read_result(store, found) {
-                counters.hit();
-            } else {
-                counters.miss();
-                missing(counters, out, &key);
-            }
-        }
-        Op::Delete { bank, key } => {
-            let found = store.with_bank(&bank, |m| m.delete(key.as_bytes(), now));
-            if read_result(store, found) {
-                reply::ok_raw(out, b"{}");
-            } else {
-                missing(counters, out, &key);
-            }
-        }
-        Op::Touch { bank, key } => {
-            let found = store.with_bank(&bank, |m| m.touch(key.as_bytes(), now, |_| ()));
-            if read_result(store, found) {
-                reply::ok_raw(out, b"{}");
-            } else {
-                missing(counters, out, &key);
-            }
-        }
-        Op::Incr { bank, key, delta } => {
-            let found = store.with_bank(&bank, |m| m.update(key.as_bytes(), now, |old| incr(old, delta)));
-            let result = match found {
-                Some(Lookup::Hit(result)) => result,
-                Some(Lookup::Expired) => {
-                    store.note_lazy_expiry();
-                    return missing(counters, out, &key);
+    let result = match op {
+        Op::Put { bank, key, value, lifetime } => store
+            .put(&bank, key.as_bytes(), value, 0, Ttl::from_secs(lifetime), now)
+            .map(|_| reply::ok_raw(out, b"{}")),
+        Op::Get { bank, key } | Op::GetTouch { bank, key } => {
+            let touch = matches!(op_kind, OpKind::GetTouch);
+            store.get(&bank, key.as_bytes(), now, touch, |value, _| reply::ok_raw(out, value)).map(|found| {
+                if found.hit().is_some() {
+                    counters.hit();
+                } else {
+                    counters.miss();
+                    missing(counters, out, &key);
                 }
-                Some(Lookup::Miss) | None => return missing(counters, out, &key),
-            };
-            match result {
-                Ok(value) => {
+            })
+        }
+        Op::Delete { bank, key } => store.delete(&bank, key.as_bytes(), now).map(|found| match found.hit() {
+            Some(()) => reply::ok_raw(out, b"{}"),
+            None => missing(counters, out, &key),
+        }),
+        Op::Touch { bank, key } => store.touch(&bank, key.as_bytes(), now).map(|found| match found.hit() {
+            Some(()) => reply::ok_raw(out, b"{}"),
+            None => missing(counters, out, &key),
+        }),
+        Op::Incr { bank, key, delta } => {
+            store.update(&bank, key.as_bytes(), now, |old| incr(old, delta)).map(|found| match found.hit() {
+                None => missing(counters, out, &key),
+                Some(Ok(value)) => {
                     reply::begin_ok(out);
                     reply::float(out, value);
                     reply::end(out);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     counters.error();
                     let message = match e {
                         IncrError::NotANumber(NotANumber::Text) => {
@@ -187,26 +163,22 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
                     };
                     reply::error(out, &message);
                 }
-            }
+            })
         }
         Op::BankKeys { bank } => {
             reply::begin_ok(out);
-            let listed = store.with_bank(&bank, |m| {
-                out.push(b'[');
-                let mut first = true;
-                m.keys(now, |k| {
-                    if !first {
-                        out.extend_from_slice(b", ");
-                    }
-                    first = false;
-                    reply::string(out, &String::from_utf8_lossy(k));
-                });
-                out.push(b']');
+            out.push(b'[');
+            let mut first = true;
+            store.keys(&bank, now, |k| {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                first = false;
+                reply::string(out, &String::from_utf8_lossy(k));
             });
-            if listed.is_none() {
-                out.extend_from_slice(b"[]");
-            }
+            out.push(b']');
             reply::end(out);
+            Ok(())
         }
         Op::BankList => {
             let mut names = Vec::new();
@@ -214,25 +186,21 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
             reply::begin_ok(out);
             reply::string_array(out, names.iter().map(String::as_str));
             reply::end(out);
+            Ok(())
         }
-        Op::BankReset { bank } => {
-            store.with_bank(&bank, |m| m.clear());
-            reply::ok_raw(out, b"{}");
+        Op::BankReset { bank } => store.reset(&bank).map(|()| reply::ok_raw(out, b"{}")),
+        Op::Ping => {
+            reply::ok_raw(out, b"\"pong\"");
+            Ok(())
         }
-        Op::Ping => reply::ok_raw(out, b"\"pong\""),
-        Op::Stats => stats(ctx, out),
-    }
-}
-
-/// True for a hit; counts an expired entry found on the way.
-fn read_result<T>(store: &Store, found: Option<Lookup<T>>) -> bool {
-    match found {
-        Some(Lookup::Hit(_)) => true,
-        Some(Lookup::Expired) => {
-            store.note_lazy_expiry();
-            false
+        Op::Stats => {
+            stats(ctx, out);
+            Ok(())
         }
-        Some(Lookup::Miss) | None => false,
+    };
+    if let Err(e) = result {
+        counters.error();
+        reply::error(out, &e.to_string());
     }
 }
 
@@ -265,15 +233,23 @@ fn incr(old: &[u8], delta: f64) -> Result<(Vec<u8>, f64), IncrError> {
 }
 
 fn stats(ctx: &Context, out: &mut Vec<u8>) {
-    let totals = ctx.store.totals();
-    let counters = ctx.store.counters();
+    let store = &*ctx.store;
+    let totals = store.totals();
+    let counters = store.counters();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let disk = store.disk();
     let snapshot = ctx.stats.snapshot(&[
         ("expired_lazy", load(&counters.expired_lazy)),
         ("expired_sweep", load(&counters.expired_sweep)),
         ("keys", totals.keys),
         ("banks", totals.banks),
         ("value_bytes", totals.bytes),
+        ("memory_bytes", store.ram_bytes() as u64),
+        ("evictions", load(&counters.evictions)),
+        ("reads_memory", load(&counters.reads_memory)),
+        ("reads_disk", load(&counters.reads_disk)),
+        ("crc_failures", disk.map_or(0, |d| d.damaged_reads())),
+        ("volume_reuses", disk.map_or(0, |d| d.reuses())),
     ]);
     reply::begin_ok(out);
     reply::counters(out, snapshot.fields.iter().copied());

@@ -1,9 +1,10 @@
-//! One bank: an independent key space with lifetimes.
+//! One bank: an independent key space with lifetimes, whose values live in RAM, on disk, or both.
 //!
 //! Entries live in a [`Slab`] and the hash index maps a key's hash to the entry's slab slot (4 bytes per
-//! bucket), so a key and its value share one allocation and the index stays small however many keys a bank
-//! holds. Slab slots are stable, which gives the background expiry sweep a cursor it can resume after
-//! dropping the lock. Insertion order (for `bank.keys`) comes from a sequence number kept across re-puts.
+//! bucket), so the index stays small however many keys a bank holds. An entry's key and its in-RAM value
+//! share one allocation. Slab slots are stable, which gives the background sweep and the CLOCK eviction
+//! hand cursors they can resume after dropping the lock. Insertion order (for `bank.keys`) comes from a
+//! sequence number kept across re-puts.
 
 use std::hash::BuildHasher;
 
@@ -11,8 +12,10 @@ use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use slab::Slab;
 
+use super::volume::Location;
+
 /// Deadline of an entry that never expires.
-const NEVER: u64 = u64::MAX;
+pub const NEVER: u64 = u64::MAX;
 
 /// How long a `put` keeps its entry, decided from the request's `lifetime` in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,23 +33,31 @@ impl Ttl {
     /// still expires rather than reading as "forever"; huge values saturate instead of overflowing.
     pub fn from_secs(secs: Option<f64>) -> Ttl {
         match secs {
-            None => Ttl::Forever,
-            Some(0.0) => Ttl::Forever,
+            None | Some(0.0) => Ttl::Forever,
             Some(s) if s < 0.0 || s.is_nan() => Ttl::Expired,
             // `as` saturates: 1e300 s becomes u64::MAX ms, which `saturating_add` keeps at "far away".
             Some(s) => Ttl::Millis(((s * 1000.0).ceil() as u64).max(1)),
         }
     }
+
+    /// The deadline and the lifetime to keep, as of `now`.
+    pub fn deadline(self, now: u64) -> (u64, u64) {
+        match self {
+            Ttl::Forever => (NEVER, 0),
+            Ttl::Millis(ms) => (now.saturating_add(ms), ms),
+            Ttl::Expired => (now, 0),
+        }
+    }
 }
 
-/// Result of a read that may have found an expired entry.
+/// Result of a lookup that may have found an expired entry.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
     /// The key is live.
     Hit(T),
     /// The key is absent.
     Miss,
-    /// The key had expired; it has now been removed.
+    /// The key had expired (or its disk copy was gone); it has now been removed.
     Expired,
 }
 
@@ -60,39 +71,87 @@ impl<T> Lookup<T> {
     }
 }
 
-/// What a sweep step did.
+/// What an entry holds, as a lookup sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View<'a> {
+    /// The value, when it is held in RAM.
+    pub value: Option<&'a [u8]>,
+    /// Where its record lies on disk, when there is a disk store.
+    pub location: Option<Location>,
+    /// Value flags ([`super::record::FLAG_BYTES`]).
+    pub flags: u8,
+}
+
+/// What a sweep or eviction step did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     /// Slots looked at.
     pub visited: usize,
-    /// Expired entries removed.
+    /// Entries removed (expired, or their disk copy gone).
     pub removed: usize,
 }
 
+/// Slot flag: the value is held in RAM (after the key in `data`).
+const IN_RAM: u8 = 0x80;
+/// Slot flag: read since the CLOCK hand last passed (second chance).
+const REFERENCED: u8 = 0x40;
+/// Slot flags that belong to the value (stored on disk too).
+const VALUE_FLAGS: u8 = 0x0f;
+
 struct Slot {
-    /// The key's bytes followed by the value's bytes, in one allocation.
+    /// The key's bytes, then the value's bytes when it is held in RAM.
     data: Box<[u8]>,
-    key_len: u32,
+    key_len: u16,
+    flags: u8,
+    /// Disk reads counted toward admission to RAM.
+    reads: u8,
+    /// Milliseconds (store clock, wrapping) of the last counted disk read.
+    last_read: u32,
+    /// Length of the value, wherever it is.
+    value_len: u32,
     /// Unix milliseconds; `NEVER` for none.
     deadline: u64,
     /// The lifetime `touch` restarts (0 when there is none).
     lifetime: u64,
     /// Insertion order, kept when the key is re-put.
     seq: u64,
+    /// Where the record is on disk; `None` in a memory-only store.
+    location: Option<Location>,
 }
 
 impl Slot {
     fn key(&self) -> &[u8] {
-        &self.data[..self.key_len as usize]
+        &self.data[..usize::from(self.key_len)]
     }
 
-    fn value(&self) -> &[u8] {
-        &self.data[self.key_len as usize..]
+    fn ram_value(&self) -> Option<&[u8]> {
+        (self.flags & IN_RAM != 0).then(|| &self.data[usize::from(self.key_len)..])
+    }
+
+    fn ram_bytes(&self) -> usize {
+        self.ram_value().map_or(0, <[u8]>::len)
+    }
+
+    fn view(&self) -> View<'_> {
+        View { value: self.ram_value(), location: self.location, flags: self.flags & VALUE_FLAGS }
     }
 
     fn expired(&self, now: u64) -> bool {
         self.deadline <= now
     }
+}
+
+/// A new value for an entry: what to keep in RAM, and where its record went on disk.
+#[derive(Debug, Clone, Copy)]
+pub struct NewValue<'a> {
+    /// The value's bytes.
+    pub value: &'a [u8],
+    /// Keep a copy in RAM (always, without a disk store).
+    pub in_ram: bool,
+    /// The record written for it, if any.
+    pub location: Option<Location>,
+    /// Value flags.
+    pub flags: u8,
 }
 
 /// The contents of one bank. Callers hold the bank's lock for every call.
@@ -104,9 +163,12 @@ pub struct BankMap {
     next_seq: u64,
     /// Entries that carry a deadline, so the sweep can skip banks without any.
     expiring: usize,
-    /// Bytes of keys and values held.
+    /// Bytes of values held in RAM.
+    ram_bytes: usize,
+    /// Bytes of keys and values (wherever they are).
     bytes: usize,
     sweep_cursor: usize,
+    clock_hand: usize,
 }
 
 impl BankMap {
@@ -125,9 +187,14 @@ impl BankMap {
         self.slots.is_empty()
     }
 
-    /// Bytes of keys and values held.
+    /// Bytes of keys and values held, in RAM or on disk.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of values held in RAM.
+    pub fn ram_bytes(&self) -> usize {
+        self.ram_bytes
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
@@ -135,11 +202,11 @@ impl BankMap {
         self.index.find(hash, |&i| self.slots[i as usize].key() == key).map(|&i| i as usize)
     }
 
-    /// Finds a live entry, removing it if it has expired.
-    fn live(&mut self, key: &[u8], now: u64) -> Lookup<usize> {
+    /// Finds a live entry, removing it if it has expired or `gone` says its disk copy is gone.
+    fn live(&mut self, key: &[u8], now: u64, gone: &impl Fn(Location) -> bool) -> Lookup<usize> {
         match self.find(key) {
             None => Lookup::Miss,
-            Some(i) if self.slots[i].expired(now) => {
+            Some(i) if self.slots[i].expired(now) || self.slots[i].location.is_some_and(gone) => {
                 self.remove_slot(i);
                 Lookup::Expired
             }
@@ -147,18 +214,25 @@ impl BankMap {
         }
     }
 
-    /// Stores `value` under `key`, replacing the whole entry (lifetime included) but keeping the key's
+    /// Stores a value under `key`, replacing the whole entry (lifetime included) but keeping the key's
     /// place in insertion order. Returns whether an earlier live entry was replaced.
-    pub fn put(&mut self, key: &[u8], value: &[u8], ttl: Ttl, now: u64) -> bool {
-        let (deadline, lifetime) = match ttl {
-            Ttl::Forever => (NEVER, 0),
-            Ttl::Millis(ms) => (now.saturating_add(ms), ms),
-            Ttl::Expired => return self.remove_at(key, now),
-        };
-        let mut data = Vec::with_capacity(key.len() + value.len());
+    pub fn put(&mut self, key: &[u8], new: NewValue<'_>, ttl: Ttl, now: u64) -> bool {
+        if ttl == Ttl::Expired {
+            return self.remove_key(key, now);
+        }
+        let (deadline, lifetime) = ttl.deadline(now);
+        self.set(key, new, deadline, lifetime, now)
+    }
+
+    fn set(&mut self, key: &[u8], new: NewValue<'_>, deadline: u64, lifetime: u64, now: u64) -> bool {
+        let value_len = if new.in_ram { new.value.len() } else { 0 };
+        let mut data = Vec::with_capacity(key.len() + value_len);
         data.extend_from_slice(key);
-        data.extend_from_slice(value);
+        if new.in_ram {
+            data.extend_from_slice(new.value);
+        }
         let data = data.into_boxed_slice();
+        let flags = (new.flags & VALUE_FLAGS) | if new.in_ram { IN_RAM } else { 0 };
         let hash = self.hasher.hash_one(key);
         let BankMap { index, slots, hasher, .. } = self;
         let entry = index.entry(
@@ -170,87 +244,200 @@ impl BankMap {
             TableEntry::Occupied(found) => {
                 let slot = &mut slots[*found.get() as usize];
                 let was_live = !slot.expired(now);
-                let old_len = slot.data.len();
-                let had_deadline = slot.deadline != NEVER;
+                self.ram_bytes = self.ram_bytes - slot.ram_bytes() + value_len;
+                self.bytes = self.bytes - slot.value_len as usize + new.value.len();
+                self.expiring =
+                    self.expiring - usize::from(slot.deadline != NEVER) + usize::from(deadline != NEVER);
                 slot.data = data;
+                slot.flags = flags;
+                slot.reads = 0;
                 slot.deadline = deadline;
                 slot.lifetime = lifetime;
+                slot.location = new.location;
+                slot.value_len = new.value.len() as u32;
                 if !was_live {
                     // A dead entry's place in the order died with it.
                     slot.seq = self.next_seq;
                     self.next_seq += 1;
                 }
-                self.bytes = self.bytes - old_len + key.len() + value.len();
-                self.expiring = self.expiring - usize::from(had_deadline) + usize::from(deadline != NEVER);
                 was_live
             }
             TableEntry::Vacant(vacant) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                let i = slots.insert(Slot { data, key_len: key.len() as u32, deadline, lifetime, seq });
+                let i = slots.insert(Slot {
+                    data,
+                    key_len: key.len() as u16,
+                    flags,
+                    reads: 0,
+                    last_read: 0,
+                    value_len: new.value.len() as u32,
+                    deadline,
+                    lifetime,
+                    seq,
+                    location: new.location,
+                });
                 vacant.insert(i as u32);
-                self.bytes += key.len() + value.len();
+                self.ram_bytes += value_len;
+                self.bytes += key.len() + new.value.len();
                 self.expiring += usize::from(deadline != NEVER);
                 false
             }
         }
     }
 
-    /// Calls `f` with a live entry's value.
-    pub fn get<R>(&mut self, key: &[u8], now: u64, f: impl FnOnce(&[u8]) -> R) -> Lookup<R> {
-        match self.live(key, now) {
-            Lookup::Hit(i) => Lookup::Hit(f(self.slots[i].value())),
-            Lookup::Miss => Lookup::Miss,
-            Lookup::Expired => Lookup::Expired,
+    /// Restores an entry from its on-disk record at start-up (the value stays on disk).
+    pub fn restore(
+        &mut self,
+        key: &[u8],
+        location: Location,
+        value_len: usize,
+        flags: u8,
+        deadline: u64,
+        lifetime: u64,
+    ) {
+        let new = NewValue { value: &[], in_ram: false, location: Some(location), flags };
+        // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
+        self.set(key, new, deadline, lifetime, 0);
+        if let Some(i) = self.find(key) {
+            self.slots[i].value_len = value_len as u32;
+            self.bytes += value_len;
         }
     }
 
-    /// Restarts a live entry's original lifetime from `now`, then calls `f` with its value.
-    pub fn touch<R>(&mut self, key: &[u8], now: u64, f: impl FnOnce(&[u8]) -> R) -> Lookup<R> {
-        match self.live(key, now) {
+    /// Applies a touch record at start-up.
+    pub fn restore_touch(&mut self, key: &[u8], deadline: u64, lifetime: u64) {
+        if let Some(i) = self.find(key) {
+            let slot = &mut self.slots[i];
+            self.expiring =
+                self.expiring - usize::from(slot.deadline != NEVER) + usize::from(deadline != NEVER);
+            slot.deadline = deadline;
+            slot.lifetime = lifetime;
+        }
+    }
+
+    /// Calls `f` with a live entry. A read from RAM marks the entry as recently used.
+    pub fn get<R>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        gone: impl Fn(Location) -> bool,
+        f: impl FnOnce(View<'_>) -> R,
+    ) -> Lookup<R> {
+        match self.live(key, now, &gone) {
             Lookup::Hit(i) => {
                 let slot = &mut self.slots[i];
-                if slot.lifetime != 0 {
-                    slot.deadline = now.saturating_add(slot.lifetime);
-                }
-                Lookup::Hit(f(slot.value()))
+                slot.flags |= REFERENCED;
+                Lookup::Hit(f(slot.view()))
             }
             Lookup::Miss => Lookup::Miss,
             Lookup::Expired => Lookup::Expired,
         }
     }
 
-    /// Replaces a live entry's value with what `f` computes from it, keeping its deadline. When `f`
-    /// fails the entry is left as it was.
+    /// Restarts a live entry's original lifetime from `now`, then calls `f` with the entry and its new
+    /// deadline and lifetime.
+    pub fn touch<R>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        gone: impl Fn(Location) -> bool,
+        f: impl FnOnce(View<'_>, u64, u64) -> R,
+    ) -> Lookup<R> {
+        match self.live(key, now, &gone) {
+            Lookup::Hit(i) => {
+                let slot = &mut self.slots[i];
+                if slot.lifetime != 0 {
+                    slot.deadline = now.saturating_add(slot.lifetime);
+                }
+                slot.flags |= REFERENCED;
+                Lookup::Hit(f(slot.view(), slot.deadline, slot.lifetime))
+            }
+            Lookup::Miss => Lookup::Miss,
+            Lookup::Expired => Lookup::Expired,
+        }
+    }
+
+    /// Replaces a live entry's value with what `f` makes of it, keeping its deadline. `f` gets the entry,
+    /// its deadline and lifetime; when it fails the entry is left as it was.
     pub fn update<T, E>(
         &mut self,
         key: &[u8],
         now: u64,
-        f: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), E>,
+        gone: impl Fn(Location) -> bool,
+        f: impl FnOnce(View<'_>, u64, u64) -> Result<(Vec<u8>, NewValueMeta, T), E>,
     ) -> Lookup<Result<T, E>> {
-        let i = match self.live(key, now) {
+        let i = match self.live(key, now, &gone) {
             Lookup::Hit(i) => i,
             Lookup::Miss => return Lookup::Miss,
             Lookup::Expired => return Lookup::Expired,
         };
-        let slot = &mut self.slots[i];
-        match f(slot.value()) {
-            Ok((value, out)) => {
-                let key_len = slot.key_len as usize;
-                let mut data = Vec::with_capacity(key_len + value.len());
-                data.extend_from_slice(slot.key());
-                data.extend_from_slice(&value);
-                self.bytes = self.bytes - slot.data.len() + data.len();
-                slot.data = data.into_boxed_slice();
+        let slot = &self.slots[i];
+        let (deadline, lifetime) = (slot.deadline, slot.lifetime);
+        match f(slot.view(), deadline, lifetime) {
+            Ok((value, meta, out)) => {
+                let new = NewValue {
+                    value: &value,
+                    in_ram: meta.in_ram,
+                    location: meta.location,
+                    flags: meta.flags,
+                };
+                self.set(key, new, deadline, lifetime, now);
                 Lookup::Hit(Ok(out))
             }
             Err(e) => Lookup::Hit(Err(e)),
         }
     }
 
+    /// Counts a disk read of the entry whose record is at `at`; once `count` reads come with no gap longer
+    /// than `window` ms between them (CacheFS's sliding idle timeout), keeps `value` in RAM and returns the
+    /// RAM bytes added. An entry that has changed since the read was started is left alone.
+    pub fn note_disk_read(
+        &mut self,
+        key: &[u8],
+        at: Location,
+        value: &[u8],
+        now: u32,
+        count: u8,
+        window: u32,
+    ) -> usize {
+        let Some(i) = self.find(key) else { return 0 };
+        let slot = &mut self.slots[i];
+        if slot.location != Some(at) || slot.flags & IN_RAM != 0 {
+            return 0;
+        }
+        if now.wrapping_sub(slot.last_read) > window {
+            slot.reads = 0;
+        }
+        slot.reads = slot.reads.saturating_add(1);
+        slot.last_read = now;
+        if slot.reads < count {
+            return 0;
+        }
+        slot.reads = 0;
+        let mut data = Vec::with_capacity(usize::from(slot.key_len) + value.len());
+        data.extend_from_slice(slot.key());
+        data.extend_from_slice(value);
+        slot.data = data.into_boxed_slice();
+        slot.flags |= IN_RAM;
+        self.ram_bytes += value.len();
+        value.len()
+    }
+
+    /// Removes the entry of `key` if its record is still the one at `at` (its disk copy proved unreadable).
+    pub fn forget(&mut self, key: &[u8], at: Location) -> bool {
+        match self.find(key) {
+            Some(i) if self.slots[i].location == Some(at) => {
+                self.remove_slot(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes a live key.
-    pub fn delete(&mut self, key: &[u8], now: u64) -> Lookup<()> {
-        match self.live(key, now) {
+    pub fn delete(&mut self, key: &[u8], now: u64, gone: impl Fn(Location) -> bool) -> Lookup<()> {
+        match self.live(key, now, &gone) {
             Lookup::Hit(i) => {
                 self.remove_slot(i);
                 Lookup::Hit(())
@@ -261,7 +448,7 @@ impl BankMap {
     }
 
     /// Removes a key whatever its state; true if it was live at `now`.
-    fn remove_at(&mut self, key: &[u8], now: u64) -> bool {
+    pub fn remove_key(&mut self, key: &[u8], now: u64) -> bool {
         match self.find(key) {
             Some(i) => {
                 let live = !self.slots[i].expired(now);
@@ -278,15 +465,20 @@ impl BankMap {
         if let Ok(found) = self.index.find_entry(hash, |&j| j as usize == i) {
             found.remove();
         }
-        self.bytes -= slot.data.len();
+        self.ram_bytes -= slot.ram_bytes();
+        self.bytes -= usize::from(slot.key_len) + slot.value_len as usize;
         self.expiring -= usize::from(slot.deadline != NEVER);
     }
 
-    /// Calls `f` with every live key in insertion order. Expired entries are skipped (the sweep or the
-    /// next access removes them).
-    pub fn keys(&self, now: u64, mut f: impl FnMut(&[u8])) {
-        let mut order: Vec<(u64, usize)> =
-            self.slots.iter().filter(|(_, slot)| !slot.expired(now)).map(|(i, slot)| (slot.seq, i)).collect();
+    /// Calls `f` with every live key in insertion order. Expired entries and entries whose disk copy is
+    /// gone are skipped (the sweep or the next access removes them).
+    pub fn keys(&self, now: u64, gone: impl Fn(Location) -> bool, mut f: impl FnMut(&[u8])) {
+        let mut order: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| !slot.expired(now) && !slot.location.is_some_and(&gone))
+            .map(|(i, slot)| (slot.seq, i))
+            .collect();
         order.sort_unstable();
         for (_, i) in order {
             f(self.slots[i].key());
@@ -298,12 +490,11 @@ impl BankMap {
         *self = BankMap { next_seq: self.next_seq, ..BankMap::default() };
     }
 
-    /// One bounded step of the background expiry sweep: visits up to `max_visit` slots from where the last
-    /// step stopped and removes the expired entries among them. A bank without entries that expire costs
-    /// nothing.
-    pub fn sweep_step(&mut self, now: u64, max_visit: usize) -> Swept {
+    /// One bounded step of the background sweep: visits up to `max_visit` slots from where the last step
+    /// stopped and removes entries that have expired or whose disk copy is gone.
+    pub fn sweep_step(&mut self, now: u64, max_visit: usize, gone: impl Fn(Location) -> bool) -> Swept {
         let mut swept = Swept::default();
-        if self.expiring == 0 {
+        if self.slots.is_empty() {
             return swept;
         }
         let end = self.slots.capacity();
@@ -314,7 +505,8 @@ impl BankMap {
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
             swept.visited += 1;
-            if self.slots.get(i).is_some_and(|slot| slot.expired(now)) {
+            let dead = self.slots.get(i).is_some_and(|s| s.expired(now) || s.location.is_some_and(&gone));
+            if dead {
                 self.remove_slot(i);
                 swept.removed += 1;
             }
@@ -326,62 +518,121 @@ impl BankMap {
     pub fn sweep_span(&self) -> usize {
         self.slots.capacity()
     }
+
+    /// One step of CLOCK eviction: moves the hand over up to `max_visit` slots, giving entries read since
+    /// its last pass a second chance and evicting the others' RAM values until `want` bytes are freed.
+    /// An entry with a disk copy keeps its entry (only the RAM copy goes); one without is removed.
+    /// Returns the RAM bytes freed and the entries evicted.
+    pub fn evict_step(&mut self, want: usize, max_visit: usize) -> (usize, usize) {
+        let (mut freed, mut evicted) = (0, 0);
+        if self.ram_bytes == 0 {
+            return (0, 0);
+        }
+        let end = self.slots.capacity();
+        for _ in 0..max_visit {
+            if freed >= want {
+                break;
+            }
+            if self.clock_hand >= end {
+                self.clock_hand = 0;
+            }
+            let i = self.clock_hand;
+            self.clock_hand += 1;
+            let Some(slot) = self.slots.get_mut(i) else { continue };
+            if slot.flags & IN_RAM == 0 {
+                continue;
+            }
+            if slot.flags & REFERENCED != 0 {
+                slot.flags &= !REFERENCED;
+                continue;
+            }
+            let bytes = slot.ram_bytes();
+            if slot.location.is_some() {
+                slot.data = slot.key().to_vec().into_boxed_slice();
+                slot.flags &= !IN_RAM;
+                self.ram_bytes -= bytes;
+            } else {
+                self.remove_slot(i);
+            }
+            freed += bytes;
+            evicted += 1;
+        }
+        (freed, evicted)
+    }
+}
+
+/// What the new value of an [`BankMap::update`] is, besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct NewValueMeta {
+    /// Keep it in RAM.
+    pub in_ram: bool,
+    /// Where its record went.
+    pub location: Option<Location>,
+    /// Value flags.
+    pub flags: u8,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NOT_GONE: fn(Location) -> bool = |_| false;
+
+    fn ram(value: &[u8]) -> NewValue<'_> {
+        NewValue { value, in_ram: true, location: None, flags: 0 }
+    }
+
     fn get(bank: &mut BankMap, key: &str, now: u64) -> Option<String> {
-        bank.get(key.as_bytes(), now, |v| String::from_utf8(v.to_vec()).unwrap()).hit()
+        bank.get(key.as_bytes(), now, NOT_GONE, |v| String::from_utf8(v.value.unwrap().to_vec()).unwrap())
+            .hit()
     }
 
     fn keys(bank: &BankMap, now: u64) -> Vec<String> {
         let mut out = Vec::new();
-        bank.keys(now, |k| out.push(String::from_utf8(k.to_vec()).unwrap()));
+        bank.keys(now, NOT_GONE, |k| out.push(String::from_utf8(k.to_vec()).unwrap()));
         out
     }
 
     #[test]
     fn put_get_delete() {
         let mut b = BankMap::new();
-        assert!(!b.put(b"k", b"\"v\"", Ttl::Forever, 0));
+        assert!(!b.put(b"k", ram(b"\"v\""), Ttl::Forever, 0));
         assert_eq!(get(&mut b, "k", 0).as_deref(), Some("\"v\""));
-        assert!(b.put(b"k", b"2", Ttl::Forever, 0));
+        assert!(b.put(b"k", ram(b"2"), Ttl::Forever, 0));
         assert_eq!(get(&mut b, "k", 0).as_deref(), Some("2"));
-        assert_eq!(b.bytes(), 2);
-        assert_eq!(b.delete(b"k", 0), Lookup::Hit(()));
-        assert_eq!(b.delete(b"k", 0), Lookup::Miss);
+        assert_eq!((b.bytes(), b.ram_bytes()), (2, 1));
+        assert_eq!(b.delete(b"k", 0, NOT_GONE), Lookup::Hit(()));
+        assert_eq!(b.delete(b"k", 0, NOT_GONE), Lookup::Miss);
         assert_eq!(get(&mut b, "k", 0), None);
-        assert_eq!(b.bytes(), 0);
+        assert_eq!((b.bytes(), b.ram_bytes()), (0, 0));
         assert!(b.is_empty());
     }
 
     #[test]
     fn lifetimes_expire_and_touch_restarts_them() {
         let mut b = BankMap::new();
-        b.put(b"k", b"1", Ttl::Millis(2000), 10_000);
+        b.put(b"k", ram(b"1"), Ttl::Millis(2000), 10_000);
         assert!(get(&mut b, "k", 11_999).is_some());
-        assert!(b.touch(b"k", 11_500, |_| ()).hit().is_some());
+        assert!(b.touch(b"k", 11_500, NOT_GONE, |_, _, _| ()).hit().is_some());
         assert!(get(&mut b, "k", 13_000).is_some());
-        assert_eq!(b.get(b"k", 13_500, |_| ()), Lookup::Expired);
-        assert_eq!(b.get(b"k", 13_500, |_| ()), Lookup::Miss);
+        assert_eq!(b.get(b"k", 13_500, NOT_GONE, |_| ()), Lookup::Expired);
+        assert_eq!(b.get(b"k", 13_500, NOT_GONE, |_| ()), Lookup::Miss);
         assert!(b.is_empty());
     }
 
     #[test]
     fn re_put_without_lifetime_is_permanent() {
         let mut b = BankMap::new();
-        b.put(b"k", b"1", Ttl::Millis(10), 0);
-        b.put(b"k", b"2", Ttl::Forever, 5);
+        b.put(b"k", ram(b"1"), Ttl::Millis(10), 0);
+        b.put(b"k", ram(b"2"), Ttl::Forever, 5);
         assert!(get(&mut b, "k", u64::MAX - 1).is_some());
     }
 
     #[test]
     fn negative_lifetime_removes() {
         let mut b = BankMap::new();
-        b.put(b"k", b"1", Ttl::Forever, 0);
-        b.put(b"k", b"2", Ttl::from_secs(Some(-1.0)), 0);
+        b.put(b"k", ram(b"1"), Ttl::Forever, 0);
+        b.put(b"k", ram(b"2"), Ttl::from_secs(Some(-1.0)), 0);
         assert_eq!(get(&mut b, "k", 0), None);
     }
 
@@ -395,39 +646,43 @@ mod tests {
         assert_eq!(Ttl::from_secs(Some(1e300)), Ttl::Millis(u64::MAX));
         assert_eq!(Ttl::from_secs(Some(f64::INFINITY)), Ttl::Millis(u64::MAX));
         let mut b = BankMap::new();
-        b.put(b"k", b"1", Ttl::from_secs(Some(1e300)), 1_700_000_000_000);
-        assert!(b.touch(b"k", 1_700_000_000_001, |_| ()).hit().is_some());
+        b.put(b"k", ram(b"1"), Ttl::from_secs(Some(1e300)), 1_700_000_000_000);
+        assert!(b.touch(b"k", 1_700_000_000_001, NOT_GONE, |_, _, _| ()).hit().is_some());
         assert!(get(&mut b, "k", u64::MAX - 1).is_some());
     }
 
     #[test]
     fn keys_keep_insertion_order_and_skip_expired() {
         let mut b = BankMap::new();
-        b.put(b"a", b"1", Ttl::Forever, 0);
-        b.put(b"b", b"1", Ttl::Millis(5), 0);
-        b.put(b"c", b"1", Ttl::Forever, 0);
-        b.put(b"a", b"2", Ttl::Forever, 0);
+        b.put(b"a", ram(b"1"), Ttl::Forever, 0);
+        b.put(b"b", ram(b"1"), Ttl::Millis(5), 0);
+        b.put(b"c", ram(b"1"), Ttl::Forever, 0);
+        b.put(b"a", ram(b"2"), Ttl::Forever, 0);
         assert_eq!(keys(&b, 1), ["a", "b", "c"]);
         assert_eq!(keys(&b, 10), ["a", "c"]);
-        b.delete(b"a", 10);
-        b.put(b"a", b"3", Ttl::Forever, 10);
+        b.delete(b"a", 10, NOT_GONE);
+        b.put(b"a", ram(b"3"), Ttl::Forever, 10);
         assert_eq!(keys(&b, 10), ["c", "a"]);
     }
 
     #[test]
     fn update_keeps_deadline_and_leaves_value_on_error() {
         let mut b = BankMap::new();
-        b.put(b"k", b"5", Ttl::Millis(100), 0);
-        let r = b.update(b"k", 10, |v| {
-            assert_eq!(v, b"5");
-            Ok::<_, ()>((b"6.0".to_vec(), ()))
+        b.put(b"k", ram(b"5"), Ttl::Millis(100), 0);
+        let meta = NewValueMeta { in_ram: true, location: None, flags: 0 };
+        let r = b.update(b"k", 10, NOT_GONE, |v, deadline, _| {
+            assert_eq!(v.value, Some(&b"5"[..]));
+            assert_eq!(deadline, 100);
+            Ok::<_, ()>((b"6.0".to_vec(), meta, ()))
         });
         assert_eq!(r, Lookup::Hit(Ok(())));
         assert_eq!(get(&mut b, "k", 50).as_deref(), Some("6.0"));
-        assert_eq!(b.update(b"k", 50, |_| Err::<(Vec<u8>, ()), _>("no")), Lookup::Hit(Err("no")));
+        assert_eq!(
+            b.update(b"k", 50, NOT_GONE, |_, _, _| Err::<(Vec<u8>, NewValueMeta, ()), _>("no")),
+            Lookup::Hit(Err("no"))
+        );
         assert_eq!(get(&mut b, "k", 50).as_deref(), Some("6.0"));
-        assert_eq!(b.get(b"k", 100, |_| ()), Lookup::Expired);
-        assert_eq!(b.update(b"missing", 0, |_| Ok::<_, ()>((vec![], ()))), Lookup::Miss);
+        assert_eq!(b.get(b"k", 100, NOT_GONE, |_| ()), Lookup::Expired);
     }
 
     #[test]
@@ -435,28 +690,86 @@ mod tests {
         let mut b = BankMap::new();
         for i in 0..1000u32 {
             let ttl = if i % 2 == 0 { Ttl::Millis(10) } else { Ttl::Forever };
-            b.put(&i.to_be_bytes(), b"v", ttl, 0);
+            b.put(&i.to_be_bytes(), ram(b"v"), ttl, 0);
         }
-        let step = b.sweep_step(5, 64);
-        assert_eq!(step, Swept { visited: 64, removed: 0 });
+        assert_eq!(b.sweep_step(5, 64, NOT_GONE), Swept { visited: 64, removed: 0 });
         let mut removed = 0;
         for _ in 0..b.sweep_span().div_ceil(64) {
-            let s = b.sweep_step(20, 64);
+            let s = b.sweep_step(20, 64, NOT_GONE);
             assert_eq!(s.visited, 64);
             removed += s.removed;
         }
         assert_eq!(removed, 500);
         assert_eq!(b.len(), 500);
-        assert_eq!(b.sweep_step(20, 64), Swept::default());
+    }
+
+    fn at(volume: u32, generation: u32) -> Location {
+        Location { volume, offset: 0, len: 100, generation }
     }
 
     #[test]
-    fn clear_empties() {
+    fn entries_whose_disk_copy_is_gone_vanish() {
         let mut b = BankMap::new();
-        b.put(b"a", b"1", Ttl::Millis(5), 0);
-        b.clear();
+        let disk = |loc| NewValue { value: b"v", in_ram: false, location: Some(loc), flags: 0 };
+        b.put(b"old", disk(at(0, 1)), Ttl::Forever, 0);
+        b.put(b"new", disk(at(1, 2)), Ttl::Forever, 0);
+        let gone = |l: Location| l.generation == 1;
+        let mut listed = Vec::new();
+        b.keys(0, gone, |k| listed.push(k.to_vec()));
+        assert_eq!(listed, [b"new".to_vec()]);
+        assert_eq!(b.get(b"old", 0, gone, |_| ()), Lookup::Expired);
+        assert_eq!(b.sweep_step(0, 10, |l: Location| l.generation == 2).removed, 1);
         assert!(b.is_empty());
-        assert_eq!(b.bytes(), 0);
-        assert_eq!(b.sweep_step(100, 10), Swept::default());
+    }
+
+    #[test]
+    fn admission_after_n_disk_reads_within_the_window() {
+        let mut b = BankMap::new();
+        let loc = at(0, 1);
+        b.put(
+            b"k",
+            NewValue { value: b"value", in_ram: false, location: Some(loc), flags: 0 },
+            Ttl::Forever,
+            0,
+        );
+        assert_eq!(b.note_disk_read(b"k", loc, b"value", 100, 3, 60), 0);
+        assert_eq!(
+            b.note_disk_read(b"k", loc, b"value", 200, 3, 60),
+            0,
+            "a gap over the window: starts over"
+        );
+        assert_eq!(b.note_disk_read(b"k", loc, b"value", 250, 3, 60), 0);
+        assert_eq!(b.note_disk_read(b"k", loc, b"value", 300, 3, 60), 5, "gaps within the window: admitted");
+        assert_eq!(
+            b.get(b"k", 0, NOT_GONE, |v| v.value.map(<[u8]>::to_vec)),
+            Lookup::Hit(Some(b"value".to_vec()))
+        );
+        assert_eq!(b.ram_bytes(), 5);
+        // A read of an older record of the key counts for nothing.
+        assert_eq!(b.note_disk_read(b"k", at(0, 0), b"x", 203, 1, 60), 0);
+    }
+
+    #[test]
+    fn clock_gives_a_second_chance_then_evicts() {
+        let mut b = BankMap::new();
+        for k in [b"a", b"b", b"c"] {
+            b.put(k, ram(b"0123456789"), Ttl::Forever, 0);
+        }
+        get(&mut b, "a", 0);
+        // a was read: b goes first, then c; a survives one pass.
+        assert_eq!(b.evict_step(10, 16), (10, 1));
+        assert_eq!(keys(&b, 0), ["a", "c"]);
+        assert_eq!(b.evict_step(10, 16), (10, 1));
+        assert_eq!(keys(&b, 0), ["a"]);
+        // With a disk copy only the RAM copy goes.
+        let loc = at(0, 1);
+        b.put(b"d", NewValue { value: b"xyz", in_ram: true, location: Some(loc), flags: 0 }, Ttl::Forever, 0);
+        b.evict_step(100, 16);
+        assert_eq!(b.ram_bytes(), 0);
+        assert_eq!(keys(&b, 0), ["d"]);
+        assert_eq!(
+            b.get(b"d", 0, NOT_GONE, |v| (v.value.is_none(), v.location)),
+            Lookup::Hit((true, Some(loc)))
+        );
     }
 }

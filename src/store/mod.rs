@@ -1,28 +1,115 @@
-//! The store: named banks, each behind its own lock, and the background expiry sweep.
+//! The store: named banks, each behind its own lock; the optional volume store on disk; the memory tier;
+//! and the background maintenance (expiry sweep, fsync).
 //!
-//! Lock order, the one rule that keeps this deadlock-free: **bank table → one bank**. The table lock is
-//! taken for reading to find a bank and for writing only to create one (never while a bank lock is held);
-//! an op then locks exactly the one bank it names and never a second. `bank.list` takes only the table
-//! lock. The store knows nothing of sockets or JSON: values are opaque bytes.
+//! Lock order, the one rule that keeps this deadlock-free: **bank table → one bank → volume writer**. The
+//! table lock is taken for reading to find a bank and for writing only to create one (never while a bank
+//! lock is held); an op then locks exactly the one bank it names and never a second, and appends its
+//! record while holding it, so the order of records on disk is the order of changes in memory. Disk reads
+//! happen outside every lock. `bank.list` takes only the table lock. The store knows nothing of sockets or
+//! JSON: values are opaque bytes with a flags byte.
 
 pub mod bank;
 pub mod index;
 pub mod record;
 pub mod volume;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hashbrown::HashMap;
 
-pub use bank::{BankMap, Lookup, Swept, Ttl};
+pub use bank::{BankMap, Lookup, NewValue, NewValueMeta, Swept, Ttl, View};
+use record::{Kind, Meta};
+pub use volume::{Fsync, Location, ReadMiss, Recovered, RecoveryReport, VolumeConfig, VolumeError, Volumes};
 
-/// Current time in Unix milliseconds: deadlines are absolute so they can outlive a restart.
+/// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How the store is set up.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The volume store, or `None` for a memory-only cache.
+    pub volumes: Option<VolumeConfig>,
+    /// Bytes of values kept in RAM at most.
+    pub memory_max_bytes: usize,
+    /// Disk reads within the window after which a value is kept in RAM.
+    pub admit_after_reads: u8,
+    /// The window: the longest gap between counted reads, in milliseconds.
+    pub admit_window_ms: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            volumes: None,
+            memory_max_bytes: 1 << 30,
+            admit_after_reads: 3,
+            admit_window_ms: 60_000,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The disk refused a write (full, I/O error, …). Nothing was changed.
+    Disk(VolumeError),
+    /// A value that cannot be kept: larger than the memory tier of a memory-only store.
+    TooLargeForMemory {
+        /// Its length.
+        len: usize,
+        /// `memory_max_bytes`.
+        max: usize,
+    },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Disk(VolumeError::TooLarge { len, max }) => {
+                write!(f, "Value too large for the disk store: a record of {len} bytes, volume_size is {max}")
+            }
+            StoreError::Disk(e) => write!(f, "Storage error: {e}"),
+            StoreError::TooLargeForMemory { len, max } => {
+                write!(f, "Value too large for memory: {len} bytes, memory_max_bytes is {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<VolumeError> for StoreError {
+    fn from(e: VolumeError) -> Self {
+        StoreError::Disk(e)
+    }
+}
+
+/// Which tier served a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// RAM.
+    Memory,
+    /// The volume store.
+    Disk,
+}
+
+/// How a read was served: the tier, and where the value's record lies on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// RAM or disk.
+    pub tier: Tier,
+    /// The record's place, with a disk store.
+    pub location: Option<Location>,
+    /// Value flags.
+    pub flags: u8,
 }
 
 /// A named bank behind its own lock.
@@ -52,6 +139,18 @@ struct Table {
     order: Vec<Arc<Bank>>,
 }
 
+impl Table {
+    fn get_or_create(&mut self, name: &str) -> Arc<Bank> {
+        if let Some(bank) = self.by_name.get(name) {
+            return Arc::clone(bank);
+        }
+        let bank = Arc::new(Bank { name: name.into(), map: Mutex::new(BankMap::new()) });
+        self.by_name.insert(name.into(), Arc::clone(&bank));
+        self.order.push(Arc::clone(&bank));
+        bank
+    }
+}
+
 /// Counters the store keeps itself.
 #[derive(Default)]
 pub struct StoreCounters {
@@ -59,6 +158,12 @@ pub struct StoreCounters {
     pub expired_lazy: AtomicU64,
     /// Expired entries removed by the background sweep.
     pub expired_sweep: AtomicU64,
+    /// Values dropped from RAM to stay within `memory_max_bytes`.
+    pub evictions: AtomicU64,
+    /// Reads served from RAM.
+    pub reads_memory: AtomicU64,
+    /// Reads served from disk.
+    pub reads_disk: AtomicU64,
 }
 
 /// Totals over every bank, for `stats`.
@@ -68,21 +173,76 @@ pub struct Totals {
     pub banks: u64,
     /// Entries held, including expired ones the sweep has not reached yet.
     pub keys: u64,
-    /// Bytes of keys and values held.
+    /// Bytes of keys and values held, in RAM or on disk.
     pub bytes: u64,
 }
 
-/// All banks.
-#[derive(Default)]
+/// All banks, and where their values live.
 pub struct Store {
     table: RwLock<Table>,
     counters: StoreCounters,
+    disk: Option<Volumes>,
+    /// Bytes of values in RAM over all banks.
+    ram_bytes: AtomicUsize,
+    memory_max: usize,
+    admit_after: u8,
+    admit_window: u32,
+    started: Instant,
+    /// Where the next eviction starts, over the banks in creation order.
+    evict_from: AtomicUsize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::memory_only(StoreConfig::default())
+    }
+}
+
+/// Appends a record when there is a disk store.
+fn log_record(
+    disk: Option<&Volumes>,
+    meta: Meta,
+    bank: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<Location>, StoreError> {
+    match disk {
+        Some(d) => Ok(Some(d.append(meta, bank.as_bytes(), key, value)?)),
+        None => Ok(None),
+    }
 }
 
 impl Store {
-    /// An empty store.
+    /// An empty memory-only store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn memory_only(config: StoreConfig) -> Store {
+        Store {
+            table: RwLock::new(Table::default()),
+            counters: StoreCounters::default(),
+            disk: None,
+            ram_bytes: AtomicUsize::new(0),
+            memory_max: config.memory_max_bytes.max(1),
+            admit_after: config.admit_after_reads.max(1),
+            admit_window: config.admit_window_ms,
+            started: Instant::now(),
+            evict_from: AtomicUsize::new(0),
+        }
+    }
+
+    /// Opens the store: with a disk store, replays it so every bank holds what it held before (minus
+    /// what has expired and what reuse of volumes has dropped).
+    pub fn open(config: StoreConfig) -> Result<(Store, Option<RecoveryReport>), StoreError> {
+        let mut store = Store::memory_only(config.clone());
+        let Some(volumes) = &config.volumes else { return Ok((store, None)) };
+        let now = now_ms();
+        let mut table = Table::default();
+        let (disk, report) = Volumes::open(volumes, |r| replay(&mut table, r, now))?;
+        *store.table.get_mut().unwrap_or_else(PoisonError::into_inner) = table;
+        store.disk = Some(disk);
+        Ok((store, Some(report)))
     }
 
     /// The store's own counters.
@@ -90,42 +250,289 @@ impl Store {
         &self.counters
     }
 
-    fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+    /// The volume store, if there is one.
+    pub fn disk(&self) -> Option<&Volumes> {
+        self.disk.as_ref()
+    }
+
+    /// Bytes of values held in RAM.
+    pub fn ram_bytes(&self) -> usize {
+        self.ram_bytes.load(Ordering::Relaxed)
+    }
+
+    fn table(&self) -> RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on a bank's map if the bank exists. Reads never create a bank.
-    pub fn with_bank<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> Option<R> {
+    /// Runs `f` on a bank's map if the bank exists (reads never create a bank), keeping the RAM total
+    /// in step with what `f` did.
+    fn with_bank<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> Option<R> {
         let table = self.table();
         let bank = table.by_name.get(name)?;
         let mut map = bank.lock();
-        Some(f(&mut map))
+        Some(self.tracked(&mut map, f))
     }
 
     /// Runs `f` on a bank's map, creating the bank first if needed (only `put` does this).
-    pub fn with_bank_or_create<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> R {
+    fn with_bank_or_create<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> R {
         {
             let table = self.table();
             if let Some(bank) = table.by_name.get(name) {
-                return f(&mut bank.lock());
+                return self.tracked(&mut bank.lock(), f);
             }
         }
-        let bank = {
-            let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
-            match table.by_name.get(name) {
-                Some(bank) => Arc::clone(bank),
-                None => {
-                    let bank = Arc::new(Bank { name: name.into(), map: Mutex::new(BankMap::new()) });
-                    table.by_name.insert(name.into(), Arc::clone(&bank));
-                    table.order.push(Arc::clone(&bank));
-                    bank
-                }
-            }
-        };
+        let bank = self.table.write().unwrap_or_else(PoisonError::into_inner).get_or_create(name);
         // Banks are never removed, so the bank outlives the table lock; taking its lock afterwards keeps
         // the write lock short.
         let mut map = bank.lock();
-        f(&mut map)
+        self.tracked(&mut map, f)
+    }
+
+    fn tracked<R>(&self, map: &mut BankMap, f: impl FnOnce(&mut BankMap) -> R) -> R {
+        let before = map.ram_bytes();
+        let result = f(map);
+        let after = map.ram_bytes();
+        if after > before {
+            self.ram_bytes.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.ram_bytes.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// True when the record at `at` can no longer be read (its volume has been reused).
+    fn gone(&self) -> impl Fn(Location) -> bool + '_ {
+        move |at| self.disk.as_ref().is_some_and(|d| !d.is_current(at))
+    }
+
+    /// Stores a value, replacing the whole entry. With a disk store the record is appended first (under
+    /// the bank's lock) and the value is not kept in RAM until reads earn it a place.
+    pub fn put(
+        &self,
+        bank: &str,
+        key: &[u8],
+        value: &[u8],
+        flags: u8,
+        ttl: Ttl,
+        now: u64,
+    ) -> Result<Option<Location>, StoreError> {
+        if ttl == Ttl::Expired {
+            self.delete(bank, key, now)?;
+            return Ok(None);
+        }
+        if self.disk.is_none() && value.len() > self.memory_max {
+            return Err(StoreError::TooLargeForMemory { len: value.len(), max: self.memory_max });
+        }
+        let (deadline, lifetime) = ttl.deadline(now);
+        let meta = Meta { kind: Kind::Put, flags, deadline, lifetime };
+        let location = self.with_bank_or_create(bank, |m| -> Result<Option<Location>, StoreError> {
+            let location = log_record(self.disk.as_ref(), meta, bank, key, value)?;
+            let new = NewValue { value, in_ram: self.disk.is_none(), location, flags };
+            m.put(key, new, ttl, now);
+            Ok(location)
+        })?;
+        self.evict_if_over();
+        Ok(location)
+    }
+
+    /// Reads a value: `f` gets its bytes and flags, from RAM under the bank's lock, or from disk after
+    /// the lock is dropped. With `touch`, restarts the entry's lifetime first. A disk read counts toward
+    /// admission to RAM.
+    pub fn get<R>(
+        &self,
+        bank: &str,
+        key: &[u8],
+        now: u64,
+        touch: bool,
+        f: impl FnOnce(&[u8], u8) -> R,
+    ) -> Result<Lookup<(R, Served)>, StoreError> {
+        enum Step<R> {
+            Done(R, Served),
+            FromDisk(Location, u8),
+        }
+        let mut f = Some(f);
+        let first = self.with_bank(bank, |m| -> Result<Lookup<Step<R>>, StoreError> {
+            let mut visit = |view: View<'_>| match (view.value, view.location) {
+                (Some(value), location) => {
+                    let f = f.take().expect("called once");
+                    Step::Done(
+                        f(value, view.flags),
+                        Served { tier: Tier::Memory, location, flags: view.flags },
+                    )
+                }
+                (None, Some(at)) => Step::FromDisk(at, view.flags),
+                (None, None) => unreachable!("an entry without a disk copy keeps its value in RAM"),
+            };
+            if !touch {
+                return Ok(m.get(key, now, self.gone(), visit));
+            }
+            let disk = self.disk.as_ref();
+            let step = m.touch(key, now, self.gone(), |view, deadline, lifetime| {
+                if lifetime != 0 {
+                    let meta = Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime };
+                    log_record(disk, meta, bank, key, &[])?;
+                }
+                Ok::<_, StoreError>(visit(view))
+            });
+            Ok(match step {
+                Lookup::Hit(step) => Lookup::Hit(step?),
+                Lookup::Miss => Lookup::Miss,
+                Lookup::Expired => Lookup::Expired,
+            })
+        });
+        let step = match first.transpose()? {
+            None | Some(Lookup::Miss) => return Ok(Lookup::Miss),
+            Some(Lookup::Expired) => {
+                self.counters.expired_lazy.fetch_add(1, Ordering::Relaxed);
+                return Ok(Lookup::Expired);
+            }
+            Some(Lookup::Hit(step)) => step,
+        };
+        match step {
+            Step::Done(r, served) => {
+                self.counters.reads_memory.fetch_add(1, Ordering::Relaxed);
+                Ok(Lookup::Hit((r, served)))
+            }
+            Step::FromDisk(at, flags) => {
+                let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
+                match disk.read(at, bank.as_bytes(), key, |r| r.value.to_vec()) {
+                    Ok(value) => {
+                        self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
+                        let r = (f.take().expect("called once"))(&value, flags);
+                        // Wraps after 49 days; the window only compares nearby instants.
+                        let clock = self.started.elapsed().as_millis() as u32;
+                        let (count, window) = (self.admit_after, self.admit_window);
+                        self.with_bank(bank, |m| m.note_disk_read(key, at, &value, clock, count, window));
+                        self.evict_if_over();
+                        Ok(Lookup::Hit((r, Served { tier: Tier::Disk, location: Some(at), flags })))
+                    }
+                    Err(miss) => {
+                        if miss == ReadMiss::Damaged {
+                            log::warn!(
+                                "bank {bank:?}: the record of a key at {at:?} is damaged; the key is lost"
+                            );
+                        }
+                        self.with_bank(bank, |m| m.forget(key, at));
+                        Ok(Lookup::Miss)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a key; with a disk store a tombstone is appended so the delete holds after a restart.
+    pub fn delete(&self, bank: &str, key: &[u8], now: u64) -> Result<Lookup<()>, StoreError> {
+        let result = self.with_bank(bank, |m| -> Result<Lookup<()>, StoreError> {
+            let found = m.get(key, now, self.gone(), |_| ());
+            if let Lookup::Hit(()) = found {
+                let meta = Meta { kind: Kind::Delete, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0 };
+                log_record(self.disk.as_ref(), meta, bank, key, &[])?;
+                m.delete(key, now, self.gone());
+            }
+            Ok(found)
+        });
+        self.count_expired(result.transpose()?.unwrap_or(Lookup::Miss))
+    }
+
+    /// Restarts a key's lifetime.
+    pub fn touch(&self, bank: &str, key: &[u8], now: u64) -> Result<Lookup<()>, StoreError> {
+        let result = self.with_bank(bank, |m| {
+            let disk = self.disk.as_ref();
+            m.touch(key, now, self.gone(), |view, deadline, lifetime| {
+                if lifetime != 0 {
+                    let meta = Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime };
+                    log_record(disk, meta, bank, key, &[])?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        match result.unwrap_or(Lookup::Miss) {
+            Lookup::Hit(r) => r.map(Lookup::Hit),
+            other => self.count_expired(match other {
+                Lookup::Expired => Lookup::Expired,
+                _ => Lookup::Miss,
+            }),
+        }
+    }
+
+    fn count_expired<T>(&self, found: Lookup<T>) -> Result<Lookup<T>, StoreError> {
+        if let Lookup::Expired = found {
+            self.counters.expired_lazy.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(found)
+    }
+
+    /// Replaces a value with what `f` makes of it (incr), keeping its lifetime; atomic under the bank's
+    /// lock. A value only on disk is read there first.
+    pub fn update<T, E>(
+        &self,
+        bank: &str,
+        key: &[u8],
+        now: u64,
+        f: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), E>,
+    ) -> Result<Lookup<Result<T, E>>, StoreError> {
+        enum Fail<E> {
+            User(E),
+            Store(StoreError),
+            Unreadable(Location),
+        }
+        let disk = self.disk.as_ref();
+        let result = self.with_bank(bank, |m| {
+            m.update(key, now, self.gone(), |view, deadline, lifetime| {
+                let old: Cow<'_, [u8]> = match (view.value, view.location) {
+                    (Some(v), _) => Cow::Borrowed(v),
+                    (None, Some(at)) => {
+                        match disk.map(|d| d.read(at, bank.as_bytes(), key, |r| r.value.to_vec())) {
+                            Some(Ok(v)) => Cow::Owned(v),
+                            _ => return Err(Fail::Unreadable(at)),
+                        }
+                    }
+                    (None, None) => {
+                        return Err(Fail::Unreadable(Location {
+                            volume: 0,
+                            offset: 0,
+                            len: 0,
+                            generation: 0,
+                        }))
+                    }
+                };
+                let (new, out) = f(&old).map_err(Fail::User)?;
+                let meta = Meta { kind: Kind::Put, flags: view.flags, deadline, lifetime };
+                let location = log_record(disk, meta, bank, key, &new).map_err(Fail::Store)?;
+                let keep = NewValueMeta { in_ram: view.value.is_some(), location, flags: view.flags };
+                Ok((new, keep, out))
+            })
+        });
+        let found = match result {
+            None | Some(Lookup::Miss) => return Ok(Lookup::Miss),
+            Some(Lookup::Expired) => return self.count_expired(Lookup::Expired),
+            Some(Lookup::Hit(r)) => r,
+        };
+        match found {
+            Ok(out) => Ok(Lookup::Hit(Ok(out))),
+            Err(Fail::User(e)) => Ok(Lookup::Hit(Err(e))),
+            Err(Fail::Store(e)) => Err(e),
+            Err(Fail::Unreadable(at)) => {
+                self.with_bank(bank, |m| m.forget(key, at));
+                Ok(Lookup::Miss)
+            }
+        }
+    }
+
+    /// Calls `f` with a bank's live keys in insertion order; false if the bank does not exist.
+    pub fn keys(&self, bank: &str, now: u64, f: impl FnMut(&[u8])) -> bool {
+        self.with_bank(bank, |m| m.keys(now, self.gone(), f)).is_some()
+    }
+
+    /// Empties a bank (it stays listed); with a disk store a reset record makes it hold after a restart.
+    pub fn reset(&self, bank: &str) -> Result<(), StoreError> {
+        self.with_bank(bank, |m| -> Result<(), StoreError> {
+            let meta = Meta { kind: Kind::Reset, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0 };
+            log_record(self.disk.as_ref(), meta, bank, &[], &[])?;
+            m.clear();
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
     }
 
     /// Calls `f` with every bank name in creation order.
@@ -133,11 +540,6 @@ impl Store {
         for bank in &self.table().order {
             f(bank.name());
         }
-    }
-
-    /// Counts lazily expired entries.
-    pub fn note_lazy_expiry(&self) {
-        self.counters.expired_lazy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Totals over every bank; locks each bank briefly, one at a time.
@@ -152,10 +554,33 @@ impl Store {
         totals
     }
 
+    /// Drops RAM copies (CLOCK, bank by bank in turn) until the RAM total is back under the limit.
+    fn evict_if_over(&self) {
+        let over = self.ram_bytes().saturating_sub(self.memory_max);
+        if over == 0 {
+            return;
+        }
+        let banks: Vec<Arc<Bank>> = self.table().order.clone();
+        if banks.is_empty() {
+            return;
+        }
+        let start = self.evict_from.fetch_add(1, Ordering::Relaxed);
+        let mut freed = 0;
+        // Two passes over every bank give every entry its second chance and then take it.
+        for turn in 0..banks.len() * 3 {
+            let bank = &banks[(start + turn) % banks.len()];
+            let (bytes, entries) = self.tracked(&mut bank.lock(), |m| m.evict_step(over - freed, 4096));
+            freed += bytes;
+            self.counters.evictions.fetch_add(entries as u64, Ordering::Relaxed);
+            if freed >= over {
+                break;
+            }
+        }
+    }
+
     /// One pass of the background sweep: each bank is scanned in small locked steps (the lock is dropped
     /// between steps, so ops wait microseconds at most), a full cycle per pass, until the pass's time
-    /// budget is spent. Scanning a slot costs nanoseconds, so even ten million keys are covered within
-    /// a few passes, and the budget bounds the CPU the sweep can take however many entries expire.
+    /// budget is spent. Removes expired entries and entries whose volume has been reused.
     pub fn sweep(&self, now: u64, budget: Duration) -> u64 {
         const STEP: usize = 1024;
         let started = Instant::now();
@@ -164,10 +589,8 @@ impl Store {
         'banks: for bank in banks {
             let mut visited = 0;
             loop {
-                let (step, span) = {
-                    let mut map = bank.lock();
-                    (map.sweep_step(now, STEP), map.sweep_span())
-                };
+                let (step, span) = self
+                    .tracked(&mut bank.lock(), |m| (m.sweep_step(now, STEP, self.gone()), m.sweep_span()));
                 removed += step.removed as u64;
                 visited += step.visited;
                 if started.elapsed() >= budget {
@@ -181,34 +604,105 @@ impl Store {
         self.counters.expired_sweep.fetch_add(removed, Ordering::Relaxed);
         removed
     }
+
+    /// Writes buffered index entries and, unless the policy is `never`, fsyncs.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        match &self.disk {
+            Some(d) => d.sync().map_err(StoreError::Disk),
+            None => Ok(()),
+        }
+    }
 }
 
-/// The background thread that runs [`Store::sweep`] every interval; stops when dropped.
-pub struct Sweeper {
+/// Applies one recovered record to the bank table being rebuilt.
+fn replay(table: &mut Table, r: &Recovered, now: u64) {
+    let Ok(bank) = std::str::from_utf8(&r.bank) else {
+        log::warn!("skipping a record whose bank name is not UTF-8");
+        return;
+    };
+    let dead = r.meta.deadline <= now;
+    match r.meta.kind {
+        Kind::Put if dead => {
+            if let Some(b) = table.by_name.get(bank) {
+                b.lock().remove_key(&r.key, now);
+            }
+        }
+        Kind::Put => {
+            let value_len =
+                (r.location.len as usize).saturating_sub(record::HEADER_LEN + r.bank.len() + r.key.len());
+            let bank = table.get_or_create(bank);
+            bank.lock().restore(
+                &r.key,
+                r.location,
+                value_len,
+                r.meta.flags,
+                r.meta.deadline,
+                r.meta.lifetime,
+            );
+        }
+        Kind::Delete => {
+            if let Some(b) = table.by_name.get(bank) {
+                b.lock().remove_key(&r.key, now);
+            }
+        }
+        Kind::Touch => {
+            if let Some(b) = table.by_name.get(bank) {
+                let mut map = b.lock();
+                if dead {
+                    map.remove_key(&r.key, now);
+                } else {
+                    map.restore_touch(&r.key, r.meta.deadline, r.meta.lifetime);
+                }
+            }
+        }
+        Kind::Reset => {
+            if let Some(b) = table.by_name.get(bank) {
+                b.lock().clear();
+            }
+        }
+    }
+}
+
+/// The background thread: the expiry sweep every interval and, with `fsync: every_sec`, an fsync every
+/// second. Stops when dropped.
+pub struct Maintenance {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Sweeper {
-    /// Starts sweeping `store` every `interval`.
-    pub fn start(store: Arc<Store>, interval: Duration) -> std::io::Result<Sweeper> {
+impl Maintenance {
+    /// Starts maintaining `store`.
+    pub fn start(store: Arc<Store>, sweep_interval: Duration) -> std::io::Result<Maintenance> {
         let (stop, stopped): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
-        // At most a tenth of one core, however many entries expire.
-        let budget = (interval / 10).max(Duration::from_millis(1));
-        let thread = thread::Builder::new().name("sweeper".into()).spawn(move || {
-            // Ends when the `Sweeper` is dropped (the channel disconnects).
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                let removed = store.sweep(now_ms(), budget);
-                if removed > 0 {
-                    log::debug!("expiry sweep removed {removed} entries");
+        // At most a tenth of one core for the sweep, however many entries expire.
+        let budget = (sweep_interval / 10).max(Duration::from_millis(1));
+        let sync_every = (store.disk().map(Volumes::fsync_policy) == Some(Fsync::EverySec))
+            .then_some(Duration::from_secs(1));
+        let tick = sync_every.map_or(sweep_interval, |s| s.min(sweep_interval));
+        let thread = thread::Builder::new().name("maintenance".into()).spawn(move || {
+            let (mut last_sweep, mut last_sync) = (Instant::now(), Instant::now());
+            // Ends when the `Maintenance` is dropped (the channel disconnects).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                if last_sweep.elapsed() >= sweep_interval {
+                    last_sweep = Instant::now();
+                    let removed = store.sweep(now_ms(), budget);
+                    if removed > 0 {
+                        log::debug!("sweep removed {removed} entries");
+                    }
+                }
+                if sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
+                    last_sync = Instant::now();
+                    if let Err(e) = store.sync() {
+                        log::error!("periodic fsync failed: {e}");
+                    }
                 }
             }
         })?;
-        Ok(Sweeper { stop: Some(stop), thread: Some(thread) })
+        Ok(Maintenance { stop: Some(stop), thread: Some(thread) })
     }
 }
 
-impl Drop for Sweeper {
+impl Drop for Maintenance {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
@@ -221,30 +715,48 @@ impl Drop for Sweeper {
 mod tests {
     use super::*;
 
+    fn get(store: &Store, bank: &str, key: &str) -> Option<(Vec<u8>, Tier)> {
+        match store.get(bank, key.as_bytes(), now_ms(), false, |v, _| v.to_vec()).unwrap() {
+            Lookup::Hit((v, served)) => Some((v, served.tier)),
+            _ => None,
+        }
+    }
+
+    fn disk_config(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            volumes: Some(VolumeConfig {
+                dir: dir.to_owned(),
+                volume_size: 1 << 20,
+                volume_count: 3,
+                fsync: Fsync::Never,
+            }),
+            memory_max_bytes: 1 << 20,
+            admit_after_reads: 3,
+            admit_window_ms: 60_000,
+        }
+    }
+
     #[test]
     fn reads_do_not_create_banks() {
         let store = Store::new();
-        assert!(store.with_bank("b", |m| m.len()).is_none());
-        store.with_bank_or_create("b", |m| m.put(b"k", b"1", Ttl::Forever, 0));
-        store.with_bank_or_create("a", |m| m.put(b"k", b"1", Ttl::Forever, 0));
+        assert!(get(&store, "b", "k").is_none());
+        store.put("b", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
+        store.put("a", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
         let mut names = Vec::new();
         store.bank_names(|n| names.push(n.to_owned()));
         assert_eq!(names, ["b", "a"]);
-        assert_eq!(store.with_bank("b", |m| m.len()), Some(1));
     }
 
     #[test]
     fn sweep_counts_what_it_removes() {
         let store = Store::new();
-        store.with_bank_or_create("b", |m| {
-            for i in 0..500u32 {
-                m.put(&i.to_be_bytes(), b"v", Ttl::Millis(1), 0);
-            }
-        });
-        let removed = store.sweep(10, Duration::from_secs(5));
-        assert_eq!(removed, 500);
+        for i in 0..500u32 {
+            store.put("b", &i.to_be_bytes(), b"v", 0, Ttl::Millis(1), 0).unwrap();
+        }
+        assert_eq!(store.sweep(10, Duration::from_secs(5)), 500);
         assert_eq!(store.counters().expired_sweep.load(Ordering::Relaxed), 500);
         assert_eq!(store.totals().keys, 0);
+        assert_eq!(store.ram_bytes(), 0);
     }
 
     #[test]
@@ -256,9 +768,7 @@ mod tests {
                 thread::spawn(move || {
                     for i in 0..1000u32 {
                         let bank = format!("bank{}", i % 7);
-                        store.with_bank_or_create(&bank, |m| {
-                            m.put(&(t * 1000 + i).to_be_bytes(), b"v", Ttl::Forever, 0)
-                        });
+                        store.put(&bank, &(t * 1000 + i).to_be_bytes(), b"v", 0, Ttl::Forever, 0).unwrap();
                     }
                 })
             })
@@ -267,7 +777,68 @@ mod tests {
             t.join().unwrap();
         }
         let totals = store.totals();
-        assert_eq!(totals.banks, 7);
-        assert_eq!(totals.keys, 4000);
+        assert_eq!((totals.banks, totals.keys), (7, 4000));
+        assert_eq!(store.ram_bytes(), 4000);
+    }
+
+    #[test]
+    fn memory_only_store_evicts_whole_entries_within_its_limit() {
+        let store = Store::memory_only(StoreConfig { memory_max_bytes: 10_000, ..StoreConfig::default() });
+        for i in 0..100u32 {
+            store.put("b", &i.to_be_bytes(), &[7; 1000], 0, Ttl::Forever, 0).unwrap();
+            assert!(store.ram_bytes() <= 10_000);
+        }
+        assert!(store.totals().keys <= 10);
+        assert!(store.counters().evictions.load(Ordering::Relaxed) >= 90);
+        let err = store.put("b", b"huge", &[0; 20_000], 0, Ttl::Forever, 0).unwrap_err();
+        assert!(err.to_string().contains("memory_max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn disk_store_survives_a_restart_with_every_op_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            s.put("a", b"kept", b"1", 0, Ttl::Forever, now).unwrap();
+            s.put("a", b"deleted", b"2", 0, Ttl::Forever, now).unwrap();
+            s.delete("a", b"deleted", now).unwrap();
+            s.put("a", b"counter", b"5", 0, Ttl::Forever, now).unwrap();
+            let r = s.update("a", b"counter", now, |old| Ok::<_, ()>(([old, b"0"].concat(), ()))).unwrap();
+            assert_eq!(r, Lookup::Hit(Ok(())));
+            s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now).unwrap();
+            s.touch("a", b"short", now + 50_000).unwrap();
+            s.put("b", b"gone", b"4", 0, Ttl::Forever, now).unwrap();
+            s.reset("b").unwrap();
+            s.put("b", b"after-reset", b"5", 1, Ttl::Forever, now).unwrap();
+            s.sync().unwrap();
+        }
+        let (s, report) = Store::open(disk_config(dir.path())).unwrap();
+        assert_eq!(report.unwrap().records, 10);
+        assert_eq!(get(&s, "a", "kept"), Some((b"1".to_vec(), Tier::Disk)));
+        assert_eq!(get(&s, "a", "deleted"), None);
+        assert_eq!(get(&s, "a", "counter").unwrap().0, b"50");
+        assert_eq!(get(&s, "b", "gone"), None);
+        let mut keys = Vec::new();
+        s.keys("b", now, |k| keys.push(k.to_vec()));
+        assert_eq!(keys, [b"after-reset".to_vec()]);
+        // The touch moved the deadline 50 s on: alive at +120 s, gone at +160 s.
+        let alive = s.get("a", b"short", now + 120_000, false, |_, _| ()).unwrap();
+        assert!(matches!(alive, Lookup::Hit(_)));
+        assert_eq!(s.get("a", b"short", now + 160_000, false, |_, _| ()).unwrap(), Lookup::Expired);
+    }
+
+    #[test]
+    fn disk_reads_are_admitted_to_memory_after_three() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        s.put("files", b"f", b"body", 1, Ttl::Forever, 0).unwrap();
+        let tiers: Vec<Tier> = (0..4).map(|_| get(&s, "files", "f").unwrap().1).collect();
+        assert_eq!(tiers, [Tier::Disk, Tier::Disk, Tier::Disk, Tier::Memory]);
+        assert_eq!(s.ram_bytes(), 4);
+        // An overwrite drops the RAM copy: the next read is from disk, with the new body.
+        s.put("files", b"f", b"new body", 1, Ttl::Forever, 0).unwrap();
+        assert_eq!(get(&s, "files", "f"), Some((b"new body".to_vec(), Tier::Disk)));
+        assert_eq!(s.ram_bytes(), 0);
     }
 }
