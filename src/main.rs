@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use bankcache::{Cli, Config, Server};
 use clap::Parser;
 
+/// mimalloc's size classes fit small entries more tightly than glibc's (a 44-byte key and value take a
+/// 48-byte block rather than 64), which matters at tens of millions of keys, and it is faster too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_cli(&cli) {

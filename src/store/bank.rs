@@ -107,16 +107,21 @@ struct Slot {
     reads: u8,
     /// Milliseconds (store clock, wrapping) of the last counted disk read.
     last_read: u32,
-    /// Length of the value, wherever it is.
-    value_len: u32,
     /// Unix milliseconds; `NEVER` for none.
     deadline: u64,
     /// The lifetime `touch` restarts (0 when there is none).
     lifetime: u64,
     /// Insertion order, kept when the key is re-put.
     seq: u64,
-    /// Where the record is on disk; `None` in a memory-only store.
-    location: Option<Location>,
+    /// Where the record is on disk; `NOWHERE` in a memory-only store (an `Option` would cost 4 bytes).
+    location: Location,
+}
+
+/// The location of an entry with no disk copy.
+const NOWHERE: Location = Location { volume: u32::MAX, offset: 0, len: 0, generation: 0 };
+
+fn pack(location: Option<Location>) -> Location {
+    location.unwrap_or(NOWHERE)
 }
 
 impl Slot {
@@ -132,8 +137,12 @@ impl Slot {
         self.ram_value().map_or(0, <[u8]>::len)
     }
 
+    fn location(&self) -> Option<Location> {
+        (self.location.volume != u32::MAX).then_some(self.location)
+    }
+
     fn view(&self) -> View<'_> {
-        View { value: self.ram_value(), location: self.location, flags: self.flags & VALUE_FLAGS }
+        View { value: self.ram_value(), location: self.location(), flags: self.flags & VALUE_FLAGS }
     }
 
     fn expired(&self, now: u64) -> bool {
@@ -169,12 +178,20 @@ pub struct BankMap {
     bytes: usize,
     sweep_cursor: usize,
     clock_hand: usize,
+    /// Length of the bank's name, which every record of it carries: with it a value's length is known from
+    /// its record's, and need not be kept per entry.
+    name_len: usize,
 }
 
 impl BankMap {
     /// An empty bank.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty bank named with `name_len` bytes.
+    pub fn named(name_len: usize) -> Self {
+        BankMap { name_len, ..BankMap::default() }
     }
 
     /// Live and not-yet-swept entries.
@@ -206,7 +223,7 @@ impl BankMap {
     fn live(&mut self, key: &[u8], now: u64, gone: &impl Fn(Location) -> bool) -> Lookup<usize> {
         match self.find(key) {
             None => Lookup::Miss,
-            Some(i) if self.slots[i].expired(now) || self.slots[i].location.is_some_and(gone) => {
+            Some(i) if self.slots[i].expired(now) || self.slots[i].location().is_some_and(gone) => {
                 self.remove_slot(i);
                 Lookup::Expired
             }
@@ -245,7 +262,8 @@ impl BankMap {
                 let slot = &mut slots[*found.get() as usize];
                 let was_live = !slot.expired(now);
                 self.ram_bytes = self.ram_bytes - slot.ram_bytes() + value_len;
-                self.bytes = self.bytes - slot.value_len as usize + new.value.len();
+                // `bytes` is a statistic: saturate rather than trust every record length to agree.
+                self.bytes = self.bytes.saturating_sub(value_len_of(slot, self.name_len)) + new.value.len();
                 self.expiring =
                     self.expiring - usize::from(slot.deadline != NEVER) + usize::from(deadline != NEVER);
                 slot.data = data;
@@ -253,8 +271,7 @@ impl BankMap {
                 slot.reads = 0;
                 slot.deadline = deadline;
                 slot.lifetime = lifetime;
-                slot.location = new.location;
-                slot.value_len = new.value.len() as u32;
+                slot.location = pack(new.location);
                 if !was_live {
                     // A dead entry's place in the order died with it.
                     slot.seq = self.next_seq;
@@ -271,11 +288,10 @@ impl BankMap {
                     flags,
                     reads: 0,
                     last_read: 0,
-                    value_len: new.value.len() as u32,
                     deadline,
                     lifetime,
                     seq,
-                    location: new.location,
+                    location: pack(new.location),
                 });
                 vacant.insert(i as u32);
                 self.ram_bytes += value_len;
@@ -299,10 +315,7 @@ impl BankMap {
         let new = NewValue { value: &[], in_ram: false, location: Some(location), flags };
         // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
         self.set(key, new, deadline, lifetime, 0);
-        if let Some(i) = self.find(key) {
-            self.slots[i].value_len = value_len as u32;
-            self.bytes += value_len;
-        }
+        self.bytes += value_len;
     }
 
     /// Applies a touch record at start-up.
@@ -403,7 +416,7 @@ impl BankMap {
     ) -> usize {
         let Some(i) = self.find(key) else { return 0 };
         let slot = &mut self.slots[i];
-        if slot.location != Some(at) || slot.flags & IN_RAM != 0 {
+        if slot.location() != Some(at) || slot.flags & IN_RAM != 0 {
             return 0;
         }
         if now.wrapping_sub(slot.last_read) > window {
@@ -427,7 +440,7 @@ impl BankMap {
     /// Removes the entry of `key` if its record is still the one at `at` (its disk copy proved unreadable).
     pub fn forget(&mut self, key: &[u8], at: Location) -> bool {
         match self.find(key) {
-            Some(i) if self.slots[i].location == Some(at) => {
+            Some(i) if self.slots[i].location() == Some(at) => {
                 self.remove_slot(i);
                 true
             }
@@ -466,7 +479,8 @@ impl BankMap {
             found.remove();
         }
         self.ram_bytes -= slot.ram_bytes();
-        self.bytes -= usize::from(slot.key_len) + slot.value_len as usize;
+        self.bytes =
+            self.bytes.saturating_sub(usize::from(slot.key_len) + value_len_of(&slot, self.name_len));
         self.expiring -= usize::from(slot.deadline != NEVER);
     }
 
@@ -476,7 +490,7 @@ impl BankMap {
         let mut order: Vec<(u64, usize)> = self
             .slots
             .iter()
-            .filter(|(_, slot)| !slot.expired(now) && !slot.location.is_some_and(&gone))
+            .filter(|(_, slot)| !slot.expired(now) && !slot.location().is_some_and(&gone))
             .map(|(i, slot)| (slot.seq, i))
             .collect();
         order.sort_unstable();
@@ -487,7 +501,7 @@ impl BankMap {
 
     /// Removes every entry.
     pub fn clear(&mut self) {
-        *self = BankMap { next_seq: self.next_seq, ..BankMap::default() };
+        *self = BankMap { next_seq: self.next_seq, name_len: self.name_len, ..BankMap::default() };
     }
 
     /// One bounded step of the background sweep: visits up to `max_visit` slots from where the last step
@@ -505,7 +519,7 @@ impl BankMap {
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
             swept.visited += 1;
-            let dead = self.slots.get(i).is_some_and(|s| s.expired(now) || s.location.is_some_and(&gone));
+            let dead = self.slots.get(i).is_some_and(|s| s.expired(now) || s.location().is_some_and(&gone));
             if dead {
                 self.remove_slot(i);
                 swept.removed += 1;
@@ -547,7 +561,7 @@ impl BankMap {
                 continue;
             }
             let bytes = slot.ram_bytes();
-            if slot.location.is_some() {
+            if slot.location().is_some() {
                 slot.data = slot.key().to_vec().into_boxed_slice();
                 slot.flags &= !IN_RAM;
                 self.ram_bytes -= bytes;
@@ -558,6 +572,17 @@ impl BankMap {
             evicted += 1;
         }
         (freed, evicted)
+    }
+}
+
+/// A value's length, wherever it is: in RAM, or inferred from its record (header, bank, key, value).
+fn value_len_of(slot: &Slot, name_len: usize) -> usize {
+    match (slot.ram_value(), slot.location()) {
+        (Some(v), _) => v.len(),
+        (None, Some(at)) => {
+            (at.len as usize).saturating_sub(super::record::HEADER_LEN + name_len + usize::from(slot.key_len))
+        }
+        (None, None) => 0,
     }
 }
 

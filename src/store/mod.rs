@@ -144,7 +144,7 @@ impl Table {
         if let Some(bank) = self.by_name.get(name) {
             return Arc::clone(bank);
         }
-        let bank = Arc::new(Bank { name: name.into(), map: Mutex::new(BankMap::new()) });
+        let bank = Arc::new(Bank { name: name.into(), map: Mutex::new(BankMap::named(name.len())) });
         self.by_name.insert(name.into(), Arc::clone(&bank));
         self.order.push(Arc::clone(&bank));
         bank
