@@ -146,6 +146,8 @@ struct Volume {
     file: File,
     map: Mmap,
     generation: AtomicU32,
+    /// A file found cut short under the server has been reported (once, not on every read).
+    reported_short: std::sync::atomic::AtomicBool,
 }
 
 struct Writer {
@@ -400,10 +402,12 @@ impl Volumes {
         let file_len = vol.file.metadata().map_or(0, |m| m.len());
         if end as u64 > file_len || end > vol.map.len() {
             self.damaged();
-            log::error!(
-                "{} is shorter than expected ({file_len} bytes); its data is lost",
-                vol.path.display()
-            );
+            if !vol.reported_short.swap(true, Ordering::Relaxed) {
+                log::error!(
+                    "{} was cut short under the server ({file_len} bytes); the records past its end are lost",
+                    vol.path.display()
+                );
+            }
             return Err(ReadMiss::Damaged);
         }
         // Copy first, then check the copy: the writer may be reusing this volume at this very moment.
@@ -467,7 +471,13 @@ fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
     // SAFETY: the map is only read through copies that are checked (CRC, generation, names) before use, so
     // concurrent writes to the file by this process or others cannot produce unchecked data.
     let map = unsafe { Mmap::map(&file) }.map_err(io_err(format!("cannot map {}", path.display())))?;
-    Ok(Volume { path: path.to_owned(), file, map, generation: AtomicU32::new(0) })
+    Ok(Volume {
+        path: path.to_owned(),
+        file,
+        map,
+        generation: AtomicU32::new(0),
+        reported_short: std::sync::atomic::AtomicBool::new(false),
+    })
 }
 
 /// Replays one volume: from its index when the index matches, else by scanning its records (and then
@@ -486,6 +496,16 @@ fn replay(
     let mut entries_bytes: Vec<u8> = Vec::new();
     let index_file = fs::read(index_path(dir, n)).ok();
     let indexed = index_file.as_deref().filter(|buf| index::decode_header(buf) == Some(generation));
+    // An index whose first record is not in the data (the volume file was lost or replaced) describes
+    // nothing that can be read: the volume is treated as empty.
+    let data_lost = indexed.and_then(|buf| index::decode_entry(&buf[index::HEADER_LEN..])).is_some_and(|(e, _)| {
+        !matches!(record::decode(map.get(e.offset as usize..).unwrap_or(&[])), Ok(r) if r.generation == generation)
+    });
+    if data_lost {
+        log::error!("data/{n} does not hold the records index/{n} lists: the volume is treated as empty");
+        rewrite_index(dir, n, generation, &[])?;
+        return Ok((0, 0, true));
+    }
     if let Some(buf) = indexed {
         let mut at = index::HEADER_LEN;
         while let Some((e, used)) = index::decode_entry(&buf[at..]) {
@@ -738,6 +758,23 @@ mod tests {
         let a = v.append(PUT, b"b", b"a", b"1").unwrap();
         OpenOptions::new().write(true).open(dir.path().join("data/0")).unwrap().set_len(0).unwrap();
         assert_eq!(value(&v, a, "a"), Err(ReadMiss::Damaged));
+    }
+
+    #[test]
+    fn a_volume_file_lost_while_stopped_is_treated_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 4096, 3);
+        let (v, _, _) = open(&cfg);
+        for i in 0..4 {
+            v.append(PUT, b"b", format!("k{i}").as_bytes(), &[b'x'; 1500]).unwrap();
+        }
+        drop(v);
+        // k0, k1 in volume 0; k2, k3 in volume 1 (current). Lose volume 0's data.
+        fs::remove_file(dir.path().join("data/0")).unwrap();
+        let (v, seen, _) = open(&cfg);
+        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_slice()).collect();
+        assert_eq!(keys, [&b"k2"[..], b"k3"]);
+        assert_eq!(v.damaged_reads(), 0);
     }
 
     #[test]
