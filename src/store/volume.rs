@@ -337,7 +337,8 @@ impl Volumes {
         w.offset += len as u64;
         w.dirty = true;
         if self.fsync == Fsync::Always {
-            self.sync_locked(&mut w)?;
+            drop(w);
+            self.sync()?;
         }
         Ok(location)
     }
@@ -361,9 +362,28 @@ impl Volumes {
     }
 
     /// Flushes buffered index entries and fsyncs the current volume and its index, if anything was written.
+    ///
+    /// Only the flush of the index buffer happens under the writer's lock; the fsyncs themselves (which can
+    /// take many milliseconds) run after it is dropped, so appends go on meanwhile.
     pub fn sync(&self) -> Result<(), VolumeError> {
-        let mut w = self.writer();
-        self.sync_locked(&mut w)
+        let (current, dirty) = {
+            let mut w = self.writer();
+            w.index.flush().map_err(io_err("cannot write the index"))?;
+            (w.current, std::mem::take(&mut w.dirty))
+        };
+        if dirty && self.fsync != Fsync::Never {
+            self.fsync_volume(current)?;
+        }
+        Ok(())
+    }
+
+    fn fsync_volume(&self, n: u32) -> Result<(), VolumeError> {
+        let vol = &self.vols[n as usize];
+        vol.file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
+        let index = index_path(&self.dir, n);
+        File::open(&index)
+            .and_then(|f| f.sync_data())
+            .map_err(io_err(format!("cannot fsync {}", index.display())))
     }
 
     fn sync_locked(&self, w: &mut Writer) -> Result<(), VolumeError> {
