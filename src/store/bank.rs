@@ -80,6 +80,8 @@ pub struct View<'a> {
     pub location: Option<Location>,
     /// Value flags ([`super::record::FLAG_BYTES`]).
     pub flags: u8,
+    /// The entry's place in the bank's insertion order.
+    pub seq: u64,
 }
 
 /// What a sweep or eviction step did.
@@ -142,7 +144,12 @@ impl Slot {
     }
 
     fn view(&self) -> View<'_> {
-        View { value: self.ram_value(), location: self.location(), flags: self.flags & VALUE_FLAGS }
+        View {
+            value: self.ram_value(),
+            location: self.location(),
+            flags: self.flags & VALUE_FLAGS,
+            seq: self.seq,
+        }
     }
 
     fn expired(&self, now: u64) -> bool {
@@ -302,20 +309,25 @@ impl BankMap {
         }
     }
 
+    /// The insertion-order number a put of `key` now would give its entry: the live entry's own, or the
+    /// next one. The record of the put carries it, so the order survives a restart.
+    pub fn seq_for(&self, key: &[u8], now: u64) -> u64 {
+        match self.find(key) {
+            Some(i) if !self.slots[i].expired(now) => self.slots[i].seq,
+            _ => self.next_seq,
+        }
+    }
+
     /// Restores an entry from its on-disk record at start-up (the value stays on disk).
-    pub fn restore(
-        &mut self,
-        key: &[u8],
-        location: Location,
-        value_len: usize,
-        flags: u8,
-        deadline: u64,
-        lifetime: u64,
-    ) {
-        let new = NewValue { value: &[], in_ram: false, location: Some(location), flags };
+    pub fn restore(&mut self, key: &[u8], location: Location, value_len: usize, meta: &super::record::Meta) {
+        let new = NewValue { value: &[], in_ram: false, location: Some(location), flags: meta.flags };
         // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
-        self.set(key, new, deadline, lifetime, 0);
+        self.set(key, new, meta.deadline, meta.lifetime, 0);
         self.bytes += value_len;
+        if let Some(i) = self.find(key) {
+            self.slots[i].seq = meta.seq;
+        }
+        self.next_seq = self.next_seq.max(meta.seq + 1);
     }
 
     /// Applies a touch record at start-up.

@@ -9,7 +9,7 @@
 //! ```text
 //! header: magic "BCI1" | version u32 = 1 | generation u32 | crc32c of the 12 bytes before   (16 bytes)
 //! entry:  crc32c u32 over 4..len | len u32 | kind u8 | flags u8 | bank_len u16 | key_len u16 | 0 u16
-//!         | offset u32 | record_len u32 | deadline u64 | lifetime u64 | bank | key             (40 + names)
+//!         | offset u32 | record_len u32 | deadline u64 | lifetime u64 | seq u64 | bank | key   (48 + names)
 //! ```
 
 use super::record::{Kind, Meta};
@@ -19,7 +19,7 @@ pub const MAGIC: [u8; 4] = *b"BCI1";
 const VERSION: u32 = 1;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 16;
-const ENTRY_HEADER: usize = 40;
+const ENTRY_HEADER: usize = 48;
 
 /// One index entry, borrowing its names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,7 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry<'_>) {
     out.extend_from_slice(&entry.len.to_le_bytes());
     out.extend_from_slice(&entry.meta.deadline.to_le_bytes());
     out.extend_from_slice(&entry.meta.lifetime.to_le_bytes());
+    out.extend_from_slice(&entry.meta.seq.to_le_bytes());
     out.extend_from_slice(entry.bank);
     out.extend_from_slice(entry.key);
     let crc = crc32c::crc32c(&out[start + 4..]);
@@ -94,7 +95,13 @@ pub fn decode_entry(buf: &[u8]) -> Option<(Entry<'_>, usize)> {
     let bank_end = ENTRY_HEADER + bank_len;
     Some((
         Entry {
-            meta: Meta { kind, flags: buf[9], deadline: le64(buf, 24), lifetime: le64(buf, 32) },
+            meta: Meta {
+                kind,
+                flags: buf[9],
+                deadline: le64(buf, 24),
+                lifetime: le64(buf, 32),
+                seq: le64(buf, 40),
+            },
             offset: le32(buf, 16),
             len: le32(buf, 20),
             bank: &buf[ENTRY_HEADER..bank_end],
@@ -121,7 +128,7 @@ mod tests {
 
     fn entry<'a>(kind: Kind, bank: &'a str, key: &'a str, offset: u32) -> Entry<'a> {
         Entry {
-            meta: Meta { kind, flags: 0, deadline: NO_DEADLINE, lifetime: 0 },
+            meta: Meta { kind, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 7 },
             offset,
             len: 77,
             bank: bank.as_bytes(),

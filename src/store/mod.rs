@@ -324,8 +324,8 @@ impl Store {
             return Err(StoreError::TooLargeForMemory { len: value.len(), max: self.memory_max });
         }
         let (deadline, lifetime) = ttl.deadline(now);
-        let meta = Meta { kind: Kind::Put, flags, deadline, lifetime };
         let location = self.with_bank_or_create(bank, |m| -> Result<Option<Location>, StoreError> {
+            let meta = Meta { kind: Kind::Put, flags, deadline, lifetime, seq: m.seq_for(key, now) };
             let location = log_record(self.disk.as_ref(), meta, bank, key, value)?;
             let new = NewValue { value, in_ram: self.disk.is_none(), location, flags };
             m.put(key, new, ttl, now);
@@ -369,7 +369,8 @@ impl Store {
             let disk = self.disk.as_ref();
             let step = m.touch(key, now, self.gone(), |view, deadline, lifetime| {
                 if lifetime != 0 {
-                    let meta = Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime };
+                    let meta =
+                        Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime, seq: view.seq };
                     log_record(disk, meta, bank, key, &[])?;
                 }
                 Ok::<_, StoreError>(visit(view))
@@ -425,7 +426,8 @@ impl Store {
         let result = self.with_bank(bank, |m| -> Result<Lookup<()>, StoreError> {
             let found = m.get(key, now, self.gone(), |_| ());
             if let Lookup::Hit(()) = found {
-                let meta = Meta { kind: Kind::Delete, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0 };
+                let meta =
+                    Meta { kind: Kind::Delete, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0, seq: 0 };
                 log_record(self.disk.as_ref(), meta, bank, key, &[])?;
                 m.delete(key, now, self.gone());
             }
@@ -440,7 +442,8 @@ impl Store {
             let disk = self.disk.as_ref();
             m.touch(key, now, self.gone(), |view, deadline, lifetime| {
                 if lifetime != 0 {
-                    let meta = Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime };
+                    let meta =
+                        Meta { kind: Kind::Touch, flags: view.flags, deadline, lifetime, seq: view.seq };
                     log_record(disk, meta, bank, key, &[])?;
                 }
                 Ok::<_, StoreError>(())
@@ -497,7 +500,7 @@ impl Store {
                     }
                 };
                 let (new, out) = f(&old).map_err(Fail::User)?;
-                let meta = Meta { kind: Kind::Put, flags: view.flags, deadline, lifetime };
+                let meta = Meta { kind: Kind::Put, flags: view.flags, deadline, lifetime, seq: view.seq };
                 let location = log_record(disk, meta, bank, key, &new).map_err(Fail::Store)?;
                 let keep = NewValueMeta { in_ram: view.value.is_some(), location, flags: view.flags };
                 Ok((new, keep, out))
@@ -527,7 +530,8 @@ impl Store {
     /// Empties a bank (it stays listed); with a disk store a reset record makes it hold after a restart.
     pub fn reset(&self, bank: &str) -> Result<(), StoreError> {
         self.with_bank(bank, |m| -> Result<(), StoreError> {
-            let meta = Meta { kind: Kind::Reset, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0 };
+            let meta =
+                Meta { kind: Kind::Reset, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0, seq: 0 };
             log_record(self.disk.as_ref(), meta, bank, &[], &[])?;
             m.clear();
             Ok(())
@@ -631,14 +635,7 @@ fn replay(table: &mut Table, r: &Recovered, now: u64) {
             let value_len =
                 (r.location.len as usize).saturating_sub(record::HEADER_LEN + r.bank.len() + r.key.len());
             let bank = table.get_or_create(bank);
-            bank.lock().restore(
-                &r.key,
-                r.location,
-                value_len,
-                r.meta.flags,
-                r.meta.deadline,
-                r.meta.lifetime,
-            );
+            bank.lock().restore(&r.key, r.location, value_len, &r.meta);
         }
         Kind::Delete => {
             if let Some(b) = table.by_name.get(bank) {

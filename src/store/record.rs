@@ -16,9 +16,9 @@
 //! 17  flags       u8   bit 0: the value is raw bytes (else JSON text)
 //! 18  bank_len    u16
 //! 20  key_len     u16
-//! 22  reserved    u16  zero
+//! 22  seq_high    u16  bits 32..48 of seq
 //! 24  value_len   u32
-//! 28  reserved    u32  zero
+//! 28  seq_low     u32  bits 0..32 of seq: the entry's place in its bank's insertion order
 //! 32  deadline    u64  Unix ms; u64::MAX for none
 //! 40  lifetime    u64  ms, what `touch` restarts; 0 for none
 //! 48  bank, key, value bytes
@@ -73,6 +73,8 @@ pub struct Meta {
     pub deadline: u64,
     /// Lifetime in ms that `touch` restarts; 0 for none.
     pub lifetime: u64,
+    /// The entry's insertion order in its bank (48 bits), so `bank.keys` keeps its order across a restart.
+    pub seq: u64,
 }
 
 /// A decoded record borrowing its payload from the buffer it was read from.
@@ -152,9 +154,9 @@ pub fn encode(
     out.push(meta.flags);
     out.extend_from_slice(&bank_len.to_le_bytes());
     out.extend_from_slice(&key_len.to_le_bytes());
-    out.extend_from_slice(&[0; 2]);
+    out.extend_from_slice(&((meta.seq >> 32) as u16).to_le_bytes());
     out.extend_from_slice(&value_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(meta.seq as u32).to_le_bytes());
     out.extend_from_slice(&meta.deadline.to_le_bytes());
     out.extend_from_slice(&meta.lifetime.to_le_bytes());
     out.extend_from_slice(bank);
@@ -177,6 +179,27 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut bytes = [0; 8];
     bytes.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(bytes)
+}
+
+/// The record header's claims, unchecked: its whole length, generation, bank and key. Used at start-up to
+/// step over a damaged record whose header still hangs together, so that the records after it are not
+/// lost and its key can be treated as gone.
+pub fn peek(buf: &[u8]) -> Option<(usize, u32, &[u8], &[u8])> {
+    let (len, generation) = peek_len(buf)?;
+    let (bank_len, key_len) = (u16_at(buf, 18), u16_at(buf, 20));
+    let bank_end = HEADER_LEN + bank_len;
+    let names = buf.get(HEADER_LEN..bank_end).zip(buf.get(bank_end..bank_end + key_len))?;
+    Some((len, generation, names.0, names.1))
+}
+
+/// The header's claimed record length and generation, when the header (the first 48 bytes) hangs together.
+pub fn peek_len(buf: &[u8]) -> Option<(usize, u32)> {
+    if buf.len() < HEADER_LEN || buf[..4] != MAGIC {
+        return None;
+    }
+    let len = u32_at(buf, 8) as usize;
+    let (bank_len, key_len, value_len) = (u16_at(buf, 18), u16_at(buf, 20), u32_at(buf, 24) as usize);
+    (len == HEADER_LEN + bank_len + key_len + value_len).then(|| (len, u32_at(buf, 12)))
 }
 
 /// Reads the record at the start of `buf`, checking everything.
@@ -206,7 +229,13 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, RecordError> {
     let bank_end = HEADER_LEN + bank_len;
     let key_end = bank_end + key_len;
     Ok(Record {
-        meta: Meta { kind, flags: buf[17], deadline: u64_at(buf, 32), lifetime: u64_at(buf, 40) },
+        meta: Meta {
+            kind,
+            flags: buf[17],
+            deadline: u64_at(buf, 32),
+            lifetime: u64_at(buf, 40),
+            seq: (u64::from(u16_at(buf, 22) as u16) << 32) | u64::from(u32_at(buf, 28)),
+        },
         generation: u32_at(buf, 12),
         bank: &buf[HEADER_LEN..bank_end],
         key: &buf[bank_end..key_end],
@@ -219,7 +248,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, RecordError> {
 mod tests {
     use super::*;
 
-    const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0 };
+    const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 0 };
 
     fn one(generation: u32, meta: Meta, bank: &str, key: &str, value: &str) -> Vec<u8> {
         let mut out = Vec::new();
@@ -229,7 +258,13 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let meta = Meta { kind: Kind::Put, flags: FLAG_BYTES, deadline: 1_700_000_000_123, lifetime: 5000 };
+        let meta = Meta {
+            kind: Kind::Put,
+            flags: FLAG_BYTES,
+            deadline: 1_700_000_000_123,
+            lifetime: 5000,
+            seq: 0xabcd_1234_5678,
+        };
         let buf = one(7, meta, "bank", "ключ", "{\"a\":1}");
         assert_eq!(buf.len(), encoded_len(b"bank", "ключ".as_bytes(), b"{\"a\":1}"));
         let r = decode(&buf).unwrap();
