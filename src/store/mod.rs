@@ -660,8 +660,8 @@ fn replay(table: &mut Table, r: &Recovered, now: u64) {
     }
 }
 
-/// The background thread: the expiry sweep every interval and, with `fsync: every_sec`, an fsync every
-/// second. Stops when dropped.
+/// The background thread: the expiry sweep every interval; with a disk store, once a second, a check that
+/// the volume files are still there and, with `fsync: every_sec`, an fsync. Stops when dropped.
 pub struct Maintenance {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -673,9 +673,9 @@ impl Maintenance {
         let (stop, stopped): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
         // At most a tenth of one core for the sweep, however many entries expire.
         let budget = (sweep_interval / 10).max(Duration::from_millis(1));
-        let sync_every = (store.disk().map(Volumes::fsync_policy) == Some(Fsync::EverySec))
-            .then_some(Duration::from_secs(1));
-        let tick = sync_every.map_or(sweep_interval, |s| s.min(sweep_interval));
+        let fsync_every_sec = store.disk().map(Volumes::fsync_policy) == Some(Fsync::EverySec);
+        let second = Duration::from_secs(1);
+        let tick = if store.disk().is_some() { second.min(sweep_interval) } else { sweep_interval };
         let thread = thread::Builder::new().name("maintenance".into()).spawn(move || {
             let (mut last_sweep, mut last_sync) = (Instant::now(), Instant::now());
             // Ends when the `Maintenance` is dropped (the channel disconnects).
@@ -687,10 +687,13 @@ impl Maintenance {
                         log::debug!("sweep removed {removed} entries");
                     }
                 }
-                if sync_every.is_some_and(|every| last_sync.elapsed() >= every) {
+                if let (Some(disk), true) = (store.disk(), last_sync.elapsed() >= second) {
                     last_sync = Instant::now();
-                    if let Err(e) = store.sync() {
-                        log::error!("periodic fsync failed: {e}");
+                    disk.check_files();
+                    if fsync_every_sec {
+                        if let Err(e) = store.sync() {
+                            log::error!("periodic fsync failed: {e}");
+                        }
                     }
                 }
             }

@@ -13,9 +13,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use memmap2::Mmap;
 
@@ -151,13 +152,25 @@ impl RecoveryReport {
     }
 }
 
-struct Volume {
-    path: PathBuf,
+/// A volume's open file and its map. Swapped for fresh ones when the file vanishes under the server; readers
+/// hold an `Arc` while they copy, so a map is never unmapped under a read.
+struct Files {
     file: File,
     map: Mmap,
+}
+
+struct Volume {
+    path: PathBuf,
+    files: RwLock<Arc<Files>>,
     generation: AtomicU32,
     /// A file found cut short under the server has been reported (once, not on every read).
-    reported_short: std::sync::atomic::AtomicBool,
+    reported_short: AtomicBool,
+}
+
+impl Volume {
+    fn files(&self) -> Arc<Files> {
+        Arc::clone(&self.files.read().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 struct Writer {
@@ -225,7 +238,8 @@ impl Volumes {
         let generations: Vec<u32> = (0..config.volume_count)
             .map(|n| {
                 let indexed = fs::read(index_path(&dir, n)).ok().and_then(|b| index::decode_header(&b));
-                let mut scan = Scanner::new(&vols[n as usize].file, config.volume_size);
+                let files = vols[n as usize].files();
+                let mut scan = Scanner::new(&files.file, config.volume_size);
                 scan.first_generation().max(indexed.unwrap_or(0))
             })
             .collect();
@@ -250,7 +264,7 @@ impl Volumes {
             vols[n as usize].generation.store(generation, Ordering::Relaxed);
             report.volumes += 1;
             let replayed =
-                replay(&dir, n, generation, &vols[n as usize].file, config.volume_size, &mut apply);
+                replay(&dir, n, generation, &vols[n as usize].files().file, config.volume_size, &mut apply);
             report.add(&replayed);
         }
 
@@ -265,11 +279,12 @@ impl Volumes {
         } else {
             report.volumes += 1;
             let vol = &vols[current as usize];
+            let files = vol.files();
             let replayed =
-                replay(&dir, current, current_generation, &vol.file, config.volume_size, &mut apply);
+                replay(&dir, current, current_generation, &files.file, config.volume_size, &mut apply);
             report.add(&replayed);
             let end = replayed.end;
-            let mut scan = Scanner::new(&vol.file, config.volume_size);
+            let mut scan = Scanner::new(&files.file, config.volume_size);
             let window = scan.read(end, TORN_TAIL_WINDOW).to_vec();
             // Records of an earlier use of the volume also lie past the end; only other bytes are torn.
             let old_record = matches!(record::decode(&window), Ok(r) if r.generation != current_generation);
@@ -277,7 +292,7 @@ impl Volumes {
                 report.torn_tail_bytes = last as u64 + 1;
                 // Zero the torn bytes so that a later scan does not find them again behind new records
                 // (best effort: on a full disk the next start-up simply cuts them again).
-                if let Err(e) = vol.file.write_all_at(&vec![0; last + 1], end) {
+                if let Err(e) = files.file.write_all_at(&vec![0; last + 1], end) {
                     log::warn!("cannot clear the torn tail of {}: {e}", vol.path.display());
                 }
             }
@@ -339,7 +354,7 @@ impl Volumes {
             )));
         }
         let vol = &self.vols[w.current as usize];
-        let written = vol.file.write_all_at(&buf, w.offset);
+        let written = vol.files().file.write_all_at(&buf, w.offset);
         w.scratch = buf;
         written.map_err(io_err(format!("cannot write {}", vol.path.display())))?;
         let location = Location { volume: w.current, offset: w.offset as u32, len: len as u32, generation };
@@ -396,7 +411,7 @@ impl Volumes {
 
     fn fsync_volume(&self, n: u32) -> Result<(), VolumeError> {
         let vol = &self.vols[n as usize];
-        vol.file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
+        vol.files().file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
         let index = index_path(&self.dir, n);
         File::open(&index)
             .and_then(|f| f.sync_data())
@@ -410,10 +425,70 @@ impl Volumes {
         }
         if self.fsync != Fsync::Never {
             let vol = &self.vols[w.current as usize];
-            vol.file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
+            vol.files().file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
             w.index.get_ref().sync_data().map_err(io_err("cannot fsync the index"))?;
         }
         w.dirty = false;
+        Ok(())
+    }
+
+    /// Checks that every volume file is still the one the server opened. A file that vanished or was
+    /// replaced under the server is reported and treated as empty: the entries that point into it read as
+    /// misses from now on (the sweep clears them), and a fresh file takes its place, so writes never go into
+    /// a file that no longer has a name. A file cut short is reported and sized again; the records that were
+    /// cut read as misses. Called by the maintenance thread once a second.
+    pub fn check_files(&self) {
+        for (n, vol) in self.vols.iter().enumerate() {
+            let files = vol.files();
+            let ours = files.file.metadata().map(|m| (m.ino(), m.dev())).ok();
+            let problem = match fs::metadata(&vol.path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some("vanished"),
+                Err(_) => None,
+                Ok(m) if Some((m.ino(), m.dev())) != ours => Some("was replaced"),
+                Ok(m) if m.len() < self.size => {
+                    // Cut short: what was cut is lost (those reads fail their check and are misses); the
+                    // file is sized again so the map stays readable and writes go on.
+                    log::error!(
+                        "{} was cut short under the server; the records past {} bytes are lost",
+                        vol.path.display(),
+                        m.len()
+                    );
+                    if let Err(e) = files.file.set_len(self.size) {
+                        log::error!("cannot size {} again: {e}", vol.path.display());
+                    }
+                    None
+                }
+                Ok(_) => None,
+            };
+            let Some(problem) = problem else { continue };
+            drop(files);
+            let n = n as u32;
+            log::error!("{} {problem} under the server; the volume is treated as empty", vol.path.display());
+            if let Err(e) = self.replace_volume(n) {
+                log::error!("cannot replace {}: {e}", vol.path.display());
+            }
+        }
+    }
+
+    /// Gives volume `n` a fresh empty file. The current volume starts again at offset 0 under a new
+    /// generation; any other volume becomes unused (generation 0), as if never written.
+    fn replace_volume(&self, n: u32) -> Result<(), VolumeError> {
+        let vol = &self.vols[n as usize];
+        let mut w = self.writer();
+        let fresh = open_files(&vol.path, self.size)?;
+        *vol.files.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        vol.reported_short.store(false, Ordering::Relaxed);
+        if n == w.current {
+            let generation = w.next_generation;
+            w.next_generation += 1;
+            vol.generation.store(generation, Ordering::Release);
+            rewrite_index(&self.dir, n, generation, &[])?;
+            w.index = open_index_for_append(&self.dir, n)?;
+            w.offset = 0;
+        } else {
+            vol.generation.store(0, Ordering::Release);
+            let _ = fs::remove_file(index_path(&self.dir, n));
+        }
         Ok(())
     }
 
@@ -436,8 +511,9 @@ impl Volumes {
         }
         let (start, end) = (at.offset as usize, at.offset as usize + at.len as usize);
         // A file cut short under the server would turn a read of the map past its end into SIGBUS.
-        let file_len = vol.file.metadata().map_or(0, |m| m.len());
-        if end as u64 > file_len || end > vol.map.len() {
+        let files = vol.files();
+        let file_len = files.file.metadata().map_or(0, |m| m.len());
+        if end as u64 > file_len || end > files.map.len() {
             self.damaged();
             if !vol.reported_short.swap(true, Ordering::Relaxed) {
                 log::error!(
@@ -448,7 +524,7 @@ impl Volumes {
             return Err(ReadMiss::Damaged);
         }
         // Copy first, then check the copy: the writer may be reusing this volume at this very moment.
-        let copy = vol.map[start..end].to_vec();
+        let copy = files.map[start..end].to_vec();
         if vol.generation.load(Ordering::Acquire) != at.generation {
             return Err(ReadMiss::Recycled);
         }
@@ -494,6 +570,15 @@ impl Volumes {
 }
 
 fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
+    Ok(Volume {
+        path: path.to_owned(),
+        files: RwLock::new(Arc::new(open_files(path, size)?)),
+        generation: AtomicU32::new(0),
+        reported_short: AtomicBool::new(false),
+    })
+}
+
+fn open_files(path: &Path, size: u64) -> Result<Files, VolumeError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -508,13 +593,7 @@ fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
     // SAFETY: the map is only read through copies that are checked (CRC, generation, names) before use, so
     // concurrent writes to the file by this process or others cannot produce unchecked data.
     let map = unsafe { Mmap::map(&file) }.map_err(io_err(format!("cannot map {}", path.display())))?;
-    Ok(Volume {
-        path: path.to_owned(),
-        file,
-        map,
-        generation: AtomicU32::new(0),
-        reported_short: std::sync::atomic::AtomicBool::new(false),
-    })
+    Ok(Files { file, map })
 }
 
 /// What replaying one volume found.
@@ -924,6 +1003,25 @@ mod tests {
         let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_slice()).collect();
         assert_eq!(keys, [&b"k2"[..], b"k3"]);
         assert_eq!(v.damaged_reads(), 0);
+    }
+
+    #[test]
+    fn a_volume_file_that_vanishes_under_the_server_is_treated_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _, _) = open(&config(dir.path(), 1 << 16, 2));
+        let a = v.append(PUT, b"b", b"a", b"1").unwrap();
+        v.check_files();
+        assert_eq!(value(&v, a, "a").unwrap(), b"1", "nothing to report yet");
+        fs::remove_file(dir.path().join("data/0")).unwrap();
+        v.check_files();
+        assert_eq!(value(&v, a, "a"), Err(ReadMiss::Recycled));
+        assert!(dir.path().join("data/0").exists(), "a fresh file takes its place");
+        let b = v.append(PUT, b"b", b"b", b"2").unwrap();
+        assert_eq!((b.volume, b.offset), (0, 0));
+        assert_eq!(value(&v, b, "b").unwrap(), b"2");
+        drop(v);
+        let (_, seen, _) = open(&config(dir.path(), 1 << 16, 2));
+        assert_eq!(seen.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), [&b"b"[..]]);
     }
 
     #[test]
