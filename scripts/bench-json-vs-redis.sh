@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs bankcache (JSON protocol) and redis-server (RESP) in turn under the same load, with the same driver:
 # 50 connections, 90% get / 10% put of 32-byte values over 100k keys, pipeline 1 and 16, three alternating
-# runs each. Needs redis-server (apt-get install redis-server). Prints one JSON line per run.
+# runs each; bankcache runs as a memory-only cache, like redis-server. Needs redis-server
+# (apt-get install redis-server). Prints one JSON line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -11,7 +12,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 
 out=$(mktemp)
-target/release/bankcache --listen 127.0.0.1:0 --log-level warn "$@" >"$out" &
+target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir none "$@" >"$out" &
 server=$!
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize no >/dev/null &
 redis=$!
