@@ -12,7 +12,7 @@
 //!         | offset u32 | record_len u32 | deadline u64 | lifetime u64 | seq u64 | bank | key   (48 + names)
 //! ```
 
-use super::record::{Kind, Meta};
+use super::record::{u16_at, u32_at as le32, u64_at as le64, Kind, Meta};
 
 /// First four bytes of an index file.
 pub const MAGIC: [u8; 4] = *b"BCI1";
@@ -83,8 +83,7 @@ pub fn decode_entry(buf: &[u8]) -> Option<(Entry<'_>, usize)> {
         return None;
     }
     let len = le32(buf, 4) as usize;
-    let bank_len = usize::from(u16::from_le_bytes([buf[10], buf[11]]));
-    let key_len = usize::from(u16::from_le_bytes([buf[12], buf[13]]));
+    let (bank_len, key_len) = (u16_at(buf, 10), u16_at(buf, 12));
     if len != ENTRY_HEADER + bank_len + key_len || buf.len() < len {
         return None;
     }
@@ -109,16 +108,6 @@ pub fn decode_entry(buf: &[u8]) -> Option<(Entry<'_>, usize)> {
         },
         len,
     ))
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

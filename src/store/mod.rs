@@ -349,6 +349,9 @@ impl Store {
         enum Step<R> {
             Done(R, Served),
             FromDisk(Location, u8),
+            /// Neither in RAM nor on disk: cannot happen (eviction keeps disk-less entries whole), but a
+            /// miss is the safe answer.
+            Nowhere,
         }
         let mut f = Some(f);
         let first = self.with_bank(bank, |m| -> Result<Lookup<Step<R>>, StoreError> {
@@ -361,7 +364,7 @@ impl Store {
                     )
                 }
                 (None, Some(at)) => Step::FromDisk(at, view.flags),
-                (None, None) => unreachable!("an entry without a disk copy keeps its value in RAM"),
+                (None, None) => Step::Nowhere,
             };
             if !touch {
                 return Ok(m.get(key, now, self.gone(), visit));
@@ -394,6 +397,7 @@ impl Store {
                 self.counters.reads_memory.fetch_add(1, Ordering::Relaxed);
                 Ok(Lookup::Hit((r, served)))
             }
+            Step::Nowhere => Ok(Lookup::Miss),
             Step::FromDisk(at, flags) => {
                 let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
                 match disk.read(at, bank.as_bytes(), key, |r| r.value.to_vec()) {
@@ -478,6 +482,7 @@ impl Store {
             User(E),
             Store(StoreError),
             Unreadable(Location),
+            Nowhere,
         }
         let disk = self.disk.as_ref();
         let result = self.with_bank(bank, |m| {
@@ -490,14 +495,7 @@ impl Store {
                             _ => return Err(Fail::Unreadable(at)),
                         }
                     }
-                    (None, None) => {
-                        return Err(Fail::Unreadable(Location {
-                            volume: 0,
-                            offset: 0,
-                            len: 0,
-                            generation: 0,
-                        }))
-                    }
+                    (None, None) => return Err(Fail::Nowhere),
                 };
                 let (new, out) = f(&old).map_err(Fail::User)?;
                 let meta = Meta { kind: Kind::Put, flags: view.flags, deadline, lifetime, seq: view.seq };
@@ -519,6 +517,7 @@ impl Store {
                 self.with_bank(bank, |m| m.forget(key, at));
                 Ok(Lookup::Miss)
             }
+            Err(Fail::Nowhere) => Ok(Lookup::Miss),
         }
     }
 

@@ -167,15 +167,16 @@ pub fn encode(
     Ok(())
 }
 
-fn u16_at(b: &[u8], at: usize) -> usize {
+/// Little-endian field readers shared with the index codec; callers check lengths first.
+pub(super) fn u16_at(b: &[u8], at: usize) -> usize {
     usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut bytes = [0; 8];
     bytes.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(bytes)
