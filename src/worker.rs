@@ -16,7 +16,10 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::protocol::number::{self, NotANumber};
 use crate::protocol::{self, reply, Limits, Op, OpKind, RequestError};
 use crate::stats::{Stats, WorkerCounters};
+use crate::store::record::FLAG_BYTES;
 use crate::store::{Store, Ttl};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 
 /// The requests one connection sent in one reactor turn, and the replies to them.
 pub struct Job {
@@ -120,19 +123,24 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
     let now = crate::store::now_ms();
     let store = &*ctx.store;
     let result = match op {
-        Op::Put { bank, key, value, lifetime } => store
-            .put(&bank, key.as_bytes(), value, 0, Ttl::from_secs(lifetime), now)
-            .map(|_| reply::ok_raw(out, b"{}")),
+        Op::Put { bank, key, value, lifetime } => {
+            let flags = if value.is_bytes() { FLAG_BYTES } else { 0 };
+            store
+                .put(&bank, key.as_bytes(), value.bytes(), flags, Ttl::from_secs(lifetime), now)
+                .map(|_| reply::ok_raw(out, b"{}"))
+        }
         Op::Get { bank, key } | Op::GetTouch { bank, key } => {
             let touch = matches!(op_kind, OpKind::GetTouch);
-            store.get(&bank, key.as_bytes(), now, touch, |value, _| reply::ok_raw(out, value)).map(|found| {
-                if found.hit().is_some() {
-                    counters.hit();
-                } else {
-                    counters.miss();
-                    missing(counters, out, &key);
-                }
-            })
+            store.get(&bank, key.as_bytes(), now, touch, |value, flags| reply_value(out, value, flags)).map(
+                |found| {
+                    if found.hit().is_some() {
+                        counters.hit();
+                    } else {
+                        counters.miss();
+                        missing(counters, out, &key);
+                    }
+                },
+            )
         }
         Op::Delete { bank, key } => store.delete(&bank, key.as_bytes(), now).map(|found| match found.hit() {
             Some(()) => reply::ok_raw(out, b"{}"),
@@ -142,8 +150,9 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
             Some(()) => reply::ok_raw(out, b"{}"),
             None => missing(counters, out, &key),
         }),
-        Op::Incr { bank, key, delta } => {
-            store.update(&bank, key.as_bytes(), now, |old| incr(old, delta)).map(|found| match found.hit() {
+        Op::Incr { bank, key, delta } => store
+            .update(&bank, key.as_bytes(), now, |old, flags| incr(old, flags, delta))
+            .map(|found| match found.hit() {
                 None => missing(counters, out, &key),
                 Some(Ok(value)) => {
                     reply::begin_ok(out);
@@ -163,8 +172,7 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
                     };
                     reply::error(out, &message);
                 }
-            })
-        }
+            }),
         Op::BankKeys { bank } => {
             reply::begin_ok(out);
             out.push(b'[');
@@ -220,16 +228,40 @@ enum IncrError {
     Overflow,
 }
 
-/// The new value of an `incr`: always a float, always finite.
-fn incr(old: &[u8], delta: f64) -> Result<(Vec<u8>, f64), IncrError> {
-    let current = number::stored(old).map_err(IncrError::NotANumber)?;
+/// Writes a `get` reply: JSON values as stored; bytes as base64, marked with `"encoding": "base64"`.
+fn reply_value(out: &mut Vec<u8>, value: &[u8], flags: u8) {
+    if flags & FLAG_BYTES == 0 {
+        return reply::ok_raw(out, value);
+    }
+    reply::begin_ok(out);
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + value.len().div_ceil(3) * 4, 0);
+    let written = BASE64.encode_slice(value, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(b"\", \"encoding\": \"base64\"");
+    reply::end(out);
+}
+
+/// The new value of an `incr`, stored as JSON: always a float, always finite. A stored byte value counts
+/// if its text is a number.
+fn incr(old: &[u8], flags: u8, delta: f64) -> Result<(Vec<u8>, u8, f64), IncrError> {
+    let current = if flags & FLAG_BYTES != 0 {
+        std::str::from_utf8(old)
+            .ok()
+            .and_then(number::python_float)
+            .filter(|v| v.is_finite())
+            .ok_or(IncrError::NotANumber(NotANumber::Text))?
+    } else {
+        number::stored(old).map_err(IncrError::NotANumber)?
+    };
     let value = current + delta;
     if !value.is_finite() {
         return Err(IncrError::Overflow);
     }
     let mut text = Vec::with_capacity(24);
     reply::float(&mut text, value);
-    Ok((text, value))
+    Ok((text, 0, value))
 }
 
 fn stats(ctx: &Context, out: &mut Vec<u8>) {
@@ -321,6 +353,23 @@ mod tests {
             run(&c, r#"{"op":"get","bank":"b","key":"n"}"#),
             "{\"status\": \"ok\", \"data\": 1e308}\n"
         );
+    }
+
+    #[test]
+    fn bytes_are_answered_in_base64() {
+        let c = ctx();
+        let put = r#"{"op":"put","bank":"b","key":"k","value":"AAEC/w==","encoding":"base64"}"#;
+        assert_eq!(run(&c, put), "{\"status\": \"ok\", \"data\": {}}\n");
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"k"}"#),
+            "{\"status\": \"ok\", \"data\": \"AAEC/w==\", \"encoding\": \"base64\"}\n"
+        );
+        run(&c, r#"{"op":"put","bank":"b","key":"n","value":"MTI=","encoding":"base64"}"#); // "12"
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":1}"#),
+            "{\"status\": \"ok\", \"data\": 13.0}\n"
+        );
+        assert_eq!(run(&c, r#"{"op":"get","bank":"b","key":"n"}"#), "{\"status\": \"ok\", \"data\": 13.0}\n");
     }
 
     #[test]

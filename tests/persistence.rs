@@ -1412,3 +1412,20 @@ fn restart_on_a_full_disk_keeps_acknowledged_keys() {
     c.check(&get("b", &failed_key), &missing(&failed_key));
     c.check(PING, PONG);
 }
+
+/// Byte values (`"encoding": "base64"` on the JSON port, HTTP bodies later) keep being bytes after a
+/// restart: they come back base64-encoded, not as JSON text.
+#[test]
+fn byte_values_stay_bytes_across_restart() {
+    let data = DataDir::new();
+    let s = data.start(&[]);
+    let mut c = s.connect();
+    let put = r#"{"op":"put","bank":"files","key":"blob","value":"AAEC/w==","encoding":"base64"}"#;
+    let want = "{\"status\": \"ok\", \"data\": \"AAEC/w==\", \"encoding\": \"base64\"}\n";
+    c.check(put, OK_EMPTY);
+    c.check(&get("files", "blob"), want);
+    stop_gracefully(s);
+    let s = data.start(&[]);
+    let mut c = s.connect();
+    c.check(&get("files", "blob"), want);
+}

@@ -8,4 +8,4 @@ pub mod reply;
 pub mod request;
 
 pub use frame::{Split, Splitter};
-pub use request::{parse, Limits, Name, Op, OpKind, RequestError};
+pub use request::{parse, Limits, Name, Op, OpKind, RequestError, Value};

@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -15,11 +17,36 @@ use super::number;
 /// A bank or key name. A JSON number stands for its decimal text as written.
 pub type Name<'a> = Cow<'a, str>;
 
+/// A value to store: JSON text as the client sent it, or raw bytes (HTTP bodies, base64 in JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// The value's JSON text, borrowed from the request.
+    Json(&'a [u8]),
+    /// Raw bytes, decoded from base64.
+    Bytes(Vec<u8>),
+}
+
+impl Value<'_> {
+    /// The bytes to store.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Json(text) => text,
+            Value::Bytes(bytes) => bytes,
+        }
+    }
+
+    /// True for raw bytes.
+    pub fn is_bytes(&self) -> bool {
+        matches!(self, Value::Bytes(_))
+    }
+}
+
 /// One decoded request.
 #[derive(Debug, PartialEq)]
 pub enum Op<'a> {
-    /// Store `value` (raw JSON text) under `key`, for `lifetime` seconds if given.
-    Put { bank: Name<'a>, key: Name<'a>, value: &'a [u8], lifetime: Option<f64> },
+    /// Store `value` under `key`, for `lifetime` seconds if given: the request's JSON text of the value, or
+    /// with `"encoding": "base64"` the bytes the base64 string stands for.
+    Put { bank: Name<'a>, key: Name<'a>, value: Value<'a>, lifetime: Option<f64> },
     /// Read a value.
     Get { bank: Name<'a>, key: Name<'a> },
     /// Remove a key.
@@ -149,6 +176,10 @@ pub enum RequestError {
     BankTooLong { len: usize, max: usize },
     /// A value longer than `max_value_bytes`.
     ValueTooLarge { len: usize, max: usize },
+    /// `encoding` is neither `"json"` nor `"base64"`.
+    BadEncoding,
+    /// A base64 value that is not a string of valid base64.
+    BadBase64,
 }
 
 impl fmt::Display for RequestError {
@@ -171,6 +202,8 @@ impl fmt::Display for RequestError {
             RequestError::ValueTooLarge { len, max } => {
                 write!(f, "Value too large: {len} bytes, max_value_bytes is {max}")
             }
+            RequestError::BadEncoding => f.write_str("encoding must be \"json\" or \"base64\""),
+            RequestError::BadBase64 => f.write_str("The value is not a base64 string"),
         }
     }
 }
@@ -220,9 +253,18 @@ pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Op<'a>, RequestErro
         OpKind::Put => {
             let value = fields.value.ok_or(NEED_PUT)?;
             let (bank, key) = bank_key(NEED_PUT)?;
-            let value = value.get().as_bytes();
-            if value.len() > limits.max_value_bytes {
-                return Err(RequestError::ValueTooLarge { len: value.len(), max: limits.max_value_bytes });
+            let value = match fields.encoding.map(text) {
+                None => Value::Json(value.get().as_bytes()),
+                Some(Some(e)) if e == "json" => Value::Json(value.get().as_bytes()),
+                Some(Some(e)) if e == "base64" => {
+                    let encoded = text(value).ok_or(RequestError::BadBase64)?;
+                    Value::Bytes(BASE64.decode(encoded.as_bytes()).map_err(|_| RequestError::BadBase64)?)
+                }
+                Some(_) => return Err(RequestError::BadEncoding),
+            };
+            let len = value.bytes().len();
+            if len > limits.max_value_bytes {
+                return Err(RequestError::ValueTooLarge { len, max: limits.max_value_bytes });
             }
             let lifetime = match fields.lifetime {
                 None => None,
@@ -301,6 +343,7 @@ struct Fields<'a> {
     key: Option<&'a RawValue>,
     value: Option<&'a RawValue>,
     lifetime: Option<&'a RawValue>,
+    encoding: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -311,6 +354,7 @@ enum Field {
     Key,
     Value,
     Lifetime,
+    Encoding,
     #[serde(other)]
     Other,
 }
@@ -341,6 +385,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Field::Key => &mut fields.key,
                 Field::Value => &mut fields.value,
                 Field::Lifetime => &mut fields.lifetime,
+                Field::Encoding => &mut fields.encoding,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -401,7 +446,12 @@ mod tests {
             parse_str(r#"{"op":"put","bank":"b","key":"k","value": {"a" : [1, 2]},"lifetime":1.5}"#).unwrap();
         assert_eq!(
             op,
-            Op::Put { bank: "b".into(), key: "k".into(), value: br#"{"a" : [1, 2]}"#, lifetime: Some(1.5) }
+            Op::Put {
+                bank: "b".into(),
+                key: "k".into(),
+                value: Value::Json(br#"{"a" : [1, 2]}"#),
+                lifetime: Some(1.5)
+            }
         );
     }
 
@@ -471,6 +521,33 @@ mod tests {
         assert!(parse_str(&at_limit).is_ok());
         let over = format!(r#"{{"op":"put","bank":"b","key":"k","value":"{}"}}"#, "x".repeat(31));
         assert_eq!(err(&over), "Value too large: 33 bytes, max_value_bytes is 32");
+    }
+
+    #[test]
+    fn base64_values_are_decoded_to_bytes() {
+        let op =
+            parse_str(r#"{"op":"put","bank":"b","key":"k","value":"AAEC/w==","encoding":"base64"}"#).unwrap();
+        assert!(matches!(op, Op::Put { value: Value::Bytes(ref b), .. } if b == &[0, 1, 2, 255]));
+        let op = parse_str(r#"{"op":"put","bank":"b","key":"k","value":[1],"encoding":"json"}"#).unwrap();
+        assert!(matches!(op, Op::Put { value: Value::Json(b"[1]"), .. }));
+        assert_eq!(
+            err(r#"{"op":"put","bank":"b","key":"k","value":"!!","encoding":"base64"}"#),
+            "The value is not a base64 string"
+        );
+        assert_eq!(
+            err(r#"{"op":"put","bank":"b","key":"k","value":1,"encoding":"base64"}"#),
+            "The value is not a base64 string"
+        );
+        assert_eq!(
+            err(r#"{"op":"put","bank":"b","key":"k","value":1,"encoding":"hex"}"#),
+            "encoding must be \"json\" or \"base64\""
+        );
+        // The limit applies to the decoded bytes.
+        let big = format!(
+            r#"{{"op":"put","bank":"b","key":"k","value":"{}","encoding":"base64"}}"#,
+            "A".repeat(44)
+        );
+        assert_eq!(err(&big), "Value too large: 33 bytes, max_value_bytes is 32");
     }
 
     #[test]

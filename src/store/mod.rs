@@ -469,14 +469,14 @@ impl Store {
         Ok(found)
     }
 
-    /// Replaces a value with what `f` makes of it (incr), keeping its lifetime; atomic under the bank's
-    /// lock. A value only on disk is read there first.
+    /// Replaces a value with what `f` makes of it and its flags (incr) — new bytes and flags — keeping its
+    /// lifetime; atomic under the bank's lock. A value only on disk is read there first.
     pub fn update<T, E>(
         &self,
         bank: &str,
         key: &[u8],
         now: u64,
-        f: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), E>,
+        f: impl FnOnce(&[u8], u8) -> Result<(Vec<u8>, u8, T), E>,
     ) -> Result<Lookup<Result<T, E>>, StoreError> {
         enum Fail<E> {
             User(E),
@@ -497,10 +497,10 @@ impl Store {
                     }
                     (None, None) => return Err(Fail::Nowhere),
                 };
-                let (new, out) = f(&old).map_err(Fail::User)?;
-                let meta = Meta { kind: Kind::Put, flags: view.flags, deadline, lifetime, seq: view.seq };
+                let (new, flags, out) = f(&old, view.flags).map_err(Fail::User)?;
+                let meta = Meta { kind: Kind::Put, flags, deadline, lifetime, seq: view.seq };
                 let location = log_record(disk, meta, bank, key, &new).map_err(Fail::Store)?;
-                let keep = NewValueMeta { in_ram: view.value.is_some(), location, flags: view.flags };
+                let keep = NewValueMeta { in_ram: view.value.is_some(), location, flags };
                 Ok((new, keep, out))
             })
         });
@@ -803,7 +803,8 @@ mod tests {
             s.put("a", b"deleted", b"2", 0, Ttl::Forever, now).unwrap();
             s.delete("a", b"deleted", now).unwrap();
             s.put("a", b"counter", b"5", 0, Ttl::Forever, now).unwrap();
-            let r = s.update("a", b"counter", now, |old| Ok::<_, ()>(([old, b"0"].concat(), ()))).unwrap();
+            let r =
+                s.update("a", b"counter", now, |old, _| Ok::<_, ()>(([old, b"0"].concat(), 0, ()))).unwrap();
             assert_eq!(r, Lookup::Hit(Ok(())));
             s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now).unwrap();
             s.touch("a", b"short", now + 50_000).unwrap();
