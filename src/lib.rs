@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod protocol;
 pub mod reactor;
 pub mod server;
