@@ -44,6 +44,12 @@ pub struct Config {
     pub cache_after_miss_count: u32,
     /// That window, in seconds (fractions allowed).
     pub cache_after_miss_count_duration: f64,
+    /// Address of the HTTP port, `HOST:PORT`; `None` for no HTTP port.
+    pub http_listen: Option<String>,
+    /// The bank the HTTP file API stores into.
+    pub http_bank: String,
+    /// Seconds an HTTP connection may sit idle (or stuck in a request) before it is closed.
+    pub http_idle_timeout: f64,
 }
 
 impl Default for Config {
@@ -65,6 +71,9 @@ impl Default for Config {
             memory_max_bytes: 1 << 30,
             cache_after_miss_count: 3,
             cache_after_miss_count_duration: 60.0,
+            http_listen: Some("127.0.0.1:1234".into()),
+            http_bank: "files".into(),
+            http_idle_timeout: 60.0,
         }
     }
 }
@@ -121,6 +130,9 @@ struct FileConfig {
     memory_max_bytes: Option<u64>,
     cache_after_miss_count: Option<u32>,
     cache_after_miss_count_duration: Option<f64>,
+    http_listen: Option<Option<String>>,
+    http_bank: Option<String>,
+    http_idle_timeout: Option<f64>,
     #[serde(rename = "CACHE_SERVER_IP", alias = "SERVER_IP")]
     seed_ip: Option<String>,
     #[serde(rename = "CACHE_SERVER_PORT", alias = "SERVER_PORT")]
@@ -186,6 +198,15 @@ pub struct Cli {
     /// The window of --cache-after-miss-count, in seconds
     #[arg(long, value_name = "SECONDS")]
     pub cache_after_miss_count_duration: Option<f64>,
+    /// Address of the HTTP port, HOST:PORT; "none" for no HTTP port
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http_listen: Option<String>,
+    /// The bank the HTTP file API stores into
+    #[arg(long, value_name = "BANK")]
+    pub http_bank: Option<String>,
+    /// Seconds an HTTP connection may sit idle before it is closed
+    #[arg(long, value_name = "SECONDS")]
+    pub http_idle_timeout: Option<f64>,
 }
 
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
@@ -248,9 +269,12 @@ impl Config {
         }
         take!(workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
         take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
-        take!(cache_after_miss_count, cache_after_miss_count_duration);
+        take!(cache_after_miss_count, cache_after_miss_count_duration, http_bank, http_idle_timeout);
         if let Some(dir) = file.data_dir {
             config.data_dir = dir;
+        }
+        if let Some(listen) = file.http_listen {
+            config.http_listen = listen;
         }
         Ok(config)
     }
@@ -262,9 +286,12 @@ impl Config {
         }
         take!(listen, workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
         take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
-        take!(cache_after_miss_count, cache_after_miss_count_duration);
+        take!(cache_after_miss_count, cache_after_miss_count_duration, http_bank, http_idle_timeout);
         if let Some(dir) = &cli.data_dir {
             self.data_dir = (dir != "none").then(|| PathBuf::from(dir));
+        }
+        if let Some(listen) = &cli.http_listen {
+            self.http_listen = (listen != "none").then(|| listen.clone());
         }
     }
 
@@ -311,6 +338,15 @@ impl Config {
         }
         if !(self.cache_after_miss_count_duration >= 0.0 && self.cache_after_miss_count_duration < 4e6) {
             return invalid("cache_after_miss_count_duration must be between 0 and 4000000 seconds".into());
+        }
+        if !(self.http_idle_timeout > 0.0 && self.http_idle_timeout < 1e9) {
+            return invalid("http_idle_timeout must be a positive number of seconds".into());
+        }
+        if self.http_bank.is_empty() || self.http_bank.len() > usize::from(u16::MAX) {
+            return invalid("http_bank must be a non-empty bank name".into());
+        }
+        if self.http_listen.as_ref().is_some_and(|l| !l.contains(':')) {
+            return invalid(format!("http_listen must be HOST:PORT, not {:?}", self.http_listen));
         }
         if self.sweep_interval_ms == 0 {
             return invalid("sweep_interval_ms must be at least 1".into());

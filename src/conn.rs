@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::http;
 use crate::protocol::{reply, Split, Splitter};
-use crate::worker::Job;
+use crate::worker::{Frame, Job, Proto};
 
 /// Stop reading from a connection while this many bytes of complete requests wait for a worker.
 const MAX_WAITING_INPUT: usize = 1024 * 1024;
@@ -37,6 +38,22 @@ pub enum ReadOutcome {
     Broken,
 }
 
+/// How a connection's byte stream is cut into requests.
+enum Framer {
+    /// JSON values (see [`crate::protocol::frame`]).
+    Json(Splitter),
+    /// HTTP/1.1 requests.
+    Http(HttpFramer),
+}
+
+struct HttpFramer {
+    /// Where the next request starts in the input.
+    pos: usize,
+    limits: http::Limits,
+    /// The request being read asked for `100 Continue`, which has not been sent yet.
+    wants_continue: bool,
+}
+
 /// A client connection.
 pub struct Conn {
     /// The socket.
@@ -49,10 +66,14 @@ pub struct Conn {
     pub in_flight: bool,
     /// Counted in `max_connections` (false for connections refused at accept).
     pub counted: bool,
+    /// The protocol the connection speaks.
+    pub proto: Proto,
+    /// When the peer last sent anything (for the HTTP idle timeout).
+    pub last_active: Instant,
     input: Vec<u8>,
-    splitter: Splitter,
+    framer: Framer,
     /// Complete requests not yet handed to a worker, as ranges of `input`.
-    frames: Vec<(usize, usize)>,
+    frames: Vec<Frame>,
     output: Vec<u8>,
     written: usize,
     /// WRITABLE interest is registered (only while output is pending).
@@ -61,8 +82,8 @@ pub struct Conn {
     input_done: bool,
     /// Reading stopped on a limit before the socket was drained; read again once below it.
     read_paused: bool,
-    /// An error line to send after every pending reply, before closing (the connection cannot resync).
-    fatal: Option<String>,
+    /// An error reply to send after every pending reply, before closing (the connection cannot resync).
+    fatal: Option<Vec<u8>>,
     /// Linger rather than close once everything is written (after a fatal error).
     linger_when_done: bool,
     /// The fatal error has been counted in the stats.
@@ -70,16 +91,29 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A new open connection.
-    pub fn new(stream: TcpStream, generation: u64, max_request: usize, buffers: &mut BufferPool) -> Conn {
+    /// A new open connection. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies.
+    pub fn new(
+        stream: TcpStream,
+        generation: u64,
+        proto: Proto,
+        max_request: usize,
+        http: http::Limits,
+        buffers: &mut BufferPool,
+    ) -> Conn {
+        let framer = match proto {
+            Proto::Json => Framer::Json(Splitter::new(max_request)),
+            Proto::Http => Framer::Http(HttpFramer { pos: 0, limits: http, wants_continue: false }),
+        };
         Conn {
             stream,
             generation,
             phase: Phase::Open,
             in_flight: false,
             counted: true,
+            proto,
+            last_active: Instant::now(),
             input: buffers.take(),
-            splitter: Splitter::new(max_request),
+            framer,
             frames: Vec::new(),
             output: Vec::new(),
             written: 0,
@@ -111,12 +145,17 @@ impl Conn {
             match self.stream.read(scratch) {
                 Ok(0) => {
                     self.input_done = true;
-                    if let Some(frame) = self.splitter.finish(&self.input) {
-                        self.frames.push(frame);
+                    // A JSON value still open at the end of the stream is handed on to be answered; an
+                    // HTTP request cut short cannot be.
+                    if let Framer::Json(splitter) = &mut self.framer {
+                        if let Some((start, end)) = splitter.finish(&self.input) {
+                            self.frames.push(Frame { start, body: (end, end), end });
+                        }
                     }
                 }
                 Ok(n) => {
                     *bytes_in += n as u64;
+                    self.last_active = Instant::now();
                     self.input.extend_from_slice(&scratch[..n]);
                     self.split();
                     if n < scratch.len() && !peer_closed {
@@ -147,25 +186,71 @@ impl Conn {
 
     fn split(&mut self) {
         loop {
-            match self.splitter.next(&self.input) {
-                Split::Frame { start, end } => self.frames.push((start, end)),
-                Split::NeedMore => return,
-                Split::TooLarge => {
-                    self.fail(format!(
-                        "Request too large: max_request_bytes is {}",
-                        self.splitter.max_request()
-                    ));
-                    return;
-                }
-            }
+            let failure = match &mut self.framer {
+                Framer::Json(splitter) => match splitter.next(&self.input) {
+                    Split::Frame { start, end } => {
+                        self.frames.push(Frame { start, body: (end, end), end });
+                        continue;
+                    }
+                    Split::NeedMore => return,
+                    Split::TooLarge => {
+                        let mut line = Vec::new();
+                        let max = splitter.max_request();
+                        reply::error(&mut line, &format!("Request too large: max_request_bytes is {max}"));
+                        line
+                    }
+                },
+                Framer::Http(framer) => match http::split(&mut self.input, framer.pos, &framer.limits) {
+                    http::Split::Request(f) => {
+                        self.frames.push(Frame { start: f.start, body: f.body, end: f.end });
+                        framer.pos = f.end;
+                        framer.wants_continue = false;
+                        continue;
+                    }
+                    http::Split::NeedMore { expects_continue } => {
+                        framer.wants_continue |= expects_continue;
+                        return;
+                    }
+                    http::Split::Error(status) => http::error_response(status),
+                },
+            };
+            self.fail(failure);
+            return;
         }
     }
 
-    /// Stops reading; after the replies already owed, `message` is sent and the connection closed.
-    pub fn fail(&mut self, message: String) {
+    /// True when the request being read waits for `100 Continue` and every earlier request has been
+    /// answered, so sending it now keeps responses in order.
+    pub fn continue_due(&self) -> bool {
+        matches!(&self.framer, Framer::Http(f) if f.wants_continue)
+            && !self.in_flight
+            && self.frames.is_empty()
+            && self.pending_output() == 0
+            && !self.input_done
+    }
+
+    /// Notes that `100 Continue` has been sent for the request being read.
+    pub fn continue_sent(&mut self) {
+        if let Framer::Http(f) = &mut self.framer {
+            f.wants_continue = false;
+        }
+    }
+
+    /// Stops reading; after the replies already owed, `reply` (a whole error reply) is sent and the
+    /// connection closed.
+    pub fn fail(&mut self, reply: Vec<u8>) {
         self.input_done = true;
-        self.fatal = Some(message);
+        self.fatal = Some(reply);
         self.linger_when_done = true;
+    }
+
+    /// Closes the connection once the replies already sent to the socket are written (an HTTP response
+    /// said `Connection: close`): requests that came after it are dropped unanswered.
+    pub fn close_after_replies(&mut self) {
+        self.input_done = true;
+        self.frames.clear();
+        self.linger_when_done = true;
+        self.failure_counted = true;
     }
 
     /// True once, after the connection has failed on an oversized request, so the reactor counts it.
@@ -182,7 +267,7 @@ impl Conn {
     }
 
     fn must_pause(&self) -> bool {
-        self.splitter.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= MAX_PENDING_OUTPUT
+        self.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= MAX_PENDING_OUTPUT
     }
 
     /// Reading was paused on a limit that no longer holds: the caller should read again.
@@ -202,14 +287,33 @@ impl Conn {
             return None;
         }
         // The job takes the whole input buffer; only the unfinished request's bytes are copied forward.
-        let keep = self.splitter.keep_from();
+        let keep = self.keep_from();
         let mut rest = buffers.take();
         rest.extend_from_slice(&self.input[keep..]);
         let input = std::mem::replace(&mut self.input, rest);
-        self.splitter.rebase(keep);
+        match &mut self.framer {
+            Framer::Json(splitter) => splitter.rebase(keep),
+            Framer::Http(framer) => framer.pos -= keep,
+        }
         let frames = std::mem::replace(&mut self.frames, buffers.take_frames());
         self.in_flight = true;
-        Some(Job { slot, generation: self.generation, input, frames, output: buffers.take() })
+        Some(Job {
+            slot,
+            generation: self.generation,
+            proto: self.proto,
+            input,
+            frames,
+            output: buffers.take(),
+            close_after: false,
+        })
+    }
+
+    /// The first input byte that must be kept: the start of the request being read.
+    fn keep_from(&self) -> usize {
+        match &self.framer {
+            Framer::Json(splitter) => splitter.keep_from(),
+            Framer::Http(framer) => framer.pos,
+        }
     }
 
     /// True when nothing more will happen on this connection but flushing what is pending.
@@ -220,10 +324,8 @@ impl Conn {
     /// Queues the fatal error line, if any, once every reply before it is queued.
     pub fn queue_fatal(&mut self) {
         if self.finished() {
-            if let Some(message) = self.fatal.take() {
-                let mut line = Vec::new();
-                reply::error(&mut line, &message);
-                self.output.extend_from_slice(&line);
+            if let Some(reply) = self.fatal.take() {
+                self.output.extend_from_slice(&reply);
             }
         }
     }
@@ -297,7 +399,7 @@ impl Conn {
 #[derive(Default)]
 pub struct BufferPool {
     bytes: Vec<Vec<u8>>,
-    frames: Vec<Vec<(usize, usize)>>,
+    frames: Vec<Vec<Frame>>,
 }
 
 /// Buffers kept for reuse at most; more are freed.
@@ -312,7 +414,7 @@ impl BufferPool {
     }
 
     /// An empty frame list.
-    pub fn take_frames(&mut self) -> Vec<(usize, usize)> {
+    pub fn take_frames(&mut self) -> Vec<Frame> {
         self.frames.pop().unwrap_or_default()
     }
 
@@ -325,7 +427,7 @@ impl BufferPool {
     }
 
     /// Returns a frame list.
-    pub fn put_frames(&mut self, mut frames: Vec<(usize, usize)>) {
+    pub fn put_frames(&mut self, mut frames: Vec<Frame>) {
         if self.frames.len() < POOL_MAX && frames.capacity() <= POOL_MAX_CAPACITY && frames.capacity() > 0 {
             frames.clear();
             self.frames.push(frames);

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod http_api;
 pub mod protocol;
 pub mod reactor;
 pub mod server;

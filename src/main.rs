@@ -39,6 +39,9 @@ fn main() -> ExitCode {
     // Exactly one line per listener, flushed before serving, so scripts and tests can read the port.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "bankcache: json listening on {}", server.json_addr());
+    if let Some(addr) = server.http_addr() {
+        let _ = writeln!(stdout, "bankcache: http listening on {addr}");
+    }
     let _ = stdout.flush();
     drop(stdout);
     match server.run() {

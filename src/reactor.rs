@@ -20,9 +20,10 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::conn::{BufferPool, Conn, Phase, ReadOutcome};
+use crate::http;
 use crate::protocol::reply;
 use crate::stats::Stats;
-use crate::worker::Job;
+use crate::worker::{Job, Proto};
 
 /// Wakes the reactor when workers have finished jobs (or a shutdown is asked for).
 pub const WAKER: Token = Token(0);
@@ -30,6 +31,8 @@ pub const WAKER: Token = Token(0);
 pub const SIGNALS: Token = Token(1);
 /// The JSON listener.
 pub const JSON_LISTENER: Token = Token(2);
+/// The HTTP listener.
+pub const HTTP_LISTENER: Token = Token(3);
 /// Connection `slot` is registered as `Token(FIRST_CONN + slot)`.
 const FIRST_CONN: usize = 16;
 
@@ -53,8 +56,12 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct NetLimits {
     /// Most counted connections open at once.
     pub max_connections: usize,
-    /// Longest request in bytes.
+    /// Longest JSON request in bytes.
     pub max_request_bytes: usize,
+    /// HTTP head and body limits.
+    pub http: http::Limits,
+    /// An HTTP connection with nothing in progress for this long is closed.
+    pub http_idle: Duration,
 }
 
 /// Set by a [`crate::ShutdownHandle`]; the reactor looks at it on every turn.
@@ -68,7 +75,11 @@ pub struct StopFlag {
 /// The reactor's state; [`Reactor::run`] is its loop.
 pub struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// The JSON and HTTP listeners, indexed by [`Proto`]; `None` once closed (or never opened).
+    listeners: [Option<TcpListener>; 2],
+    /// Open HTTP connections (they need the idle timer).
+    http_conns: usize,
+    last_idle_check: Instant,
     signals: Option<Signals>,
     conns: Slab<Conn>,
     next_generation: u64,
@@ -100,6 +111,8 @@ pub struct Parts {
     pub poll: Poll,
     /// The JSON listener, registered as [`JSON_LISTENER`].
     pub listener: TcpListener,
+    /// The HTTP listener, registered as [`HTTP_LISTENER`], if any.
+    pub http_listener: Option<TcpListener>,
     /// Signals registered as [`SIGNALS`], when the process wants them.
     pub signals: Option<Signals>,
     /// Where jobs go.
@@ -123,7 +136,9 @@ impl Reactor {
     pub fn new(parts: Parts) -> Reactor {
         Reactor {
             poll: parts.poll,
-            listener: Some(parts.listener),
+            listeners: [Some(parts.listener), parts.http_listener],
+            http_conns: 0,
+            last_idle_check: Instant::now(),
             signals: parts.signals,
             conns: Slab::with_capacity(1024),
             next_generation: 0,
@@ -164,7 +179,8 @@ impl Reactor {
                 match event.token() {
                     WAKER => {}
                     SIGNALS => self.on_signals(),
-                    JSON_LISTENER => self.accept(),
+                    JSON_LISTENER => self.accept(Proto::Json),
+                    HTTP_LISTENER => self.accept(Proto::Http),
                     Token(t) => {
                         let closed = event.is_read_closed() || event.is_error();
                         let readable = event.is_readable() || closed;
@@ -195,7 +211,7 @@ impl Reactor {
     }
 
     fn needs_tick(&self) -> bool {
-        self.lingering > 0 || self.accept_blocked || self.shutdown_deadline.is_some()
+        self.lingering > 0 || self.accept_blocked || self.shutdown_deadline.is_some() || self.http_conns > 0
     }
 
     fn on_signals(&mut self) {
@@ -217,8 +233,10 @@ impl Reactor {
             return;
         }
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for listener in &mut self.listeners {
+            if let Some(mut listener) = listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
         }
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
@@ -229,16 +247,16 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, proto: Proto) {
         self.accept_blocked = false;
         loop {
-            let accepted = match &self.listener {
+            let accepted = match &self.listeners[proto as usize] {
                 Some(listener) => listener.accept(),
                 None => return,
             };
             match accepted {
                 Ok((stream, _)) => {
-                    self.admit(stream);
+                    self.admit(stream, proto);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -254,7 +272,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: TcpStream, proto: Proto) {
         let _ = stream.set_nodelay(true);
         self.next_generation += 1;
         let net = &self.stats.net;
@@ -270,8 +288,15 @@ impl Reactor {
         }
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
-        let mut conn =
-            Conn::new(stream, self.next_generation, self.limits.max_request_bytes, &mut self.buffers);
+        let limits = &self.limits;
+        let mut conn = Conn::new(
+            stream,
+            self.next_generation,
+            proto,
+            limits.max_request_bytes,
+            limits.http,
+            &mut self.buffers,
+        );
         if let Err(e) =
             self.poll.registry().register(&mut conn.stream, Token(FIRST_CONN + slot), Interest::READABLE)
         {
@@ -283,11 +308,14 @@ impl Reactor {
         }
         if refuse {
             conn.counted = false;
+            let why = format!("Too many connections: max_connections is {}", self.limits.max_connections);
             let mut line = Vec::new();
-            reply::error(
-                &mut line,
-                &format!("Too many connections: max_connections is {}", self.limits.max_connections),
-            );
+            match proto {
+                Proto::Json => reply::error(&mut line, &why),
+                Proto::Http => {
+                    http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
+                }
+            }
             conn.send(&line, &mut self.bytes_out);
             conn.linger(Instant::now() + LINGER_AFTER_REFUSAL);
             self.lingering += 1;
@@ -298,6 +326,7 @@ impl Reactor {
             }
         } else {
             self.counted += 1;
+            self.http_conns += usize::from(proto == Proto::Http);
             log::debug!("connection {} opened in slot {slot}", self.next_generation);
         }
         entry.insert(conn);
@@ -324,6 +353,12 @@ impl Reactor {
             && conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken
         {
             return self.close(slot);
+        }
+        if conn.continue_due() {
+            if !conn.send(http::CONTINUE, &mut self.bytes_out) {
+                return self.close(slot);
+            }
+            conn.continue_sent();
         }
         if conn.take_new_failure() {
             self.stats.net.requests_too_large.fetch_add(1, Ordering::Relaxed);
@@ -369,6 +404,7 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if conn.counted {
             self.counted -= 1;
+            self.http_conns -= usize::from(conn.proto == Proto::Http);
             self.stats.net.connections_current.fetch_sub(1, Ordering::Relaxed);
         }
         if let Phase::Lingering { .. } = conn.phase {
@@ -400,6 +436,9 @@ impl Reactor {
         conn.in_flight = false;
         if !conn.send(&job.output, &mut self.bytes_out) {
             return self.close(slot);
+        }
+        if job.close_after {
+            conn.close_after_replies();
         }
         self.progress(slot);
     }
@@ -437,8 +476,10 @@ impl Reactor {
 
     fn tick(&mut self) {
         if self.accept_blocked {
-            self.accept();
+            self.accept(Proto::Json);
+            self.accept(Proto::Http);
         }
+        self.close_idle_http();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
         }
@@ -454,6 +495,32 @@ impl Reactor {
             .map(|(slot, _)| slot)
             .collect();
         for slot in expired {
+            self.close(slot);
+        }
+    }
+
+    /// Closes HTTP connections that have sent nothing for `http_idle_timeout` while nothing of theirs is in
+    /// progress: idle keep-alive connections, and slow clients stuck in the middle of a request.
+    fn close_idle_http(&mut self) {
+        if self.http_conns == 0 || self.last_idle_check.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_idle_check = Instant::now();
+        let idle = self.limits.http_idle;
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.proto == Proto::Http
+                    && c.phase == Phase::Open
+                    && !c.in_flight
+                    && c.pending_output() == 0
+                    && c.last_active.elapsed() > idle
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in stale {
+            log::debug!("closing idle HTTP connection in slot {slot}");
             self.close(slot);
         }
     }

@@ -84,6 +84,8 @@ pub struct Server {
     poll: Poll,
     listener: TcpListener,
     json_addr: SocketAddr,
+    http_listener: Option<TcpListener>,
+    http_addr: Option<SocketAddr>,
     stop: Arc<StopFlag>,
     signals: Option<Signals>,
     store: Arc<Store>,
@@ -101,15 +103,31 @@ impl Server {
         poll.registry()
             .register(&mut listener, reactor::JSON_LISTENER, Interest::READABLE)
             .map_err(io_error("cannot register the listener"))?;
+        let (mut http_listener, mut http_addr) = (None, None);
+        if let Some(listen) = &config.http_listen {
+            let addr = resolve(listen)?;
+            let mut listener =
+                TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            http_addr = Some(listener.local_addr().map_err(io_error("cannot read the listener's address"))?);
+            poll.registry()
+                .register(&mut listener, reactor::HTTP_LISTENER, Interest::READABLE)
+                .map_err(io_error("cannot register the listener"))?;
+            http_listener = Some(listener);
+        }
         let waker =
             Waker::new(poll.registry(), reactor::WAKER).map_err(io_error("cannot create the waker"))?;
         let stop = Arc::new(StopFlag { requested: AtomicBool::new(false), waker: Arc::new(waker) });
-        Ok(Server { config, poll, listener, json_addr, stop, signals: None, store })
+        Ok(Server { config, poll, listener, json_addr, http_listener, http_addr, stop, signals: None, store })
     }
 
     /// The JSON port's address (the real port when port 0 was asked for).
     pub fn json_addr(&self) -> SocketAddr {
         self.json_addr
+    }
+
+    /// The HTTP port's address, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// A handle that stops the server from another thread.
@@ -142,6 +160,7 @@ impl Server {
             stats: Arc::clone(&stats),
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
+            http_bank: config.http_bank.clone(),
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -163,6 +182,7 @@ impl Server {
         let reactor = Reactor::new(Parts {
             poll: self.poll,
             listener: self.listener,
+            http_listener: self.http_listener,
             signals: self.signals,
             jobs: jobs_tx,
             done: done_rx,
@@ -172,6 +192,8 @@ impl Server {
             limits: NetLimits {
                 max_connections: config.max_connections,
                 max_request_bytes: config.max_request_bytes,
+                http: crate::http::Limits { max_head: HTTP_MAX_HEAD, max_body: config.max_value_bytes },
+                http_idle: Duration::from_secs_f64(config.http_idle_timeout),
             },
             stop: self.stop,
         });
@@ -190,6 +212,9 @@ impl Server {
         result
     }
 }
+
+/// Longest HTTP request head (request line and headers) accepted.
+const HTTP_MAX_HEAD: usize = 16 * 1024;
 
 /// Opens the store the configuration describes, replaying the disk store if there is one.
 fn open_store(config: &Config) -> Result<Store, ServerError> {

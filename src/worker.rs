@@ -21,18 +21,43 @@ use crate::store::{Store, Ttl};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// JSON ops, one reply line each.
+    Json,
+    /// HTTP/1.1: the file API and the REST API.
+    Http,
+}
+
+/// Where one request lies in a job's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// First byte of the request.
+    pub start: usize,
+    /// An HTTP request's body (its head is `start..body.0`); empty for JSON.
+    pub body: (usize, usize),
+    /// One past the last byte (a JSON request is `start..end`).
+    pub end: usize,
+}
+
 /// The requests one connection sent in one reactor turn, and the replies to them.
 pub struct Job {
     /// The connection's slab slot.
     pub slot: usize,
     /// The connection's generation, so a reply never reaches a later connection that reused the slot.
     pub generation: u64,
+    /// How to read the requests and write the replies.
+    pub proto: Proto,
     /// The bytes the requests were read into.
     pub input: Vec<u8>,
-    /// Each request's `start..end` in `input`.
-    pub frames: Vec<(usize, usize)>,
-    /// Replies, one line per request, in order.
+    /// Where each request lies in `input`.
+    pub frames: Vec<Frame>,
+    /// Replies, in request order.
     pub output: Vec<u8>,
+    /// Set by the worker: a reply asked to close the connection (HTTP `Connection: close`); requests after
+    /// it were not run.
+    pub close_after: bool,
 }
 
 /// What workers need to execute requests.
@@ -45,6 +70,8 @@ pub struct Context {
     pub limits: Limits,
     /// Ops slower than this are logged at warn; `None` turns the slow log off.
     pub slow_op: Option<Duration>,
+    /// The bank the HTTP file API stores into.
+    pub http_bank: String,
 }
 
 /// Called after a worker has queued finished jobs, so the reactor wakes up to write them.
@@ -95,16 +122,28 @@ fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
 
 /// Runs every request of one job, in order.
 pub fn run_job(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
-    for &(start, end) in &job.frames {
-        let frame = &job.input[start..end];
+    for f in &job.frames {
+        let frame = &job.input[f.start..f.end];
         let began = ctx.slow_op.map(|_| Instant::now());
-        execute(ctx, counters, frame, &mut job.output);
+        match job.proto {
+            Proto::Json => execute(ctx, counters, frame, &mut job.output),
+            Proto::Http => {
+                let head = &job.input[f.start..f.body.0];
+                let body = &job.input[f.body.0..f.body.1];
+                if !crate::http_api::execute(ctx, counters, head, body, &mut job.output) {
+                    job.close_after = true;
+                }
+            }
+        }
         if let (Some(began), Some(limit)) = (began, ctx.slow_op) {
             let took = began.elapsed();
             if took > limit {
                 let shown = String::from_utf8_lossy(&frame[..frame.len().min(200)]);
                 log::warn!("slow op: {:.1} ms: {shown}", took.as_secs_f64() * 1000.0);
             }
+        }
+        if job.close_after {
+            break;
         }
     }
 }
@@ -161,16 +200,7 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
                 }
                 Some(Err(e)) => {
                     counters.error();
-                    let message = match e {
-                        IncrError::NotANumber(NotANumber::Text) => {
-                            format!("The value for key {key} isn't a number")
-                        }
-                        IncrError::NotANumber(NotANumber::Type(t)) => {
-                            format!("float() argument must be a string or a real number, not '{t}'")
-                        }
-                        IncrError::Overflow => format!("Incr of key {key} would overflow"),
-                    };
-                    reply::error(out, &message);
+                    reply::error(out, &e.message(&key));
                 }
             }),
         Op::BankKeys { bank } => {
@@ -223,13 +253,29 @@ fn error(out: &mut Vec<u8>, e: &RequestError) {
     reply::error(out, &e.to_string());
 }
 
-enum IncrError {
+/// Why an `incr` cannot be done.
+pub enum IncrError {
+    /// The stored value is not a number.
     NotANumber(NotANumber),
+    /// The result would not be finite.
     Overflow,
 }
 
+impl IncrError {
+    /// The reply message, as the original phrased it.
+    pub fn message(&self, key: &str) -> String {
+        match self {
+            IncrError::NotANumber(NotANumber::Text) => format!("The value for key {key} isn't a number"),
+            IncrError::NotANumber(NotANumber::Type(t)) => {
+                format!("float() argument must be a string or a real number, not '{t}'")
+            }
+            IncrError::Overflow => format!("Incr of key {key} would overflow"),
+        }
+    }
+}
+
 /// Writes a `get` reply: JSON values as stored; bytes as base64, marked with `"encoding": "base64"`.
-fn reply_value(out: &mut Vec<u8>, value: &[u8], flags: u8) {
+pub fn reply_value(out: &mut Vec<u8>, value: &[u8], flags: u8) {
     if flags & FLAG_BYTES == 0 {
         return reply::ok_raw(out, value);
     }
@@ -245,7 +291,7 @@ fn reply_value(out: &mut Vec<u8>, value: &[u8], flags: u8) {
 
 /// The new value of an `incr`, stored as JSON: always a float, always finite. A stored byte value counts
 /// if its text is a number.
-fn incr(old: &[u8], flags: u8, delta: f64) -> Result<(Vec<u8>, u8, f64), IncrError> {
+pub fn incr(old: &[u8], flags: u8, delta: f64) -> Result<(Vec<u8>, u8, f64), IncrError> {
     let current = if flags & FLAG_BYTES != 0 {
         std::str::from_utf8(old)
             .ok()
@@ -264,7 +310,8 @@ fn incr(old: &[u8], flags: u8, delta: f64) -> Result<(Vec<u8>, u8, f64), IncrErr
     Ok((text, 0, value))
 }
 
-fn stats(ctx: &Context, out: &mut Vec<u8>) {
+/// Writes the `stats` reply: the counters as one JSON object in the envelope.
+pub fn stats(ctx: &Context, out: &mut Vec<u8>) {
     let store = &*ctx.store;
     let totals = store.totals();
     let counters = store.counters();
@@ -298,6 +345,7 @@ mod tests {
             stats: Arc::new(Stats::new(1)),
             limits: Limits { max_key_bytes: 64, max_value_bytes: 1024 },
             slow_op: None,
+            http_bank: "files".into(),
         }
     }
 

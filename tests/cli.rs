@@ -151,6 +151,8 @@ fn stdout_is_exactly_the_listening_line() {
     let port = s.addr().port();
     assert_ne!(port, 0);
     assert_eq!(s.listen_line(), format!("bankcache: json listening on 127.0.0.1:{port}\n"));
+    // The HTTP port's line came right after it (the harness read it): its port is a real one.
+    assert_ne!(s.http_addr().port(), 0);
     let mut c = s.connect();
     c.check(PING, PONG);
     c.check(r#"{"op":"nope"}"#, INVALID_OP);

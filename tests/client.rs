@@ -13,7 +13,7 @@ struct InProcess {
 
 impl InProcess {
     fn start() -> InProcess {
-        let config = Config { listen: "127.0.0.1:0".into(), ..Config::default() };
+        let config = Config { listen: "127.0.0.1:0".into(), http_listen: None, ..Config::default() };
         let server = Server::bind(config).expect("bind");
         let addr = server.json_addr();
         let handle = server.shutdown_handle();

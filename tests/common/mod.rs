@@ -352,6 +352,7 @@ pub struct TestServer {
     child: Child,
     exited: Option<ExitStatus>,
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     listen_line: String,
     stdout_rx: mpsc::Receiver<String>,
     stderr_path: PathBuf,
@@ -370,6 +371,12 @@ impl TestServer {
     /// Starts the server with `config` as the contents of its config file
     /// and exactly the flags in `args` (no implicit `--listen`).
     pub fn start_with_config(config: &str, args: &[&str]) -> TestServer {
+        // The HTTP port defaults to 1234: give every test server its own free port instead.
+        let mut args = args.to_vec();
+        if !args.contains(&"--http-listen") {
+            args.extend(["--http-listen", "127.0.0.1:0"]);
+        }
+        let args = args.as_slice();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.json");
         fs::write(&config_path, config).unwrap();
@@ -431,7 +438,26 @@ impl TestServer {
                 read_lossy(&stderr_path)
             )
         });
-        TestServer { child, exited: None, addr, listen_line: line, stdout_rx: rx, stderr_path, dir }
+        // The HTTP listening line follows, unless the HTTP port is off.
+        let http_off = args.windows(2).any(|w| w == ["--http-listen", "none"]);
+        let http_line = if http_off { None } else { rx.recv_timeout(STARTUP_TIMEOUT).ok() };
+        let http_addr = http_line.as_deref().and_then(|l| l.strip_prefix("bankcache: http listening on "));
+        let http_addr = http_addr.and_then(|a| a.trim_end().parse().ok());
+        TestServer {
+            child,
+            exited: None,
+            addr,
+            http_addr,
+            listen_line: line,
+            stdout_rx: rx,
+            stderr_path,
+            dir,
+        }
+    }
+
+    /// The HTTP port's address (tests start it on a free port unless they pass `--http-listen none`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr.expect("the server has no HTTP port")
     }
 
     pub fn addr(&self) -> SocketAddr {
