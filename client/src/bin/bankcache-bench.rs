@@ -1,4 +1,5 @@
-//! `bankcache-bench`: a closed-loop load driver for bankcache, redis and memcached.
+//! `bankcache-bench`: a closed-loop load driver for bankcache, redis, memcached
+//! and HTTP/1.1 file servers (GET and PUT of `<prefix>key:NNNNNNNN`).
 //!
 //! One thread runs a mio event loop over N TCP connections to one server. Each
 //! connection keeps exactly `--pipeline` requests in flight: the next window is
@@ -23,8 +24,9 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-/// Requests per window while prefilling, unless `--pipeline` is larger:
-/// prefill is not measured, so it may as well go fast.
+/// Requests per window while prefilling, unless `--pipeline` is larger or the
+/// requests are too large for `PREFILL_BYTES`: prefill is not measured, so it
+/// may as well go fast.
 const PREFILL_WINDOW: usize = 64;
 /// Give up when connections wait this long without any reply, so that a hung
 /// server cannot hang the driver.
@@ -37,11 +39,19 @@ const MIN_INPUT: usize = 16 << 10;
 const MIN_KEY_DIGITS: usize = 8;
 /// The bank every JSON request addresses.
 const JSON_BANK: &str = "bench";
+/// The `Host` header of every HTTP request.
+const HTTP_HOST: &str = "bench";
+/// Most header fields an HTTP reply may have; more is taken for a broken stream.
+const HTTP_MAX_HEADERS: usize = 32;
+/// Prefill windows are cut to about this many bytes of requests, unless
+/// `--pipeline` asks for more, so that prefilling large values does not hold
+/// `PREFILL_WINDOW` of them per connection in memory.
+const PREFILL_BYTES: usize = 4 << 20;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "bankcache-bench",
-    about = "Closed-loop load driver for bankcache (json), redis (resp) and memcached"
+    about = "Closed-loop load driver for bankcache (json), redis (resp), memcached and HTTP/1.1 file servers"
 )]
 struct Args {
     /// Server address, HOST:PORT.
@@ -80,6 +90,10 @@ struct Args {
     /// Print the result as one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// With --proto http: the URL path in front of each key, so that the
+    /// default asks for `/key:00000123`.
+    #[arg(long, default_value = "/")]
+    http_prefix: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,6 +104,9 @@ enum Proto {
     Resp,
     /// memcached text protocol.
     Memcache,
+    /// HTTP/1.1 with keep-alive: `GET <prefix><key>` reads a value, `PUT` stores
+    /// one; 2xx is a hit or a store, 404 a miss, anything else an error.
+    Http,
 }
 
 impl Proto {
@@ -98,6 +115,7 @@ impl Proto {
             Proto::Json => "json",
             Proto::Resp => "resp",
             Proto::Memcache => "memcache",
+            Proto::Http => "http",
         }
     }
 }
@@ -186,12 +204,15 @@ struct Template {
 struct Codec {
     proto: Proto,
     key_digits: usize,
+    /// The size of every stored value, which is what a get must return.
+    value_len: usize,
     get: Template,
     set: Template,
 }
 
 impl Codec {
-    fn new(proto: Proto, keys: u64, value: &[u8]) -> Self {
+    /// `http_prefix` is the URL path before each key; only `Proto::Http` uses it.
+    fn new(proto: Proto, keys: u64, value: &[u8], http_prefix: &str) -> Self {
         let key_digits = (keys.saturating_sub(1).to_string().len()).max(MIN_KEY_DIGITS);
         let key_len = "key:".len() + key_digits;
         let value_text = String::from_utf8_lossy(value);
@@ -212,12 +233,19 @@ impl Codec {
                 ("get ".to_string(), "\r\n".to_string()),
                 ("set ".to_string(), format!(" 0 0 {vlen}\r\n{value_text}\r\n")),
             ),
+            Proto::Http => (
+                (format!("GET {http_prefix}"), format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\n\r\n")),
+                (
+                    format!("PUT {http_prefix}"),
+                    format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\nContent-Length: {vlen}\r\n\r\n{value_text}"),
+                ),
+            ),
         };
         let template = |(prefix, suffix): (String, String)| Template {
             prefix: prefix.into_bytes(),
             suffix: suffix.into_bytes(),
         };
-        Codec { proto, key_digits, get: template(get), set: template(set) }
+        Codec { proto, key_digits, value_len: vlen, get: template(get), set: template(set) }
     }
 
     fn template(&self, op: Op) -> &Template {
@@ -227,10 +255,15 @@ impl Codec {
         }
     }
 
+    /// Length of every encoded request of kind `op`.
+    fn request_len(&self, op: Op) -> usize {
+        let template = self.template(op);
+        template.prefix.len() + "key:".len() + self.key_digits + template.suffix.len()
+    }
+
     /// Longest encoded request, to size output buffers once.
     fn max_request_len(&self) -> usize {
-        let key_len = "key:".len() + self.key_digits;
-        [&self.get, &self.set].iter().map(|t| t.prefix.len() + key_len + t.suffix.len()).max().unwrap_or(0)
+        self.request_len(Op::Get).max(self.request_len(Op::Set))
     }
 
     /// Appends one request to `out`, writing the key digits in place rather
@@ -256,6 +289,7 @@ impl Codec {
             Proto::Json => Ok(parse_json(buf, op)),
             Proto::Resp => parse_resp(buf),
             Proto::Memcache => parse_memcache(buf),
+            Proto::Http => parse_http(buf, op, self.value_len),
         }
     }
 }
@@ -383,6 +417,188 @@ fn is_memcache_error(line: &[u8]) -> bool {
     const ERRORS: [&[u8]; 6] =
         [b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR", b"NOT_STORED", b"EXISTS", b"NOT_FOUND"];
     ERRORS.iter().any(|e| line.starts_with(e))
+}
+
+/// How the body of an HTTP reply is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body, whatever the headers say (1xx, 204, 304).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(usize),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the driver needs from an HTTP reply's status line and headers.
+#[derive(Debug)]
+struct HttpHead {
+    code: u16,
+    framing: Framing,
+    /// The server closes the connection after this reply.
+    close: bool,
+}
+
+/// One HTTP/1.x reply: its status line and headers, parsed by `httparse`, then
+/// its body, framed by `Content-Length` or chunked encoding. Interim 1xx
+/// replies are skipped. A get answered 2xx is a hit if its body has the
+/// stored values' length, else an error; 404 is a miss; a set answered 2xx is
+/// stored; every other status is an error. A reply that ends the connection
+/// (`Connection: close`, or HTTP/1.0 without keep-alive) fails it, because
+/// the requests behind it in the window would never be answered, and so does a
+/// body delimited only by the connection's end.
+fn parse_http(buf: &[u8], op: Op, value_len: usize) -> io::Result<Option<(Reply, usize)>> {
+    let mut start = 0;
+    loop {
+        let Some((head, head_len)) = parse_http_head(&buf[start..])? else {
+            return Ok(None);
+        };
+        let body_start = start + head_len;
+        if head.code == 101 {
+            return Err(protocol_error("HTTP server switched protocols"));
+        }
+        if head.code < 200 {
+            start = body_start;
+            continue;
+        }
+        let body = match head.framing {
+            Framing::Empty => Some((0, body_start)),
+            Framing::Length(len) => {
+                let end = body_start + len;
+                (buf.len() >= end).then_some((len, end))
+            }
+            Framing::Chunked => chunked_body(buf, body_start)?,
+        };
+        let Some((body_len, end)) = body else {
+            return Ok(None);
+        };
+        if head.close {
+            return Err(protocol_error(
+                "HTTP server closes the connection after this reply (Connection: close); \
+                 the driver needs keep-alive (nginx: raise keepalive_requests)",
+            ));
+        }
+        let success = (200..300).contains(&head.code);
+        let reply = match op {
+            Op::Get if success && body_len == value_len => Reply::Hit,
+            Op::Get if head.code == 404 => Reply::Miss,
+            Op::Set if success => Reply::Stored,
+            _ => Reply::Error,
+        };
+        return Ok(Some((reply, end)));
+    }
+}
+
+/// Parses the status line and headers at the start of `buf`: `Ok(None)` until
+/// they have fully arrived, else what they say and the bytes they took.
+fn parse_http_head(buf: &[u8]) -> io::Result<Option<(HttpHead, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(protocol_error("too many HTTP reply headers")),
+        Err(_) => return Err(protocol_error("malformed HTTP reply head")),
+    };
+    let code = response.code.ok_or_else(|| protocol_error("HTTP reply without a status"))?;
+    let mut length = None;
+    let mut transfer_encoding = false;
+    let mut chunked = false;
+    let mut close_token = false;
+    let mut keep_alive_token = false;
+    for header in response.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let len = parse_content_length(header.value)?;
+            if length.is_some_and(|known| known != len) {
+                return Err(protocol_error("conflicting HTTP Content-Length headers"));
+            }
+            length = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding applied decides how the message ends.
+            for coding in header_tokens(header.value) {
+                transfer_encoding = true;
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for option in header_tokens(header.value) {
+                close_token |= option.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let framing = if code < 200 || code == 204 || code == 304 {
+        Framing::Empty
+    } else if transfer_encoding {
+        // Transfer-Encoding overrides Content-Length (RFC 9112, 6.3).
+        if !chunked {
+            return Err(protocol_error("HTTP reply body delimited by the connection's end"));
+        }
+        Framing::Chunked
+    } else if let Some(len) = length {
+        Framing::Length(len)
+    } else {
+        return Err(protocol_error("HTTP reply with neither Content-Length nor chunked encoding"));
+    };
+    let close = close_token || (response.version == Some(0) && !keep_alive_token);
+    Ok(Some((HttpHead { code, framing, close }, head_len)))
+}
+
+/// The comma-separated, trimmed, non-empty elements of a header value.
+fn header_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|token| !token.is_empty())
+}
+
+fn parse_content_length(value: &[u8]) -> io::Result<usize> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(protocol_error("bad HTTP Content-Length"));
+    }
+    let mut len: usize = 0;
+    for &digit in digits {
+        len = len * 10 + usize::from(digit - b'0');
+        if len > MAX_INPUT {
+            return Err(protocol_error("HTTP reply larger than the input limit"));
+        }
+    }
+    Ok(len)
+}
+
+/// Checks that a chunked body starting at `buf[start..]` has fully arrived,
+/// trailer section included; returns its decoded length and its end.
+fn chunked_body(buf: &[u8], start: usize) -> io::Result<Option<(usize, usize)>> {
+    let mut at = start;
+    let mut total = 0;
+    loop {
+        let (used, size) = match httparse::parse_chunk_size(&buf[at..]) {
+            Ok(httparse::Status::Complete(parsed)) => parsed,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(protocol_error("bad HTTP chunk size")),
+        };
+        at += used;
+        if size == 0 {
+            break;
+        }
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&size| size <= MAX_INPUT - total)
+            .ok_or_else(|| protocol_error("HTTP reply larger than the input limit"))?;
+        total += size;
+        let Some(end) = body_end(buf, at, size, b"\r\n")? else {
+            return Ok(None);
+        };
+        at = end;
+    }
+    // The trailer section: field lines, ignored, up to an empty line.
+    loop {
+        let Some((line, used)) = take_line(&buf[at..])? else {
+            return Ok(None);
+        };
+        at += used;
+        if line.is_empty() {
+            return Ok(Some((total, at)));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -663,6 +879,8 @@ struct Driver {
     conns: Vec<Option<Conn>>,
     codec: Codec,
     workload: Workload,
+    /// Requests per window while prefilling.
+    prefill_window: usize,
     phase: Phase,
     /// Connections with requests in flight; the prefill ends when none are left.
     busy: usize,
@@ -687,8 +905,9 @@ impl Driver {
         let poll = Poll::new()?;
         let mut master = Rng(args.seed);
         let value = make_value(args.value_size, &mut master);
-        let codec = Codec::new(args.proto, args.keys, &value);
-        let window = args.pipeline.max(if args.prefill { PREFILL_WINDOW } else { 0 });
+        let codec = Codec::new(args.proto, args.keys, &value, &args.http_prefix);
+        let prefill_window = prefill_window(args.pipeline, codec.request_len(Op::Set));
+        let window = if args.prefill { prefill_window } else { args.pipeline };
         let mut conns = Vec::with_capacity(args.connections);
         for i in 0..args.connections {
             let mut conn = Conn::connect(addr, Token(i), poll.registry(), window, &codec)
@@ -703,6 +922,7 @@ impl Driver {
             conns,
             codec,
             workload: Workload::new(args),
+            prefill_window,
             phase: Phase::Prefill,
             busy: 0,
             replies: 0,
@@ -889,7 +1109,7 @@ impl Driver {
         conn.window.clear();
         conn.answered = 0;
         match self.phase {
-            Phase::Prefill => conn.fill_prefill(&self.codec, self.workload.pipeline.max(PREFILL_WINDOW)),
+            Phase::Prefill => conn.fill_prefill(&self.codec, self.prefill_window),
             Phase::Warmup | Phase::Measure => conn.fill_random(&self.codec, &self.workload),
         }
         if conn.window.is_empty() {
@@ -910,6 +1130,12 @@ impl Driver {
     }
 }
 
+/// Requests per prefill window: `PREFILL_WINDOW`, fewer when that many sets
+/// of `set_len` bytes would pass `PREFILL_BYTES`, but never fewer than `pipeline`.
+fn prefill_window(pipeline: usize, set_len: usize) -> usize {
+    (PREFILL_BYTES / set_len.max(1)).clamp(1, PREFILL_WINDOW).max(pipeline)
+}
+
 // ---------------------------------------------------------------------------
 // Entry point
 
@@ -925,6 +1151,10 @@ fn validate(args: &Args) -> Result<(), String> {
     }
     if !(args.warmup >= 0.0 && args.warmup.is_finite()) {
         return Err("--warmup must be a non-negative number of seconds".into());
+    }
+    let prefix = args.http_prefix.as_bytes();
+    if prefix.first() != Some(&b'/') || !prefix.iter().all(u8::is_ascii_graphic) {
+        return Err("--http-prefix must start with '/' and hold no spaces or control characters".into());
     }
     Ok(())
 }
@@ -945,6 +1175,13 @@ fn bench(args: &Args) -> io::Result<Report> {
     driver.run(Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.duration), &mut progress)
 }
 
+/// Value bytes moved per second, in MB (10^6 B): those of hits and of sets.
+/// Protocol overhead (keys, headers, framing) is not counted.
+fn value_mb_per_sec(args: &Args, report: &Report) -> f64 {
+    let stats = &report.stats;
+    (stats.hits + stats.stored) as f64 * args.value_size as f64 / report.elapsed.as_secs_f64() / 1e6
+}
+
 fn print_text(args: &Args, report: &Report) {
     let stats = &report.stats;
     let secs = report.elapsed.as_secs_f64();
@@ -960,6 +1197,7 @@ fn print_text(args: &Args, report: &Report) {
     );
     println!("duration:   {secs:.2} s");
     println!("ops/s:      {:.0}", stats.ops() as f64 / secs);
+    println!("MB/s:       {:.1} (values of hits and sets, 10^6 B)", value_mb_per_sec(args, report));
     println!("total ops:  {}", stats.ops());
     println!(
         "hits:       {}\nmisses:     {}\nsets:       {}\nerrors:     {}",
@@ -993,6 +1231,7 @@ fn print_json(args: &Args, report: &Report) {
         "get_ratio": args.get_ratio,
         "duration_s": secs,
         "ops_per_sec": stats.ops() as f64 / secs,
+        "value_mb_per_sec": value_mb_per_sec(args, report),
         "ops": stats.ops(),
         "hits": stats.hits,
         "misses": stats.misses,
@@ -1057,14 +1296,14 @@ mod tests {
 
     #[test]
     fn encodes_fixed_width_keys() {
-        let codec = Codec::new(Proto::Resp, 100_000, b"abc");
+        let codec = Codec::new(Proto::Resp, 100_000, b"abc", "/");
         let mut out = Vec::new();
         codec.encode(&mut out, Op::Get, 123);
         assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$12\r\nkey:00000123\r\n");
         out.clear();
         codec.encode(&mut out, Op::Set, 7);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$12\r\nkey:00000007\r\n$3\r\nabc\r\n");
-        let json = Codec::new(Proto::Json, 10, b"v");
+        let json = Codec::new(Proto::Json, 10, b"v", "/");
         out.clear();
         json.encode(&mut out, Op::Set, 1);
         assert_eq!(
@@ -1075,7 +1314,7 @@ mod tests {
                 .copied()
                 .collect::<Vec<u8>>()
         );
-        let memcache = Codec::new(Proto::Memcache, 1_000_000_000, b"xy");
+        let memcache = Codec::new(Proto::Memcache, 1_000_000_000, b"xy", "/");
         out.clear();
         memcache.encode(&mut out, Op::Set, 5);
         assert_eq!(out, b"set key:000000005 0 0 2\r\nxy\r\n");
@@ -1084,7 +1323,7 @@ mod tests {
 
     #[test]
     fn parses_resp() {
-        let codec = Codec::new(Proto::Resp, 10, b"");
+        let codec = Codec::new(Proto::Resp, 10, b"", "/");
         let stream = b"+OK\r\n$-1\r\n$3\r\na\r\n\r\n-ERR wrong\r\n";
         let replies = parse_all(&codec, stream, &[Op::Set, Op::Get, Op::Get, Op::Get]);
         assert_eq!(replies, [Reply::Stored, Reply::Miss, Reply::Hit, Reply::Error]);
@@ -1095,7 +1334,7 @@ mod tests {
 
     #[test]
     fn parses_memcache() {
-        let codec = Codec::new(Proto::Memcache, 10, b"");
+        let codec = Codec::new(Proto::Memcache, 10, b"", "/");
         let stream = b"STORED\r\nEND\r\nVALUE key:1 0 4\r\nab\r\n\r\nEND\r\nSERVER_ERROR out of memory\r\n";
         let replies = parse_all(&codec, stream, &[Op::Set, Op::Get, Op::Get, Op::Set]);
         assert_eq!(replies, [Reply::Stored, Reply::Miss, Reply::Hit, Reply::Error]);
@@ -1105,7 +1344,7 @@ mod tests {
 
     #[test]
     fn parses_json() {
-        let codec = Codec::new(Proto::Json, 10, b"");
+        let codec = Codec::new(Proto::Json, 10, b"", "/");
         let stream = concat!(
             "{\"status\": \"ok\", \"data\": \"v\"}\n",
             "{\"status\": \"ok\", \"data\": null}\n",
@@ -1117,6 +1356,118 @@ mod tests {
         let replies = parse_all(&codec, stream.as_bytes(), &ops);
         assert_eq!(replies, [Reply::Hit, Reply::Stored, Reply::Miss, Reply::Error, Reply::Error]);
         assert_split_safe(&codec, b"{\"status\": \"ok\"}\n", Op::Get);
+    }
+
+    /// Feeds `stream` to the parser as consecutive reads of the given sizes,
+    /// parsing every complete reply after each read, as a connection does.
+    fn parse_in_reads(codec: &Codec, stream: &[u8], ops: &[Op], reads: &[usize]) -> Vec<Reply> {
+        let mut replies = Vec::new();
+        let (mut start, mut end) = (0, 0);
+        let mut reads = reads.iter().copied().chain(std::iter::repeat(stream.len()));
+        while end < stream.len() {
+            end = (end + reads.next().expect("endless")).min(stream.len());
+            while replies.len() < ops.len() {
+                match codec.parse(&stream[start..end], ops[replies.len()]).expect("valid") {
+                    Some((reply, used)) => {
+                        replies.push(reply);
+                        start += used;
+                    }
+                    None => break,
+                }
+            }
+        }
+        assert_eq!(start, stream.len(), "the stream is consumed");
+        replies
+    }
+
+    #[test]
+    fn encodes_http() {
+        let codec = Codec::new(Proto::Http, 2000, b"abc", "/files/");
+        let mut out = Vec::new();
+        codec.encode(&mut out, Op::Get, 123);
+        assert_eq!(out, b"GET /files/key:00000123 HTTP/1.1\r\nHost: bench\r\n\r\n");
+        assert_eq!(out.len(), codec.request_len(Op::Get));
+        out.clear();
+        codec.encode(&mut out, Op::Set, 7);
+        assert_eq!(out, b"PUT /files/key:00000007 HTTP/1.1\r\nHost: bench\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(out.len(), codec.request_len(Op::Set));
+    }
+
+    #[test]
+    fn parses_pipelined_and_split_http() {
+        let codec = Codec::new(Proto::Http, 10, b"hello", "/");
+        let replies: [(&str, Op, Reply); 10] = [
+            (
+                "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+                Op::Get,
+                Reply::Hit,
+            ),
+            (
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\ncontent-length: 9\r\n\r\nnot found",
+                Op::Get,
+                Reply::Miss,
+            ),
+            ("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", Op::Set, Reply::Stored),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Op::Set, Reply::Stored),
+            // Chunked, with a chunk extension and a trailer; Content-Length is overridden.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 2\r\nhe\r\n3;ext=1\r\nllo\r\n0\r\nX-Trailer: t\r\n\r\n",
+                Op::Get,
+                Reply::Hit,
+            ),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n0\r\n\r\n", Op::Set, Reply::Stored),
+            // A body of the wrong length is an error, not a hit.
+            ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nhell", Op::Get, Reply::Error),
+            // Interim replies are skipped.
+            ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", Op::Set, Reply::Stored),
+            ("HTTP/1.1 405 Not Allowed\r\nContent-Length: 3\r\n\r\nno!", Op::Set, Reply::Error),
+            ("HTTP/1.0 500 Oops\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", Op::Get, Reply::Error),
+        ];
+        let stream: Vec<u8> = replies.iter().flat_map(|(text, _, _)| text.bytes()).collect();
+        let ops: Vec<Op> = replies.iter().map(|&(_, op, _)| op).collect();
+        let expected: Vec<Reply> = replies.iter().map(|&(_, _, reply)| reply).collect();
+        assert_eq!(parse_all(&codec, &stream, &ops), expected);
+        for (text, op, _) in replies {
+            assert_split_safe(&codec, text.as_bytes(), op);
+        }
+        // Byte by byte, and in two reads split at every byte.
+        assert_eq!(parse_in_reads(&codec, &stream, &ops, &[1; 4096]), expected);
+        for cut in 0..=stream.len() {
+            assert_eq!(parse_in_reads(&codec, &stream, &ops, &[cut]), expected, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_unusable_http() {
+        let codec = Codec::new(Proto::Http, 10, b"v", "/");
+        let bad: [&[u8]; 9] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nv",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nvv",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\nv",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nvXY",
+            b"HTTTP/1.1 200 OK\r\n\r\n",
+        ];
+        for reply in bad {
+            assert!(codec.parse(reply, Op::Get).is_err(), "{}", String::from_utf8_lossy(reply));
+        }
+        // A reply that will close the connection is only refused once complete.
+        assert!(codec
+            .parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", Op::Get)
+            .expect("incomplete")
+            .is_none());
+    }
+
+    #[test]
+    fn prefill_windows_are_cut_by_size() {
+        assert_eq!(prefill_window(1, 60), PREFILL_WINDOW);
+        assert_eq!(prefill_window(1, 204_900), PREFILL_BYTES / 204_900);
+        assert_eq!(prefill_window(1, 64 << 20), 1);
+        assert_eq!(prefill_window(100, 60), 100);
     }
 
     #[test]
