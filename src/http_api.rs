@@ -66,6 +66,9 @@ fn route(ctx: &Context, counters: &WorkerCounters, head: &Head<'_>, body: &[u8],
     if raw == "/stats" {
         return stats(ctx, head, reply);
     }
+    if raw == "/metrics" {
+        return metrics(ctx, head, reply);
+    }
     let rest = raw.strip_prefix("/api").filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(raw);
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let reserved = rest == "/banks" || rest == "/bank" || rest.starts_with("/bank/") || rest != raw;
@@ -178,6 +181,75 @@ fn stats(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>) {
     let mut body = Vec::new();
     worker::stats(ctx, &mut body);
     reply.send(200, &[("Content-Type", "application/json")], &body);
+}
+
+fn metrics(ctx: &Context, head: &Head<'_>, reply: &mut Reply<'_>) {
+    if head.method != "GET" && head.method != "HEAD" {
+        return reply.send(405, &[("Allow", "GET, HEAD")], b"Method Not Allowed");
+    }
+    let body = prometheus(ctx);
+    reply.send(200, &[("Content-Type", "text/plain; version=0.0.4")], body.as_bytes());
+}
+
+/// The counters in Prometheus's text format.
+fn prometheus(ctx: &Context) -> String {
+    use std::fmt::Write as _;
+    let snapshot = worker::snapshot(ctx);
+    let get = |name: &str| snapshot.fields.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP bankcache_{name} {help}\n# TYPE bankcache_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "bankcache_{name}{labels} {value}");
+        }
+    };
+    family("uptime_seconds", "gauge", "Seconds since the server started.", &[("", get("uptime_s"))]);
+    family("connections", "gauge", "Open client connections.", &[("", get("connections_current"))]);
+    let accepted = [("", get("connections_total"))];
+    family("connections_accepted_total", "counter", "Connections accepted.", &accepted);
+    let refused = [("", get("connections_rejected"))];
+    family("connections_refused_total", "counter", "Connections refused over max_connections.", &refused);
+    let bytes = [("{direction=\"in\"}", get("bytes_in")), ("{direction=\"out\"}", get("bytes_out"))];
+    family("network_bytes_total", "counter", "Bytes read from and written to clients.", &bytes);
+    let ops: Vec<(String, u64)> = crate::protocol::OpKind::ALL
+        .iter()
+        .map(|k| (format!("{{op=\"{}\"}}", k.name()), get(&format!("ops_{}", k.name().replace('.', "_")))))
+        .collect();
+    let ops: Vec<(&str, u64)> = ops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family("ops_total", "counter", "Ops executed, by kind.", &ops);
+    family("errors_total", "counter", "Error replies.", &[("", get("errors"))]);
+    family("hits_total", "counter", "Reads that found their key.", &[("", get("hits"))]);
+    family("misses_total", "counter", "Reads that did not find their key.", &[("", get("misses"))]);
+    let tiers = [("{tier=\"memory\"}", get("reads_memory")), ("{tier=\"disk\"}", get("reads_disk"))];
+    family("reads_total", "counter", "Reads served, by tier.", &tiers);
+    family("evictions_total", "counter", "Values dropped from RAM.", &[("", get("evictions"))]);
+    let expired = [("{how=\"lazy\"}", get("expired_lazy")), ("{how=\"sweep\"}", get("expired_sweep"))];
+    family("expired_total", "counter", "Expired entries removed.", &expired);
+    family("keys", "gauge", "Entries held.", &[("", get("keys"))]);
+    family("banks", "gauge", "Banks.", &[("", get("banks"))]);
+    family("memory_bytes", "gauge", "Bytes of values held in RAM.", &[("", get("memory_bytes"))]);
+    family(
+        "stored_bytes",
+        "gauge",
+        "Bytes of keys and values held, in RAM or on disk.",
+        &[("", get("value_bytes"))],
+    );
+    family("volume_reuses_total", "counter", "Volumes reused.", &[("", get("volume_reuses"))]);
+    family("crc_failures_total", "counter", "Damaged records found.", &[("", get("crc_failures"))]);
+    let (buckets, sum_us) = ctx.stats.latency();
+    let _ = writeln!(out, "# HELP bankcache_request_duration_seconds Time to run one request in a worker.");
+    let _ = writeln!(out, "# TYPE bankcache_request_duration_seconds histogram");
+    let mut cumulative = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        cumulative += count;
+        let le = crate::stats::LATENCY_BUCKETS_US
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(out, "bankcache_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "bankcache_request_duration_seconds_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "bankcache_request_duration_seconds_count {cumulative}");
+    out
 }
 
 /// The original CacheServer's REST API, translated into JSON ops.

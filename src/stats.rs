@@ -17,7 +17,14 @@ pub struct WorkerCounters {
     errors: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Request durations: counts per bucket of [`LATENCY_BUCKETS_US`] (and one over the last), and the sum.
+    latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
 }
+
+/// Upper bounds, in microseconds, of the request-duration histogram's buckets.
+pub const LATENCY_BUCKETS_US: [u64; 13] =
+    [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
 
 impl WorkerCounters {
     /// Counts one op of `kind`.
@@ -38,6 +45,14 @@ impl WorkerCounters {
     /// Counts a read that did not find its key.
     pub fn miss(&self) {
         bump(&self.misses);
+    }
+
+    /// Records how long one request took to run.
+    pub fn latency(&self, micros: u64) {
+        let bucket =
+            LATENCY_BUCKETS_US.iter().position(|&le| micros <= le).unwrap_or(LATENCY_BUCKETS_US.len());
+        bump(&self.latency[bucket]);
+        add(&self.latency_sum_us, micros);
     }
 }
 
@@ -86,6 +101,20 @@ impl Stats {
     /// The block of counters worker `id` writes.
     pub fn worker(&self, id: usize) -> &WorkerCounters {
         &self.workers[id]
+    }
+
+    /// The request-duration histogram summed over workers: per-bucket counts (not cumulative; the last is
+    /// over the last bound) and the sum in microseconds.
+    pub fn latency(&self) -> (Vec<u64>, u64) {
+        let mut buckets = vec![0; LATENCY_BUCKETS_US.len() + 1];
+        let mut sum = 0;
+        for w in self.workers.iter() {
+            for (total, bucket) in buckets.iter_mut().zip(&w.latency) {
+                *total += bucket.load(Ordering::Relaxed);
+            }
+            sum += w.latency_sum_us.load(Ordering::Relaxed);
+        }
+        (buckets, sum)
     }
 
     /// Sums every counter; `store_fields` (keys, banks, expiries) come from the store.

@@ -124,7 +124,7 @@ fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
 pub fn run_job(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
     for f in &job.frames {
         let frame = &job.input[f.start..f.end];
-        let began = ctx.slow_op.map(|_| Instant::now());
+        let began = Instant::now();
         match job.proto {
             Proto::Json => execute(ctx, counters, frame, &mut job.output),
             Proto::Http => {
@@ -135,8 +135,9 @@ pub fn run_job(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
                 }
             }
         }
-        if let (Some(began), Some(limit)) = (began, ctx.slow_op) {
-            let took = began.elapsed();
+        let took = began.elapsed();
+        counters.latency(took.as_micros() as u64);
+        if let Some(limit) = ctx.slow_op {
             if took > limit {
                 let shown = String::from_utf8_lossy(&frame[..frame.len().min(200)]);
                 log::warn!("slow op: {:.1} ms: {shown}", took.as_secs_f64() * 1000.0);
@@ -310,14 +311,14 @@ pub fn incr(old: &[u8], flags: u8, delta: f64) -> Result<(Vec<u8>, u8, f64), Inc
     Ok((text, 0, value))
 }
 
-/// Writes the `stats` reply: the counters as one JSON object in the envelope.
-pub fn stats(ctx: &Context, out: &mut Vec<u8>) {
+/// Every counter of the server and its store, in `stats` order.
+pub fn snapshot(ctx: &Context) -> crate::stats::Snapshot {
     let store = &*ctx.store;
     let totals = store.totals();
     let counters = store.counters();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let disk = store.disk();
-    let snapshot = ctx.stats.snapshot(&[
+    ctx.stats.snapshot(&[
         ("expired_lazy", load(&counters.expired_lazy)),
         ("expired_sweep", load(&counters.expired_sweep)),
         ("keys", totals.keys),
@@ -329,7 +330,12 @@ pub fn stats(ctx: &Context, out: &mut Vec<u8>) {
         ("reads_disk", load(&counters.reads_disk)),
         ("crc_failures", disk.map_or(0, |d| d.damaged_reads())),
         ("volume_reuses", disk.map_or(0, |d| d.reuses())),
-    ]);
+    ])
+}
+
+/// Writes the `stats` reply: the counters as one JSON object in the envelope.
+pub fn stats(ctx: &Context, out: &mut Vec<u8>) {
+    let snapshot = snapshot(ctx);
     reply::begin_ok(out);
     reply::counters(out, snapshot.fields.iter().copied());
     reply::end(out);
