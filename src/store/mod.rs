@@ -618,7 +618,7 @@ impl Store {
 }
 
 /// Applies one recovered record to the bank table being rebuilt.
-fn replay(table: &mut Table, r: &Recovered, now: u64) {
+fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
     let Ok(bank) = std::str::from_utf8(&r.bank) else {
         log::warn!("skipping a record whose bank name is not UTF-8");
         return;

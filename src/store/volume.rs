@@ -10,6 +10,7 @@
 //! of a volume is the one in its first record; `META.txt` names the current volume, as in CacheFS, but the
 //! generations decide when the two disagree (a crash between the steps of a rotation).
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -118,15 +119,27 @@ pub enum ReadMiss {
 
 /// One record found at start-up, in the order records must be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
+pub struct Recovered<'a> {
     /// Kind, flags, deadline, lifetime.
     pub meta: Meta,
-    /// Bank name.
-    pub bank: Vec<u8>,
+    /// Bank name (borrowed from the index file while it is read: start-up allocates nothing per record).
+    pub bank: Cow<'a, [u8]>,
     /// Key.
-    pub key: Vec<u8>,
+    pub key: Cow<'a, [u8]>,
     /// Where the record is.
     pub location: Location,
+}
+
+impl Recovered<'_> {
+    /// A copy that owns its names.
+    pub fn into_owned(self) -> Recovered<'static> {
+        Recovered {
+            meta: self.meta,
+            bank: Cow::Owned(self.bank.into_owned()),
+            key: Cow::Owned(self.key.into_owned()),
+            location: self.location,
+        }
+    }
 }
 
 /// What start-up found, for the log.
@@ -212,7 +225,7 @@ impl Volumes {
     /// first, so applying them in turn rebuilds the state the store had.
     pub fn open(
         config: &VolumeConfig,
-        mut apply: impl FnMut(&Recovered),
+        mut apply: impl FnMut(&Recovered<'_>),
     ) -> Result<(Volumes, RecoveryReport), VolumeError> {
         if config.volume_count == 0 || config.volume_size < record::HEADER_LEN as u64 {
             return Err(VolumeError::Config(
@@ -237,7 +250,7 @@ impl Volumes {
         // a full tmpfs), a plain read returns zeroes.
         let generations: Vec<u32> = (0..config.volume_count)
             .map(|n| {
-                let indexed = fs::read(index_path(&dir, n)).ok().and_then(|b| index::decode_header(&b));
+                let indexed = read_index_header(&dir, n);
                 let files = vols[n as usize].files();
                 let mut scan = Scanner::new(&files.file, config.volume_size);
                 scan.first_generation().max(indexed.unwrap_or(0))
@@ -618,7 +631,7 @@ fn replay(
     generation: u32,
     file: &File,
     size: u64,
-    apply: &mut impl FnMut(&Recovered),
+    apply: &mut impl FnMut(&Recovered<'_>),
 ) -> Replayed {
     let mut out = Replayed { records: 0, damaged: 0, end: 0, rebuilt: false };
     let mut scan = Scanner::new(file, size);
@@ -646,7 +659,12 @@ fn replay(
                     break;
                 }
                 let location = Location { volume: n, offset: e.offset, len: e.len, generation };
-                apply(&Recovered { meta: e.meta, bank: e.bank.to_vec(), key: e.key.to_vec(), location });
+                apply(&Recovered {
+                    meta: e.meta,
+                    bank: Cow::Borrowed(e.bank),
+                    key: Cow::Borrowed(e.key),
+                    location,
+                });
                 out.records += 1;
                 at += u64::from(e.len);
                 pos += used;
@@ -668,7 +686,9 @@ fn replay(
         let bytes = scan.read(at, len);
         let location = Location { volume: n, offset: at as u32, len: len as u32, generation };
         let recovered = match record::decode(bytes) {
-            Ok(r) => Recovered { meta: r.meta, bank: r.bank.to_vec(), key: r.key.to_vec(), location },
+            Ok(r) => {
+                Recovered { meta: r.meta, bank: r.bank.to_vec().into(), key: r.key.to_vec().into(), location }
+            }
             Err(_) => {
                 let Some((_, _, bank, key)) = record::peek(bytes) else { break };
                 let (bank, key) = (bank.to_vec(), key.to_vec());
@@ -694,7 +714,7 @@ fn replay(
                     lifetime: 0,
                     seq: 0,
                 };
-                Recovered { meta, bank, key, location }
+                Recovered { meta, bank: bank.into(), key: key.into(), location }
             }
         };
         apply(&recovered);
@@ -776,6 +796,14 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The generation an index file's header names, reading only the header.
+fn read_index_header(dir: &Path, n: u32) -> Option<u32> {
+    let mut header = [0; index::HEADER_LEN];
+    let mut file = File::open(index_path(dir, n)).ok()?;
+    io::Read::read_exact(&mut file, &mut header).ok()?;
+    index::decode_header(&header)
+}
+
 fn best_effort_rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8]) {
     if let Err(e) = rewrite_index(dir, n, generation, entries) {
         log::warn!("cannot rewrite index/{n} ({e}); the next start-up will scan data/{n} again");
@@ -829,9 +857,9 @@ mod tests {
         VolumeConfig { dir: dir.to_owned(), volume_size: size, volume_count: count, fsync: Fsync::Never }
     }
 
-    fn open(cfg: &VolumeConfig) -> (Volumes, Vec<Recovered>, RecoveryReport) {
+    fn open(cfg: &VolumeConfig) -> (Volumes, Vec<Recovered<'static>>, RecoveryReport) {
         let mut seen = Vec::new();
-        let (v, report) = Volumes::open(cfg, |r| seen.push(r.clone())).unwrap();
+        let (v, report) = Volumes::open(cfg, |r| seen.push(r.clone().into_owned())).unwrap();
         (v, seen, report)
     }
 
@@ -870,7 +898,7 @@ mod tests {
         v.append(PUT, b"b", b"j", b"2").unwrap(); // indexed only in the buffer: found by the scan
         drop(v);
         let (v, seen, report) = open(&cfg);
-        let kinds: Vec<(Kind, &[u8])> = seen.iter().map(|r| (r.meta.kind, r.key.as_slice())).collect();
+        let kinds: Vec<(Kind, &[u8])> = seen.iter().map(|r| (r.meta.kind, r.key.as_ref())).collect();
         assert_eq!(kinds, [(Kind::Put, &b"k"[..]), (Kind::Delete, b"k"), (Kind::Put, b"j")]);
         assert_eq!(report.records, 3);
         assert_eq!(report.torn_tail_bytes, 0);
@@ -898,7 +926,7 @@ mod tests {
         assert_eq!(v.reuses(), 1, "the first move into the never-used volume 1 is not a reuse");
         drop(v);
         let (v, seen, _) = open(&cfg);
-        let keys: Vec<String> = seen.iter().map(|r| String::from_utf8(r.key.clone()).unwrap()).collect();
+        let keys: Vec<String> = seen.iter().map(|r| String::from_utf8(r.key.to_vec()).unwrap()).collect();
         assert_eq!(keys, ["k2", "k3", "k4", "k5"], "oldest first, recycled records gone");
         assert_eq!(value(&v, seen[3].location, "k5").unwrap(), big);
         assert_eq!(fs::read_to_string(dir.path().join("META.txt")).unwrap(), "0");
@@ -920,7 +948,7 @@ mod tests {
         }
         drop(v);
         let (v, seen, _) = open(&cfg);
-        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_slice()).collect();
+        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_ref()).collect();
         assert_eq!(keys, [&b"k2"[..], b"k3"]);
         assert_eq!(v.write_position(), (0, 0));
     }
@@ -961,7 +989,7 @@ mod tests {
         assert_eq!(v.append(PUT, b"b", b"c", b"3").unwrap().offset, b.offset);
         drop(v);
         let (_, seen, report) = open(&cfg);
-        assert_eq!(seen.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), [&b"a"[..], b"c"]);
+        assert_eq!(seen.iter().map(|r| r.key.as_ref()).collect::<Vec<_>>(), [&b"a"[..], b"c"]);
         assert_eq!(report.torn_tail_bytes, 0);
     }
 
@@ -1000,7 +1028,7 @@ mod tests {
         // k0, k1 in volume 0; k2, k3 in volume 1 (current). Lose volume 0's data.
         fs::remove_file(dir.path().join("data/0")).unwrap();
         let (v, seen, _) = open(&cfg);
-        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_slice()).collect();
+        let keys: Vec<&[u8]> = seen.iter().map(|r| r.key.as_ref()).collect();
         assert_eq!(keys, [&b"k2"[..], b"k3"]);
         assert_eq!(v.damaged_reads(), 0);
     }
@@ -1021,7 +1049,7 @@ mod tests {
         assert_eq!(value(&v, b, "b").unwrap(), b"2");
         drop(v);
         let (_, seen, _) = open(&config(dir.path(), 1 << 16, 2));
-        assert_eq!(seen.iter().map(|r| r.key.as_slice()).collect::<Vec<_>>(), [&b"b"[..]]);
+        assert_eq!(seen.iter().map(|r| r.key.as_ref()).collect::<Vec<_>>(), [&b"b"[..]]);
     }
 
     #[test]
@@ -1043,7 +1071,7 @@ mod tests {
         let at = v.append(PUT, b"b", key.as_bytes(), b"v").unwrap();
         drop(v);
         let (v, seen, _) = open(&cfg);
-        assert_eq!(seen[0].key, key.as_bytes());
+        assert_eq!(seen[0].key.as_ref(), key.as_bytes());
         assert_eq!(value(&v, at, key).unwrap(), b"v");
     }
 }
