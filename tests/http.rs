@@ -1,0 +1,1182 @@
+//! Black-box tests of the HTTP/1.1 front (the second listener): CacheFS's file API on `/<key>`, the
+//! original CacheServer's REST API on `/bank/…`, `/banks` and `/api/…`, `/stats`, the one value model
+//! shared with the JSON port, and the HTTP framing itself (keep-alive, pipelining, chunked bodies,
+//! `Expect: 100-continue`, limits, closes, the idle timeout). Everything goes over raw TCP with the
+//! small helpers below, except one test that drives the real `curl`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+
+// ---------------------------------------------------------------------------
+// Raw HTTP helpers.
+// ---------------------------------------------------------------------------
+
+/// One HTTP response as read off the wire.
+#[derive(Debug)]
+struct Response {
+    /// The status line without its CRLF, e.g. `HTTP/1.1 200 OK`.
+    status: String,
+    /// Headers with lower-cased names (a repeated header's values joined with `, `).
+    headers: BTreeMap<String, String>,
+    /// Every header line in order, names as sent (to check for duplicates).
+    raw_headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The header names present, lower-case, sorted.
+    fn header_names(&self) -> Vec<&str> {
+        self.headers.keys().map(String::as_str).collect()
+    }
+
+    fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the status line and the exact body.
+    #[track_caller]
+    fn expect(&self, status: &str, body: &[u8]) {
+        assert_eq!(self.status, status, "status line; response {}", self.show());
+        assert_eq!(
+            self.body,
+            body,
+            "body: got {:?}, expected {:?}; response {}",
+            self.body_text(),
+            String::from_utf8_lossy(body),
+            self.show()
+        );
+    }
+
+    /// Asserts a header's exact value (`None`: the header is absent).
+    #[track_caller]
+    fn expect_header(&self, name: &str, value: Option<&str>) {
+        assert_eq!(self.header(name), value, "header {name}; response {}", self.show());
+    }
+
+    /// Asserts a REST reply: status, `Content-Type: application/json` and the exact envelope.
+    #[track_caller]
+    fn expect_json(&self, status: &str, envelope: &str) {
+        self.expect(status, envelope.as_bytes());
+        self.expect_header("content-type", Some("application/json"));
+    }
+
+    /// A short printable summary for assertion messages.
+    fn show(&self) -> String {
+        let body = if self.body.len() > 200 {
+            format!("{:?}… ({} bytes)", String::from_utf8_lossy(&self.body[..200]), self.body.len())
+        } else {
+            format!("{:?}", self.body_text())
+        };
+        format!("{{{:?} {:?} body {body}}}", self.status, self.raw_headers)
+    }
+}
+
+/// A raw HTTP client connection.
+struct Http {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Http {
+    fn connect(addr: SocketAddr) -> Http {
+        let stream = TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("cannot connect to the HTTP port at {addr}: {e}"));
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let writer = stream.try_clone().unwrap();
+        Http { reader: BufReader::new(stream), writer }
+    }
+
+    /// Writes `bytes` exactly as given.
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap_or_else(|e| panic!("write of {} bytes failed: {e}", bytes.len()));
+    }
+
+    /// Reads one CRLF-terminated line (returned without the CRLF).
+    #[track_caller]
+    fn read_crlf_line(&mut self, what: &str) -> String {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => panic!("connection closed while reading the {what}"),
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no {what} within {READ_TIMEOUT:?} ({e}); partial: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+        assert!(buf.ends_with(b"\r\n"), "{what} does not end in CRLF: {:?}", String::from_utf8_lossy(&buf));
+        buf.truncate(buf.len() - 2);
+        String::from_utf8(buf).unwrap_or_else(|e| panic!("{what} is not UTF-8: {:?}", e.as_bytes()))
+    }
+
+    /// Reads a status line and headers.
+    #[track_caller]
+    fn read_head(&mut self) -> Response {
+        let status = self.read_crlf_line("status line");
+        let mut headers = BTreeMap::new();
+        let mut raw_headers = Vec::new();
+        loop {
+            let line = self.read_crlf_line("header line");
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("malformed header line {line:?} after {status:?}"));
+            let value = value.trim().to_string();
+            raw_headers.push((name.to_string(), value.clone()));
+            headers
+                .entry(name.to_ascii_lowercase())
+                .and_modify(|v: &mut String| {
+                    v.push_str(", ");
+                    v.push_str(&value)
+                })
+                .or_insert(value);
+        }
+        Response { status, headers, raw_headers, body: Vec::new() }
+    }
+
+    /// Reads one complete response, its body by `Content-Length` (none if `head_only`, for HEAD). An
+    /// interim `100 Continue` fails the test (see [`Http::read_response_after_continue`]).
+    #[track_caller]
+    fn read_response_opt(&mut self, head_only: bool) -> Response {
+        let mut r = self.read_head();
+        assert!(!r.status.starts_with("HTTP/1.1 1"), "unexpected interim response {}", r.show());
+        let lengths = r.raw_headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("content-length")).count();
+        assert_eq!(lengths, 1, "a response needs exactly one Content-Length: {}", r.show());
+        let len: usize = r.header("content-length").unwrap().parse().expect("Content-Length is a number");
+        if !head_only {
+            let mut body = vec![0; len];
+            if let Err(e) = self.reader.read_exact(&mut body) {
+                panic!("body of {len} bytes not received ({e}); head {}", r.show());
+            }
+            r.body = body;
+        }
+        r
+    }
+
+    #[track_caller]
+    fn read_response(&mut self) -> Response {
+        self.read_response_opt(false)
+    }
+
+    /// Reads the exact interim response `HTTP/1.1 100 Continue\r\n\r\n`.
+    #[track_caller]
+    fn read_continue(&mut self) {
+        let mut got = vec![0; http_continue().len()];
+        if let Err(e) = self.reader.read_exact(&mut got) {
+            panic!(
+                "no `100 Continue` within {READ_TIMEOUT:?} ({e}); got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(http_continue()));
+    }
+
+    /// Reads a response that may be preceded by one `100 Continue` (whether one came is returned).
+    #[track_caller]
+    fn read_response_after_continue(&mut self) -> (bool, Response) {
+        let head = self.read_head();
+        if head.status == "HTTP/1.1 100 Continue" {
+            assert!(head.headers.is_empty(), "100 Continue with headers: {}", head.show());
+            (true, self.read_response())
+        } else {
+            // Not interim: finish reading it as a final response.
+            let len: usize = head.header("content-length").expect("Content-Length").parse().unwrap();
+            let mut body = vec![0; len];
+            self.reader.read_exact(&mut body).unwrap();
+            (false, Response { body, ..head })
+        }
+    }
+
+    /// Sends one request and reads its response.
+    #[track_caller]
+    fn call(&mut self, method: &str, target: &str, body: &[u8]) -> Response {
+        self.send(&request(method, target, &[], body));
+        self.read_response_opt(method == "HEAD")
+    }
+
+    #[track_caller]
+    fn get(&mut self, target: &str) -> Response {
+        self.call("GET", target, b"")
+    }
+
+    #[track_caller]
+    fn put(&mut self, target: &str, body: &[u8]) -> Response {
+        self.call("PUT", target, body)
+    }
+
+    #[track_caller]
+    fn delete(&mut self, target: &str) -> Response {
+        self.call("DELETE", target, b"")
+    }
+
+    /// Asserts the server closes the connection now: a clean EOF with no further bytes.
+    #[track_caller]
+    fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) if rest.is_empty() => {}
+            Ok(_) => panic!("expected EOF, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
+            Err(e) => {
+                panic!("expected EOF, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
+            }
+        }
+    }
+
+    /// Asserts the server closes the connection: EOF, or a reset (which can follow a close while the
+    /// client was still sending), with no further bytes.
+    #[track_caller]
+    fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) if rest.is_empty() => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && rest.is_empty() => {}
+            Ok(_) => panic!("expected a close, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
+            Err(e) => {
+                panic!("expected a close, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `wait` (the connection is still open and quiet).
+    #[track_caller]
+    fn expect_quiet(&mut self, wait: Duration) {
+        self.reader.get_ref().set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 1];
+        match self.reader.read(&mut b) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Ok(0) => panic!("the server closed a connection that should have stayed open"),
+            Ok(_) => panic!("unexpected byte {:?} from the server", b[0] as char),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        self.reader.get_ref().set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    }
+}
+
+/// The exact interim response to `Expect: 100-continue`.
+fn http_continue() -> &'static [u8] {
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+}
+
+/// An HTTP/1.1 request with `Host`, the extra header lines, and `Content-Length` when there is a body
+/// (or always for PUT/POST).
+fn request(method: &str, target: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if !body.is_empty() || method == "PUT" || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Every byte value, 0 to 255, twice (in two orders).
+fn all_bytes() -> Vec<u8> {
+    let mut v: Vec<u8> = (0..=255u8).collect();
+    v.extend((0..=255u8).rev());
+    v
+}
+
+/// `n` deterministic pseudo-random bytes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The JSON `get` reply of a byte value.
+fn ok_b64(bytes: &[u8]) -> String {
+    format!("{{\"status\": \"ok\", \"data\": \"{}\", \"encoding\": \"base64\"}}\n", b64(bytes))
+}
+
+/// The size of a record on disk: 48-byte header, bank, key, value.
+fn record_size(bank: &str, key: &str, value_len: usize) -> usize {
+    48 + bank.len() + key.len() + value_len
+}
+
+/// Starts a server with a fresh data directory (returned so it outlives the server).
+fn start_with_data_dir(flags: &[&str]) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let mut args = vec!["--data-dir", path.as_str()];
+    args.extend_from_slice(flags);
+    (TestServer::start(&args), dir)
+}
+
+// ---------------------------------------------------------------------------
+// File API.
+// ---------------------------------------------------------------------------
+
+/// Without a data dir: PUT → `200 OK` `ok` with no X-Position; GET → the bytes with `X-Cache: MEMC`,
+/// no X-Position, no Content-Type; HEAD → same Content-Length, no body; DELETE → `ok`; then GET → 404
+/// `<key> does not exist` and DELETE → 404 `key <key> does not exist`. All on one connection.
+#[test]
+fn file_api_memory_only() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+
+    let r = h.get("/foo");
+    r.expect("HTTP/1.1 404 Not Found", b"foo does not exist");
+    r.expect_header("x-cache", None);
+
+    let r = h.put("/foo", b"hello world");
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    assert_eq!(r.header_names(), ["content-length"], "PUT without a data dir: {}", r.show());
+
+    for _ in 0..2 {
+        let r = h.get("/foo");
+        r.expect("HTTP/1.1 200 OK", b"hello world");
+        r.expect_header("x-cache", Some("MEMC"));
+        r.expect_header("x-position", None);
+        r.expect_header("content-type", None);
+    }
+
+    let r = h.call("HEAD", "/foo", b"");
+    r.expect("HTTP/1.1 200 OK", b"");
+    r.expect_header("content-length", Some("11"));
+    r.expect_header("x-cache", Some("MEMC"));
+    let r = h.call("HEAD", "/nope", b"");
+    assert_eq!(r.status, "HTTP/1.1 404 Not Found");
+    r.expect_header("content-length", Some(&"nope does not exist".len().to_string()));
+
+    // The HEADs left no body bytes behind: the next response parses cleanly.
+    h.delete("/foo").expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/foo").expect("HTTP/1.1 404 Not Found", b"foo does not exist");
+    h.delete("/foo").expect("HTTP/1.1 404 Not Found", b"key foo does not exist");
+}
+
+/// With a data dir, PUT answers `X-Position: <volume>,<offset>,<size>` with size = 48 + bank + key +
+/// body: the first record at `0,0,67`, the next right after it; GET from disk repeats it with
+/// `X-Cache: DISK`.
+#[test]
+fn file_api_positions_with_data_dir() {
+    let (s, _dir) = start_with_data_dir(&[]);
+    let mut h = Http::connect(s.http_addr());
+
+    let first = record_size("files", "foo", 11);
+    assert_eq!(first, 67);
+    let r = h.put("/foo", b"hello world");
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    r.expect_header("x-position", Some("0,0,67"));
+
+    let second = record_size("files", "bar", 13);
+    let r = h.put("/bar", b"what the hell");
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    r.expect_header("x-position", Some(&format!("0,{first},{second}")));
+
+    let r = h.get("/foo");
+    r.expect("HTTP/1.1 200 OK", b"hello world");
+    r.expect_header("x-cache", Some("DISK"));
+    r.expect_header("x-position", Some("0,0,67"));
+    let r = h.get("/bar");
+    r.expect("HTTP/1.1 200 OK", b"what the hell");
+    r.expect_header("x-position", Some(&format!("0,{first},{second}")));
+    r.expect_header("x-cache", Some("DISK"));
+
+    let r = h.call("HEAD", "/bar", b"");
+    r.expect("HTTP/1.1 200 OK", b"");
+    r.expect_header("content-length", Some("13"));
+    r.expect_header("x-position", Some(&format!("0,{first},{second}")));
+}
+
+/// With a data dir and the default cache_after_miss_count 3: GETs 1–3 say `X-Cache: DISK`, the 4th
+/// and later `MEMC`; an overwrite makes the next GET `DISK` with the new body and position; a
+/// delete gives 404.
+#[test]
+fn file_api_memory_admission_after_three_disk_reads() {
+    let (s, _dir) = start_with_data_dir(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"v1").expect("HTTP/1.1 200 OK", b"ok");
+    let mut tiers = Vec::new();
+    for _ in 0..5 {
+        let r = h.get("/k");
+        r.expect("HTTP/1.1 200 OK", b"v1");
+        tiers.push(r.header("x-cache").unwrap_or("(none)").to_string());
+        // The position is given whenever there is a disk store, memory hits included.
+        r.expect_header("x-position", Some(&format!("0,0,{}", record_size("files", "k", 2))));
+    }
+    assert_eq!(tiers, ["DISK", "DISK", "DISK", "MEMC", "MEMC"]);
+
+    let r = h.put("/k", b"version two");
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    let at = record_size("files", "k", 2);
+    let new_position = format!("0,{at},{}", record_size("files", "k", 11));
+    r.expect_header("x-position", Some(&new_position));
+    let r = h.get("/k");
+    r.expect("HTTP/1.1 200 OK", b"version two");
+    r.expect_header("x-cache", Some("DISK"));
+    r.expect_header("x-position", Some(&new_position));
+
+    h.delete("/k").expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
+}
+
+/// `--cache-after-miss-count 1`: the first GET comes from disk, the second from memory.
+#[test]
+fn file_api_cache_after_miss_count_flag() {
+    let (s, _dir) = start_with_data_dir(&["--cache-after-miss-count", "1"]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"abc").expect("HTTP/1.1 200 OK", b"ok");
+    let tiers: Vec<String> = (0..3)
+        .map(|_| {
+            let r = h.get("/k");
+            r.expect("HTTP/1.1 200 OK", b"abc");
+            r.header("x-cache").unwrap_or("(none)").to_string()
+        })
+        .collect();
+    assert_eq!(tiers, ["DISK", "MEMC", "MEMC"]);
+}
+
+/// The key is the path after the first `/`, percent-decoded, slashes allowed, the query string
+/// ignored; the same key is seen by the JSON port in bank `files`.
+#[test]
+fn file_api_keys_decode_and_ignore_the_query() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+
+    h.put("/a/b/c?ignored=1", b"nested").expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/a%2Fb%2Fc").expect("HTTP/1.1 200 OK", b"nested");
+    h.get("/a/b/c?x=y&z").expect("HTTP/1.1 200 OK", b"nested");
+    c.check(&get("files", "a/b/c"), &ok_b64(b"nested"));
+    c.check(&get("files", "a/b/c?ignored=1"), &no_key("a/b/c?ignored=1"));
+
+    h.put("/sp%20ace", b"spaced").expect("HTTP/1.1 200 OK", b"ok");
+    c.check(&get("files", "sp ace"), &ok_b64(b"spaced"));
+    h.put("/caf%C3%A9", b"utf8").expect("HTTP/1.1 200 OK", b"ok");
+    c.check(&get("files", "café"), &ok_b64(b"utf8"));
+    h.get("/caf%c3%a9").expect("HTTP/1.1 200 OK", b"utf8");
+
+    // Missing-key texts show the decoded key.
+    h.get("/no%20such").expect("HTTP/1.1 404 Not Found", b"no such does not exist");
+    h.delete("/no%20such").expect("HTTP/1.1 404 Not Found", b"key no such does not exist");
+}
+
+/// A PUT with an empty body (Content-Length 0, or none at all) → `400 Bad Request` with an empty
+/// body, and nothing is stored; the empty key (`/`) is a 400 with an empty body too (seed B.3); the
+/// connection stays usable.
+#[test]
+fn file_api_empty_put_is_400() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"").expect("HTTP/1.1 400 Bad Request", b"");
+    h.send(b"PUT /k HTTP/1.1\r\nHost: test\r\n\r\n");
+    h.read_response().expect("HTTP/1.1 400 Bad Request", b"");
+    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
+    h.get("/").expect("HTTP/1.1 400 Bad Request", b"");
+    h.put("/", b"v").expect("HTTP/1.1 400 Bad Request", b"");
+    h.get("/?q=1").expect("HTTP/1.1 400 Bad Request", b"");
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+}
+
+/// Methods other than GET, HEAD, PUT, DELETE on a file key → `405 Method Not Allowed` with
+/// `Allow: GET, HEAD, PUT, DELETE`, and the connection stays open.
+#[test]
+fn file_api_other_methods_are_405() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+    for method in ["POST", "PATCH", "OPTIONS", "PROPFIND"] {
+        let r = h.call(method, "/k", b"x");
+        assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{method}: {}", r.show());
+        r.expect_header("allow", Some("GET, HEAD, PUT, DELETE"));
+    }
+    h.get("/k").expect("HTTP/1.1 200 OK", b"v");
+}
+
+/// A key longer than max_key_bytes (counted in decoded bytes) → `414 URI Too Long`, for PUT and GET;
+/// a key of exactly the limit works.
+#[test]
+fn file_api_key_too_long_is_414() {
+    let s = TestServer::start(&["--max-key-bytes", "16"]);
+    let mut h = Http::connect(s.http_addr());
+    let max = "k".repeat(16);
+    h.put(&format!("/{max}"), b"v").expect("HTTP/1.1 200 OK", b"ok");
+    h.get(&format!("/{max}")).expect("HTTP/1.1 200 OK", b"v");
+    // 16 decoded bytes written as 48 characters.
+    h.get(&format!("/{}", "%6B".repeat(16))).expect("HTTP/1.1 200 OK", b"v");
+
+    let long = "k".repeat(17);
+    for method in ["PUT", "GET", "DELETE"] {
+        let r = h.call(method, &format!("/{long}"), if method == "PUT" { b"v" } else { b"" });
+        assert_eq!(r.status, "HTTP/1.1 414 URI Too Long", "{method}: {}", r.show());
+    }
+    // Still usable afterwards.
+    h.get(&format!("/{max}")).expect("HTTP/1.1 200 OK", b"v");
+}
+
+/// `--http-bank web` makes the file API store into bank `web` (not `files`).
+#[test]
+fn file_api_http_bank_flag() {
+    let s = TestServer::start(&["--http-bank", "web"]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    h.put("/k", b"bytes").expect("HTTP/1.1 200 OK", b"ok");
+    c.check(&get("web", "k"), &ok_b64(b"bytes"));
+    c.check(&get("files", "k"), &no_key("k"));
+    c.check(BANK_LIST, &ok(&names(&["web"])));
+    c.check(&put("web", "j", "[1, 2]"), OK_EMPTY);
+    h.get("/j").expect("HTTP/1.1 200 OK", b"[1, 2]");
+}
+
+// ---------------------------------------------------------------------------
+// One value model across the ports.
+// ---------------------------------------------------------------------------
+
+/// A value put as JSON on the JSON port is served by HTTP GET as its JSON text, exactly as sent, with
+/// `Content-Type: application/json`.
+#[test]
+fn json_values_are_served_as_json_text() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    for (key, value) in
+        [("obj", r#"{"a": [1, 2.50, "x"]}"#), ("str", r#""hi""#), ("num", "42"), ("null", "null")]
+    {
+        c.check(&put("files", key, value), OK_EMPTY);
+        let r = h.get(&format!("/{key}"));
+        r.expect("HTTP/1.1 200 OK", value.as_bytes());
+        r.expect_header("content-type", Some("application/json"));
+        r.expect_header("x-cache", Some("MEMC"));
+    }
+}
+
+/// A value PUT over HTTP (bytes: every byte value) is answered by the JSON `get` base64-encoded with
+/// `"encoding": "base64"`; a JSON `put` with `"encoding": "base64"` is served by HTTP GET as the raw
+/// bytes, without Content-Type. Both with a data dir (so the byte flag goes through the disk too).
+#[test]
+fn binary_values_round_trip_between_the_ports() {
+    let (s, _dir) = start_with_data_dir(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    let bytes = all_bytes();
+
+    h.put("/bin", &bytes).expect("HTTP/1.1 200 OK", b"ok");
+    c.check(&get("files", "bin"), &ok_b64(&bytes));
+    let r = h.get("/bin");
+    r.expect("HTTP/1.1 200 OK", &bytes);
+    r.expect_header("content-type", None);
+
+    let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+    let req = format!(
+        r#"{{"op":"put","bank":"files","key":"b64","value":"{}","encoding":"base64"}}"#,
+        b64(&reversed)
+    );
+    c.check(&req, OK_EMPTY);
+    for _ in 0..4 {
+        // DISK three times, then MEMC: the same bytes either way.
+        let r = h.get("/b64");
+        r.expect("HTTP/1.1 200 OK", &reversed);
+        r.expect_header("content-type", None);
+    }
+    c.check(&get("files", "b64"), &ok_b64(&reversed));
+}
+
+// ---------------------------------------------------------------------------
+// REST API.
+// ---------------------------------------------------------------------------
+
+/// `GET/POST/DELETE /bank/<b>/entry/<k>`, with and without the `/api` prefix: a missing key → 404 with
+/// the `Key <k> doesn't exist` envelope; POST stores the body as a JSON string; replies are the JSON
+/// envelope with `Content-Type: application/json`.
+#[test]
+fn rest_entry_get_post_delete() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    for (prefix, bank) in [("", "b1"), ("/api", "b2")] {
+        let entry = format!("{prefix}/bank/{bank}/entry/key1");
+        h.get(&entry).expect_json("HTTP/1.1 404 Not Found", &no_key("key1"));
+        h.call("POST", &entry, b"value 1").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+        h.get(&entry).expect_json("HTTP/1.1 200 OK", &ok("\"value 1\""));
+        c.check(&get(bank, "key1"), &ok("\"value 1\""));
+        // Quotes and non-ASCII in the body are stored as a proper JSON string.
+        h.call("POST", &entry, "say \"hé\"\n".as_bytes()).expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+        let r = h.get(&entry);
+        assert_eq!(r.status, "HTTP/1.1 200 OK");
+        let v: Value = serde_json::from_slice(&r.body).expect("the envelope is JSON");
+        assert_eq!(v["data"], Value::String("say \"hé\"\n".into()), "{}", r.show());
+        h.delete(&entry).expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+        h.get(&entry).expect_json("HTTP/1.1 404 Not Found", &no_key("key1"));
+        h.delete(&entry).expect_json("HTTP/1.1 404 Not Found", &no_key("key1"));
+    }
+    // A value put on the JSON port is visible over REST unchanged.
+    c.check(&put("b1", "n", "[1, 2]"), OK_EMPTY);
+    h.get("/bank/b1/entry/n").expect_json("HTTP/1.1 200 OK", &ok("[1, 2]"));
+}
+
+/// `POST …?lifetime=SECONDS` sets a lifetime (the entry goes away); a non-number lifetime → 400.
+#[test]
+fn rest_post_lifetime() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.call("POST", "/bank/b/entry/t?lifetime=0.3", b"short").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.call("POST", "/api/bank/b/entry/f?lifetime=0", b"forever").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.get("/bank/b/entry/t").expect_json("HTTP/1.1 200 OK", &ok("\"short\""));
+    let gone =
+        eventually(Duration::from_secs(3), || h.get("/bank/b/entry/t").status == "HTTP/1.1 404 Not Found");
+    assert!(gone, "an entry posted with lifetime=0.3 still exists after 3 s");
+    h.get("/bank/b/entry/f").expect_json("HTTP/1.1 200 OK", &ok("\"forever\""));
+    let r = h.call("POST", "/bank/b/entry/x?lifetime=soon", b"v");
+    assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "{}", r.show());
+    h.get("/bank/b/entry/x").expect_json("HTTP/1.1 404 Not Found", &no_key("x"));
+}
+
+/// `PUT /bank/<b>/entry/<k>` with `operation=` or `op=`: touch → `{}`; incr by 2 after a JSON put of 1
+/// → `3.0`; a non-number delta → 400 with the envelope; a missing key → 404; a missing or unknown
+/// operation, or incr without a value → 400.
+#[test]
+fn rest_touch_and_incr() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    c.check(&put("b", "n", "1"), OK_EMPTY);
+
+    h.call("PUT", "/bank/b/entry/n?operation=incr&value=2", b"").expect_json("HTTP/1.1 200 OK", &ok("3.0"));
+    h.call("PUT", "/api/bank/b/entry/n?op=incr&value=-0.5", b"").expect_json("HTTP/1.1 200 OK", &ok("2.5"));
+    h.call("PUT", "/bank/b/entry/n?op=incr&value=a", b"")
+        .expect_json("HTTP/1.1 400 Bad Request", &err("The value must be an integer or a float"));
+    c.check(&get("b", "n"), &ok("2.5"));
+
+    h.call("PUT", "/bank/b/entry/n?operation=touch", b"").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.call("PUT", "/api/bank/b/entry/n?op=touch", b"").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.call("PUT", "/bank/b/entry/missing?op=touch", b"")
+        .expect_json("HTTP/1.1 404 Not Found", &no_key("missing"));
+    h.call("PUT", "/bank/b/entry/missing?op=incr&value=1", b"")
+        .expect_json("HTTP/1.1 404 Not Found", &no_key("missing"));
+
+    // A REST-posted numeric string counts too.
+    h.call("POST", "/bank/b/entry/s", b"10").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.call("PUT", "/bank/b/entry/s?operation=incr&value=1", b"").expect_json("HTTP/1.1 200 OK", &ok("11.0"));
+    h.call("POST", "/bank/b/entry/w", b"word").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.call("PUT", "/bank/b/entry/w?operation=incr&value=1", b"")
+        .expect_json("HTTP/1.1 400 Bad Request", &err("The value for key w isn't a number"));
+
+    for target in [
+        "/bank/b/entry/n",
+        "/bank/b/entry/n?operation=frob",
+        "/bank/b/entry/n?op=reset",
+        "/bank/b/entry/n?operation=incr",
+    ] {
+        let r = h.call("PUT", target, b"");
+        assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "PUT {target}: {}", r.show());
+    }
+    c.check(&get("b", "n"), &ok("2.5"));
+}
+
+/// `GET /bank/<b>/entries` (insertion order; an unknown bank → 200 with `[]`), `GET /banks`,
+/// `PUT /bank/<b>?operation=reset` (and `op=reset`; no operation → 400), with and without `/api`.
+#[test]
+fn rest_banks_entries_and_reset() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.get("/bank/nobody/entries").expect_json("HTTP/1.1 200 OK", &ok("[]"));
+    h.get("/api/banks").expect_json("HTTP/1.1 200 OK", &ok("[]"));
+
+    for key in ["z", "a", "m"] {
+        h.call("POST", &format!("/bank/one/entry/{key}"), b"v").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    }
+    h.call("POST", "/api/bank/two/entry/x", b"v").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.get("/bank/one/entries").expect_json("HTTP/1.1 200 OK", &ok(&names(&["z", "a", "m"])));
+    h.get("/api/bank/two/entries").expect_json("HTTP/1.1 200 OK", &ok(&names(&["x"])));
+    h.get("/banks").expect_json("HTTP/1.1 200 OK", &ok(&names(&["one", "two"])));
+
+    let r = h.call("PUT", "/bank/one", b"");
+    assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "{}", r.show());
+    h.call("PUT", "/bank/one?operation=reset", b"").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.get("/bank/one/entries").expect_json("HTTP/1.1 200 OK", &ok("[]"));
+    h.call("PUT", "/api/bank/two?op=reset", b"").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.get("/api/bank/two/entries").expect_json("HTTP/1.1 200 OK", &ok("[]"));
+}
+
+/// `GET /api/` → 200 `Cache system API`; an unknown REST-like path → 404; a wrong method on a REST
+/// path → 405 (the connection stays open through all of it).
+#[test]
+fn rest_root_unknown_paths_and_wrong_methods() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.get("/api/").expect("HTTP/1.1 200 OK", b"Cache system API");
+    for target in ["/bank/x/nope", "/api/bank/x/nope", "/bank/x/entry/k/extra", "/api/nothing"] {
+        let r = h.get(target);
+        assert_eq!(r.status, "HTTP/1.1 404 Not Found", "GET {target}: {}", r.show());
+    }
+    for (method, target) in [
+        ("PATCH", "/bank/x/entry/k"),
+        ("POST", "/banks"),
+        ("DELETE", "/api/bank/x/entries"),
+        ("POST", "/bank/x"),
+    ] {
+        let r = h.call(method, target, b"");
+        assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{method} {target}: {}", r.show());
+    }
+    h.get("/api/").expect("HTTP/1.1 200 OK", b"Cache system API");
+}
+
+/// Percent-encoded bank and key segments are decoded (`%2F` in a key is a slash inside the key).
+#[test]
+fn rest_percent_encoded_segments() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    h.call("POST", "/bank/my%20bank/entry/a%2Fb", b"v").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    c.check(&get("my bank", "a/b"), &ok("\"v\""));
+    h.get("/api/bank/my%20bank/entry/a%2Fb").expect_json("HTTP/1.1 200 OK", &ok("\"v\""));
+    h.get("/bank/my%20bank/entries").expect_json("HTTP/1.1 200 OK", &ok(&names(&["a/b"])));
+    h.get("/bank/my%20bank/entry/caf%C3%A9").expect_json("HTTP/1.1 404 Not Found", &no_key("caf\\u00e9"));
+}
+
+/// `GET /stats` → 200 with the same envelope as the JSON `stats` op, as JSON.
+#[test]
+fn stats_over_http() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/stats");
+    assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+    r.expect_header("content-type", Some("application/json"));
+    let text = r.body_text();
+    assert!(text.starts_with("{\"status\": \"ok\", \"data\": {"), "{}", r.show());
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+    let over_http = v["data"].as_object().expect("data is an object").clone();
+    let over_json = stats(&mut c);
+    let mut a: Vec<&String> = over_http.keys().collect();
+    let mut b: Vec<&String> = over_json.keys().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the HTTP and JSON stats have different fields");
+    assert_eq!(stat(&over_http, "keys"), 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// HTTP framing.
+// ---------------------------------------------------------------------------
+
+/// Keep-alive: many requests, one after the other, on one connection.
+#[test]
+fn keep_alive_serves_many_requests() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    for i in 0..25 {
+        let key = format!("/k{i}");
+        let body = format!("value {i}");
+        h.put(&key, body.as_bytes()).expect("HTTP/1.1 200 OK", b"ok");
+        let r = h.get(&key);
+        r.expect("HTTP/1.1 200 OK", body.as_bytes());
+        r.expect_header("connection", None);
+    }
+    h.expect_quiet(Duration::from_millis(100));
+}
+
+/// Pipelining: many requests in one write are all answered, in order.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut batch = Vec::new();
+    batch.extend(request("PUT", "/a", &[], b"first"));
+    batch.extend(request("PUT", "/b", &[], b"second"));
+    batch.extend(request("GET", "/a", &[], b""));
+    batch.extend(request("GET", "/b", &[], b""));
+    batch.extend(request("GET", "/missing", &[], b""));
+    batch.extend(request("HEAD", "/a", &[], b""));
+    batch.extend(request("DELETE", "/a", &[], b""));
+    batch.extend(request("GET", "/a", &[], b""));
+    batch.extend(request("GET", "/bank/files/entries", &[], b""));
+    for i in 0..30 {
+        batch.extend(request("GET", "/b", &[&format!("X-Seq: {i}")], b""));
+    }
+    h.send(&batch);
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.read_response().expect("HTTP/1.1 200 OK", b"first");
+    h.read_response().expect("HTTP/1.1 200 OK", b"second");
+    h.read_response().expect("HTTP/1.1 404 Not Found", b"missing does not exist");
+    let r = h.read_response_opt(true);
+    r.expect("HTTP/1.1 200 OK", b"");
+    r.expect_header("content-length", Some("5"));
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.read_response().expect("HTTP/1.1 404 Not Found", b"a does not exist");
+    h.read_response().expect_json("HTTP/1.1 200 OK", &ok(&names(&["b"])));
+    for _ in 0..30 {
+        h.read_response().expect("HTTP/1.1 200 OK", b"second");
+    }
+    h.expect_quiet(Duration::from_millis(100));
+}
+
+/// `Transfer-Encoding: chunked` request bodies: several chunks, a chunk extension and a trailer are
+/// decoded; the body may arrive in pieces; a request pipelined after it is read correctly.
+#[test]
+fn chunked_request_bodies() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut req = b"PUT /chunky HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(b"3\r\nhel\r\n4;name=value\r\nlo w\r\nA\r\norld, and \r\n");
+    req.extend_from_slice(b"5\r\nmore!\r\n0\r\nX-Trailer: yes\r\n\r\n");
+    req.extend(request("GET", "/chunky", &[], b""));
+    h.send(&req);
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.read_response().expect("HTTP/1.1 200 OK", b"hello world, and more!");
+
+    // Binary data in chunks (upper-case hex sizes), sent in small pieces with pauses.
+    let bytes = all_bytes();
+    let mut req = b"PUT /bin HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in bytes.chunks(200) {
+        req.extend_from_slice(format!("{:X}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    for piece in req.chunks(97) {
+        h.send(piece);
+        thread::sleep(Duration::from_millis(5));
+    }
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/bin").expect("HTTP/1.1 200 OK", &bytes);
+
+    // A chunked REST POST.
+    h.send(b"POST /bank/b/entry/k HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n");
+    h.read_response().expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    h.get("/bank/b/entry/k").expect_json("HTTP/1.1 200 OK", &ok("\"abc\""));
+}
+
+/// `Expect: 100-continue`: after the head alone the server sends exactly `HTTP/1.1 100 Continue\r\n\r\n`,
+/// then the body gets its final `200 OK`; and the value is stored.
+#[test]
+fn expect_100_continue() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let body = noise(5000, 7);
+    h.send(
+        format!(
+            "PUT /big HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    h.read_continue();
+    h.send(&body);
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/big").expect("HTTP/1.1 200 OK", &body);
+
+    // Chunked, with Expect too.
+    h.send(b"PUT /c HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n");
+    h.read_continue();
+    h.send(b"4\r\ndata\r\n0\r\n\r\n");
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/c").expect("HTTP/1.1 200 OK", b"data");
+
+    // A client that sends the body along with the head anyway still gets its 200 (a 100 before it
+    // is allowed, not required).
+    let mut req =
+        b"PUT /d HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".to_vec();
+    req.extend_from_slice(b"xyz");
+    h.send(&req);
+    let (_, r) = h.read_response_after_continue();
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/d").expect("HTTP/1.1 200 OK", b"xyz");
+}
+
+/// A body over `--max-value-bytes` → `413 Payload Too Large` with `Connection: close`, then the server
+/// closes; a body of exactly the limit is fine. Also for a chunked body.
+#[test]
+fn body_over_max_value_bytes_is_413_then_close() {
+    let s = TestServer::start(&["--max-value-bytes", "1000"]);
+    let mut h = Http::connect(s.http_addr());
+    let at_limit = noise(1000, 1);
+    h.put("/ok", &at_limit).expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/ok").expect("HTTP/1.1 200 OK", &at_limit);
+
+    h.send(&request("PUT", "/big", &[], &noise(1001, 2)));
+    let r = h.read_response();
+    r.expect("HTTP/1.1 413 Payload Too Large", b"Payload Too Large");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+
+    let mut h = Http::connect(s.http_addr());
+    let mut req = b"PUT /big HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"190\r\n");
+        req.extend_from_slice(&[b'x'; 400]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    h.send(&req);
+    let r = h.read_response();
+    r.expect("HTTP/1.1 413 Payload Too Large", b"Payload Too Large");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+
+    let mut h = Http::connect(s.http_addr());
+    h.get("/big").expect("HTTP/1.1 404 Not Found", b"big does not exist");
+}
+
+/// A malformed request line (or Content-Length) → `400 Bad Request` with `Connection: close`, then the
+/// server closes; requests before it on the same connection are answered first. A transfer coding
+/// other than chunked → `501 Not Implemented`, then close.
+#[test]
+fn malformed_request_is_400_then_close() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.send(b"NOT AN HTTP REQUEST\r\n\r\n");
+    let r = h.read_response();
+    r.expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+
+    let mut h = Http::connect(s.http_addr());
+    let mut batch = request("PUT", "/k", &[], b"v");
+    batch.extend_from_slice(b"GET /k HTTP/1.1 extra junk\r\n\r\nGET /k HTTP/1.1\r\n\r\n");
+    h.send(&batch);
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.read_response();
+    r.expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+
+    // A bad Content-Length too.
+    let mut h = Http::connect(s.http_addr());
+    h.send(b"PUT /k HTTP/1.1\r\nContent-Length: lots\r\n\r\n");
+    h.read_response().expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    h.expect_closed();
+
+    // A transfer coding other than chunked → 501, then close.
+    let mut h = Http::connect(s.http_addr());
+    h.send(b"PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc");
+    let r = h.read_response();
+    r.expect("HTTP/1.1 501 Not Implemented", b"Not Implemented");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+}
+
+/// A head of about 20 KB (one huge header) → `431 Request Header Fields Too Large`, then close.
+#[test]
+fn huge_header_is_431_then_close() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let req = format!("GET /k HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+    h.send(req.as_bytes());
+    let r = h.read_response();
+    r.expect("HTTP/1.1 431 Request Header Fields Too Large", b"Request Header Fields Too Large");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+    // The server lives on.
+    let mut h = Http::connect(s.http_addr());
+    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
+}
+
+/// `Connection: close` on a request → its response carries `Connection: close` and the server closes;
+/// a request pipelined after it is not answered.
+#[test]
+fn connection_close_is_honoured() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+    let mut batch = request("GET", "/k", &["Connection: close"], b"");
+    batch.extend(request("DELETE", "/k", &[], b""));
+    h.send(&batch);
+    let r = h.read_response();
+    r.expect("HTTP/1.1 200 OK", b"v");
+    r.expect_header("connection", Some("close"));
+    h.expect_closed();
+
+    // The DELETE after it never ran.
+    let mut h = Http::connect(s.http_addr());
+    h.get("/k").expect("HTTP/1.1 200 OK", b"v");
+    // `Connection: close` among other tokens, on an error response too.
+    h.send(&request("GET", "/missing", &["Connection: TE, Close"], b""));
+    let r = h.read_response();
+    r.expect("HTTP/1.1 404 Not Found", b"missing does not exist");
+    r.expect_header("connection", Some("close"));
+    h.expect_eof();
+}
+
+/// HTTP/1.0 without `Connection: keep-alive` → the server closes after the response; with
+/// `Connection: keep-alive` the connection stays open.
+#[test]
+fn http_1_0_closes_unless_keep_alive() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+
+    let mut h = Http::connect(s.http_addr());
+    h.send(b"GET /k HTTP/1.0\r\n\r\n");
+    let r = h.read_response();
+    r.expect("HTTP/1.1 200 OK", b"v");
+    r.expect_header("connection", Some("close"));
+    h.expect_eof();
+
+    let mut h = Http::connect(s.http_addr());
+    for _ in 0..3 {
+        h.send(b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = h.read_response();
+        r.expect("HTTP/1.1 200 OK", b"v");
+        r.expect_header("connection", None);
+    }
+    h.expect_quiet(Duration::from_millis(100));
+}
+
+/// `--http-idle-timeout 0.5`: an idle connection (one that sent a request, or nothing at all) is
+/// closed soon after half a second, not at once; a busy one is not.
+#[test]
+fn idle_connections_are_closed() {
+    let s = TestServer::start(&["--http-idle-timeout", "0.5"]);
+    let start = Instant::now();
+    let mut used = Http::connect(s.http_addr());
+    let mut silent = Http::connect(s.http_addr());
+    let mut busy = Http::connect(s.http_addr());
+    used.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+    // `busy` keeps sending every 150 ms for 1.2 s: it stays open.
+    for _ in 0..8 {
+        busy.get("/k").expect("HTTP/1.1 200 OK", b"v");
+        thread::sleep(Duration::from_millis(150));
+    }
+    busy.get("/k").expect("HTTP/1.1 200 OK", b"v");
+    used.expect_eof();
+    silent.expect_eof();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "idle connections closed only after {took:?}");
+    // And a fresh one is not closed at once.
+    let mut fresh = Http::connect(s.http_addr());
+    fresh.expect_quiet(Duration::from_millis(300));
+    fresh.get("/k").expect("HTTP/1.1 200 OK", b"v");
+}
+
+/// A 1 MB body round-trips byte-exact through the disk store (and again from memory).
+#[test]
+fn one_megabyte_body_round_trips() {
+    let (s, _dir) = start_with_data_dir(&["--max-value-bytes", "2000000"]);
+    let mut h = Http::connect(s.http_addr());
+    let body = noise(1 << 20, 42);
+    let r = h.put("/mega", &body);
+    r.expect("HTTP/1.1 200 OK", b"ok");
+    r.expect_header("x-position", Some(&format!("0,0,{}", record_size("files", "mega", body.len()))));
+    for expected_tier in ["DISK", "DISK", "DISK", "MEMC"] {
+        let r = h.get("/mega");
+        assert_eq!(r.status, "HTTP/1.1 200 OK");
+        assert_eq!(r.body.len(), body.len());
+        assert!(r.body == body, "the 1 MB body came back different");
+        r.expect_header("x-cache", Some(expected_tier));
+    }
+    // The same in chunks.
+    let mut req = b"PUT /mega2 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(65536) {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    h.send(&req);
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/mega2");
+    assert!(r.body == body, "the chunked 1 MB body came back different");
+}
+
+/// The real `curl`: PUT of a 300 KB file with `--data-binary @file` (curl sends
+/// `Expect: 100-continue`), GET (same bytes), DELETE, then GET → 404.
+#[test]
+fn curl_put_get_delete() {
+    let version = Command::new("curl").arg("--version").output();
+    match version {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("`curl --version` failed ({}); this test needs curl installed", out.status),
+        Err(e) => panic!("cannot run `curl` ({e}); this test needs the curl binary on PATH"),
+    }
+    let s = TestServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let body = noise(300 * 1024, 3);
+    std::fs::write(&input, &body).unwrap();
+    let url = format!("http://{}/dir/file.bin", s.http_addr());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-v"])
+            .args(args)
+            .output()
+            .expect("cannot run curl");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status, stdout, stderr)
+    };
+
+    // curl 7.x adds `Expect: 100-continue` by itself to `--data-binary` bodies only from 1 MiB on (and
+    // always to `-T` uploads), so the header is asked for explicitly here; `-T` below gets curl's own.
+    let data = format!("@{}", input.display());
+    let (status, stdout, stderr) = curl(&[
+        "-X",
+        "PUT",
+        "--data-binary",
+        &data,
+        "-H",
+        "Expect: 100-continue",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ]);
+    assert!(status.success(), "curl PUT failed ({status}): {stderr}");
+    assert_eq!(stdout, "ok\n200", "curl PUT output; stderr: {stderr}");
+    assert!(stderr.contains("> Expect: 100-continue"), "curl did not send Expect: 100-continue:\n{stderr}");
+    assert!(stderr.contains("< HTTP/1.1 100 Continue"), "the server sent no 100 Continue to curl:\n{stderr}");
+
+    let out_path = output.to_str().unwrap();
+    let (status, stdout, stderr) = curl(&["--fail", "-o", out_path, "-w", "%{http_code}", &url]);
+    assert!(status.success(), "curl GET failed ({status}): {stderr}");
+    assert_eq!(stdout, "200");
+    let got = std::fs::read(&output).unwrap();
+    assert_eq!(got.len(), body.len(), "curl GET body length");
+    assert!(got == body, "curl GET returned different bytes");
+    assert!(stderr.contains("< X-Cache: MEMC"), "no X-Cache header seen by curl:\n{stderr}");
+
+    // An upload with `-T` (curl's own Expect) overwrites it with the same bytes reversed.
+    let reversed: Vec<u8> = body.iter().rev().copied().collect();
+    std::fs::write(&input, &reversed).unwrap();
+    let (status, stdout, stderr) = curl(&["-T", input.to_str().unwrap(), "-w", "\n%{http_code}", &url]);
+    assert!(status.success(), "curl -T failed ({status}): {stderr}");
+    assert_eq!(stdout, "ok\n200", "curl -T output; stderr: {stderr}");
+    assert!(
+        stderr.contains("< HTTP/1.1 100 Continue"),
+        "the server sent no 100 Continue to curl -T:\n{stderr}"
+    );
+    let (status, _, stderr) = curl(&["--fail", "-o", out_path, &url]);
+    assert!(status.success(), "curl GET failed ({status}): {stderr}");
+    assert!(std::fs::read(&output).unwrap() == reversed, "curl GET after -T returned different bytes");
+
+    let (status, stdout, stderr) = curl(&["-X", "DELETE", "-w", "\n%{http_code}", &url]);
+    assert!(status.success(), "curl DELETE failed ({status}): {stderr}");
+    assert_eq!(stdout, "ok\n200");
+
+    let (status, stdout, stderr) = curl(&["-w", "\n%{http_code}", &url]);
+    assert!(status.success(), "curl GET of a deleted key failed ({status}): {stderr}");
+    assert_eq!(stdout, "dir/file.bin does not exist\n404");
+}
