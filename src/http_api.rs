@@ -105,26 +105,22 @@ fn file_api(ctx: &Context, counters: &WorkerCounters, head: &Head<'_>, body: &[u
     match head.method {
         "GET" | "HEAD" => {
             counters.op(crate::protocol::OpKind::Get);
-            let mut value = Vec::new();
-            let mut value_flags = 0;
-            let found = store.get(bank, key.as_bytes(), now, false, |v, flags| {
-                value.extend_from_slice(v);
-                value_flags = flags;
+            // The response is written while the value is at hand (in RAM under the bank's lock, or in the
+            // checked copy of its record), so its bytes are copied once, into the output.
+            let found = store.get(bank, key.as_bytes(), now, false, |value, served| {
+                let position = position(served);
+                let tier = if served.tier == Tier::Memory { "MEMC" } else { "DISK" };
+                let mut headers = vec![("X-Cache", tier)];
+                if let Some(p) = &position {
+                    headers.push(("X-Position", p));
+                }
+                if served.flags & FLAG_BYTES == 0 {
+                    headers.push(("Content-Type", "application/json"));
+                }
+                reply.send(200, &headers, value);
             });
             match found {
-                Ok(Lookup::Hit(((), served))) => {
-                    counters.hit();
-                    let position = position(&served);
-                    let tier = if served.tier == Tier::Memory { "MEMC" } else { "DISK" };
-                    let mut headers = vec![("X-Cache", tier)];
-                    if let Some(p) = &position {
-                        headers.push(("X-Position", p));
-                    }
-                    if value_flags & FLAG_BYTES == 0 {
-                        headers.push(("Content-Type", "application/json"));
-                    }
-                    reply.send(200, &headers, &value);
-                }
+                Ok(Lookup::Hit(_)) => counters.hit(),
                 Ok(_) => {
                     counters.miss();
                     reply.send(404, &[], format!("{key} does not exist").as_bytes());

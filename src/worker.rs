@@ -171,16 +171,16 @@ pub fn execute(ctx: &Context, counters: &WorkerCounters, frame: &[u8], out: &mut
         }
         Op::Get { bank, key } | Op::GetTouch { bank, key } => {
             let touch = matches!(op_kind, OpKind::GetTouch);
-            store.get(&bank, key.as_bytes(), now, touch, |value, flags| reply_value(out, value, flags)).map(
-                |found| {
+            store
+                .get(&bank, key.as_bytes(), now, touch, |value, served| reply_value(out, value, served.flags))
+                .map(|found| {
                     if found.hit().is_some() {
                         counters.hit();
                     } else {
                         counters.miss();
                         missing(counters, out, &key);
                     }
-                },
-            )
+                })
         }
         Op::Delete { bank, key } => store.delete(&bank, key.as_bytes(), now).map(|found| match found.hit() {
             Some(()) => reply::ok_raw(out, b"{}"),

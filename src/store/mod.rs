@@ -344,7 +344,7 @@ impl Store {
         key: &[u8],
         now: u64,
         touch: bool,
-        f: impl FnOnce(&[u8], u8) -> R,
+        f: impl FnOnce(&[u8], &Served) -> R,
     ) -> Result<Lookup<(R, Served)>, StoreError> {
         enum Step<R> {
             Done(R, Served),
@@ -358,10 +358,8 @@ impl Store {
             let mut visit = |view: View<'_>| match (view.value, view.location) {
                 (Some(value), location) => {
                     let f = f.take().expect("called once");
-                    Step::Done(
-                        f(value, view.flags),
-                        Served { tier: Tier::Memory, location, flags: view.flags },
-                    )
+                    let served = Served { tier: Tier::Memory, location, flags: view.flags };
+                    Step::Done(f(value, &served), served)
                 }
                 (None, Some(at)) => Step::FromDisk(at, view.flags),
                 (None, None) => Step::Nowhere,
@@ -400,16 +398,18 @@ impl Store {
             Step::Nowhere => Ok(Lookup::Miss),
             Step::FromDisk(at, flags) => {
                 let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
-                match disk.read(at, bank.as_bytes(), key, |r| r.value.to_vec()) {
-                    Ok(value) => {
+                match disk.read_value(at, bank.as_bytes(), key) {
+                    Ok((record, range)) => {
+                        let value = &record[range];
                         self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
-                        let r = (f.take().expect("called once"))(&value, flags);
+                        let served = Served { tier: Tier::Disk, location: Some(at), flags };
+                        let r = (f.take().expect("called once"))(value, &served);
                         // Wraps after 49 days; the window only compares nearby instants.
                         let clock = self.started.elapsed().as_millis() as u32;
                         let (count, window) = (self.admit_after, self.admit_window);
-                        self.with_bank(bank, |m| m.note_disk_read(key, at, &value, clock, count, window));
+                        self.with_bank(bank, |m| m.note_disk_read(key, at, value, clock, count, window));
                         self.evict_if_over();
-                        Ok(Lookup::Hit((r, Served { tier: Tier::Disk, location: Some(at), flags })))
+                        Ok(Lookup::Hit((r, served)))
                     }
                     Err(miss) => {
                         if miss == ReadMiss::Damaged {

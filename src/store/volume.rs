@@ -518,13 +518,25 @@ impl Volumes {
         key: &[u8],
         f: impl FnOnce(&Record<'_>) -> R,
     ) -> Result<R, ReadMiss> {
+        let (copy, _) = self.read_copy(at, bank, key)?;
+        record::decode(&copy).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
+    }
+
+    /// Copies the record at `at` out of its volume's map and checks it (magic, CRC, generation, names):
+    /// the copy, and where the value lies in it.
+    fn read_copy(
+        &self,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
         let vol = self.vols.get(at.volume as usize).ok_or(ReadMiss::Damaged)?;
         if vol.generation.load(Ordering::Acquire) != at.generation {
             return Err(ReadMiss::Recycled);
         }
         let (start, end) = (at.offset as usize, at.offset as usize + at.len as usize);
-        // A file cut short under the server would turn a read of the map past its end into SIGBUS.
         let files = vol.files();
+        // A file cut short under the server would turn a read of the map past its end into SIGBUS.
         let file_len = files.file.metadata().map_or(0, |m| m.len());
         if end as u64 > file_len || end > files.map.len() {
             self.damaged();
@@ -541,17 +553,29 @@ impl Volumes {
         if vol.generation.load(Ordering::Acquire) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        match record::decode(&copy) {
+        let value = match record::decode(&copy) {
             Ok(r)
                 if r.generation == at.generation && r.bank == bank && r.key == key && r.len == copy.len() =>
             {
-                Ok(f(&r))
+                r.len - r.value.len()..r.len
             }
             Ok(_) | Err(_) => {
                 self.damaged();
-                Err(ReadMiss::Damaged)
+                return Err(ReadMiss::Damaged);
             }
-        }
+        };
+        Ok((copy, value))
+    }
+
+    /// Reads the value of the record at `at`, checked as [`Volumes::read`] checks it, without copying it
+    /// twice: the copy of the record is returned with the value's place in it.
+    pub fn read_value(
+        &self,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
+        self.read_copy(at, bank, key)
     }
 
     fn damaged(&self) {
