@@ -15,11 +15,11 @@ dd if=/dev/zero of="$work/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1
 rm -f "$work/dd.bin"
 
 echo '{}' > "$work/config.json"
-target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir "$work/data" --volume-size 1073741824 \
+target/release/bankcache --listen 127.0.0.1:0 --http-listen none --log-level warn --data-dir "$work/data" --volume-size 1073741824 \
   --volume-count 4 "$work/config.json" > "$work/out" 2>"$work/err" &
 pid=$!
 for _ in $(seq 100); do grep -q listening "$work/out" && break; sleep 0.1; done
-port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$work/out")
+port=$(sed -n 's/^bankcache: json listening on .*:\([0-9]*\)$/\1/p' "$work/out")
 run() { # get_ratio [--prefill]
   $B --addr "127.0.0.1:$port" --proto json --connections 20 --pipeline 1 --value-size 204800 --keys 2000 \
     --get-ratio "$1" --duration 10 --warmup 1 "${@:2}" --json 2>/dev/null

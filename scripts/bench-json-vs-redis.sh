@@ -12,13 +12,13 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 
 out=$(mktemp)
-target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir none "$@" >"$out" &
+target/release/bankcache --listen 127.0.0.1:0 --http-listen none --log-level warn --data-dir none "$@" >"$out" &
 server=$!
 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no --daemonize no >/dev/null &
 redis=$!
 trap 'kill $server $redis 2>/dev/null; rm -f "$out"' EXIT
 for _ in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done
-port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
+port=$(sed -n 's/^bankcache: json listening on .*:\([0-9]*\)$/\1/p' "$out")
 sleep 0.5
 
 for pipeline in 1 16; do

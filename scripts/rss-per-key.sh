@@ -35,23 +35,23 @@ echo '{}' > "$work/none.json"
 for n in "${counts[@]}"; do
   # bankcache, memory only
   out=$work/bc.out
-  target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir none --memory-max-bytes 34359738368 \
+  target/release/bankcache --listen 127.0.0.1:0 --http-listen none --log-level warn --data-dir none --memory-max-bytes 34359738368 \
     --max-connections 100000 "$work/none.json" >"$out" 2>/dev/null &
   pid=$!; pids+=("$pid")
-  wait_line "$out"; port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
+  wait_line "$out"; port=$(sed -n 's/^bankcache: json listening on .*:\([0-9]*\)$/\1/p' "$out")
   before=$(rss_kb "$pid"); load json "127.0.0.1:$port" "$n"; report "bankcache (memory)" "$pid" "$before" "$n"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 
   # bankcache with the disk store: values on disk, keys and locations in RAM
   rm -rf "$work/data"
-  target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir "$work/data" --volume-count 4 \
+  target/release/bankcache --listen 127.0.0.1:0 --http-listen none --log-level warn --data-dir "$work/data" --volume-count 4 \
     --fsync never "$work/none.json" >"$out" 2>/dev/null &
   pid=$!; pids+=("$pid")
-  wait_line "$out"; port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out")
+  wait_line "$out"; port=$(sed -n 's/^bankcache: json listening on .*:\([0-9]*\)$/\1/p' "$out")
   before=$(rss_kb "$pid"); load json "127.0.0.1:$port" "$n"; report "bankcache (disk store)" "$pid" "$before" "$n"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   started=$(date +%s.%N)
-  target/release/bankcache --listen 127.0.0.1:0 --log-level warn --data-dir "$work/data" --volume-count 4 \
+  target/release/bankcache --listen 127.0.0.1:0 --http-listen none --log-level warn --data-dir "$work/data" --volume-count 4 \
     --fsync never "$work/none.json" >"$out" 2>/dev/null &
   pid=$!; pids+=("$pid")
   wait_line "$out"
