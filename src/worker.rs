@@ -113,9 +113,19 @@ fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
     if ran.is_err() {
         log::error!("an op panicked; answering its batch of {} requests with errors", job.frames.len());
         job.output.clear();
-        for _ in &job.frames {
-            counters.error();
-            reply::error(&mut job.output, "Internal error");
+        match job.proto {
+            Proto::Json => {
+                for _ in &job.frames {
+                    counters.error();
+                    reply::error(&mut job.output, "Internal error");
+                }
+            }
+            Proto::Http => {
+                counters.error();
+                let body = b"Internal Server Error";
+                crate::http::response(&mut job.output, 500, "Internal Server Error", &[], body, false, true);
+                job.close_after = true;
+            }
         }
     }
 }
