@@ -1,40 +1,130 @@
-//! A small blocking client for bankcache's JSON protocol.
+//! A blocking client for bankcache's JSON protocol: one connection ([`Client`]), pipelines ([`Pipeline`]), a
+//! thread-safe connection pool ([`Pool`]) and a sharded cluster ([`Cluster`]) that routes keys exactly as
+//! nginx's `hash $request_uri consistent` does.
 //!
-//! One [`Client`] owns one TCP connection and sends one op at a time, waiting for its reply line.
-//! Values are any `serde` type; a missing key is `Ok(None)`, not an error.
+//! The protocol is one JSON request per line and one reply line per request,
+//! `{"status": "ok", "data": ...}` or `{"status": "error", "message": "..."}` (see the server's README).
+//!
+//! # Values
+//!
+//! Values are any `serde` type ([`Client::put`], [`Client::get`]) or raw bytes ([`Client::put_bytes`],
+//! [`Client::get_bytes`], sent base64-encoded with `"encoding": "base64"`). The server keeps one model for
+//! both, and so does this client:
+//!
+//! - [`Client::get_bytes`] of a JSON value returns the value's JSON text, byte for byte as it was stored (as
+//!   an HTTP `GET` of it does);
+//! - [`Client::get`] of a byte value parses the bytes as JSON; bytes that are not JSON of the requested type
+//!   are an [`Error::Protocol`].
+//!
+//! A missing key is `Ok(None)` (reads) or `Ok(false)` ([`Client::delete`], [`Client::touch`]), never an
+//! error.
+//!
+//! # Errors and reconnection
+//!
+//! [`Error`] separates connection failures ([`Error::Connect`], [`Error::Io`]: retryable), replies that do not
+//! follow the protocol ([`Error::Protocol`]) and the server's own answers ([`Error::Server`]). A connection
+//! that failed, or whose reply was only partly read, is dropped, and the next call opens a new one; before
+//! each call an idle connection is checked, so a connection the server closed meanwhile (for instance
+//! because it restarted) is replaced before the request is sent rather than failing it.
+//!
+//! # Example
 //!
 //! ```no_run
-//! let mut client = bankcache_client::Client::connect("127.0.0.1:10001")?;
-//! client.put("users", "ann", &serde_json::json!({"age": 41}), Some(60.0))?;
-//! let ann: Option<serde_json::Value> = client.get("users", "ann")?;
-//! assert_eq!(ann.unwrap()["age"], 41);
+//! use bankcache_client::{Client, Pool, Reply};
+//! use serde::{Deserialize, Serialize};
+//! use std::time::Duration;
+//!
+//! #[derive(Serialize, Deserialize, PartialEq, Debug)]
+//! struct User {
+//!     name: String,
+//!     age: u32,
+//! }
+//!
+//! let mut client = Client::builder()
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .read_timeout(Duration::from_secs(5))
+//!     .connect("127.0.0.1:10001")?;
+//! let ann = User { name: "ann".into(), age: 41 };
+//! client.put("users", "ann", &ann, Some(60.0))?;
+//! assert_eq!(client.get::<User>("users", "ann")?, Some(ann));
+//! assert_eq!(client.get::<User>("users", "nobody")?, None);
+//!
+//! client.put_bytes("files", "logo.png", &[0x89, b'P', b'N', b'G'], None)?;
+//! assert_eq!(client.get_bytes("files", "logo.png")?.unwrap(), b"\x89PNG");
+//!
+//! // Many ops, one write, replies in order.
+//! let replies = client.pipeline().put("n", "hits", &1, None).incr("n", "hits", 2.0).get("n", "nope").run()?;
+//! assert_eq!(replies[1], Reply::Value(serde_json::json!(3.0)));
+//! assert_eq!(replies[2], Reply::Missing);
+//!
+//! // From many threads: a pool of up to 8 connections.
+//! let pool = Pool::new("127.0.0.1:10001", 8)?;
+//! let worker = {
+//!     let pool = pool.clone();
+//!     std::thread::spawn(move || pool.get()?.incr("n", "hits", 1.0))
+//! };
+//! worker.join().unwrap()?;
 //! # Ok::<(), bankcache_client::Error>(())
 //! ```
 
 #![deny(missing_docs)]
 
+mod cluster;
+mod pipeline;
+mod pool;
+
+pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use pipeline::{Pipeline, Reply};
+pub use pool::{Pool, PooledClient};
+
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
+use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// What can go wrong talking to a server.
 #[derive(Debug)]
 pub enum Error {
-    /// The connection failed or closed.
+    /// No connection could be opened (or the address did not resolve): the request was not sent.
+    Connect(io::Error),
+    /// The connection failed or closed while a request was under way (a timeout is one). The connection was
+    /// dropped; the next call opens a new one.
     Io(io::Error),
     /// The server's reply was not a reply, or a value did not have the expected type.
     Protocol(String),
-    /// The server answered with an error message.
+    /// The server answered with an error message (exactly as sent).
     Server(String),
+}
+
+impl Error {
+    /// Whether trying again may succeed: connection failures yes; protocol and server errors no (the same
+    /// request would get the same answer).
+    ///
+    /// A retried [`Error::Io`] may run the op twice (the server may have run it before the connection
+    /// failed), which matters for `incr`; [`Error::Connect`] never sent the request.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::Io(_))
+    }
+
+    /// The server's message when this is [`Error::Server`].
+    pub fn server_message(&self) -> Option<&str> {
+        match self {
+            Error::Server(message) => Some(message),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Connect(e) => write!(f, "cannot connect: {e}"),
             Error::Io(e) => write!(f, "connection error: {e}"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
             Error::Server(message) => write!(f, "server error: {message}"),
@@ -45,7 +135,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) => Some(e),
+            Error::Connect(e) | Error::Io(e) => Some(e),
             Error::Protocol(_) | Error::Server(_) => None,
         }
     }
@@ -60,55 +150,372 @@ impl From<io::Error> for Error {
 /// Result of a client call.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Options for new connections; see [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    connect_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    nodelay: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder { connect_timeout: None, read_timeout: None, write_timeout: None, nodelay: true }
+    }
+}
+
+impl ClientBuilder {
+    /// The longest a connection attempt may take (per resolved address); default: the system's.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest a call may wait for (more of) a reply; default: forever. A call that times out fails
+    /// with [`Error::Io`] and its connection is dropped, since the late reply would desynchronise it.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest a write may block; default: forever.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `TCP_NODELAY`; default `true`, since every call is a small write that waits for its reply.
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Resolves `addr` and connects.
+    pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client> {
+        let addrs = resolve(addr)?;
+        let conn = Conn::open(&addrs, &self).map_err(Error::Connect)?;
+        Ok(Client { addrs, options: self, conn: Some(conn), line: Vec::new() })
+    }
+}
+
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(Error::Connect)?.collect();
+    if addrs.is_empty() {
+        return Err(Error::Connect(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )));
+    }
+    Ok(addrs)
+}
+
+/// Request bytes above which a call writes from a second thread while reading replies, so that a big
+/// pipeline cannot deadlock with both directions' socket buffers full.
+const CONCURRENT_WRITE_BYTES: usize = 64 * 1024;
+
+/// One open connection.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addrs: &[SocketAddr], options: &ClientBuilder) -> io::Result<Conn> {
+        let mut last = None;
+        for addr in addrs {
+            let stream = match options.connect_timeout {
+                Some(timeout) => TcpStream::connect_timeout(addr, timeout),
+                None => TcpStream::connect(addr),
+            };
+            match stream {
+                Ok(stream) => {
+                    stream.set_nodelay(options.nodelay)?;
+                    stream.set_read_timeout(options.read_timeout)?;
+                    stream.set_write_timeout(options.write_timeout)?;
+                    let writer = stream.try_clone()?;
+                    return Ok(Conn { reader: BufReader::with_capacity(64 * 1024, stream), writer });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to")))
+    }
+
+    /// Whether an idle connection can take a request: nothing unasked-for is waiting in it, and the server
+    /// has not closed it. Costs three system calls (a non-blocking peek).
+    fn is_usable(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let stream = self.reader.get_ref();
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let peeked = stream.peek(&mut [0u8; 1]);
+        let restored = stream.set_nonblocking(false).is_ok();
+        restored && matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes `payload` (`count` requests) and reads `count` replies.
+    fn exchange(&mut self, payload: &[u8], count: usize, line: &mut Vec<u8>) -> Result<Vec<RawReply>> {
+        if payload.len() <= CONCURRENT_WRITE_BYTES {
+            (&self.writer).write_all(payload)?;
+            return read_replies(&mut self.reader, count, line);
+        }
+        let writer = &self.writer;
+        let reader = &mut self.reader;
+        std::thread::scope(|scope| {
+            let write = scope.spawn(move || {
+                let written = (&*writer).write_all(payload);
+                if written.is_err() {
+                    // Unblock the reader: no more replies are coming.
+                    let _ = writer.shutdown(Shutdown::Both);
+                }
+                written
+            });
+            let replies = read_replies(reader, count, line);
+            if replies.is_err() {
+                let _ = writer.shutdown(Shutdown::Both);
+            }
+            let written =
+                write.join().unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+            match (written, replies) {
+                (Ok(()), replies) => replies,
+                (Err(e), _) => Err(Error::Io(e)),
+            }
+        })
+    }
+}
+
+fn read_replies(
+    reader: &mut BufReader<TcpStream>,
+    count: usize,
+    line: &mut Vec<u8>,
+) -> Result<Vec<RawReply>> {
+    let mut replies = Vec::with_capacity(count);
+    for _ in 0..count {
+        line.clear();
+        reader.read_until(b'\n', line)?;
+        if line.last() != Some(&b'\n') {
+            let why =
+                if line.is_empty() { "the server closed the connection" } else { "a reply was cut short" };
+            return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
+        }
+        replies.push(RawReply::parse(line)?);
+    }
+    Ok(replies)
+}
+
 /// One reply as it appears on the wire.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct Envelope {
     status: String,
     #[serde(default)]
-    data: Value,
+    data: Option<Box<RawValue>>,
     #[serde(default)]
-    message: String,
+    message: Option<String>,
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
-/// A connection to one bankcache server.
+/// A parsed reply line.
+pub(crate) enum RawReply {
+    /// `data` as sent by the server (JSON text), base64 of bytes when `base64`.
+    Ok { data: Box<RawValue>, base64: bool },
+    /// The server's error message.
+    Err(String),
+}
+
+impl RawReply {
+    fn parse(line: &[u8]) -> Result<RawReply> {
+        let bad = |why: String| {
+            Error::Protocol(format!("bad reply {:?}: {why}", String::from_utf8_lossy(line).trim_end()))
+        };
+        let envelope: Envelope = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+        match envelope.status.as_str() {
+            "ok" => {
+                let data = match envelope.data {
+                    Some(data) => data,
+                    None => RawValue::from_string("null".into()).expect("null is JSON"),
+                };
+                let base64 = match envelope.encoding.as_deref() {
+                    None | Some("json") => false,
+                    Some("base64") => true,
+                    Some(other) => return Err(bad(format!("unknown encoding {other:?}"))),
+                };
+                Ok(RawReply::Ok { data, base64 })
+            }
+            "error" => Ok(RawReply::Err(envelope.message.unwrap_or_default())),
+            other => Err(bad(format!("unknown status {other:?}"))),
+        }
+    }
+
+    /// `data` as a value, or the server's error.
+    fn into_data(self) -> Result<(Box<RawValue>, bool)> {
+        match self {
+            RawReply::Ok { data, base64 } => Ok((data, base64)),
+            RawReply::Err(message) => Err(Error::Server(message)),
+        }
+    }
+}
+
+/// Decodes a base64 `data` (a JSON string).
+pub(crate) fn decode_base64(data: &RawValue) -> Result<Vec<u8>> {
+    let text: String = serde_json::from_str(data.get())
+        .map_err(|e| Error::Protocol(format!("a base64 value that is not a string: {e}")))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| Error::Protocol(format!("a value marked base64 that is not base64: {e}")))
+}
+
+/// A JSON `data` (or the bytes of a byte value, parsed as JSON) as a `T`.
+pub(crate) fn decode_typed<T: DeserializeOwned>(data: &RawValue, base64: bool) -> Result<T> {
+    if base64 {
+        let bytes = decode_base64(data)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Protocol(format!(
+                "the value is bytes that are not JSON of the expected type ({e}); use get_bytes"
+            ))
+        })
+    } else {
+        serde_json::from_str(data.get()).map_err(|e| Error::Protocol(format!("unexpected value: {e}")))
+    }
+}
+
+/// The bytes of a `data`: decoded base64, or the JSON text itself.
+pub(crate) fn decode_bytes(data: &RawValue, base64: bool) -> Result<Vec<u8>> {
+    if base64 {
+        decode_base64(data)
+    } else {
+        Ok(data.get().as_bytes().to_vec())
+    }
+}
+
+pub(crate) fn encode_base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Whether `message` is the server's "missing key" error for `key`.
+pub(crate) fn is_missing(message: &str, key: &str) -> bool {
+    message.strip_prefix("Key ").and_then(|m| m.strip_suffix(" doesn't exist")) == Some(key)
+}
+
+pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Protocol(format!("cannot serialize the value: {e}")))
+}
+
+/// The ops of the protocol as JSON objects (shared by [`Client`] and [`Pipeline`]).
+pub(crate) mod ops {
+    use super::*;
+
+    pub fn key_op(op: &str, bank: &str, key: &str) -> Value {
+        json!({"op": op, "bank": bank, "key": key})
+    }
+
+    pub fn put(bank: &str, key: &str, value: Value, lifetime: Option<f64>) -> Value {
+        let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
+        if let Some(lifetime) = lifetime {
+            op["lifetime"] = json!(lifetime);
+        }
+        op
+    }
+
+    pub fn put_bytes(bank: &str, key: &str, bytes: &[u8], lifetime: Option<f64>) -> Value {
+        let mut op = put(bank, key, Value::String(encode_base64(bytes)), lifetime);
+        op["encoding"] = json!("base64");
+        op
+    }
+
+    pub fn incr(bank: &str, key: &str, delta: f64) -> Value {
+        json!({"op": "incr", "bank": bank, "key": key, "value": delta})
+    }
+
+    pub fn bank_op(op: &str, bank: &str) -> Value {
+        json!({"op": op, "bank": bank})
+    }
+
+    pub fn plain(op: &str) -> Value {
+        json!({ "op": op })
+    }
+}
+
+/// A connection to one bankcache server. Not thread-safe by itself (calls take `&mut self`); share a
+/// [`Pool`] between threads instead.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    line: String,
+    addrs: Vec<SocketAddr>,
+    options: ClientBuilder,
+    conn: Option<Conn>,
+    line: Vec<u8>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("addrs", &self.addrs).field("connected", &self.conn.is_some()).finish()
+    }
 }
 
 impl Client {
-    /// Connects to a server, with Nagle's algorithm off since every op is a small write waiting on a reply.
+    /// Connects to a server with the default options (see [`ClientBuilder`]).
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        let writer = stream.try_clone()?;
-        Ok(Client { reader: BufReader::new(stream), writer, line: String::new() })
+        ClientBuilder::default().connect(addr)
     }
 
-    /// Sends one op (a JSON object with an `op` field) and returns the reply's `data`, or the server's
-    /// error message as [`Error::Server`].
+    /// Options for a connection: timeouts and `TCP_NODELAY`.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Whether the client holds an open connection (it reconnects on its next call when not).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The server's address (the first one it resolved to).
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// The open connection, after replacing one that the server closed or that cannot be used.
+    fn conn(&mut self) -> Result<&mut Conn> {
+        if self.conn.as_ref().is_some_and(|conn| !conn.is_usable()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(&self.addrs, &self.options).map_err(Error::Connect)?);
+        }
+        Ok(self.conn.as_mut().expect("just opened"))
+    }
+
+    /// Sends `count` requests (each a line of `payload`) and reads their replies. Any failure drops the
+    /// connection, so it is never left with a reply half-read.
+    pub(crate) fn exchange(&mut self, payload: &[u8], count: usize) -> Result<Vec<RawReply>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut line = std::mem::take(&mut self.line);
+        let result = self.conn().and_then(|conn| conn.exchange(payload, count, &mut line));
+        self.line = line;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    fn call(&mut self, op: &Value) -> Result<RawReply> {
+        let mut payload = serde_json::to_vec(op).map_err(|e| Error::Protocol(e.to_string()))?;
+        payload.push(b'\n');
+        Ok(self.exchange(&payload, 1)?.pop().expect("one reply"))
+    }
+
+    /// Sends one op (a JSON object with an `op` field) and returns the reply's `data` (for a byte value, its
+    /// base64 text), or the server's error message as [`Error::Server`].
     pub fn request(&mut self, op: &Value) -> Result<Value> {
-        let mut bytes = serde_json::to_vec(op).map_err(|e| Error::Protocol(e.to_string()))?;
-        bytes.push(b'\n');
-        self.writer.write_all(&bytes)?;
-        self.line.clear();
-        if self.reader.read_line(&mut self.line)? == 0 {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "server closed the connection",
-            )));
-        }
-        let reply: Envelope = serde_json::from_str(&self.line)
-            .map_err(|e| Error::Protocol(format!("bad reply {:?}: {e}", self.line.trim_end())))?;
-        match reply.status.as_str() {
-            "ok" => Ok(reply.data),
-            "error" => Err(Error::Server(reply.message)),
-            other => Err(Error::Protocol(format!("unknown status {other:?}"))),
-        }
+        let (data, _) = self.call(op)?.into_data()?;
+        serde_json::from_str(data.get()).map_err(|e| Error::Protocol(e.to_string()))
     }
 
-    /// Stores `value` under `key`; `lifetime` in seconds, `None` for no expiry.
+    /// Stores `value` (serialized as JSON) under `key`; `lifetime` in seconds, `None` for no expiry.
     pub fn put<T: Serialize + ?Sized>(
         &mut self,
         bank: &str,
@@ -116,27 +523,33 @@ impl Client {
         value: &T,
         lifetime: Option<f64>,
     ) -> Result<()> {
-        let value = serde_json::to_value(value).map_err(|e| Error::Protocol(e.to_string()))?;
-        let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
-        if let Some(lifetime) = lifetime {
-            op["lifetime"] = json!(lifetime);
-        }
-        self.request(&op).map(drop)
+        let value = to_value(value)?;
+        self.call(&ops::put(bank, key, value, lifetime))?.into_data().map(drop)
     }
 
-    /// Reads a key; `Ok(None)` when it does not exist.
+    /// Stores raw bytes under `key` (sent base64-encoded); `lifetime` in seconds, `None` for no expiry.
+    pub fn put_bytes(&mut self, bank: &str, key: &str, bytes: &[u8], lifetime: Option<f64>) -> Result<()> {
+        self.call(&ops::put_bytes(bank, key, bytes, lifetime))?.into_data().map(drop)
+    }
+
+    /// Reads a key as a `T`; `Ok(None)` when it does not exist. A byte value is parsed as JSON.
     pub fn get<T: DeserializeOwned>(&mut self, bank: &str, key: &str) -> Result<Option<T>> {
-        self.read("get", bank, key)
+        self.read("get", bank, key)?.map(|(data, base64)| decode_typed(&data, base64)).transpose()
+    }
+
+    /// Reads a key as bytes; `Ok(None)` when it does not exist. A JSON value gives its JSON text.
+    pub fn get_bytes(&mut self, bank: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        self.read("get", bank, key)?.map(|(data, base64)| decode_bytes(&data, base64)).transpose()
     }
 
     /// Reads a key and restarts its lifetime; `Ok(None)` when it does not exist.
     pub fn getouch<T: DeserializeOwned>(&mut self, bank: &str, key: &str) -> Result<Option<T>> {
-        self.read("getouch", bank, key)
+        self.read("getouch", bank, key)?.map(|(data, base64)| decode_typed(&data, base64)).transpose()
     }
 
-    fn read<T: DeserializeOwned>(&mut self, op: &str, bank: &str, key: &str) -> Result<Option<T>> {
-        match self.request(&json!({"op": op, "bank": bank, "key": key})) {
-            Ok(data) => serde_json::from_value(data).map(Some).map_err(|e| Error::Protocol(e.to_string())),
+    fn read(&mut self, op: &str, bank: &str, key: &str) -> Result<Option<(Box<RawValue>, bool)>> {
+        match self.call(&ops::key_op(op, bank, key))?.into_data() {
+            Ok(data) => Ok(Some(data)),
             Err(Error::Server(message)) if is_missing(&message, key) => Ok(None),
             Err(e) => Err(e),
         }
@@ -144,59 +557,98 @@ impl Client {
 
     /// Deletes a key; returns whether it existed.
     pub fn delete(&mut self, bank: &str, key: &str) -> Result<bool> {
-        self.existed(json!({"op": "delete", "bank": bank, "key": key}), key)
+        self.existed(ops::key_op("delete", bank, key), key)
     }
 
     /// Restarts a key's lifetime; returns whether it existed.
     pub fn touch(&mut self, bank: &str, key: &str) -> Result<bool> {
-        self.existed(json!({"op": "touch", "bank": bank, "key": key}), key)
+        self.existed(ops::key_op("touch", bank, key), key)
     }
 
     fn existed(&mut self, op: Value, key: &str) -> Result<bool> {
-        match self.request(&op) {
+        match self.call(&op)?.into_data() {
             Ok(_) => Ok(true),
             Err(Error::Server(message)) if is_missing(&message, key) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Adds `delta` to a numeric value and returns the new value.
+    /// Adds `delta` to a numeric value and returns the new value. A missing key is an
+    /// [`Error::Server`] (`Key <key> doesn't exist`): `incr` creates nothing.
     pub fn incr(&mut self, bank: &str, key: &str, delta: f64) -> Result<f64> {
-        let data = self.request(&json!({"op": "incr", "bank": bank, "key": key, "value": delta}))?;
-        data.as_f64().ok_or_else(|| Error::Protocol(format!("incr answered {data}")))
+        let (data, _) = self.call(&ops::incr(bank, key, delta))?.into_data()?;
+        serde_json::from_str(data.get()).map_err(|_| Error::Protocol(format!("incr answered {}", data.get())))
     }
 
-    /// Lists a bank's live keys in insertion order.
+    /// Lists a bank's live keys in insertion order (empty for a bank that does not exist).
     pub fn bank_keys(&mut self, bank: &str) -> Result<Vec<String>> {
-        self.typed(json!({"op": "bank.keys", "bank": bank}))
+        self.typed(&ops::bank_op("bank.keys", bank))
     }
 
     /// Lists the banks in creation order.
     pub fn bank_list(&mut self) -> Result<Vec<String>> {
-        self.typed(json!({"op": "bank.list"}))
+        self.typed(&ops::plain("bank.list"))
     }
 
-    /// Removes every entry of a bank.
+    /// Removes every entry of a bank (the bank stays, empty).
     pub fn bank_reset(&mut self, bank: &str) -> Result<()> {
-        self.request(&json!({"op": "bank.reset", "bank": bank})).map(drop)
+        self.call(&ops::bank_op("bank.reset", bank))?.into_data().map(drop)
     }
 
-    /// Checks the server is alive.
+    /// Checks the server is alive (it answers `"pong"`).
     pub fn ping(&mut self) -> Result<()> {
-        self.request(&json!({"op": "ping"})).map(drop)
+        let pong: String = self.typed(&ops::plain("ping"))?;
+        if pong == "pong" {
+            Ok(())
+        } else {
+            Err(Error::Protocol(format!("ping answered {pong:?}")))
+        }
     }
 
-    /// The server's counters.
+    /// The server's counters (see the README's `stats`).
     pub fn stats(&mut self) -> Result<serde_json::Map<String, Value>> {
-        self.typed(json!({"op": "stats"}))
+        self.typed(&ops::plain("stats"))
     }
 
-    fn typed<T: DeserializeOwned>(&mut self, op: Value) -> Result<T> {
-        let data = self.request(&op)?;
-        serde_json::from_value(data).map_err(|e| Error::Protocol(e.to_string()))
+    fn typed<T: DeserializeOwned>(&mut self, op: &Value) -> Result<T> {
+        let (data, base64) = self.call(op)?.into_data()?;
+        decode_typed(&data, base64)
     }
-}
 
-fn is_missing(message: &str, key: &str) -> bool {
-    message.strip_prefix("Key ").and_then(|m| m.strip_suffix(" doesn't exist")) == Some(key)
+    /// Starts a pipeline: ops queued on it are sent in one write by [`Pipeline::run`], which returns their
+    /// replies in order.
+    pub fn pipeline(&mut self) -> Pipeline<'_> {
+        Pipeline::new(self)
+    }
+
+    /// The original Python client's `entry_set`: [`Client::put`].
+    pub fn entry_set<T: Serialize + ?Sized>(
+        &mut self,
+        bank: &str,
+        key: &str,
+        value: &T,
+        lifetime: Option<f64>,
+    ) -> Result<()> {
+        self.put(bank, key, value, lifetime)
+    }
+
+    /// The original Python client's `entry_get`: [`Client::get`].
+    pub fn entry_get<T: DeserializeOwned>(&mut self, bank: &str, key: &str) -> Result<Option<T>> {
+        self.get(bank, key)
+    }
+
+    /// The original Python client's `entry_delete`: [`Client::delete`].
+    pub fn entry_delete(&mut self, bank: &str, key: &str) -> Result<bool> {
+        self.delete(bank, key)
+    }
+
+    /// The original Python client's `entry_touch`: [`Client::touch`].
+    pub fn entry_touch(&mut self, bank: &str, key: &str) -> Result<bool> {
+        self.touch(bank, key)
+    }
+
+    /// The original Python client's `entry_incr`: [`Client::incr`].
+    pub fn entry_incr(&mut self, bank: &str, key: &str, delta: f64) -> Result<f64> {
+        self.incr(bank, key, delta)
+    }
 }

@@ -1,0 +1,344 @@
+//! `bankcache_client::Cluster`: the consistent-hash ring's distribution and stability, routing and failover
+//! against three in-process servers, and agreement with a real nginx running `docs/nginx.conf`
+//! (`hash $request_uri consistent`). nginx is a dependency of this test: it fails, never skips, when nginx
+//! is missing.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bankcache::{Config, Server};
+use bankcache_client::{Cluster, Node};
+
+/// Runs an in-process server (JSON port, and an HTTP port when asked) until dropped.
+struct InProcess {
+    addr: SocketAddr,
+    http: Option<SocketAddr>,
+    handle: bankcache::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    fn start(listen: &str, http: bool) -> InProcess {
+        let http_listen = http.then(|| "127.0.0.1:0".to_string());
+        let config = Config { listen: listen.into(), http_listen, ..Config::default() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match Server::bind(config.clone()) {
+                Ok(server) => break server,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("bind {listen}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("bind {listen}: {e}"),
+            }
+        };
+        let addr = server.json_addr();
+        let http = server.http_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run().expect("server run"));
+        InProcess { addr, http, handle, thread: Some(thread) }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const NAMES: [&str; 3] = ["127.0.0.1:1234", "127.0.0.1:1235", "127.0.0.1:1236"];
+
+fn owners(cluster: &Cluster, keys: &[String]) -> Vec<String> {
+    keys.iter().map(|k| cluster.node_for("b", k).to_owned()).collect()
+}
+
+/// 30 000 keys spread over three servers as the ring's shares say, and the shares are close to even.
+///
+/// nginx's ring (160 points per server) is not guaranteed to be within 10% of even: with docs/nginx.conf's
+/// names, 127.0.0.1:1236 owns 29.8% of the hash space (10.7% under a third), in nginx as here (the
+/// agreement test below checks the ring is nginx's). So the bound checked for those names is 12%; for the
+/// default JSON ports' names (127.0.0.1:10001-10003) the spread is within 4%, and 10% is checked.
+#[test]
+fn keys_spread_evenly() {
+    for (names, bound) in [(NAMES, 0.12), (["127.0.0.1:10001", "127.0.0.1:10002", "127.0.0.1:10003"], 0.10)] {
+        let cluster = Cluster::new(names).unwrap();
+        assert_eq!(cluster.node_names(), names);
+        let shares: HashMap<&str, f64> = cluster.shares().into_iter().collect();
+        assert!((shares.values().sum::<f64>() - 1.0).abs() < 1e-9, "{shares:?}");
+        for bank in ["b", "files"] {
+            let mut count: HashMap<&str, usize> = HashMap::new();
+            for i in 0..30_000 {
+                *count.entry(cluster.node_for(bank, &format!("key-{i}"))).or_default() += 1;
+            }
+            for name in names {
+                let got = count[name] as f64 / 30_000.0;
+                assert!(
+                    (got - shares[name]).abs() < 0.015,
+                    "bank {bank}: {name} owns {got:.3}, share {shares:?}"
+                );
+                assert!(
+                    (got * 3.0 - 1.0).abs() <= bound,
+                    "bank {bank}: {name} owns {got:.3} of the keys: {count:?}"
+                );
+            }
+        }
+    }
+    let cluster = Cluster::new(NAMES).unwrap();
+    assert_eq!(cluster.routing_key("files", "a/b"), "/a/b");
+    assert_eq!(cluster.routing_key("users", "ann"), "/bank/users/entry/ann");
+    assert_eq!(cluster.node_for("files", "x"), cluster.node_for_http_key("x"));
+    assert_eq!(cluster.node_for_uri("/x"), cluster.node_for_http_key("x"));
+}
+
+/// Removing a server moves only its keys (its share, close to a third); the others stay where they were.
+#[test]
+fn removing_a_server_moves_only_its_keys() {
+    let keys: Vec<String> = (0..30_000).map(|i| format!("key-{i}")).collect();
+    let full = Cluster::new(NAMES).unwrap();
+    let shares: HashMap<&str, f64> = full.shares().into_iter().collect();
+    let three = owners(&full, &keys);
+    for removed in NAMES {
+        let rest: Vec<&str> = NAMES.iter().copied().filter(|n| *n != removed).collect();
+        let two = owners(&Cluster::new(rest).unwrap(), &keys);
+        let mut moved = 0;
+        for (before, after) in three.iter().zip(&two) {
+            if before == removed {
+                moved += 1;
+                assert_ne!(after, removed);
+            } else {
+                assert_eq!(before, after, "a key of a server that stayed moved");
+            }
+        }
+        let share = moved as f64 / keys.len() as f64;
+        assert!((share - shares[removed]).abs() < 0.015, "removing {removed} moved {share:.3}: {shares:?}");
+        assert!((0.28..0.39).contains(&share), "removing {removed} moved {share:.3} of the keys");
+    }
+    // The order the servers are given in does not matter.
+    let reversed: Vec<&str> = NAMES.iter().rev().copied().collect();
+    assert_eq!(owners(&Cluster::new(reversed).unwrap(), &keys), three);
+}
+
+/// A server of weight 2 gets about half the keys of three.
+#[test]
+fn weights() {
+    let cluster = Cluster::weighted([(NAMES[0], 2), (NAMES[1], 1), (NAMES[2], 1)]).unwrap();
+    let n = (0..30_000).filter(|i| cluster.node_for("b", &format!("key-{i}")) == NAMES[0]).count();
+    assert!((13_500..=16_500).contains(&n), "weight 2 of 4 owns {n} of 30000");
+}
+
+/// Against three live servers: each key lives on its ring owner only; fan-out ops see every server; a
+/// stopped server's keys go to the next server on the ring while the others' stay put, and once it is back
+/// (on the same port) and its down time has passed, it owns its keys again.
+#[test]
+fn routing_and_failover_with_live_servers() {
+    let mut servers: Vec<Option<InProcess>> =
+        (0..3).map(|_| Some(InProcess::start("127.0.0.1:0", false))).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().addr.to_string()).collect();
+    let cluster = Cluster::builder()
+        .node(Node::new(addrs[0].clone()))
+        .node(Node::new(addrs[1].clone()))
+        .node(Node::new(addrs[2].clone()))
+        .retry_after(Duration::from_millis(300))
+        .pool_size(2)
+        .client_options(bankcache_client::Client::builder().connect_timeout(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    cluster.ping().unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        cluster.put("users", k, &i, None).unwrap();
+    }
+    cluster.put_bytes("files", "logo", b"\x89PNG", None).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let owner = cluster.node_for("users", k);
+        for name in &addrs {
+            let held = cluster.pool(name).unwrap().get().unwrap().get::<usize>("users", k).unwrap();
+            assert_eq!(held.is_some(), name == owner, "{k} on {name}; owner {owner}");
+        }
+        assert_eq!(cluster.get::<usize>("users", k).unwrap(), Some(i));
+    }
+    assert_eq!(cluster.get_bytes("files", "logo").unwrap().unwrap(), b"\x89PNG");
+    let mut all = cluster.bank_keys("users").unwrap();
+    all.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(all, expected);
+    assert_eq!(cluster.bank_list().unwrap().len(), 2);
+    assert_eq!(cluster.stats().unwrap().len(), 3);
+    assert_eq!(cluster.incr("users", "k1", 1.0).unwrap(), 2.0);
+    assert!(cluster.touch("users", "k1").unwrap());
+    assert_eq!(cluster.getouch::<f64>("users", "k1").unwrap(), Some(2.0));
+    assert!(cluster.delete("users", "k1").unwrap());
+    assert!(!cluster.delete("users", "k1").unwrap());
+
+    // Stop the third server.
+    let stopped = addrs[2].clone();
+    drop(servers[2].take());
+    let mut moved = 0;
+    for (i, k) in keys.iter().enumerate().skip(2) {
+        if cluster.node_for("users", k) == stopped {
+            moved += 1;
+            // A miss on the next server of the ring, which takes the key's writes.
+            assert_eq!(cluster.get::<usize>("users", k).unwrap(), None, "{k}");
+            cluster.put("users", k, &(i + 1000), None).unwrap();
+            assert_eq!(cluster.get::<usize>("users", k).unwrap(), Some(i + 1000));
+        } else {
+            assert_eq!(cluster.get::<usize>("users", k).unwrap(), Some(i), "{k} did not move");
+        }
+    }
+    assert!(moved > 50, "{moved}");
+    // Fan-out ops skip the server that is down.
+    assert_eq!(cluster.stats().unwrap().len(), 2);
+    // k2..k299 all live (moved ones rewritten), k0 only if its server is still up, k1 was deleted.
+    let k0_alive = usize::from(cluster.node_for("users", "k0") != stopped);
+    assert_eq!(cluster.bank_keys("users").unwrap().len(), 298 + k0_alive);
+
+    // Back on the same port: after the down time, the server owns its keys again (empty: memory only).
+    servers[2] = Some(InProcess::start(&stopped, false));
+    std::thread::sleep(Duration::from_millis(400));
+    for k in keys.iter().skip(2) {
+        if cluster.node_for("users", k) == stopped {
+            assert_eq!(cluster.get::<usize>("users", k).unwrap(), None, "{k} is read from its owner again");
+        }
+    }
+    cluster.ping().unwrap();
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: status, headers (lower-case names) and body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, HashMap<String, String>, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+fn nginx_binary() -> String {
+    for candidate in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("this test needs nginx (Debian: apt-get install nginx)");
+}
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Runs `docs/nginx.conf` with its upstreams pointed at `backends` and its listener on a free port.
+    fn start(backends: &[SocketAddr]) -> Nginx {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf")).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut conf = doc
+            .replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"))
+            .replace("worker_processes auto;", "worker_processes 1;");
+        assert!(conf.contains("hash $request_uri consistent;"), "docs/nginx.conf no longer hashes the URI");
+        for (i, backend) in backends.iter().enumerate() {
+            let documented = format!("server 127.0.0.1:{} ", 1234 + i);
+            assert!(conf.contains(&documented), "docs/nginx.conf no longer has `{documented}`");
+            conf = conf.replace(&documented, &format!("server {backend} "));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // nginx's workers drop privileges: let them use the prefix directory.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let prefix = format!("{}/", dir.path().display());
+        let child = Command::new(nginx_binary())
+            .args(["-c", conf_path.to_str().unwrap(), "-p", &prefix])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start nginx");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start listening on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The cluster's ring is nginx's: 300 keys PUT through nginx land on the server the cluster names for them
+/// (nginx's `X-Upstream`), and the cluster reads each back from there; REST URIs of another bank agree too.
+#[test]
+fn agrees_with_nginx() {
+    let servers: Vec<InProcess> = (0..3).map(|_| InProcess::start("127.0.0.1:0", true)).collect();
+    let backends: Vec<SocketAddr> = servers.iter().map(|s| s.http.expect("an HTTP port")).collect();
+    let nginx = Nginx::start(&backends);
+    // Each node: its JSON port to talk to, named on the ring by its HTTP address as nginx's config has it.
+    let cluster = servers
+        .iter()
+        .fold(Cluster::builder(), |b, s| {
+            b.node(Node::new(s.addr.to_string()).name(s.http.unwrap().to_string()))
+        })
+        .build()
+        .unwrap();
+
+    let mut per_server: HashMap<String, usize> = HashMap::new();
+    for i in 0..300 {
+        let key = format!("file-{i}");
+        let (status, headers, body) =
+            http(nginx.addr, "PUT", &format!("/{key}"), format!("value {i}").as_bytes());
+        assert_eq!((status, body.as_slice()), (200, &b"ok"[..]), "PUT /{key} through nginx");
+        let upstream = &headers["x-upstream"];
+        assert_eq!(cluster.node_for_http_key(&key), upstream, "nginx sent /{key} to {upstream}");
+        *per_server.entry(upstream.clone()).or_default() += 1;
+        assert_eq!(cluster.get_bytes("files", &key).unwrap(), Some(format!("value {i}").into_bytes()));
+    }
+    assert_eq!(per_server.len(), 3, "{per_server:?}");
+
+    // Another bank: the cluster writes, nginx routes the REST URI to the same server, which has the entry.
+    for i in 0..100 {
+        let key = format!("user-{i}");
+        cluster.put("users", &key, &i, None).unwrap();
+        let (status, headers, body) = http(nginx.addr, "GET", &format!("/bank/users/entry/{key}"), b"");
+        assert_eq!(status, 200, "GET /bank/users/entry/{key}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(cluster.node_for("users", &key), headers["x-upstream"]);
+        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(reply["data"], i);
+    }
+}

@@ -1,0 +1,223 @@
+//! `bankcache_client::Client`: every op, typed values, bytes, errors, options, against an in-process server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bankcache::{Config, Server};
+use bankcache_client::{Client, Error};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Runs an in-process server on a free port until dropped.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    handle: bankcache::ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    fn start() -> InProcess {
+        let config = Config { listen: "127.0.0.1:0".into(), http_listen: None, ..Config::default() };
+        let server = Server::bind(config).expect("bind");
+        let addr = server.json_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run().expect("server run"));
+        InProcess { addr, handle, thread: Some(thread) }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    customer: String,
+    lines: Vec<Line>,
+    note: Option<String>,
+    tags: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Line {
+    sku: String,
+    quantity: u32,
+    price: f64,
+}
+
+fn order() -> Order {
+    Order {
+        id: 7,
+        customer: "Zoë \"Z\" Ünal".into(),
+        lines: vec![
+            Line { sku: "a-1".into(), quantity: 2, price: 9.5 },
+            Line { sku: "b\n2".into(), quantity: 1, price: 0.25 },
+        ],
+        note: None,
+        tags: [("gift".to_string(), true), ("rush".to_string(), false)].into(),
+    }
+}
+
+/// Structs, enums, strings, numbers, null, nested maps: each comes back as it went in.
+#[test]
+fn typed_values_round_trip() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    let o = order();
+    c.put("orders", "7", &o, None).unwrap();
+    assert_eq!(c.get::<Order>("orders", "7").unwrap(), Some(o.clone()));
+    c.put("t", "str", "hello \u{1F600}", None).unwrap();
+    assert_eq!(c.get::<String>("t", "str").unwrap().as_deref(), Some("hello \u{1F600}"));
+    c.put("t", "neg", &-12i64, None).unwrap();
+    assert_eq!(c.get::<i64>("t", "neg").unwrap(), Some(-12));
+    c.put("t", "u64", &u64::MAX, None).unwrap();
+    assert_eq!(c.get::<u64>("t", "u64").unwrap(), Some(u64::MAX), "no float round trip on the way");
+    c.put("t", "null", &(), None).unwrap();
+    assert_eq!(c.get::<Option<u8>>("t", "null").unwrap(), Some(None), "a stored null is a value, not a miss");
+    c.put("t", "list", &vec![1, 2, 3], None).unwrap();
+    assert_eq!(c.get::<Vec<u8>>("t", "list").unwrap(), Some(vec![1, 2, 3]));
+    c.put("t", "tuple", &("a", 1, true), None).unwrap();
+    assert_eq!(c.get::<(String, i32, bool)>("t", "tuple").unwrap(), Some(("a".into(), 1, true)));
+    // A key and bank with characters the seed client could not send.
+    c.put("b\"q", "k\"ey\\", &json!({"x": [1, {"y": null}]}), None).unwrap();
+    assert_eq!(c.get::<serde_json::Value>("b\"q", "k\"ey\\").unwrap(), Some(json!({"x": [1, {"y": null}]})));
+    // A value of another shape is a protocol error, and the connection stays usable.
+    match c.get::<u32>("orders", "7") {
+        Err(e @ Error::Protocol(_)) => assert!(!e.is_retryable()),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert!(c.is_connected());
+    c.ping().unwrap();
+}
+
+/// Bytes go base64 on the wire and come back as bytes; the two models meet as documented.
+#[test]
+fn bytes_round_trip() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    let all: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    c.put_bytes("files", "all", &all, None).unwrap();
+    assert_eq!(c.get_bytes("files", "all").unwrap(), Some(all));
+    c.put_bytes("files", "empty", b"", None).unwrap();
+    assert_eq!(c.get_bytes("files", "empty").unwrap(), Some(Vec::new()));
+    assert_eq!(c.get_bytes("files", "none").unwrap(), None);
+    // get_bytes of a JSON value: its JSON text exactly as stored.
+    c.request(&json!({"op": "put", "bank": "files", "key": "j", "value": {"a": 1}})).unwrap();
+    assert_eq!(c.get_bytes("files", "j").unwrap().unwrap(), br#"{"a":1}"#);
+    // get::<T> of a byte value: the bytes parsed as JSON, or a protocol error when they are not.
+    c.put_bytes("files", "json-bytes", br#"{"sku":"z","quantity":3,"price":1.5}"#, None).unwrap();
+    assert_eq!(
+        c.get::<Line>("files", "json-bytes").unwrap(),
+        Some(Line { sku: "z".into(), quantity: 3, price: 1.5 })
+    );
+    c.put_bytes("files", "png", b"\x89PNG\r\n", None).unwrap();
+    assert!(matches!(c.get::<serde_json::Value>("files", "png"), Err(Error::Protocol(_))));
+    // request() shows the wire: the base64 text.
+    assert_eq!(c.request(&json!({"op": "get", "bank": "files", "key": "png"})).unwrap(), json!("iVBORw0K"));
+    // incr accepts a byte value whose text is a number.
+    c.put_bytes("files", "n", b"41", None).unwrap();
+    assert_eq!(c.incr("files", "n", 1.0).unwrap(), 42.0);
+}
+
+/// Every op of the protocol, and the seed client's names for them.
+#[test]
+fn every_op_and_the_seed_aliases() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    c.ping().unwrap();
+    assert_eq!(c.bank_list().unwrap(), Vec::<String>::new());
+    c.put("b1", "k1", "v1", None).unwrap();
+    c.entry_set("b1", "k2", &2, Some(30.0)).unwrap();
+    c.put("b2", "k", &true, None).unwrap();
+    assert_eq!(c.entry_get::<String>("b1", "k1").unwrap().as_deref(), Some("v1"));
+    assert_eq!(c.getouch::<i32>("b1", "k2").unwrap(), Some(2));
+    assert_eq!(c.getouch::<i32>("b1", "zz").unwrap(), None);
+    assert_eq!(c.bank_keys("b1").unwrap(), ["k1", "k2"]);
+    assert_eq!(c.bank_keys("nope").unwrap(), Vec::<String>::new());
+    assert_eq!(c.bank_list().unwrap(), ["b1", "b2"]);
+    assert_eq!(c.entry_incr("b1", "k2", 3.0).unwrap(), 5.0);
+    assert_eq!(c.incr("b1", "k2", -0.5).unwrap(), 4.5);
+    match c.incr("b1", "missing", 1.0) {
+        Err(Error::Server(m)) => assert_eq!(m, "Key missing doesn't exist"),
+        other => panic!("incr of a missing key: {other:?}"),
+    }
+    match c.incr("b1", "k1", 1.0) {
+        Err(e @ Error::Server(_)) => {
+            assert_eq!(e.server_message(), Some("The value for key k1 isn't a number"));
+            assert!(!e.is_retryable());
+        }
+        other => panic!("incr of a string: {other:?}"),
+    }
+    assert!(c.entry_touch("b1", "k2").unwrap());
+    assert!(!c.touch("b1", "gone").unwrap());
+    assert!(c.entry_delete("b1", "k1").unwrap());
+    assert!(!c.delete("b1", "k1").unwrap());
+    assert_eq!(c.get::<String>("b1", "k1").unwrap(), None);
+    c.bank_reset("b1").unwrap();
+    assert!(c.bank_keys("b1").unwrap().is_empty());
+    assert_eq!(c.bank_list().unwrap(), ["b1", "b2"]);
+    let stats = c.stats().unwrap();
+    assert_eq!(stats["ops_put"], 3);
+    assert_eq!(stats["ops_incr"], 4);
+    assert_eq!(stats["ops_getouch"], 2);
+    assert_eq!(stats["ops_ping"], 1);
+    // request() with any op.
+    assert_eq!(c.request(&json!({"op": "ping"})).unwrap(), json!("pong"));
+    match c.request(&json!({"op": "nope"})) {
+        Err(Error::Server(m)) => assert_eq!(m, "Invalid operation"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Lifetimes: a put with a lifetime expires, touch and getouch restart it.
+#[test]
+fn lifetimes() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    c.put("l", "short", &1, Some(0.3)).unwrap();
+    c.put("l", "forever", &1, None).unwrap();
+    c.put("l", "gone", &1, Some(-1.0)).unwrap();
+    assert_eq!(c.get::<i32>("l", "gone").unwrap(), None);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(c.touch("l", "short").unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.getouch::<i32>("l", "short").unwrap(), Some(1), "touch restarted the lifetime");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.get::<i32>("l", "short").unwrap(), None);
+    assert_eq!(c.get::<i32>("l", "forever").unwrap(), Some(1));
+}
+
+/// The builder's options, and errors for a server that is not there.
+#[test]
+fn builder_and_connection_errors() {
+    let server = InProcess::start();
+    let mut c = Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .read_timeout(Duration::from_secs(5))
+        .write_timeout(Duration::from_secs(5))
+        .nodelay(false)
+        .connect(server.addr)
+        .unwrap();
+    c.put("b", "k", &1, None).unwrap();
+    assert_eq!(c.get::<i32>("b", "k").unwrap(), Some(1));
+    assert_eq!(c.addr(), server.addr);
+
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    match Client::connect(free) {
+        Err(e @ Error::Connect(_)) => {
+            assert!(e.is_retryable());
+            assert!(e.to_string().starts_with("cannot connect: "), "{e}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    assert!(matches!(Client::connect("no-such-host.invalid:1"), Err(Error::Connect(_))));
+    assert!(Error::Io(std::io::ErrorKind::BrokenPipe.into()).is_retryable());
+    assert!(!Error::Protocol("x".into()).is_retryable());
+}
