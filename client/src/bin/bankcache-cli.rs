@@ -1,0 +1,239 @@
+//! `bankcache-cli`: a command-line client, as redis-cli is for Redis.
+//!
+//! With a command it runs that one op and exits with a code a shell script can rely on; without one it
+//! opens an interactive prompt with line editing and history (kept in `~/.bankcache_history`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use bankcache_client::{Client, Error};
+use clap::{Parser, Subcommand};
+use rustyline::error::ReadlineError;
+use serde_json::{json, Value};
+
+/// Exit codes.
+mod code {
+    /// The op succeeded.
+    pub const OK: u8 = 0;
+    /// The key (or bank) does not exist.
+    pub const MISSING: u8 = 1;
+    /// The command line is wrong.
+    pub const USAGE: u8 = 2;
+    /// The server answered with an error.
+    pub const SERVER: u8 = 3;
+    /// The server could not be reached, or answered something that is not a reply.
+    pub const CONNECTION: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bankcache-cli",
+    version,
+    about = "Command-line client for bankcache",
+    after_help = "Without a command, starts an interactive prompt (history in ~/.bankcache_history).\n\
+                  Exit codes: 0 ok, 1 key does not exist, 2 usage error, 3 server error, 4 connection error."
+)]
+struct Cli {
+    /// The server's JSON port, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:10001", global = true)]
+    addr: String,
+    /// Print string values without their JSON quotes.
+    #[arg(long, global = true)]
+    raw: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// One op. The same commands work at the interactive prompt.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check that the server answers.
+    Ping,
+    /// Store VALUE under KEY. VALUE is taken as JSON when it parses as JSON (42, true, {"a":1}, "text"),
+    /// and as a string otherwise.
+    Put {
+        bank: String,
+        key: String,
+        value: String,
+        /// Seconds the value lives (fractions allowed).
+        #[arg(long)]
+        lifetime: Option<f64>,
+        /// Store VALUE as a string even if it parses as JSON.
+        #[arg(long)]
+        string: bool,
+    },
+    /// Print the value of KEY.
+    Get { bank: String, key: String },
+    /// Delete KEY.
+    Delete { bank: String, key: String },
+    /// Restart KEY's lifetime.
+    Touch { bank: String, key: String },
+    /// Add DELTA to the number stored under KEY and print the result.
+    Incr {
+        bank: String,
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        delta: f64,
+    },
+    /// List the keys of BANK, one per line.
+    Keys { bank: String },
+    /// List the banks, one per line.
+    Banks,
+    /// Remove every key of BANK.
+    Reset { bank: String },
+    /// Print the server's counters, one `name value` per line.
+    Stats,
+}
+
+/// The commands alone, for parsing lines typed at the prompt.
+#[derive(Parser, Debug)]
+#[command(name = "", no_binary_name = true, disable_version_flag = true)]
+struct Line {
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut client = match Client::connect(cli.addr.as_str()) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("bankcache-cli: cannot connect to {}: {e}", cli.addr);
+            return ExitCode::from(code::CONNECTION);
+        }
+    };
+    match cli.command {
+        Some(command) => ExitCode::from(run(&mut client, command, cli.raw)),
+        None => interactive(&mut client, &cli.addr, cli.raw),
+    }
+}
+
+/// Runs one command, printing its result to stdout and problems to stderr; returns the exit code.
+fn run(client: &mut Client, command: Command, raw: bool) -> u8 {
+    let (op, key) = match command {
+        Command::Ping => (json!({"op": "ping"}), None),
+        Command::Put { bank, key, value, lifetime, string } => {
+            let value = if string {
+                Value::String(value)
+            } else {
+                serde_json::from_str(&value).unwrap_or(Value::String(value))
+            };
+            let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
+            if let Some(lifetime) = lifetime {
+                op["lifetime"] = json!(lifetime);
+            }
+            (op, Some(key))
+        }
+        Command::Get { bank, key } => (json!({"op": "get", "bank": bank, "key": key}), Some(key)),
+        Command::Delete { bank, key } => (json!({"op": "delete", "bank": bank, "key": key}), Some(key)),
+        Command::Touch { bank, key } => (json!({"op": "touch", "bank": bank, "key": key}), Some(key)),
+        Command::Incr { bank, key, delta } => {
+            (json!({"op": "incr", "bank": bank, "key": key, "value": delta}), Some(key))
+        }
+        Command::Keys { bank } => (json!({"op": "bank.keys", "bank": bank}), None),
+        Command::Banks => (json!({"op": "bank.list"}), None),
+        Command::Reset { bank } => (json!({"op": "bank.reset", "bank": bank}), None),
+        Command::Stats => (json!({"op": "stats"}), None),
+    };
+    let kind = op["op"].as_str().unwrap_or_default().to_owned();
+    match client.request(&op) {
+        Ok(data) => {
+            print_data(&kind, &data, raw);
+            code::OK
+        }
+        Err(Error::Server(message)) => {
+            eprintln!("(error) {message}");
+            let missing = key.is_some_and(|k| message == format!("Key {k} doesn't exist"));
+            if missing {
+                code::MISSING
+            } else {
+                code::SERVER
+            }
+        }
+        Err(e) => {
+            eprintln!("bankcache-cli: {e}");
+            code::CONNECTION
+        }
+    }
+}
+
+fn print_data(kind: &str, data: &Value, raw: bool) {
+    let mut out = std::io::stdout().lock();
+    match (kind, data) {
+        ("bank.keys" | "bank.list", Value::Array(items)) => {
+            for item in items {
+                let _ = writeln!(out, "{}", item.as_str().map_or_else(|| item.to_string(), str::to_owned));
+            }
+        }
+        ("stats", Value::Object(fields)) => {
+            for (name, value) in fields {
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        ("put" | "delete" | "touch" | "bank.reset", _) => {
+            let _ = writeln!(out, "OK");
+        }
+        (_, Value::String(s)) if raw => {
+            let _ = writeln!(out, "{s}");
+        }
+        _ => {
+            let _ = writeln!(out, "{data}");
+        }
+    }
+}
+
+/// The prompt: one command per line, with history; `help` lists the commands, `quit` or Ctrl-D leaves.
+fn interactive(client: &mut Client, addr: &str, raw: bool) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(e) => {
+            eprintln!("bankcache-cli: cannot start the prompt: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    let history =
+        std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".bankcache_history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    let prompt = format!("bankcache {addr}> ");
+    loop {
+        let line = match editor.readline(&prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("bankcache-cli: {e}");
+                break;
+            }
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line);
+        if line == "quit" || line == "exit" {
+            break;
+        }
+        let words = match shell_words::split(line) {
+            Ok(words) => words,
+            Err(e) => {
+                eprintln!("(error) {e}");
+                continue;
+            }
+        };
+        match Line::try_parse_from(words) {
+            Ok(parsed) => {
+                run(client, parsed.command, raw);
+            }
+            // clap's own text: the usage for `help`, the mistake otherwise.
+            Err(e) => {
+                let _ = e.print();
+            }
+        }
+    }
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
+    }
+    ExitCode::SUCCESS
+}

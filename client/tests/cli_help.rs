@@ -1,0 +1,25 @@
+//! `bankcache-cli --help` and usage errors, without a server. (The CLI's commands against a real server are
+//! tested at the workspace root, in tests/cli_client.rs, which finds this crate's binary beside the server's.)
+
+use std::process::Command;
+
+const CLI: &str = env!("CARGO_BIN_EXE_bankcache-cli");
+
+/// The help lists every command and documents the exit codes a script relies on.
+#[test]
+fn help_lists_commands_and_exit_codes() {
+    let out = Command::new(CLI).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["ping", "put", "get", "delete", "touch", "incr", "keys", "banks", "reset", "stats"] {
+        assert!(help.contains(command), "help does not mention {command}:\n{help}");
+    }
+    assert!(help.contains("Exit codes: 0 ok, 1 key does not exist, 2 usage error"), "{help}");
+}
+
+/// A malformed command line is exit code 2, before any connection is attempted.
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(CLI).args(["--addr", "127.0.0.1:9", "put", "only-a-bank"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

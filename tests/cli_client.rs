@@ -1,0 +1,91 @@
+//! `bankcache-cli` (built from client/) against a real server: output and exit codes.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::TestServer;
+
+/// The CLI binary, built beside the server's by `cargo test --workspace`.
+fn cli_binary() -> PathBuf {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_bankcache"));
+    let cli = server.with_file_name("bankcache-cli");
+    assert!(cli.exists(), "{} is missing: run the tests with `cargo test --workspace`", cli.display());
+    cli
+}
+
+fn cli(server: &TestServer, args: &[&str]) -> Output {
+    Command::new(cli_binary()).arg("--addr").arg(server.addr().to_string()).args(args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each command prints what a shell script expects and exits 0, 1 for a missing key, 2 for a usage
+/// error, 3 for any other server error.
+#[test]
+fn commands_print_and_exit_as_documented() {
+    let s = TestServer::start(&[]);
+    let ok = |out: &Output| assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ping = cli(&s, &["ping"]);
+    ok(&ping);
+    assert_eq!(stdout(&ping), "\"pong\"\n");
+    ok(&cli(&s, &["put", "users", "ann", r#"{"age":41}"#]));
+    ok(&cli(&s, &["put", "users", "bob", "hello", "--lifetime", "60"]));
+    ok(&cli(&s, &["put", "users", "num", "42", "--string"]));
+    assert_eq!(stdout(&cli(&s, &["get", "users", "ann"])), "{\"age\":41}\n");
+    assert_eq!(stdout(&cli(&s, &["get", "users", "bob"])), "\"hello\"\n");
+    assert_eq!(stdout(&cli(&s, &["--raw", "get", "users", "bob"])), "hello\n");
+    assert_eq!(stdout(&cli(&s, &["get", "users", "num"])), "\"42\"\n");
+    assert_eq!(stdout(&cli(&s, &["incr", "users", "num", "-2.5"])), "39.5\n");
+    assert_eq!(stdout(&cli(&s, &["keys", "users"])), "ann\nbob\nnum\n");
+    assert_eq!(stdout(&cli(&s, &["banks"])), "users\n");
+    assert!(stdout(&cli(&s, &["stats"])).contains("ops_put 3\n"));
+
+    let missing = cli(&s, &["get", "users", "nobody"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(stdout(&missing), "");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("Key nobody doesn't exist"));
+    assert_eq!(cli(&s, &["delete", "users", "nobody"]).status.code(), Some(1));
+    assert_eq!(cli(&s, &["incr", "users", "ann", "1"]).status.code(), Some(3));
+    assert_eq!(cli(&s, &["get", "users"]).status.code(), Some(2));
+    ok(&cli(&s, &["delete", "users", "ann"]));
+    ok(&cli(&s, &["reset", "users"]));
+    assert_eq!(stdout(&cli(&s, &["keys", "users"])), "");
+}
+
+/// A server that cannot be reached is exit code 4.
+#[test]
+fn unreachable_server_is_exit_4() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out =
+        Command::new(cli_binary()).args(["--addr", &format!("127.0.0.1:{port}"), "ping"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}
+
+/// Without a command the CLI reads commands line by line, as a prompt would, with quoting.
+#[test]
+fn interactive_mode_runs_each_line() {
+    let s = TestServer::start(&[]);
+    let mut child = Command::new(cli_binary())
+        .args(["--addr", &s.addr().to_string()])
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"put b \"two words\" '{\"x\": 1}'\nget b \"two words\"\nnonsense\nkeys b\nquit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "OK\n{\"x\":1}\ntwo words\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+}
