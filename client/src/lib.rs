@@ -80,6 +80,7 @@ pub use pool::{Pool, PooledClient};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -243,18 +244,17 @@ impl Conn {
     }
 
     /// Whether an idle connection can take a request: nothing unasked-for is waiting in it, and the server
-    /// has not closed it. Costs three system calls (a non-blocking peek).
+    /// has not closed it. One system call: a peek that does not block.
     fn is_usable(&self) -> bool {
         if !self.reader.buffer().is_empty() {
             return false;
         }
-        let stream = self.reader.get_ref();
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let peeked = stream.peek(&mut [0u8; 1]);
-        let restored = stream.set_nonblocking(false).is_ok();
-        restored && matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        let fd = self.reader.get_ref().as_raw_fd();
+        let mut byte = 0u8;
+        // SAFETY: `fd` is this connection's open socket, and the buffer is one writable byte.
+        let n =
+            unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 
     /// Writes `payload` (`count` requests) and reads `count` replies.
