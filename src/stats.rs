@@ -65,7 +65,8 @@ pub struct NetCounters {
     pub connections_total: AtomicU64,
     /// Connections refused over `max_connections`.
     pub connections_rejected: AtomicU64,
-    /// Connections closed for a request over `max_request_bytes`.
+    /// Connections closed because a request could not be read on from: a JSON request over
+    /// `max_request_bytes`, or an HTTP request that is malformed or over its limits (400, 413, 431, 501).
     pub requests_too_large: AtomicU64,
     /// Bytes read from clients.
     pub bytes_in: AtomicU64,
