@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -14,6 +15,10 @@ use crate::http;
 use crate::protocol::{reply, Split, Splitter};
 use crate::worker::{Frame, Job, Proto};
 
+/// Bytes the input buffer grows by when it is nearly full.
+const READ_CHUNK: usize = 32 * 1024;
+/// Grow the input buffer before a read when less room than this is left.
+const MIN_READ_ROOM: usize = 4 * 1024;
 /// Stop reading from a connection while this many bytes of complete requests wait for a worker.
 const MAX_WAITING_INPUT: usize = 1024 * 1024;
 /// Stop reading from a connection while this many reply bytes wait for the socket.
@@ -142,7 +147,8 @@ impl Conn {
                 self.read_paused = true;
                 return ReadOutcome::Ok;
             }
-            match self.stream.read(scratch) {
+            let room = self.make_room();
+            match self.read_in_place() {
                 Ok(0) => {
                     self.input_done = true;
                     // A JSON value still open at the end of the stream is handed on to be answered; an
@@ -156,9 +162,8 @@ impl Conn {
                 Ok(n) => {
                     *bytes_in += n as u64;
                     self.last_active = Instant::now();
-                    self.input.extend_from_slice(&scratch[..n]);
                     self.split();
-                    if n < scratch.len() && !peer_closed {
+                    if n < room && !peer_closed {
                         break;
                     }
                 }
@@ -169,6 +174,30 @@ impl Conn {
         }
         self.read_paused = false;
         ReadOutcome::Ok
+    }
+
+    /// Makes sure the input buffer has room to read into; returns how much.
+    fn make_room(&mut self) -> usize {
+        if self.input.capacity() - self.input.len() < MIN_READ_ROOM {
+            self.input.reserve(READ_CHUNK);
+        }
+        self.input.capacity() - self.input.len()
+    }
+
+    /// Reads from the socket straight into the input buffer's spare room: the bytes are copied once, by the
+    /// kernel, rather than into a scratch buffer first.
+    fn read_in_place(&mut self) -> io::Result<usize> {
+        let spare = self.input.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes through the raw pointer into memory the
+        // vector owns; only the `n` bytes it reports written are then counted as part of the vector.
+        let n = unsafe { libc::read(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: the first `n` bytes of the spare capacity were just initialized by `read`.
+        unsafe { self.input.set_len(self.input.len() + n) };
+        Ok(n)
     }
 
     /// While lingering: drop whatever arrives; an EOF or error means the peer is gone.
@@ -207,8 +236,14 @@ impl Conn {
                         framer.wants_continue = false;
                         continue;
                     }
-                    http::Split::NeedMore { expects_continue } => {
+                    http::Split::NeedMore { expects_continue, total } => {
                         framer.wants_continue |= expects_continue;
+                        // Room for the whole body now: it is then read in place, with no copy as the
+                        // buffer grows.
+                        if let Some(total) = total {
+                            let end = framer.pos + total;
+                            self.input.reserve(end.saturating_sub(self.input.len()));
+                        }
                         return;
                     }
                     http::Split::Error(status) => http::error_response(status),

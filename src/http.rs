@@ -39,8 +39,9 @@ pub enum Split {
     /// A complete request.
     Request(Frame),
     /// More bytes are needed. `expects_continue`: the head is complete and asks for `100 Continue` before
-    /// its client sends the body.
-    NeedMore { expects_continue: bool },
+    /// its client sends the body. `total`: the whole request's length, once its head says (so the reader can
+    /// make room for the body in one allocation, and read it in place).
+    NeedMore { expects_continue: bool, total: Option<usize> },
     /// The stream cannot be read on: answer with this status and close.
     Error(Status),
 }
@@ -101,7 +102,7 @@ pub fn split(buf: &mut [u8], start: usize, limits: &Limits) -> Split {
             return if buf.len() - start > limits.max_head {
                 Split::Error(Status::HeadersTooLarge)
             } else {
-                Split::NeedMore { expects_continue: false }
+                Split::NeedMore { expects_continue: false, total: None }
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Split::Error(Status::HeadersTooLarge),
@@ -119,7 +120,9 @@ pub fn split(buf: &mut [u8], start: usize, limits: &Limits) -> Split {
     let head_end = start + head_len;
     match body {
         Body::Length(len) if len > limits.max_body => Split::Error(Status::PayloadTooLarge),
-        Body::Length(len) if buf.len() - head_end < len => Split::NeedMore { expects_continue },
+        Body::Length(len) if buf.len() - head_end < len => {
+            Split::NeedMore { expects_continue, total: Some(head_len + len) }
+        }
         Body::Length(len) => {
             Split::Request(Frame { start, head_end, body: (head_end, head_end + len), end: head_end + len })
         }
@@ -127,7 +130,7 @@ pub fn split(buf: &mut [u8], start: usize, limits: &Limits) -> Split {
             Ok(Some((body_end, end))) => {
                 Split::Request(Frame { start, head_end, body: (head_end, body_end), end })
             }
-            Ok(None) => Split::NeedMore { expects_continue },
+            Ok(None) => Split::NeedMore { expects_continue, total: None },
             Err(status) => Split::Error(status),
         },
     }
@@ -293,7 +296,7 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].1, "hello");
         assert!(found[1].0.starts_with("GET /a"));
-        assert_eq!(rest, Split::NeedMore { expects_continue: false });
+        assert_eq!(rest, Split::NeedMore { expects_continue: false, total: None });
     }
 
     #[test]
@@ -319,7 +322,11 @@ mod tests {
     #[test]
     fn expect_continue_is_reported_while_the_body_is_missing() {
         let mut buf = b"PUT /k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".to_vec();
-        assert_eq!(split(&mut buf, 0, &LIMITS), Split::NeedMore { expects_continue: true });
+        let head_len = buf.len();
+        assert_eq!(
+            split(&mut buf, 0, &LIMITS),
+            Split::NeedMore { expects_continue: true, total: Some(head_len + 3) }
+        );
         buf.extend_from_slice(b"abc");
         assert!(matches!(split(&mut buf, 0, &LIMITS), Split::Request(_)));
     }
