@@ -1,35 +1,10 @@
 //! The bundled client against a real in-process server.
 
-use bankcache::{Config, Server};
+mod common;
+
 use bankcache_client::{Client, Error};
+use common::in_process::InProcess;
 use serde::{Deserialize, Serialize};
-
-/// Runs an in-process server on a free port until dropped.
-struct InProcess {
-    addr: std::net::SocketAddr,
-    handle: bankcache::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start() -> InProcess {
-        let config = Config { listen: "127.0.0.1:0".into(), http_listen: None, ..Config::default() };
-        let server = Server::bind(config).expect("bind");
-        let addr = server.json_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        InProcess { addr, handle, thread: Some(thread) }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct User {

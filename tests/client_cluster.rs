@@ -3,55 +3,15 @@
 //! (`hash $request_uri consistent`). nginx is a dependency of this test: it fails, never skips, when nginx
 //! is missing.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use bankcache::{Config, Server};
 use bankcache_client::{Cluster, Node};
-
-/// Runs an in-process server (JSON port, and an HTTP port when asked) until dropped.
-struct InProcess {
-    addr: SocketAddr,
-    http: Option<SocketAddr>,
-    handle: bankcache::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start(listen: &str, http: bool) -> InProcess {
-        let http_listen = http.then(|| "127.0.0.1:0".to_string());
-        let config = Config { listen: listen.into(), http_listen, ..Config::default() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let server = loop {
-            match Server::bind(config.clone()) {
-                Ok(server) => break server,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("bind {listen}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("bind {listen}: {e}"),
-            }
-        };
-        let addr = server.json_addr();
-        let http = server.http_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        InProcess { addr, http, handle, thread: Some(thread) }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::in_process::InProcess;
+use common::nginx::{http, Nginx};
 
 const NAMES: [&str; 3] = ["127.0.0.1:1234", "127.0.0.1:1235", "127.0.0.1:1236"];
 
@@ -139,7 +99,7 @@ fn weights() {
 #[test]
 fn routing_and_failover_with_live_servers() {
     let mut servers: Vec<Option<InProcess>> =
-        (0..3).map(|_| Some(InProcess::start("127.0.0.1:0", false))).collect();
+        (0..3).map(|_| Some(InProcess::start_on("127.0.0.1:0", false))).collect();
     let addrs: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().addr.to_string()).collect();
     let cluster = Cluster::builder()
         .node(Node::new(addrs[0].clone()))
@@ -201,7 +161,7 @@ fn routing_and_failover_with_live_servers() {
     assert_eq!(cluster.bank_keys("users").unwrap().len(), 298 + k0_alive);
 
     // Back on the same port: after the down time, the server owns its keys again (empty: memory only).
-    servers[2] = Some(InProcess::start(&stopped, false));
+    servers[2] = Some(InProcess::start_on(&stopped, false));
     std::thread::sleep(Duration::from_millis(400));
     for k in keys.iter().skip(2) {
         if cluster.node_for("users", k) == stopped {
@@ -211,102 +171,11 @@ fn routing_and_failover_with_live_servers() {
     cluster.ping().unwrap();
 }
 
-/// One HTTP/1.1 exchange on a fresh connection: status, headers (lower-case names) and body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, HashMap<String, String>, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).unwrap();
-    (status, headers, body)
-}
-
-fn nginx_binary() -> String {
-    for candidate in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    panic!("this test needs nginx (Debian: apt-get install nginx)");
-}
-
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Runs `docs/nginx.conf` with its upstreams pointed at `backends` and its listener on a free port.
-    fn start(backends: &[SocketAddr]) -> Nginx {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf")).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut conf = doc
-            .replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"))
-            .replace("worker_processes auto;", "worker_processes 1;");
-        assert!(conf.contains("hash $request_uri consistent;"), "docs/nginx.conf no longer hashes the URI");
-        for (i, backend) in backends.iter().enumerate() {
-            let documented = format!("server 127.0.0.1:{} ", 1234 + i);
-            assert!(conf.contains(&documented), "docs/nginx.conf no longer has `{documented}`");
-            conf = conf.replace(&documented, &format!("server {backend} "));
-        }
-        let dir = tempfile::tempdir().unwrap();
-        // nginx's workers drop privileges: let them use the prefix directory.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let prefix = format!("{}/", dir.path().display());
-        let child = Command::new(nginx_binary())
-            .args(["-c", conf_path.to_str().unwrap(), "-p", &prefix])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start listening on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child, addr, _dir: dir }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The cluster's ring is nginx's: 300 keys PUT through nginx land on the server the cluster names for them
 /// (nginx's `X-Upstream`), and the cluster reads each back from there; REST URIs of another bank agree too.
 #[test]
 fn agrees_with_nginx() {
-    let servers: Vec<InProcess> = (0..3).map(|_| InProcess::start("127.0.0.1:0", true)).collect();
+    let servers: Vec<InProcess> = (0..3).map(|_| InProcess::start_on("127.0.0.1:0", true)).collect();
     let backends: Vec<SocketAddr> = servers.iter().map(|s| s.http.expect("an HTTP port")).collect();
     let nginx = Nginx::start(&backends);
     // Each node: its JSON port to talk to, named on the ring by its HTTP address as nginx's config has it.

@@ -1,39 +1,14 @@
 //! `bankcache_client::Client`: every op, typed values, bytes, errors, options, against an in-process server.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bankcache::{Config, Server};
 use bankcache_client::{Client, Error};
+use common::in_process::InProcess;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// Runs an in-process server on a free port until dropped.
-struct InProcess {
-    addr: std::net::SocketAddr,
-    handle: bankcache::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start() -> InProcess {
-        let config = Config { listen: "127.0.0.1:0".into(), http_listen: None, ..Config::default() };
-        let server = Server::bind(config).expect("bind");
-        let addr = server.json_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        InProcess { addr, handle, thread: Some(thread) }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Order {

@@ -1,35 +1,10 @@
 //! `bankcache_client::Pipeline`: many ops in one write, replies in order, against an in-process server.
 
-use bankcache::{Config, Server};
+mod common;
+
 use bankcache_client::{Client, Error, Reply};
+use common::in_process::InProcess;
 use serde_json::json;
-
-/// Runs an in-process server on a free port until dropped.
-struct InProcess {
-    addr: std::net::SocketAddr,
-    handle: bankcache::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start() -> InProcess {
-        let config = Config { listen: "127.0.0.1:0".into(), http_listen: None, ..Config::default() };
-        let server = Server::bind(config).expect("bind");
-        let addr = server.json_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        InProcess { addr, handle, thread: Some(thread) }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// 1000 mixed ops in one pipeline: every reply in the order of its op.
 #[test]

@@ -1,54 +1,14 @@
 //! `bankcache_client::Pool` from many threads, and reconnection: after a server restart on the same port,
 //! and after a reply that was cut short.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use bankcache::{Config, Server};
 use bankcache_client::{Client, Error, Pool};
-
-/// Runs an in-process server until dropped.
-struct InProcess {
-    addr: SocketAddr,
-    handle: bankcache::ShutdownHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl InProcess {
-    fn start() -> InProcess {
-        InProcess::start_on("127.0.0.1:0")
-    }
-
-    /// A server listening on `listen` (a port another server had a moment ago is fine).
-    fn start_on(listen: &str) -> InProcess {
-        let config = Config { listen: listen.into(), http_listen: None, ..Config::default() };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let server = loop {
-            match Server::bind(config.clone()) {
-                Ok(server) => break server,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("bind {listen}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("bind {listen}: {e}"),
-            }
-        };
-        let addr = server.json_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        InProcess { addr, handle, thread: Some(thread) }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::in_process::InProcess;
 
 /// Eight threads share a pool of four connections: every op lands, and no more than four are opened.
 #[test]
@@ -136,7 +96,7 @@ fn reconnect_after_server_restart_on_the_same_port() {
     }
     assert_eq!(pool.open_count(), 1, "the broken connection was dropped");
 
-    let _second = InProcess::start_on(&addr.to_string());
+    let _second = InProcess::start_on(&addr.to_string(), false);
     // The memory-only server starts empty; the next call just works.
     assert_eq!(client.get::<i32>("r", "k").unwrap(), None);
     client.put("r", "k", &2, None).unwrap();
@@ -159,7 +119,7 @@ fn stale_connection_is_replaced_before_sending() {
     let pool = Pool::new(addr, 1).unwrap();
     pool.get().unwrap().ping().unwrap();
     drop(first);
-    let _second = InProcess::start_on(&addr.to_string());
+    let _second = InProcess::start_on(&addr.to_string(), false);
     assert_eq!(client.incr("r", "k", 1.0).unwrap_err().server_message(), Some("Key k doesn't exist"));
     pool.get().unwrap().ping().unwrap();
 }

@@ -6,6 +6,9 @@
 //! to it over plain TCP. Nothing in here knows the server's internals.
 #![allow(dead_code)]
 
+pub mod in_process;
+pub mod nginx;
+
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
