@@ -69,6 +69,22 @@ impl Splitter {
     /// Scans `buf` from where the last call stopped and returns the next complete request, if any.
     pub fn next(&mut self, buf: &[u8]) -> Split {
         while self.pos < buf.len() {
+            // Inside a string only a quote, a backslash or a newline matters, and in a line only the newline:
+            // skip to the next one with memchr instead of looking at every byte of a large value.
+            let skip = match self.mode {
+                Mode::TopString | Mode::Nested if self.in_string && !self.escape => {
+                    memchr::memchr3(b'"', b'\\', b'\n', &buf[self.pos..])
+                }
+                Mode::Line => memchr::memchr(b'\n', &buf[self.pos..]),
+                _ => Some(0),
+            };
+            match skip {
+                Some(n) => self.pos += n,
+                None => {
+                    self.pos = buf.len();
+                    break;
+                }
+            }
             let b = buf[self.pos];
             let at = self.pos;
             self.pos += 1;
