@@ -228,29 +228,13 @@ impl Http {
     /// Asserts the server closes the connection now: a clean EOF with no further bytes.
     #[track_caller]
     fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) if rest.is_empty() => {}
-            Ok(_) => panic!("expected EOF, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
-            Err(e) => {
-                panic!("expected EOF, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
-            }
-        }
+        common::expect_eof(&mut self.reader);
     }
 
-    /// Asserts the server closes the connection: EOF, or a reset (which can follow a close while the
-    /// client was still sending), with no further bytes.
+    /// Asserts the server closes the connection: EOF, or a reset, with no further bytes.
     #[track_caller]
     fn expect_closed(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) if rest.is_empty() => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && rest.is_empty() => {}
-            Ok(_) => panic!("expected a close, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
-            Err(e) => {
-                panic!("expected a close, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
-            }
-        }
+        common::expect_closed(&mut self.reader);
     }
 
     /// Asserts nothing arrives within `wait` (the connection is still open and quiet).

@@ -228,33 +228,14 @@ impl Conn {
     /// clean EOF with no further bytes.
     #[track_caller]
     pub fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) if rest.is_empty() => {}
-            Ok(_) => panic!("expected EOF, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
-            Err(e) => {
-                panic!("expected EOF, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
-            }
-        }
+        expect_eof(&mut self.reader);
     }
 
     /// Asserts the server closes the connection: EOF, or a reset (which
     /// can legitimately follow a close when the client was still sending).
     #[track_caller]
     pub fn expect_closed(&mut self) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) if rest.is_empty() => {}
-            Ok(_) => panic!(
-                "expected the connection to be closed, got more bytes: {:?}",
-                String::from_utf8_lossy(&rest)
-            ),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && rest.is_empty() => {}
-            Err(e) => panic!(
-                "expected the connection to be closed, got error {e} (after bytes {:?})",
-                String::from_utf8_lossy(&rest)
-            ),
-        }
+        expect_closed(&mut self.reader);
     }
 
     /// Half-closes the client's write side (the server sees EOF).
@@ -615,4 +596,30 @@ pub fn run_to_exit(args: &[&str], limit: Duration) -> Finished {
         thread::sleep(Duration::from_millis(10));
     };
     Finished { status, stdout: read_lossy(&out_path), stderr: read_lossy(&err_path) }
+}
+
+/// Asserts `reader` is at a clean EOF with no further bytes: the server closed the connection.
+#[track_caller]
+pub fn expect_eof(reader: &mut impl Read) {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => {}
+        Ok(_) => panic!("expected EOF, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
+        Err(e) => panic!("expected EOF, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest)),
+    }
+}
+
+/// Asserts the server closed the connection: EOF, or a reset (which can legitimately follow a close when the
+/// client was still sending), with no further bytes.
+#[track_caller]
+pub fn expect_closed(reader: &mut impl Read) {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset && rest.is_empty() => {}
+        Ok(_) => panic!("expected a close, got more bytes: {:?}", String::from_utf8_lossy(&rest)),
+        Err(e) => {
+            panic!("expected a close, got error {e} (after bytes {:?})", String::from_utf8_lossy(&rest))
+        }
+    }
 }
