@@ -188,6 +188,9 @@ pub struct BankMap {
     /// Length of the bank's name, which every record of it carries: with it a value's length is known from
     /// its record's, and need not be kept per entry.
     name_len: usize,
+    /// Log position of the last record written for this bank while its lock was held (delete, touch,
+    /// incr, reset), so a put written outside the lock can tell whether it has been overtaken on disk.
+    logged: u64,
 }
 
 impl BankMap {
@@ -245,10 +248,60 @@ impl BankMap {
             return self.remove_key(key, now);
         }
         let (deadline, lifetime) = ttl.deadline(now);
-        self.set(key, new, deadline, lifetime, now)
+        self.set(key, new, deadline, lifetime, now, None)
     }
 
-    fn set(&mut self, key: &[u8], new: NewValue<'_>, deadline: u64, lifetime: u64, now: u64) -> bool {
+    /// The insertion-order number for a put of `key` whose record is about to be written outside the lock:
+    /// the live entry's own, or a fresh one taken now so that two new keys never share one.
+    pub fn reserve_seq(&mut self, key: &[u8], now: u64) -> u64 {
+        match self.find(key) {
+            Some(i) if !self.slots[i].expired(now) => self.slots[i].seq,
+            _ => {
+                self.next_seq += 1;
+                self.next_seq - 1
+            }
+        }
+    }
+
+    /// Notes that a record at `at` was written for this bank under its lock.
+    pub fn note_logged(&mut self, at: Location) {
+        self.logged = self.logged.max(at.log_position());
+    }
+
+    /// True when a record written under the lock lies after `at` in the log: a put logged at `at` outside
+    /// the lock must then be logged again, or a restart would replay the two in the other order.
+    pub fn logged_since(&self, at: Location) -> bool {
+        self.logged > at.log_position()
+    }
+
+    /// Installs a put whose record was written (at `new.location`) outside the lock, with the insertion
+    /// order `reserve_seq` gave it. A put of the same key that came later in the log and got here first
+    /// wins, as it will when the log is replayed: returns false and leaves the entry alone then.
+    pub fn install(&mut self, key: &[u8], new: NewValue<'_>, ttl: Ttl, now: u64, seq: u64) -> bool {
+        if let (Some(i), Some(at)) = (self.find(key), new.location) {
+            if self.slots[i].location().is_some_and(|held| held.log_position() > at.log_position()) {
+                return false;
+            }
+        }
+        if ttl == Ttl::Expired {
+            self.remove_key(key, now);
+            return true;
+        }
+        let (deadline, lifetime) = ttl.deadline(now);
+        self.set(key, new, deadline, lifetime, now, Some(seq));
+        true
+    }
+
+    /// `seq`: the order a new (or dead) entry takes; `None` takes the next.
+    fn set(
+        &mut self,
+        key: &[u8],
+        new: NewValue<'_>,
+        deadline: u64,
+        lifetime: u64,
+        now: u64,
+        seq: Option<u64>,
+    ) -> bool {
         let value_len = if new.in_ram { new.value.len() } else { 0 };
         let mut data = Vec::with_capacity(key.len() + value_len);
         data.extend_from_slice(key);
@@ -281,14 +334,18 @@ impl BankMap {
                 slot.location = pack(new.location);
                 if !was_live {
                     // A dead entry's place in the order died with it.
-                    slot.seq = self.next_seq;
-                    self.next_seq += 1;
+                    slot.seq = seq.unwrap_or_else(|| {
+                        self.next_seq += 1;
+                        self.next_seq - 1
+                    });
                 }
                 was_live
             }
             TableEntry::Vacant(vacant) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
+                let seq = seq.unwrap_or_else(|| {
+                    self.next_seq += 1;
+                    self.next_seq - 1
+                });
                 let i = slots.insert(Slot {
                     data,
                     key_len: key.len() as u16,
@@ -309,20 +366,11 @@ impl BankMap {
         }
     }
 
-    /// The insertion-order number a put of `key` now would give its entry: the live entry's own, or the
-    /// next one. The record of the put carries it, so the order survives a restart.
-    pub fn seq_for(&self, key: &[u8], now: u64) -> u64 {
-        match self.find(key) {
-            Some(i) if !self.slots[i].expired(now) => self.slots[i].seq,
-            _ => self.next_seq,
-        }
-    }
-
     /// Restores an entry from its on-disk record at start-up (the value stays on disk).
     pub fn restore(&mut self, key: &[u8], location: Location, value_len: usize, meta: &super::record::Meta) {
         let new = NewValue { value: &[], in_ram: false, location: Some(location), flags: meta.flags };
         // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
-        self.set(key, new, meta.deadline, meta.lifetime, 0);
+        self.set(key, new, meta.deadline, meta.lifetime, 0, None);
         self.bytes += value_len;
         if let Some(i) = self.find(key) {
             self.slots[i].seq = meta.seq;
@@ -407,7 +455,10 @@ impl BankMap {
                     location: meta.location,
                     flags: meta.flags,
                 };
-                self.set(key, new, deadline, lifetime, now);
+                if let Some(at) = meta.location {
+                    self.note_logged(at);
+                }
+                self.set(key, new, deadline, lifetime, now, None);
                 Lookup::Hit(Ok(out))
             }
             Err(e) => Lookup::Hit(Err(e)),

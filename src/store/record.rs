@@ -138,6 +138,22 @@ pub fn encode(
     key: &[u8],
     value: &[u8],
 ) -> Result<(), RecordError> {
+    encode_head(out, generation, meta, bank, key, value)?;
+    out.extend_from_slice(value);
+    Ok(())
+}
+
+/// Appends everything of a record but its value to `out` (the header, whose CRC covers the value too, then
+/// bank and key), so a writer can hand the kernel the value where it already lies instead of copying it
+/// behind the header first.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    generation: u32,
+    meta: Meta,
+    bank: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), RecordError> {
     let len = encoded_len(bank, key, value);
     let (Ok(bank_len), Ok(key_len), Ok(value_len), Ok(total)) =
         (u16::try_from(bank.len()), u16::try_from(key.len()), u32::try_from(value.len()), u32::try_from(len))
@@ -145,7 +161,7 @@ pub fn encode(
         return Err(RecordError::BadLength);
     };
     let start = out.len();
-    out.reserve(len);
+    out.reserve(HEADER_LEN + bank.len() + key.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[0; 4]); // CRC, filled in below
     out.extend_from_slice(&total.to_le_bytes());
@@ -161,8 +177,7 @@ pub fn encode(
     out.extend_from_slice(&meta.lifetime.to_le_bytes());
     out.extend_from_slice(bank);
     out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    let crc = crc32c::crc32c(&out[start + 8..]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start + 8..]), value);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }

@@ -12,7 +12,8 @@
 
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,39 @@ pub struct Location {
     pub len: u32,
     /// Generation of the volume when the record was written.
     pub generation: u32,
+}
+
+/// Writes every byte of `parts` at `offset`, normally in one `pwritev`: a put's value goes from the request
+/// buffer to the page cache with no copy behind the record header first.
+fn write_all_vectored_at(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let count = parts.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+        let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and every slice outlives the call.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr().cast::<libc::iovec>(), count, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        offset += n as u64;
+        IoSlice::advance_slices(&mut parts, n as usize);
+    }
+    Ok(())
+}
+
+impl Location {
+    /// The record's place in the whole log: generations grow store-wide with every volume started, and
+    /// offsets within a volume, so a later record always has a larger position.
+    pub fn log_position(&self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.offset)
+    }
 }
 
 /// Errors of the volume store.
@@ -193,6 +227,9 @@ struct Writer {
     index: BufWriter<File>,
     /// Written since the last fsync.
     dirty: bool,
+    /// Volumes left by a rotation with writes not yet fsynced: the next `sync` does them, outside the lock.
+    unsynced: Vec<u32>,
+    /// The header, bank and key of the record being written; reused.
     scratch: Vec<u8>,
 }
 
@@ -330,6 +367,7 @@ impl Volumes {
                 next_generation,
                 index,
                 dirty: false,
+                unsynced: Vec::new(),
                 scratch: Vec::new(),
             }),
             // Damaged records stepped over at start-up count with those found by reads.
@@ -355,11 +393,11 @@ impl Volumes {
             self.rotate(&mut w)?;
         }
         let generation = self.vols[w.current as usize].generation.load(Ordering::Relaxed);
-        let mut buf = std::mem::take(&mut w.scratch);
-        buf.clear();
-        let encoded = record::encode(&mut buf, generation, meta, bank, key, value);
+        let mut head = std::mem::take(&mut w.scratch);
+        head.clear();
+        let encoded = record::encode_head(&mut head, generation, meta, bank, key, value);
         if encoded.is_err() {
-            w.scratch = buf;
+            w.scratch = head;
             return Err(VolumeError::Config(format!(
                 "bank or key too long for a record ({} / {})",
                 bank.len(),
@@ -367,8 +405,12 @@ impl Volumes {
             )));
         }
         let vol = &self.vols[w.current as usize];
-        let written = vol.files().file.write_all_at(&buf, w.offset);
-        w.scratch = buf;
+        let written = write_all_vectored_at(
+            &vol.files().file,
+            &mut [IoSlice::new(&head), IoSlice::new(value)],
+            w.offset,
+        );
+        w.scratch = head;
         written.map_err(io_err(format!("cannot write {}", vol.path.display())))?;
         let location = Location { volume: w.current, offset: w.offset as u32, len: len as u32, generation };
         let mut entry = Vec::with_capacity(64 + bank.len() + key.len());
@@ -388,7 +430,12 @@ impl Volumes {
 
     /// Moves to the next volume, the oldest, and reuses it under a new generation.
     fn rotate(&self, w: &mut Writer) -> Result<(), VolumeError> {
-        self.sync_locked(w)?;
+        // The fsync of the volume left behind (a whole volume's worth of page cache) would hold every
+        // writer for as long as it takes; the next `sync` does it outside the lock instead.
+        w.index.flush().map_err(io_err("cannot write the index"))?;
+        if std::mem::take(&mut w.dirty) && !w.unsynced.contains(&w.current) {
+            w.unsynced.push(w.current);
+        }
         let next = (w.current + 1) % self.vols.len() as u32;
         let generation = w.next_generation;
         // From here on, every location in the reused volume reads as recycled.
@@ -411,13 +458,18 @@ impl Volumes {
     /// Only the flush of the index buffer happens under the writer's lock; the fsyncs themselves (which can
     /// take many milliseconds) run after it is dropped, so appends go on meanwhile.
     pub fn sync(&self) -> Result<(), VolumeError> {
-        let (current, dirty) = {
+        let (current, dirty, left_behind) = {
             let mut w = self.writer();
             w.index.flush().map_err(io_err("cannot write the index"))?;
-            (w.current, std::mem::take(&mut w.dirty))
+            (w.current, std::mem::take(&mut w.dirty), std::mem::take(&mut w.unsynced))
         };
-        if dirty && self.fsync != Fsync::Never {
-            self.fsync_volume(current)?;
+        if self.fsync != Fsync::Never {
+            for n in left_behind {
+                self.fsync_volume(n)?;
+            }
+            if dirty {
+                self.fsync_volume(current)?;
+            }
         }
         Ok(())
     }
@@ -429,20 +481,6 @@ impl Volumes {
         File::open(&index)
             .and_then(|f| f.sync_data())
             .map_err(io_err(format!("cannot fsync {}", index.display())))
-    }
-
-    fn sync_locked(&self, w: &mut Writer) -> Result<(), VolumeError> {
-        w.index.flush().map_err(io_err("cannot write the index"))?;
-        if !w.dirty {
-            return Ok(());
-        }
-        if self.fsync != Fsync::Never {
-            let vol = &self.vols[w.current as usize];
-            vol.files().file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
-            w.index.get_ref().sync_data().map_err(io_err("cannot fsync the index"))?;
-        }
-        w.dirty = false;
-        Ok(())
     }
 
     /// Checks that every volume file is still the one the server opened. A file that vanished or was
@@ -786,7 +824,11 @@ impl<'a> Scanner<'a> {
         if offset < self.start || want_end > have_end {
             let read_len = (want_end.saturating_sub(offset) as usize).max(Self::CHUNK);
             let read_len = read_len.min(self.size.saturating_sub(offset) as usize);
-            self.buf.resize(read_len, 0);
+            if self.buf.len() < read_len {
+                // Zeroed by the allocator (calloc), not byte by byte.
+                self.buf = vec![0; read_len];
+            }
+            self.buf.truncate(read_len);
             let mut filled = 0;
             while filled < read_len {
                 match self.file.read_at(&mut self.buf[filled..], offset + filled as u64) {
