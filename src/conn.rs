@@ -377,6 +377,32 @@ impl Conn {
             self.output.extend_from_slice(data);
             return self.flush(bytes_out);
         }
+        let Some(sent) = self.write_now(data, bytes_out) else { return false };
+        self.output.clear();
+        self.written = 0;
+        self.output.extend_from_slice(&data[sent..]);
+        true
+    }
+
+    /// Like [`Conn::send`], but what the socket does not take is kept by swapping buffers rather than
+    /// copying (a large reply rarely fits in one write): `data` may come back holding another buffer.
+    pub fn send_buf(&mut self, data: &mut Vec<u8>, bytes_out: &mut u64) -> bool {
+        if self.pending_output() > 0 {
+            self.output.extend_from_slice(data);
+            return self.flush(bytes_out);
+        }
+        let Some(sent) = self.write_now(data, bytes_out) else { return false };
+        self.output.clear();
+        self.written = 0;
+        if sent < data.len() {
+            std::mem::swap(&mut self.output, data);
+            self.written = sent;
+        }
+        true
+    }
+
+    /// Writes as much of `data` as the socket takes now; `None` if the socket failed.
+    fn write_now(&mut self, data: &[u8], bytes_out: &mut u64) -> Option<usize> {
         let mut sent = 0;
         while sent < data.len() {
             match self.stream.write(&data[sent..]) {
@@ -386,13 +412,10 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
-        self.output.clear();
-        self.written = 0;
-        self.output.extend_from_slice(&data[sent..]);
-        true
+        Some(sent)
     }
 
     /// Writes pending output until done or the socket would block. Returns false if the socket failed.

@@ -420,21 +420,21 @@ impl Reactor {
         self.notified.store(false, Ordering::SeqCst);
         while let Ok(batch) = self.done.try_recv() {
             self.batches_in_flight -= 1;
-            for job in batch {
-                self.complete(&job);
+            for mut job in batch {
+                self.complete(&mut job);
                 self.buffers.put_job(job);
             }
         }
     }
 
-    fn complete(&mut self, job: &Job) {
+    fn complete(&mut self, job: &mut Job) {
         let slot = job.slot;
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.generation != job.generation {
             return; // the connection closed and its slot was reused: the reply is for no one
         }
         conn.in_flight = false;
-        if !conn.send(&job.output, &mut self.bytes_out) {
+        if !conn.send_buf(&mut job.output, &mut self.bytes_out) {
             return self.close(slot);
         }
         if job.close_after {
