@@ -2,27 +2,37 @@
 //! and HTTP file API), redis (RESP), memcached (text protocol) and HTTP/1.1
 //! file servers, so that every comparison is made with one tool.
 //!
-//! `bankcache-bench --addr HOST:PORT [flags]` drives one server with
-//! `--connections` connections, each keeping `--pipeline` requests in flight,
-//! gets and sets of `key:NNNNNNNN` drawn from a fixed seed, for `--duration`
-//! seconds or `--requests` replies, on `--threads` mio loops. `--verify`
-//! checks every byte of every get hit against the key's own value. It prints
-//! ops/s, hits/misses/errors and HDR latency percentiles, as text or as one
-//! JSON line (`--json`), and a progress line on stderr while it runs. Exit
-//! codes: 0 done, 1 the run failed, 2 bad flags, 3 values failed verification.
+//! Two modes:
+//!
+//! - **run** (`bankcache-bench --addr HOST:PORT [flags]`): drives one server
+//!   with `--connections` connections, each keeping `--pipeline` requests in
+//!   flight, gets and sets of `key:NNNNNNNN` drawn from a fixed seed, for
+//!   `--duration` seconds or `--requests` replies, on `--threads` mio loops.
+//!   `--verify` checks every byte of every get hit against the key's own value.
+//!   It prints ops/s, hits/misses/errors and HDR latency percentiles, as text
+//!   or as one JSON line (`--json`), and a progress line on stderr while it
+//!   runs. Exit codes: 0 done, 1 the run failed, 2 bad flags, 3 values failed
+//!   verification.
+//! - **compare** (`bankcache-bench compare [flags]`): starts bankcache,
+//!   redis-server and memcached fresh for every run, drives each through the
+//!   issue's matrix of cells with the same driver code in-process, and prints
+//!   one table of medians with ratios, plus `compare.json` and `compare.svg`.
 //!
 //! Module map: `proto` (encoding, parsing, verification), `driver` (threads,
-//! event loops, measurement).
+//! event loops, measurement), `compare` (servers, matrix, table, JSON),
+//! `svg` (the chart).
 
+mod compare;
 mod driver;
 mod proto;
+mod svg;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use driver::{BenchConfig, Report, Stop};
 use proto::Proto;
@@ -30,11 +40,22 @@ use proto::Proto;
 #[derive(Parser, Debug)]
 #[command(
     name = "bankcache-bench",
-    about = "Closed-loop load driver for bankcache (json, http), redis (resp), memcached and HTTP/1.1 file servers"
+    about = "Closed-loop load driver for bankcache (json, http), redis (resp), memcached and HTTP/1.1 file \
+             servers; `bankcache-bench compare` runs the whole comparison",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start bankcache, redis-server and memcached in turn and run the benchmark matrix against each.
+    Compare(compare::CompareArgs),
 }
 
 /// The run mode's flags: one server, one workload.
@@ -258,5 +279,39 @@ fn run_mode(args: &RunArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    run_mode(&Cli::parse().run)
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Compare(args)) => compare::main(args),
+        None => run_mode(&cli.run),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_mode_and_compare_parse_side_by_side() {
+        let cli =
+            Cli::try_parse_from(["bankcache-bench", "--addr", "127.0.0.1:1", "--threads", "2", "--verify"])
+                .expect("run mode");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.threads, 2);
+        let cli =
+            Cli::try_parse_from(["bankcache-bench", "compare", "--cells", "c,f", "--servers", "bankcache"])
+                .expect("compare");
+        assert!(matches!(cli.command, Some(Command::Compare(_))));
+        assert!(Cli::try_parse_from(["bankcache-bench"]).is_err(), "--addr is required without compare");
+        assert!(Cli::try_parse_from(["bankcache-bench", "--addr", "x:1", "compare"]).is_err());
+        assert!(Cli::try_parse_from([
+            "bankcache-bench",
+            "--addr",
+            "x:1",
+            "--duration",
+            "1",
+            "--requests",
+            "5"
+        ])
+        .is_err());
+    }
 }
