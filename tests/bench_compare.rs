@@ -1,0 +1,147 @@
+//! `bankcache-bench` (built from client/) against real bankcache servers: the
+//! run mode's `--verify` and `--requests`, and `compare` end to end with
+//! bankcache alone (CI has neither redis nor memcached, so these tests hide
+//! them even where they are installed). No test asserts a timing.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::TestServer;
+use serde_json::Value;
+
+/// The bench binary, built beside the server's by `cargo test --workspace`.
+fn bench_binary() -> PathBuf {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_bankcache"));
+    let bench = server.with_file_name("bankcache-bench");
+    assert!(bench.exists(), "{} is missing: run the tests with `cargo test --workspace`", bench.display());
+    bench
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs the bench and parses the one JSON line it prints.
+fn run_json(args: &[&str]) -> (Output, Value) {
+    let out = Command::new(bench_binary()).args(args).arg("--json").output().expect("bankcache-bench runs");
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no output; stderr:\n{}", text(&out.stderr)));
+    let value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (out, value)
+}
+
+fn count(value: &Value, key: &str) -> u64 {
+    value[key].as_u64().unwrap_or_else(|| panic!("{key} in {value}"))
+}
+
+/// Every byte of every hit is checked, on the JSON port and over HTTP, on
+/// two threads, and exactly the requested number of replies is measured.
+#[test]
+fn run_mode_verifies_every_value() {
+    let s = TestServer::start(&[]);
+    for (addr, proto) in [(s.addr(), "json"), (s.http_addr(), "http")] {
+        let addr = addr.to_string();
+        let (out, value) = run_json(&[
+            "--addr",
+            &addr,
+            "--proto",
+            proto,
+            "--connections",
+            "4",
+            "--threads",
+            "2",
+            "--pipeline",
+            "4",
+            "--keys",
+            "1000",
+            "--value-size",
+            "100",
+            "--prefill",
+            "--warmup",
+            "0",
+            "--requests",
+            "2000",
+            "--verify",
+        ]);
+        assert!(out.status.success(), "{proto}: {:?}\n{}", out.status, text(&out.stderr));
+        assert_eq!(count(&value, "verify_failures"), 0, "{proto}: {value}");
+        assert!(count(&value, "verified") > 0, "{proto}: gets were checked: {value}");
+        assert_eq!(count(&value, "ops"), 2000, "{proto}: {value}");
+        assert_eq!(count(&value, "errors") + count(&value, "misses"), 0, "{proto}: {value}");
+        assert_eq!(count(&value, "threads"), 2);
+    }
+}
+
+/// Values of another size (as another run left them) fail verification, and
+/// the exit code says so.
+#[test]
+fn run_mode_reports_wrong_values() {
+    let s = TestServer::start(&[]);
+    let addr = s.addr().to_string();
+    let common = ["--addr", &addr, "--connections", "2", "--keys", "200", "--warmup", "0", "--verify"];
+    let (out, value) =
+        run_json(&[&common[..], &["--prefill", "--requests", "10", "--value-size", "32"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(count(&value, "verify_failures"), 0);
+    let (out, value) =
+        run_json(&[&common[..], &["--requests", "500", "--value-size", "33", "--get-ratio", "1"]].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(count(&value, "verify_failures"), count(&value, "verified"));
+    assert!(count(&value, "verify_failures") > 0, "{value}");
+    assert!(text(&out.stderr).contains("returned other bytes"));
+}
+
+/// `compare` with bankcache alone: the table, compare.json with cells c and f
+/// and positive figures, and compare.svg. redis-server and memcached are kept
+/// off PATH, so the test is the same with or without them, and the bench must
+/// say how to install them and carry on.
+#[test]
+fn compare_runs_cells_c_and_f_with_bankcache_alone() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let out = Command::new(bench_binary())
+        .args(["compare", "--servers", "bankcache,redis,memcached", "--cells", "c,f", "--rounds", "1"])
+        .args(["--duration", "0.3", "--warmup", "0", "--rss-keys", "20000"])
+        .arg("--bankcache")
+        .arg(env!("CARGO_BIN_EXE_bankcache"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("PATH", empty_path.path())
+        .output()
+        .expect("bankcache-bench compare runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("sudo apt-get install redis-server memcached"), "{stderr}");
+    assert!(stdout.contains("\nc 1 conn") && stdout.contains("\nf RSS/key"), "{stdout}");
+
+    let json_text = std::fs::read_to_string(out_dir.path().join("compare.json")).expect("compare.json");
+    let report: Value = serde_json::from_str(&json_text).expect("compare.json parses");
+    let c = &report["medians"]["c"]["bankcache"];
+    for figure in ["ops_per_sec", "p50_us", "p99_us", "p999_us"] {
+        assert!(c[figure].as_f64().is_some_and(|v| v > 0.0), "c {figure}: {c}");
+    }
+    let f = &report["medians"]["f"]["bankcache"];
+    assert!(f["bytes_per_key"].as_f64().is_some_and(|v| v > 0.0), "f: {f}");
+    assert_eq!(report["missing"], serde_json::json!(["redis", "memcached"]));
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(2), "{}", report["runs"]);
+    assert!(report["machine"]["nproc"].as_u64().is_some_and(|n| n > 0));
+
+    let svg = std::fs::read_to_string(out_dir.path().join("compare.svg")).expect("compare.svg");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..svg.len().min(100)]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+/// Without the bankcache executable, compare says how to build it.
+#[test]
+fn compare_without_bankcache_says_to_build_it() {
+    let missing = tempfile::tempdir().unwrap();
+    let out = Command::new(bench_binary())
+        .args(["compare", "--servers", "bankcache", "--bankcache"])
+        .arg(missing.path().join("bankcache"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cargo build --release"), "{}", text(&out.stderr));
+}
