@@ -39,12 +39,15 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 3;
 /// Connections and window of the RSS cell's load: it only has to be quick.
 const RSS_CONNECTIONS: usize = 20;
+/// Requests per window of the RSS cell's load.
 const RSS_PIPELINE: usize = 64;
 /// The probe that picks bankcache's front in cell e lasts at most this long per front.
 const PROBE_DURATION: f64 = 1.0;
+/// The warmup of each probe of cell e, at most.
 const PROBE_WARMUP: f64 = 0.5;
 /// The issue's targets: ops/s at least Redis's, p99 at most this times Redis's.
 const P99_TARGET: f64 = 1.2;
+/// How to get the servers that are not bankcache, told whenever one is missing.
 const INSTALL_HINT: &str = "sudo apt-get install redis-server memcached";
 
 /// The servers `compare` knows how to start.
@@ -56,6 +59,7 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
+    /// The name used on the command line, in the table and in compare.json.
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Bankcache => "bankcache",
@@ -77,6 +81,7 @@ pub enum CellId {
 }
 
 impl CellId {
+    /// The cell's letter, as the issue names it.
     pub fn name(self) -> &'static str {
         match self {
             CellId::A => "a",
@@ -177,6 +182,7 @@ impl Cell {
         Cell { id, title, short, connections, pipeline, value_size, keys, get_ratio, disk }
     }
 
+    /// Cell f measures memory, not rates.
     fn is_rss(&self) -> bool {
         self.id == CellId::F
     }
@@ -352,6 +358,7 @@ fn start_server(kind: ServerKind, program: &Path, launch: Launch) -> Result<Serv
     Err(last_error)
 }
 
+/// bankcache on port 0, memory-only or with the disk store, learning its ports from its stdout lines.
 fn start_bankcache(program: &Path, launch: Launch, dir: TempDir) -> Result<Server, String> {
     let fail = |e: io::Error| format!("bankcache: starting {}: {e}", program.display());
     let config = dir.path().join("config.json");
@@ -422,6 +429,7 @@ fn check_starting(server: &mut Server, deadline: Instant, what: &str) -> Result<
     Ok(())
 }
 
+/// redis-server or memcached on a free port, ready once it answers a ping.
 fn start_other(kind: ServerKind, program: &Path, dir: TempDir) -> Result<Server, String> {
     let name = kind.name();
     let fail = |e: io::Error| format!("{name}: starting {}: {e}", program.display());
@@ -741,6 +749,7 @@ pub struct Median {
     pub bytes_per_key: Option<f64>,
 }
 
+/// Medians of each figure over `runs`; `None` when there are no runs.
 fn median_of(runs: &[&Figures]) -> Option<Median> {
     let pick = |f: fn(&Figures) -> f64| median(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
     Some(Median {
@@ -766,6 +775,7 @@ impl CellSummary {
     }
 }
 
+/// Per cell, each server's medians over its successful runs.
 fn summarize(cells: &[Cell], servers: &[ServerKind], records: &[RunRecord]) -> Vec<CellSummary> {
     cells
         .iter()
@@ -786,6 +796,7 @@ fn summarize(cells: &[Cell], servers: &[ServerKind], records: &[RunRecord]) -> V
         .collect()
 }
 
+/// `a / b`, when both are known and `b` is positive.
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -910,6 +921,7 @@ pub fn judge(summary: &CellSummary) -> Target {
     Target { holds: Some(ops_ok && p99_ok), detail }
 }
 
+/// One line per cell saying whether the issue's target holds there.
 pub fn format_targets(summaries: &[CellSummary]) -> String {
     let mut out =
         String::from("targets (a-e: ops/s >= redis and p99 <= 1.2x redis; f: bytes/key < memcached):\n");
@@ -960,6 +972,7 @@ fn utc_date(secs: u64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
+/// CPU, cores, kernel, date and server versions, for the record and the chart's title.
 fn machine(programs: &Programs, servers: &[ServerKind]) -> Machine {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
@@ -990,6 +1003,7 @@ struct Outcome<'a> {
     interrupted: bool,
 }
 
+/// compare.json: machine, settings, every run, medians and targets.
 fn to_json(o: &Outcome) -> Value {
     let m = o.machine;
     let versions: serde_json::Map<String, Value> =
@@ -1065,6 +1079,7 @@ fn to_json(o: &Outcome) -> Value {
     })
 }
 
+/// The chart's data: medians of cells a-e per server, and f's bytes per key.
 fn chart(o: &Outcome) -> svg::Chart {
     let m = o.machine;
     let series: Vec<String> = o.servers.iter().map(|s| s.name().to_string()).collect();
@@ -1103,6 +1118,7 @@ fn chart(o: &Outcome) -> svg::Chart {
     }
 }
 
+/// Writes compare.json and compare.svg into `--out`, creating it if needed.
 fn write_results(o: &Outcome) -> Result<(PathBuf, PathBuf), String> {
     let dir = &o.args.out;
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -1179,6 +1195,7 @@ fn install_signal_handlers() {
     }
 }
 
+/// The items without repeats, first occurrence kept (`--cells a,a` runs a once).
 fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(items.len());
     for &item in items {
@@ -1189,6 +1206,7 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
     out
 }
 
+/// Refuses flags that cannot make a comparison.
 fn validate(args: &CompareArgs) -> Result<(), String> {
     if args.rounds == 0 || args.threads == 0 || args.rss_keys == 0 {
         return Err("--rounds, --threads and --rss-keys must be positive".into());

@@ -93,6 +93,7 @@ pub struct BenchConfig {
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// 64 fresh bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -400,14 +401,17 @@ impl Stats {
             .map_err(|e| io::Error::other(format!("merging latency histograms: {e:?}")))
     }
 
+    /// Every measured reply, whatever it said.
     pub fn ops(&self) -> u64 {
         self.stored + self.hits + self.misses + self.errors
     }
 
+    /// The latency at `quantile` (0.99 for p99), in microseconds.
     pub fn latency_us(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// The longest latency, in microseconds.
     pub fn max_us(&self) -> f64 {
         self.latency.max() as f64 / 1000.0
     }
@@ -426,6 +430,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Measured replies per second of the measured span; 0 if nothing was measured.
     pub fn ops_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
@@ -436,6 +441,7 @@ impl Report {
     }
 }
 
+/// What the connections are doing: only `Measure` is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Prefill,
