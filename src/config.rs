@@ -16,6 +16,9 @@ pub struct Config {
     pub listen: String,
     /// Worker threads that execute ops.
     pub workers: usize,
+    /// Requests per reactor turn that a memory-only server runs on the reactor thread itself instead of
+    /// handing them to a worker; 0 always hands off.
+    pub inline_ops: usize,
     /// Log filter when `RUST_LOG` is not set.
     pub log_level: String,
     /// Ops slower than this many milliseconds are logged at warn; 0 turns it off.
@@ -57,6 +60,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:10001".into(),
             workers: 2,
+            inline_ops: 32,
             log_level: "info".into(),
             slow_log_ms: 100,
             max_request_bytes: 2 * 1024 * 1024,
@@ -116,6 +120,7 @@ struct FileConfig {
     listen: Option<String>,
     #[serde(alias = "CACHE_WORKERS", alias = "WORKERS")]
     workers: Option<usize>,
+    inline_ops: Option<usize>,
     log_level: Option<String>,
     slow_log_ms: Option<u64>,
     max_request_bytes: Option<usize>,
@@ -156,6 +161,9 @@ pub struct Cli {
     /// Worker threads that execute ops
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Requests per reactor turn a memory-only server runs on the reactor thread (0: always hand off)
+    #[arg(long, value_name = "N")]
+    pub inline_ops: Option<usize>,
     /// Log level: error, warn, info, debug or trace (RUST_LOG wins when set)
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -269,7 +277,13 @@ impl Config {
         }
         take!(workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
         take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
-        take!(cache_after_miss_count, cache_after_miss_count_duration, http_bank, http_idle_timeout);
+        take!(
+            cache_after_miss_count,
+            cache_after_miss_count_duration,
+            http_bank,
+            http_idle_timeout,
+            inline_ops
+        );
         if let Some(dir) = file.data_dir {
             config.data_dir = dir;
         }
@@ -286,7 +300,13 @@ impl Config {
         }
         take!(listen, workers, log_level, slow_log_ms, max_request_bytes, max_key_bytes, max_value_bytes);
         take!(max_connections, sweep_interval_ms, volume_size, volume_count, fsync, memory_max_bytes);
-        take!(cache_after_miss_count, cache_after_miss_count_duration, http_bank, http_idle_timeout);
+        take!(
+            cache_after_miss_count,
+            cache_after_miss_count_duration,
+            http_bank,
+            http_idle_timeout,
+            inline_ops
+        );
         if let Some(dir) = &cli.data_dir {
             self.data_dir = (dir != "none").then(|| PathBuf::from(dir));
         }

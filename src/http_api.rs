@@ -207,6 +207,8 @@ fn prometheus(ctx: &Context) -> String {
     family("connections_refused_total", "counter", "Connections refused over max_connections.", &refused);
     let bytes = [("{direction=\"in\"}", get("bytes_in")), ("{direction=\"out\"}", get("bytes_out"))];
     family("network_bytes_total", "counter", "Bytes read from and written to clients.", &bytes);
+    let inline = [("", get("requests_inline"))];
+    family("requests_inline_total", "counter", "Requests the reactor ran itself.", &inline);
     let ops: Vec<(String, u64)> = crate::protocol::OpKind::ALL
         .iter()
         .map(|k| (format!("{{op=\"{}\"}}", k.name()), get(&format!("ops_{}", k.name().replace('.', "_")))))

@@ -154,7 +154,8 @@ impl Server {
         let maintenance =
             Maintenance::start(Arc::clone(&store), Duration::from_millis(config.sweep_interval_ms))
                 .map_err(io_error("cannot start the maintenance thread"))?;
-        let stats = Arc::new(Stats::new(config.workers));
+        // One block of counters per worker, and one for the reactor when it runs requests itself.
+        let stats = Arc::new(Stats::new(config.workers + 1));
         let ctx = Arc::new(Context {
             store: Arc::clone(&store),
             stats: Arc::clone(&stats),
@@ -177,6 +178,11 @@ impl Server {
                 }
             })
         };
+        let inline = (store.disk().is_none() && config.inline_ops > 0).then(|| reactor::Inline {
+            ctx: Arc::clone(&ctx),
+            counters: config.workers,
+            max_ops: config.inline_ops,
+        });
         let workers = worker::spawn(config.workers, ctx, jobs_rx, done_tx, notify)
             .map_err(io_error("cannot start the worker threads"))?;
         let reactor = Reactor::new(Parts {
@@ -188,6 +194,7 @@ impl Server {
             done: done_rx,
             notified,
             workers: config.workers,
+            inline,
             stats,
             limits: NetLimits {
                 max_connections: config.max_connections,

@@ -72,6 +72,8 @@ pub struct NetCounters {
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.
     pub bytes_out: AtomicU64,
+    /// Requests the reactor ran itself rather than handing them to a worker (see `inline_ops`).
+    pub requests_inline: AtomicU64,
 }
 
 /// Every counter of the server.
@@ -132,6 +134,7 @@ impl Stats {
             ("requests_too_large", net.requests_too_large.load(Ordering::Relaxed)),
             ("bytes_in", net.bytes_in.load(Ordering::Relaxed)),
             ("bytes_out", net.bytes_out.load(Ordering::Relaxed)),
+            ("requests_inline", net.requests_inline.load(Ordering::Relaxed)),
         ];
         for kind in OpKind::ALL {
             fields.push((op_field(kind), sum(&|w| &w.ops[kind as usize])));

@@ -108,7 +108,7 @@ pub fn spawn(
 
 /// Runs a job; if a bug makes an op panic, every request of the job is answered with an error instead, so
 /// the connection still gets one reply per request and the worker lives on.
-fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
+pub fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(ctx, counters, job)));
     if ran.is_err() {
         log::error!("an op panicked; answering its batch of {} requests with errors", job.frames.len());

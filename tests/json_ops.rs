@@ -1018,6 +1018,7 @@ fn stats_has_all_fields() {
         "requests_too_large",
         "bytes_in",
         "bytes_out",
+        "requests_inline",
         "ops_put",
         "ops_get",
         "ops_delete",

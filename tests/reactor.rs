@@ -11,7 +11,8 @@ use common::*;
 /// reuses its slot: each job carries the slot's generation, and a stale reply is dropped.
 #[test]
 fn replies_never_reach_a_connection_that_reused_the_slot() {
-    let server = TestServer::start(&["--workers", "2"]);
+    // Every request through the workers, so that a job is in flight when the connection dies.
+    let server = TestServer::start(&["--workers", "2", "--inline-ops", "0"]);
     let mut setup = server.connect();
     // A bank big enough that listing it keeps a worker busy for a while.
     let mut fill = String::new();
@@ -126,4 +127,39 @@ fn slow_ops_are_logged() {
     assert!(keys.starts_with("{\"status\": \"ok\", \"data\": [\"key0\", \"key1\""));
     assert!(eventually(Duration::from_secs(5), || server.stderr().contains("slow op")), "{:?}", started);
     assert!(server.stderr().contains("bank.keys"), "the log names the op: {}", server.stderr());
+}
+
+/// A memory-only server runs a small turn's requests on the reactor thread; bank-wide ops, HTTP, and
+/// everything with `--inline-ops 0` or a disk store go to the workers. Both paths answer byte for byte
+/// alike.
+#[test]
+fn small_turns_run_inline_and_answer_like_the_workers() {
+    let script = [
+        put("b", "k", "\"v\""),
+        get("b", "k"),
+        incr("b", "n", "1"),
+        touch("b", "k"),
+        get("b", "missing"),
+        "{\"op\":\"nope\"}".to_string(),
+        "{\"op\":}".to_string(),
+        bank_keys("b"),
+        delete("b", "k"),
+    ];
+    let answers = |args: &[&str]| -> (Vec<String>, f64) {
+        let server = TestServer::start(args);
+        let mut c = server.connect();
+        // One request per turn: each is a small turn of its own.
+        let replies = script.iter().map(|line| c.request(line)).collect();
+        (replies, stat(&stats(&mut c), "requests_inline"))
+    };
+    let (inline, ran_inline) = answers(&[]);
+    let (handed_off, ran_inline_off) = answers(&["--inline-ops", "0"]);
+    assert_eq!(inline, handed_off);
+    // Everything but bank.keys (bank-wide) and the stats request itself.
+    assert_eq!(ran_inline, (script.len() - 1) as f64);
+    assert_eq!(ran_inline_off, 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let (on_disk, ran_inline_disk) = answers(&["--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(on_disk, inline);
+    assert_eq!(ran_inline_disk, 0.0);
 }
