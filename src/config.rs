@@ -60,7 +60,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:10001".into(),
             workers: 2,
-            inline_ops: 32,
+            inline_ops: 256,
             log_level: "info".into(),
             slow_log_ms: 100,
             max_request_bytes: 2 * 1024 * 1024,

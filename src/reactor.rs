@@ -44,6 +44,8 @@ const FIRST_CONN: usize = 16;
 /// in one send: on a machine with few cores, waking a second worker for a handful of requests costs more
 /// than it saves.
 const FRAMES_PER_CHUNK: usize = 256;
+/// Most requests of one connection's job the reactor runs itself (see [`Inline`]).
+const INLINE_MAX_JOB: usize = 4;
 /// How long a connection closed after an error waits for the peer to read the error line and close.
 const LINGER_AFTER_ERROR: Duration = Duration::from_secs(2);
 /// How long a connection refused at accept lingers.
@@ -402,10 +404,10 @@ impl Reactor {
         }
         while let Some(mut job) = conn.take_job(slot, &mut self.buffers) {
             let inline = match &self.inline {
-                // Only while the workers are idle: when they are busy, the reactor's time is worth more
-                // reading and writing for them than running requests itself.
+                // Only a connection's few requests: a pipelined batch amortizes its hand-off, and a
+                // worker runs it while the reactor goes on reading and writing for everyone else.
                 Some(inline)
-                    if self.batches_in_flight == 0
+                    if job.frames.len() <= INLINE_MAX_JOB
                         && job.frames.len() <= self.inline_left
                         && inline.accepts(&job) =>
                 {
