@@ -161,7 +161,10 @@ impl Conn {
                 }
                 Ok(n) => {
                     *bytes_in += n as u64;
-                    self.last_active = Instant::now();
+                    // Only HTTP connections have an idle timeout; a JSON read saves the clock read.
+                    if self.proto == Proto::Http {
+                        self.last_active = Instant::now();
+                    }
                     self.split();
                     if n < room && !peer_closed {
                         break;
