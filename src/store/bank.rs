@@ -1,18 +1,17 @@
 //! One bank: an independent key space with lifetimes, whose values live in RAM, on disk, or both.
 //!
-//! Entries live in a [`Slab`] and the hash index maps a key's hash to the entry's slab slot (4 bytes per
-//! bucket), so the index stays small however many keys a bank holds. An entry's key and its in-RAM value
-//! share one allocation. Slab slots are stable, which gives the background sweep and the CLOCK eviction
-//! hand cursors they can resume after dropping the lock. Insertion order (for `bank.keys`) comes from a
-//! sequence number kept across re-puts.
+//! Entries live in [`Slots`] (a slab in fixed-size chunks) and the hash index maps a key's hash to the
+//! entry's slot (4 bytes per bucket), so the index stays small however many keys a bank holds. An entry's
+//! key and its in-RAM value share one allocation. Slots are stable, which gives the background sweep and the
+//! CLOCK eviction hand cursors they can resume after dropping the lock. Insertion order (for `bank.keys`)
+//! comes from a sequence number kept across re-puts.
 
 use std::hash::BuildHasher;
 
+use super::slots::Slots;
+use super::volume::Location;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{DefaultHashBuilder, HashTable};
-use slab::Slab;
-
-use super::volume::Location;
 
 /// Deadline of an entry that never expires.
 pub const NEVER: u64 = u64::MAX;
@@ -174,7 +173,7 @@ pub struct NewValue<'a> {
 #[derive(Default)]
 pub struct BankMap {
     index: HashTable<u32>,
-    slots: Slab<Slot>,
+    slots: Slots<Slot>,
     hasher: DefaultHashBuilder,
     next_seq: u64,
     /// Entries that carry a deadline, so the sweep can skip banks without any.
@@ -574,7 +573,7 @@ impl BankMap {
         if self.slots.is_empty() {
             return swept;
         }
-        let end = self.slots.capacity();
+        let end = self.slots.span();
         while swept.visited < max_visit {
             if self.sweep_cursor >= end {
                 self.sweep_cursor = 0;
@@ -593,7 +592,7 @@ impl BankMap {
 
     /// Slots a full sweep cycle visits.
     pub fn sweep_span(&self) -> usize {
-        self.slots.capacity()
+        self.slots.span()
     }
 
     /// One step of CLOCK eviction: moves the hand over up to `max_visit` slots, giving entries read since
@@ -605,7 +604,7 @@ impl BankMap {
         if self.ram_bytes == 0 {
             return (0, 0);
         }
-        let end = self.slots.capacity();
+        let end = self.slots.span();
         for _ in 0..max_visit {
             if freed >= want {
                 break;

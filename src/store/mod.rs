@@ -11,6 +11,7 @@
 pub mod bank;
 pub mod index;
 pub mod record;
+mod slots;
 pub mod volume;
 
 use std::borrow::Cow;
