@@ -8,6 +8,7 @@
 
 use std::hash::BuildHasher;
 
+use super::os_pages::OsPages;
 use super::slots::Slots;
 use super::volume::Location;
 use hashbrown::hash_table::Entry as TableEntry;
@@ -172,7 +173,8 @@ pub struct NewValue<'a> {
 /// The contents of one bank. Callers hold the bank's lock for every call.
 #[derive(Default)]
 pub struct BankMap {
-    index: HashTable<u32>,
+    /// Slot numbers by key hash; big tables are mapped straight from the OS ([`OsPages`]).
+    index: HashTable<u32, OsPages>,
     slots: Slots<Slot>,
     hasher: DefaultHashBuilder,
     next_seq: u64,

@@ -10,6 +10,7 @@
 
 pub mod bank;
 pub mod index;
+mod os_pages;
 pub mod record;
 mod slots;
 pub mod volume;
