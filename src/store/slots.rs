@@ -134,6 +134,12 @@ impl<T> Slots<T> {
     }
 }
 
+/// Bytes a cell of `T` takes, vacant or not (for tests of entry sizes).
+#[cfg(test)]
+pub(super) const fn cell_size<T>() -> usize {
+    std::mem::size_of::<Cell<T>>()
+}
+
 impl<T> Index<usize> for Slots<T> {
     type Output = T;
 
