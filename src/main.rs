@@ -11,7 +11,23 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process, as Redis does by default (`disable-thp yes`).
+/// mimalloc asks for huge pages on its arena, and the kernel then backs each 2 MiB region it touches
+/// whole: loading a million 32-byte values cost about 24 bytes more RSS per key (146.8 instead of 122.6,
+/// measured in-process) for a TLB gain that a cache's scattered lookups barely see. Best effort: a kernel
+/// or sandbox that refuses leaves things as they were, and nothing depends on it.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes nothing but the process's
+    // huge-page policy; no memory is passed to the kernel.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let config = match Config::from_cli(&cli) {
         Ok(config) => config,

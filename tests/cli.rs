@@ -163,6 +163,21 @@ fn stdout_is_exactly_the_listening_line() {
     assert_eq!(s.remaining_stdout(), "", "extra stdout output after the listening line");
 }
 
+/// The server turns transparent huge pages off for itself (they inflate the RSS of many small entries),
+/// which Linux reports in the process's status.
+#[cfg(target_os = "linux")]
+#[test]
+fn transparent_huge_pages_are_off() {
+    let mut s = TestServer::start(&[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    // Kernels before 5.0 do not report it; nothing to check there.
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(EXIT_LIMIT).code(), Some(0));
+}
+
 /// Sends `sig` while a request is in flight and an idle client is
 /// connected: the in-flight requests are answered, the server closes the
 /// connections, stops listening and exits with status 0.

@@ -1,18 +1,19 @@
 //! One bank: an independent key space with lifetimes, whose values live in RAM, on disk, or both.
 //!
-//! Entries live in a [`Slab`] and the hash index maps a key's hash to the entry's slab slot (4 bytes per
-//! bucket), so the index stays small however many keys a bank holds. An entry's key and its in-RAM value
-//! share one allocation. Slab slots are stable, which gives the background sweep and the CLOCK eviction
-//! hand cursors they can resume after dropping the lock. Insertion order (for `bank.keys`) comes from a
-//! sequence number kept across re-puts.
+//! Entries live in [`Slots`] (a slab in fixed-size chunks) and the hash index maps a key's hash to the
+//! entry's slot (4 bytes per bucket), so the index stays small however many keys a bank holds. An entry's
+//! key and its in-RAM value share one allocation. Slots are stable, which gives the background sweep and the
+//! CLOCK eviction hand cursors they can resume after dropping the lock. Insertion order (for `bank.keys`)
+//! comes from a sequence number kept across re-puts.
 
 use std::hash::BuildHasher;
 
+use super::os_pages::OsPages;
+use super::record::{u32_at, u64_at};
+use super::slots::Slots;
+use super::volume::Location;
 use hashbrown::hash_table::Entry as TableEntry;
 use hashbrown::{DefaultHashBuilder, HashTable};
-use slab::Slab;
-
-use super::volume::Location;
 
 /// Deadline of an entry that never expires.
 pub const NEVER: u64 = u64::MAX;
@@ -97,63 +98,208 @@ pub struct Swept {
 const IN_RAM: u8 = 0x80;
 /// Slot flag: read since the CLOCK hand last passed (second chance).
 const REFERENCED: u8 = 0x40;
+/// Slot flag: `data` starts with the lifetime `touch` restarts (only a non-zero one is kept).
+const HAS_LIFETIME: u8 = 0x20;
+/// Slot flag: `data` holds where the record is on disk, after the lifetime if there is one.
+const HAS_LOCATION: u8 = 0x10;
 /// Slot flags that belong to the value (stored on disk too).
 const VALUE_FLAGS: u8 = 0x0f;
 
+/// Bytes of the lifetime in `data`: milliseconds, u64.
+const LIFETIME_LEN: usize = 8;
+/// Bytes of the location in `data`: volume, offset, len and generation (u32 each), then the store clock
+/// of the last counted disk read (u32) and the disk reads counted toward admission to RAM (u8).
+const LOCATION_LEN: usize = 21;
+
+/// Bits of `Slot::deadline_flags` that hold the deadline; all ones stand for `NEVER`. Deadlines from 2^56
+/// ms on (the year 2.28 million) are kept as none.
+const DEADLINE_BITS: u64 = (1 << 56) - 1;
+/// Bits of `Slot::seq_key_len` that hold the insertion order: as many as records carry.
+const SEQ_BITS: u64 = (1 << 48) - 1;
+
+/// One entry, in 32 bytes plus one allocation.
+///
+/// A million entries cost a megabyte per byte of slot, so only what every entry needs is inline, packed:
+/// the allocation, the deadline, the flags, the insertion order and the key's length. What only some
+/// entries have goes in front of the key in `data`, there only when a flag says so: the lifetime `touch`
+/// restarts (most entries have none) and, with a disk store, the record's location with the read counters
+/// of admission. Every put builds `data` anew, so the layout never changes in place.
 struct Slot {
-    /// The key's bytes, then the value's bytes when it is held in RAM.
+    /// `[lifetime][location, last read, reads][key][value, when held in RAM]`.
     data: Box<[u8]>,
-    key_len: u16,
-    flags: u8,
-    /// Disk reads counted toward admission to RAM.
-    reads: u8,
-    /// Milliseconds (store clock, wrapping) of the last counted disk read.
-    last_read: u32,
-    /// Unix milliseconds; `NEVER` for none.
-    deadline: u64,
-    /// The lifetime `touch` restarts (0 when there is none).
-    lifetime: u64,
-    /// Insertion order, kept when the key is re-put.
-    seq: u64,
-    /// Where the record is on disk; `NOWHERE` in a memory-only store (an `Option` would cost 4 bytes).
-    location: Location,
+    /// The deadline in Unix milliseconds (bits 0..56; all ones for `NEVER`), then the flags (bits 56..64).
+    deadline_flags: u64,
+    /// The place in insertion order (bits 0..48), kept when the key is re-put, then the key's length.
+    seq_key_len: u64,
 }
 
-/// The location of an entry with no disk copy.
-const NOWHERE: Location = Location { volume: u32::MAX, offset: 0, len: 0, generation: 0 };
-
-fn pack(location: Option<Location>) -> Location {
-    location.unwrap_or(NOWHERE)
+/// Lays out the `data` of an entry and returns it with the flags that say what it holds.
+fn entry_data(
+    lifetime: u64,
+    location: Option<Location>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> (Box<[u8]>, u8) {
+    let mut layout = 0;
+    let header =
+        if lifetime != 0 { LIFETIME_LEN } else { 0 } + if location.is_some() { LOCATION_LEN } else { 0 };
+    let mut data = Vec::with_capacity(header + key.len() + value.map_or(0, <[u8]>::len));
+    if lifetime != 0 {
+        layout |= HAS_LIFETIME;
+        data.extend_from_slice(&lifetime.to_le_bytes());
+    }
+    if let Some(at) = location {
+        layout |= HAS_LOCATION;
+        // The read counters start at zero: a new value earns its place in RAM anew.
+        for n in [at.volume, at.offset, at.len, at.generation, 0] {
+            data.extend_from_slice(&n.to_le_bytes());
+        }
+        data.push(0);
+    }
+    data.extend_from_slice(key);
+    if let Some(value) = value {
+        layout |= IN_RAM;
+        data.extend_from_slice(value);
+    }
+    (data.into_boxed_slice(), layout)
 }
 
 impl Slot {
+    /// An entry with no deadline; `data` and `flags` as [`entry_data`] made them.
+    fn new(data: Box<[u8]>, flags: u8, key_len: usize, seq: u64) -> Slot {
+        // Keys are at most u16::MAX bytes (the config's limit, as records store them).
+        let seq_key_len = ((key_len as u16 as u64) << 48) | (seq & SEQ_BITS);
+        Slot { data, deadline_flags: (u64::from(flags) << 56) | DEADLINE_BITS, seq_key_len }
+    }
+
+    fn flags(&self) -> u8 {
+        (self.deadline_flags >> 56) as u8
+    }
+
+    fn set_flags(&mut self, flags: u8) {
+        self.deadline_flags = (self.deadline_flags & DEADLINE_BITS) | (u64::from(flags) << 56);
+    }
+
+    fn deadline(&self) -> u64 {
+        match self.deadline_flags & DEADLINE_BITS {
+            DEADLINE_BITS => NEVER,
+            deadline => deadline,
+        }
+    }
+
+    /// Sets the deadline, keeping `expiring` (the bank's count of entries that have one) in step.
+    fn set_deadline(&mut self, deadline: u64, expiring: &mut usize) {
+        *expiring -= usize::from(self.deadline() != NEVER);
+        self.deadline_flags = (self.deadline_flags & !DEADLINE_BITS) | deadline.min(DEADLINE_BITS);
+        *expiring += usize::from(self.deadline() != NEVER);
+    }
+
+    fn seq(&self) -> u64 {
+        self.seq_key_len & SEQ_BITS
+    }
+
+    fn set_seq(&mut self, seq: u64) {
+        self.seq_key_len = (self.seq_key_len & !SEQ_BITS) | (seq & SEQ_BITS);
+    }
+
+    fn key_len(&self) -> usize {
+        (self.seq_key_len >> 48) as usize
+    }
+
+    /// Where the location is in `data`.
+    fn location_at(&self) -> usize {
+        if self.flags() & HAS_LIFETIME != 0 {
+            LIFETIME_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Where the key is in `data`.
+    fn key_at(&self) -> usize {
+        self.location_at() + if self.flags() & HAS_LOCATION != 0 { LOCATION_LEN } else { 0 }
+    }
+
     fn key(&self) -> &[u8] {
-        &self.data[..usize::from(self.key_len)]
+        let at = self.key_at();
+        &self.data[at..at + self.key_len()]
     }
 
     fn ram_value(&self) -> Option<&[u8]> {
-        (self.flags & IN_RAM != 0).then(|| &self.data[usize::from(self.key_len)..])
+        (self.flags() & IN_RAM != 0).then(|| &self.data[self.key_at() + self.key_len()..])
     }
 
     fn ram_bytes(&self) -> usize {
         self.ram_value().map_or(0, <[u8]>::len)
     }
 
+    /// The lifetime `touch` restarts, 0 for none.
+    fn lifetime(&self) -> u64 {
+        if self.flags() & HAS_LIFETIME != 0 {
+            u64_at(&self.data, 0)
+        } else {
+            0
+        }
+    }
+
     fn location(&self) -> Option<Location> {
-        (self.location.volume != u32::MAX).then_some(self.location)
+        (self.flags() & HAS_LOCATION != 0).then(|| {
+            let (d, at) = (&self.data, self.location_at());
+            Location {
+                volume: u32_at(d, at),
+                offset: u32_at(d, at + 4),
+                len: u32_at(d, at + 8),
+                generation: u32_at(d, at + 12),
+            }
+        })
+    }
+
+    /// The disk reads counted toward admission and the store clock of the last one (none without a
+    /// location).
+    fn reads(&self) -> (u8, u32) {
+        if self.flags() & HAS_LOCATION == 0 {
+            return (0, 0);
+        }
+        let at = self.location_at();
+        (self.data[at + 20], u32_at(&self.data, at + 16))
+    }
+
+    fn set_reads(&mut self, reads: u8, last_read: u32) {
+        if self.flags() & HAS_LOCATION != 0 {
+            let at = self.location_at();
+            self.data[at + 16..at + 20].copy_from_slice(&last_read.to_le_bytes());
+            self.data[at + 20] = reads;
+        }
+    }
+
+    /// Lays `data` out anew around the same key, keeping the value flags and the CLOCK bit; the read
+    /// counters start over.
+    fn relayout(&mut self, lifetime: u64, location: Option<Location>, value: Option<&[u8]>) {
+        let (data, layout) = entry_data(lifetime, location, self.key(), value);
+        self.data = data;
+        self.set_flags((self.flags() & (VALUE_FLAGS | REFERENCED)) | layout);
+    }
+
+    /// Replaces the lifetime `touch` restarts.
+    fn set_lifetime(&mut self, lifetime: u64) {
+        if self.flags() & HAS_LIFETIME != 0 && lifetime != 0 {
+            self.data[..LIFETIME_LEN].copy_from_slice(&lifetime.to_le_bytes());
+        } else if lifetime != self.lifetime() {
+            self.relayout(lifetime, self.location(), self.ram_value().map(<[u8]>::to_vec).as_deref());
+        }
     }
 
     fn view(&self) -> View<'_> {
         View {
             value: self.ram_value(),
             location: self.location(),
-            flags: self.flags & VALUE_FLAGS,
-            seq: self.seq,
+            flags: self.flags() & VALUE_FLAGS,
+            seq: self.seq(),
         }
     }
 
     fn expired(&self, now: u64) -> bool {
-        self.deadline <= now
+        self.deadline() <= now
     }
 }
 
@@ -173,8 +319,9 @@ pub struct NewValue<'a> {
 /// The contents of one bank. Callers hold the bank's lock for every call.
 #[derive(Default)]
 pub struct BankMap {
-    index: HashTable<u32>,
-    slots: Slab<Slot>,
+    /// Slot numbers by key hash; big tables are mapped straight from the OS ([`OsPages`]).
+    index: HashTable<u32, OsPages>,
+    slots: Slots<Slot>,
     hasher: DefaultHashBuilder,
     next_seq: u64,
     /// Entries that carry a deadline, so the sweep can skip banks without any.
@@ -255,7 +402,7 @@ impl BankMap {
     /// the live entry's own, or a fresh one taken now so that two new keys never share one.
     pub fn reserve_seq(&mut self, key: &[u8], now: u64) -> u64 {
         match self.find(key) {
-            Some(i) if !self.slots[i].expired(now) => self.slots[i].seq,
+            Some(i) if !self.slots[i].expired(now) => self.slots[i].seq(),
             _ => {
                 self.next_seq += 1;
                 self.next_seq - 1
@@ -302,14 +449,10 @@ impl BankMap {
         now: u64,
         seq: Option<u64>,
     ) -> bool {
-        let value_len = if new.in_ram { new.value.len() } else { 0 };
-        let mut data = Vec::with_capacity(key.len() + value_len);
-        data.extend_from_slice(key);
-        if new.in_ram {
-            data.extend_from_slice(new.value);
-        }
-        let data = data.into_boxed_slice();
-        let flags = (new.flags & VALUE_FLAGS) | if new.in_ram { IN_RAM } else { 0 };
+        let value = new.in_ram.then_some(new.value);
+        let value_len = value.map_or(0, <[u8]>::len);
+        let (data, layout) = entry_data(lifetime, new.location, key, value);
+        let flags = (new.flags & VALUE_FLAGS) | layout;
         let hash = self.hasher.hash_one(key);
         let BankMap { index, slots, hasher, .. } = self;
         let entry = index.entry(
@@ -324,20 +467,15 @@ impl BankMap {
                 self.ram_bytes = self.ram_bytes - slot.ram_bytes() + value_len;
                 // `bytes` is a statistic: saturate rather than trust every record length to agree.
                 self.bytes = self.bytes.saturating_sub(value_len_of(slot, self.name_len)) + new.value.len();
-                self.expiring =
-                    self.expiring - usize::from(slot.deadline != NEVER) + usize::from(deadline != NEVER);
                 slot.data = data;
-                slot.flags = flags;
-                slot.reads = 0;
-                slot.deadline = deadline;
-                slot.lifetime = lifetime;
-                slot.location = pack(new.location);
+                slot.set_flags(flags);
+                slot.set_deadline(deadline, &mut self.expiring);
                 if !was_live {
                     // A dead entry's place in the order died with it.
-                    slot.seq = seq.unwrap_or_else(|| {
+                    slot.set_seq(seq.unwrap_or_else(|| {
                         self.next_seq += 1;
                         self.next_seq - 1
-                    });
+                    }));
                 }
                 was_live
             }
@@ -346,21 +484,12 @@ impl BankMap {
                     self.next_seq += 1;
                     self.next_seq - 1
                 });
-                let i = slots.insert(Slot {
-                    data,
-                    key_len: key.len() as u16,
-                    flags,
-                    reads: 0,
-                    last_read: 0,
-                    deadline,
-                    lifetime,
-                    seq,
-                    location: pack(new.location),
-                });
+                let mut slot = Slot::new(data, flags, key.len(), seq);
+                slot.set_deadline(deadline, &mut self.expiring);
+                let i = slots.insert(slot);
                 vacant.insert(i as u32);
                 self.ram_bytes += value_len;
                 self.bytes += key.len() + new.value.len();
-                self.expiring += usize::from(deadline != NEVER);
                 false
             }
         }
@@ -373,7 +502,7 @@ impl BankMap {
         self.set(key, new, meta.deadline, meta.lifetime, 0, None);
         self.bytes += value_len;
         if let Some(i) = self.find(key) {
-            self.slots[i].seq = meta.seq;
+            self.slots[i].set_seq(meta.seq);
         }
         self.next_seq = self.next_seq.max(meta.seq + 1);
     }
@@ -382,10 +511,8 @@ impl BankMap {
     pub fn restore_touch(&mut self, key: &[u8], deadline: u64, lifetime: u64) {
         if let Some(i) = self.find(key) {
             let slot = &mut self.slots[i];
-            self.expiring =
-                self.expiring - usize::from(slot.deadline != NEVER) + usize::from(deadline != NEVER);
-            slot.deadline = deadline;
-            slot.lifetime = lifetime;
+            slot.set_deadline(deadline, &mut self.expiring);
+            slot.set_lifetime(lifetime);
         }
     }
 
@@ -400,7 +527,7 @@ impl BankMap {
         match self.live(key, now, &gone) {
             Lookup::Hit(i) => {
                 let slot = &mut self.slots[i];
-                slot.flags |= REFERENCED;
+                slot.set_flags(slot.flags() | REFERENCED);
                 Lookup::Hit(f(slot.view()))
             }
             Lookup::Miss => Lookup::Miss,
@@ -420,11 +547,12 @@ impl BankMap {
         match self.live(key, now, &gone) {
             Lookup::Hit(i) => {
                 let slot = &mut self.slots[i];
-                if slot.lifetime != 0 {
-                    slot.deadline = now.saturating_add(slot.lifetime);
+                let lifetime = slot.lifetime();
+                if lifetime != 0 {
+                    slot.set_deadline(now.saturating_add(lifetime), &mut self.expiring);
                 }
-                slot.flags |= REFERENCED;
-                Lookup::Hit(f(slot.view(), slot.deadline, slot.lifetime))
+                slot.set_flags(slot.flags() | REFERENCED);
+                Lookup::Hit(f(slot.view(), slot.deadline(), lifetime))
             }
             Lookup::Miss => Lookup::Miss,
             Lookup::Expired => Lookup::Expired,
@@ -446,7 +574,7 @@ impl BankMap {
             Lookup::Expired => return Lookup::Expired,
         };
         let slot = &self.slots[i];
-        let (deadline, lifetime) = (slot.deadline, slot.lifetime);
+        let (deadline, lifetime) = (slot.deadline(), slot.lifetime());
         match f(slot.view(), deadline, lifetime) {
             Ok((value, meta, out)) => {
                 let new = NewValue {
@@ -479,23 +607,20 @@ impl BankMap {
     ) -> usize {
         let Some(i) = self.find(key) else { return 0 };
         let slot = &mut self.slots[i];
-        if slot.location() != Some(at) || slot.flags & IN_RAM != 0 {
+        if slot.location() != Some(at) || slot.flags() & IN_RAM != 0 {
             return 0;
         }
-        if now.wrapping_sub(slot.last_read) > window {
-            slot.reads = 0;
+        let (mut reads, last_read) = slot.reads();
+        if now.wrapping_sub(last_read) > window {
+            reads = 0;
         }
-        slot.reads = slot.reads.saturating_add(1);
-        slot.last_read = now;
-        if slot.reads < count {
+        reads = reads.saturating_add(1);
+        if reads < count {
+            slot.set_reads(reads, now);
             return 0;
         }
-        slot.reads = 0;
-        let mut data = Vec::with_capacity(usize::from(slot.key_len) + value.len());
-        data.extend_from_slice(slot.key());
-        data.extend_from_slice(value);
-        slot.data = data.into_boxed_slice();
-        slot.flags |= IN_RAM;
+        // The counters start over in the new layout.
+        slot.relayout(slot.lifetime(), Some(at), Some(value));
         self.ram_bytes += value.len();
         value.len()
     }
@@ -542,9 +667,8 @@ impl BankMap {
             found.remove();
         }
         self.ram_bytes -= slot.ram_bytes();
-        self.bytes =
-            self.bytes.saturating_sub(usize::from(slot.key_len) + value_len_of(&slot, self.name_len));
-        self.expiring -= usize::from(slot.deadline != NEVER);
+        self.bytes = self.bytes.saturating_sub(slot.key_len() + value_len_of(&slot, self.name_len));
+        self.expiring -= usize::from(slot.deadline() != NEVER);
     }
 
     /// Calls `f` with every live key in insertion order. Expired entries and entries whose disk copy is
@@ -554,7 +678,7 @@ impl BankMap {
             .slots
             .iter()
             .filter(|(_, slot)| !slot.expired(now) && !slot.location().is_some_and(&gone))
-            .map(|(i, slot)| (slot.seq, i))
+            .map(|(i, slot)| (slot.seq(), i))
             .collect();
         order.sort_unstable();
         for (_, i) in order {
@@ -574,7 +698,7 @@ impl BankMap {
         if self.slots.is_empty() {
             return swept;
         }
-        let end = self.slots.capacity();
+        let end = self.slots.span();
         while swept.visited < max_visit {
             if self.sweep_cursor >= end {
                 self.sweep_cursor = 0;
@@ -593,7 +717,7 @@ impl BankMap {
 
     /// Slots a full sweep cycle visits.
     pub fn sweep_span(&self) -> usize {
-        self.slots.capacity()
+        self.slots.span()
     }
 
     /// One step of CLOCK eviction: moves the hand over up to `max_visit` slots, giving entries read since
@@ -605,7 +729,7 @@ impl BankMap {
         if self.ram_bytes == 0 {
             return (0, 0);
         }
-        let end = self.slots.capacity();
+        let end = self.slots.span();
         for _ in 0..max_visit {
             if freed >= want {
                 break;
@@ -616,17 +740,16 @@ impl BankMap {
             let i = self.clock_hand;
             self.clock_hand += 1;
             let Some(slot) = self.slots.get_mut(i) else { continue };
-            if slot.flags & IN_RAM == 0 {
+            if slot.flags() & IN_RAM == 0 {
                 continue;
             }
-            if slot.flags & REFERENCED != 0 {
-                slot.flags &= !REFERENCED;
+            if slot.flags() & REFERENCED != 0 {
+                slot.set_flags(slot.flags() & !REFERENCED);
                 continue;
             }
             let bytes = slot.ram_bytes();
-            if slot.location().is_some() {
-                slot.data = slot.key().to_vec().into_boxed_slice();
-                slot.flags &= !IN_RAM;
+            if let Some(at) = slot.location() {
+                slot.relayout(slot.lifetime(), Some(at), None);
                 self.ram_bytes -= bytes;
             } else {
                 self.remove_slot(i);
@@ -643,7 +766,7 @@ fn value_len_of(slot: &Slot, name_len: usize) -> usize {
     match (slot.ram_value(), slot.location()) {
         (Some(v), _) => v.len(),
         (None, Some(at)) => {
-            (at.len as usize).saturating_sub(super::record::HEADER_LEN + name_len + usize::from(slot.key_len))
+            (at.len as usize).saturating_sub(super::record::HEADER_LEN + name_len + slot.key_len())
         }
         (None, None) => 0,
     }
@@ -859,5 +982,141 @@ mod tests {
             b.get(b"d", 0, NOT_GONE, |v| (v.value.is_none(), v.location)),
             Lookup::Hit((true, Some(loc)))
         );
+    }
+
+    #[test]
+    fn a_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        // A vacant cell's free-list link fits in the pointer's niche: no tag byte on top.
+        assert_eq!(super::super::slots::cell_size::<Slot>(), 32);
+    }
+
+    #[test]
+    fn the_optional_parts_of_an_entry_round_trip() {
+        let loc = Location { volume: 3, offset: 0x0102_0304, len: 77, generation: 9 };
+        for lifetime in [0, 1, 60_000, u64::MAX] {
+            for location in [None, Some(loc)] {
+                for value in [None, Some(&b"value"[..]), Some(&b""[..])] {
+                    let (data, layout) = entry_data(lifetime, location, b"key", value);
+                    let mut slot = Slot::new(data, layout | 0x05, 3, 42);
+                    let what = format!("lifetime {lifetime}, {location:?}, {value:?}");
+                    assert_eq!(slot.key(), b"key", "{what}");
+                    assert_eq!(
+                        (slot.lifetime(), slot.location(), slot.ram_value()),
+                        (lifetime, location, value)
+                    );
+                    assert_eq!((slot.flags() & VALUE_FLAGS, slot.seq(), slot.deadline()), (0x05, 42, NEVER));
+                    assert_eq!(slot.reads(), (0, 0));
+                    slot.set_reads(2, 1234);
+                    assert_eq!(slot.reads(), if location.is_some() { (2, 1234) } else { (0, 0) }, "{what}");
+                    // Changing the lifetime moves the rest of `data` but loses nothing.
+                    for new_lifetime in [0, 5, lifetime] {
+                        slot.set_lifetime(new_lifetime);
+                        assert_eq!(slot.lifetime(), new_lifetime, "{what}");
+                        assert_eq!(
+                            (slot.key(), slot.location(), slot.ram_value()),
+                            (&b"key"[..], location, value)
+                        );
+                        assert_eq!(slot.flags() & VALUE_FLAGS, 0x05);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_fields_keep_to_their_bits() {
+        let (data, layout) = entry_data(0, None, b"k", Some(b"v"));
+        let mut slot = Slot::new(data, layout | VALUE_FLAGS, 1, SEQ_BITS);
+        let mut expiring = 0;
+        slot.set_deadline(1_700_000_000_000, &mut expiring);
+        assert_eq!(
+            (slot.deadline(), expiring, slot.seq(), slot.key_len()),
+            (1_700_000_000_000, 1, SEQ_BITS, 1)
+        );
+        // Every flag but the two that say what `data` holds.
+        let all = IN_RAM | REFERENCED | VALUE_FLAGS;
+        slot.set_flags(all);
+        slot.set_seq(7);
+        assert_eq!(
+            (slot.deadline(), slot.flags(), slot.seq(), slot.key()),
+            (1_700_000_000_000, all, 7, &b"k"[..])
+        );
+        // Deadlines too far away to hold are none.
+        slot.set_deadline(1 << 60, &mut expiring);
+        assert_eq!((slot.deadline(), expiring, slot.flags()), (NEVER, 0, all));
+        slot.set_deadline(DEADLINE_BITS - 1, &mut expiring);
+        assert_eq!((slot.deadline(), expiring), (DEADLINE_BITS - 1, 1));
+        slot.set_deadline(NEVER, &mut expiring);
+        assert_eq!((slot.deadline(), expiring), (NEVER, 0));
+    }
+
+    #[test]
+    fn a_lifetime_survives_incr_and_touch_and_a_re_put_replaces_it() {
+        let mut b = BankMap::new();
+        b.put(b"k", ram(b"1"), Ttl::Millis(1000), 0);
+        let meta = NewValueMeta { in_ram: true, location: None, flags: 0 };
+        b.update(b"k", 500, NOT_GONE, |_, _, _| Ok::<_, ()>((b"2".to_vec(), meta, ())));
+        assert_eq!(
+            b.touch(b"k", 900, NOT_GONE, |_, deadline, lifetime| (deadline, lifetime)),
+            Lookup::Hit((1900, 1000))
+        );
+        assert_eq!(get(&mut b, "k", 1800).as_deref(), Some("2"));
+        assert_eq!(b.expiring, 1);
+        b.put(b"k", ram(b"3"), Ttl::Forever, 1800);
+        assert_eq!(
+            b.touch(b"k", 1900, NOT_GONE, |_, deadline, lifetime| (deadline, lifetime)),
+            Lookup::Hit((NEVER, 0))
+        );
+        assert_eq!(b.expiring, 0);
+        b.restore_touch(b"k", 5000, 3000);
+        assert_eq!(
+            b.touch(b"k", 4000, NOT_GONE, |v, deadline, lifetime| (
+                v.value.map(<[u8]>::to_vec),
+                deadline,
+                lifetime
+            )),
+            Lookup::Hit((Some(b"3".to_vec()), 7000, 3000))
+        );
+        assert_eq!(b.expiring, 1);
+    }
+
+    #[test]
+    fn location_and_lifetime_survive_admission_and_eviction() {
+        let mut b = BankMap::new();
+        let loc = at(2, 5);
+        let disk = NewValue { value: b"value", in_ram: false, location: Some(loc), flags: 3 };
+        b.put(b"k", disk, Ttl::Millis(60_000), 1000);
+        let seq = b.reserve_seq(b"k", 1000);
+        for clock in [10, 20] {
+            assert_eq!(b.note_disk_read(b"k", loc, b"value", clock, 3, 60), 0);
+        }
+        assert_eq!(b.note_disk_read(b"k", loc, b"value", 30, 3, 60), 5);
+        let read = |b: &mut BankMap| {
+            b.touch(b"k", 2000, NOT_GONE, |v, deadline, lifetime| {
+                (v.value.map(<[u8]>::to_vec), v.location, v.flags, v.seq, deadline, lifetime)
+            })
+        };
+        assert_eq!(read(&mut b), Lookup::Hit((Some(b"value".to_vec()), Some(loc), 3, seq, 62_000, 60_000)));
+        // Read since the hand last passed: the first pass only clears the mark.
+        assert_eq!(b.evict_step(100, 1), (0, 0));
+        assert_eq!(b.evict_step(100, 1), (5, 1));
+        assert_eq!(read(&mut b), Lookup::Hit((None, Some(loc), 3, seq, 62_000, 60_000)));
+        assert_eq!((b.ram_bytes(), b.bytes()), (0, 6));
+        // The counters started over: three more reads to come back.
+        assert_eq!(b.note_disk_read(b"k", loc, b"value", 40, 3, 60), 0);
+    }
+
+    #[test]
+    fn a_re_put_keeps_the_order_and_takes_the_new_location() {
+        let mut b = BankMap::new();
+        let disk = |loc| NewValue { value: b"v", in_ram: false, location: Some(loc), flags: 0 };
+        b.put(b"a", disk(at(0, 1)), Ttl::Millis(10), 0);
+        b.put(b"b", disk(at(0, 2)), Ttl::Forever, 0);
+        b.put(b"a", disk(at(1, 3)), Ttl::Forever, 5);
+        assert_eq!(keys(&b, 100), ["a", "b"]);
+        assert_eq!(b.get(b"a", 100, NOT_GONE, |v| v.location), Lookup::Hit(Some(at(1, 3))));
+        assert_eq!(b.touch(b"a", 100, NOT_GONE, |_, d, l| (d, l)), Lookup::Hit((NEVER, 0)));
+        assert_eq!(b.expiring, 0);
     }
 }

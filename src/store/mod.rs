@@ -10,7 +10,9 @@
 
 pub mod bank;
 pub mod index;
+mod os_pages;
 pub mod record;
+mod slots;
 pub mod volume;
 
 use std::borrow::Cow;
