@@ -41,10 +41,6 @@ const START_ATTEMPTS: usize = 3;
 const RSS_CONNECTIONS: usize = 20;
 /// Requests per window of the RSS cell's load.
 const RSS_PIPELINE: usize = 64;
-/// The probe that picks bankcache's front in cell e lasts at most this long per front.
-const PROBE_DURATION: f64 = 1.0;
-/// The warmup of each probe of cell e, at most.
-const PROBE_WARMUP: f64 = 0.5;
 /// The targets: ops/s at least Redis's, p99 at most this times Redis's.
 const P99_TARGET: f64 = 1.2;
 /// How to get the servers that are not bankcache, told whenever one is missing.
@@ -130,6 +126,19 @@ pub struct CompareArgs {
     /// Seed of the request streams and values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// bankcache's front in cell e: its HTTP file API (CacheFS's benchmark; bodies taken as they are) or
+    /// its JSON port (values as JSON strings)
+    #[arg(long, value_enum, default_value_t = Front::Http)]
+    pub e_front: Front,
+}
+
+/// A bankcache front for cell e.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Front {
+    /// The HTTP file API.
+    Http,
+    /// The JSON port.
+    Json,
 }
 
 /// One cell's workload.
@@ -1135,44 +1144,15 @@ fn write_results(o: &Outcome) -> Result<(PathBuf, PathBuf), String> {
 // ---------------------------------------------------------------------------
 // The command
 
-/// Which front bankcache uses in cell e, and the probe that chose it.
+/// Which front bankcache uses in cell e.
 struct FrontChoice {
     http: bool,
-    json_ops: Option<f64>,
-    http_ops: Option<f64>,
 }
 
 impl FrontChoice {
     fn to_json(&self) -> Value {
-        json!({
-            "front": if self.http { "http" } else { "json" },
-            "probe_ops_per_sec": { "json": self.json_ops, "http": self.http_ops },
-        })
+        json!({ "front": if self.http { "http" } else { "json" } })
     }
-}
-
-/// Measures bankcache's JSON and HTTP fronts briefly in cell e (disk store
-/// on, a fresh server each) and picks HTTP if it is the faster.
-fn choose_front(program: &Path, cell: &Cell, args: &CompareArgs) -> FrontChoice {
-    let timing = (args.duration.min(PROBE_DURATION), args.warmup.min(PROBE_WARMUP));
-    let probe = |http: bool| match run_once(ServerKind::Bankcache, program, cell, args, http, timing) {
-        Ok(f) => Some(f.ops_per_sec),
-        Err(e) => {
-            eprintln!(
-                "bankcache-bench compare: cell e probe over {}: {e}",
-                if http { "http" } else { "json" }
-            );
-            None
-        }
-    };
-    let json_ops = probe(false);
-    let http_ops = if interrupted() { None } else { probe(true) };
-    let http = match (json_ops, http_ops) {
-        (Some(j), Some(h)) => h > j,
-        (None, Some(_)) => true,
-        _ => false,
-    };
-    FrontChoice { http, json_ops, http_ops }
 }
 
 /// Sets `INTERRUPTED` on the first SIGINT or SIGTERM; the handler then
@@ -1304,19 +1284,8 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         args.warmup
     );
 
-    let mut front = None;
-    if let (Some(program), Some(cell_e)) = (&programs.bankcache, cells.iter().find(|c| c.id == CellId::E)) {
-        let choice = choose_front(program, cell_e, args);
-        let show =
-            |ops: Option<f64>| ops.map_or_else(|| "failed".to_string(), |o| format!("{} ops/s", grouped(o)));
-        eprintln!(
-            "bankcache-bench compare: cell e: bankcache front = {} (probe: json {}, http {})",
-            if choice.http { "http" } else { "json" },
-            show(choice.json_ops),
-            show(choice.http_ops)
-        );
-        front = Some(choice);
-    }
+    let front = (programs.bankcache.is_some() && cells.iter().any(|c| c.id == CellId::E))
+        .then_some(FrontChoice { http: args.e_front == Front::Http });
 
     let mut records = Vec::new();
     'rounds: for round in 1..=args.rounds {
@@ -1365,10 +1334,7 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         println!("  {}: {}", cell.id.name(), cell.title);
     }
     if let Some(choice) = &front {
-        println!(
-            "  e: bankcache over {} (the faster front in a short probe)",
-            if choice.http { "HTTP" } else { "JSON" }
-        );
+        println!("  e: bankcache over {} (--e-front)", if choice.http { "HTTP" } else { "JSON" });
     }
     println!();
     print!("{}", format_table(&summaries, &servers));
