@@ -1513,6 +1513,7 @@ mod tests {
             threads: 1,
             verify: false,
             seed: 1,
+            e_front: Front::Http,
         };
         let machine = Machine {
             nproc: 2,
