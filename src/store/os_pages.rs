@@ -1,12 +1,13 @@
-//! The allocator of a bank's hash index: big tables come straight from the OS and go straight back.
+//! The allocator of a bank's big arrays (its slots and its hash index): big blocks come straight from the
+//! OS and go straight back.
 //!
-//! The index is one table that doubles as the bank grows, and each doubling frees the table before. The
-//! global allocator (mimalloc) keeps freed memory committed for a while (it purges after a delay, and only
-//! when it is next called into) and backs big blocks with transparent huge pages where the system allows
-//! them: at a million keys the index then cost 20–30 bytes of RSS per key instead of the ~10 its buckets
-//! take, more or less depending on how long ago it last grew. A block from `mmap` is faulted in a page at a
-//! time as it is used and `munmap` returns it at once, so the index costs what it holds. Tables of small
-//! banks stay with the global allocator, where a system call per table would cost more than it saves.
+//! Both arrays double as a bank grows. From the global allocator (mimalloc) each doubling leaves the block
+//! before it committed for a while (it purges after a delay, and only when it is next called into), and big
+//! blocks get transparent huge pages where the system allows them: at a million keys that moved the RSS by
+//! tens of bytes per key from run to run. A block from `mmap` is faulted in a page at a time as it is
+//! used, `munmap` returns it at once, and on Linux `mremap` grows it in place or moves its pages without
+//! copying them, so an array costs what it holds and a doubling copies nothing. Small blocks (small banks)
+//! stay with the global allocator, where a system call each would cost more than it saves.
 
 use std::alloc::Layout;
 use std::ptr::{self, NonNull};
@@ -63,6 +64,31 @@ unsafe impl Allocator for OsPages {
         self.allocate(layout)
     }
 
+    unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        #[cfg(target_os = "linux")]
+        if mapped(old) && mapped(new) {
+            // SAFETY: the caller passes a block this allocator mapped for `old` (so `old.size()` bytes at
+            // `ptr`) and a larger `new`; MREMAP_MAYMOVE lets the kernel extend the mapping or move its pages
+            // whole to a new range, keeping their contents, and the old range is then gone. Failure is
+            // checked below, and leaves the old mapping as it was.
+            let p =
+                unsafe { libc::mremap(ptr.as_ptr().cast(), old.size(), new.size(), libc::MREMAP_MAYMOVE) };
+            if p == libc::MAP_FAILED {
+                return Err(AllocError);
+            }
+            let p = NonNull::new(p.cast::<u8>()).ok_or(AllocError)?;
+            return Ok(NonNull::slice_from_raw_parts(p, new.size()));
+        }
+        let block = self.allocate(new)?;
+        // SAFETY: the new block is at least `old.size()` bytes and distinct from the old one, which the
+        // caller passes as a live block of this allocator for `old`, not used again after this call.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), block.cast::<u8>().as_ptr(), old.size());
+            self.deallocate(ptr, old);
+        }
+        Ok(block)
+    }
+
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if !mapped(layout) {
             // SAFETY: the caller passes a block allocated with `layout`, which `mapped` says `Global` made.
@@ -104,6 +130,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn growing_keeps_the_contents_from_small_to_mapped_to_bigger() {
+        let mut v: allocator_api2::vec::Vec<u64, OsPages> = allocator_api2::vec::Vec::new_in(OsPages);
+        for i in 0..1_000_000u64 {
+            v.push(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        }
+        assert!(v.capacity() * 8 >= 4 * MAP_FROM, "grew through several mapped sizes");
+        assert!(v.iter().enumerate().all(|(i, &x)| x == (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+        v.truncate(10);
+        v.shrink_to_fit();
+        assert_eq!(v.len(), 10);
+        assert_eq!(v[9], 9u64.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     }
 
     #[test]
