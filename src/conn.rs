@@ -376,36 +376,39 @@ impl Conn {
     /// Writes `data` after whatever is pending, straight from `data` when nothing is. Returns false if
     /// the socket failed.
     pub fn send(&mut self, data: &[u8], bytes_out: &mut u64) -> bool {
-        if self.pending_output() > 0 {
-            self.output.extend_from_slice(data);
-            return self.flush(bytes_out);
+        match self.send_direct(data, bytes_out) {
+            Direct::Failed => false,
+            Direct::Queued => true,
+            Direct::Wrote(sent) => {
+                self.output.extend_from_slice(&data[sent..]);
+                true
+            }
         }
-        let Some(sent) = self.write_now(data, bytes_out) else { return false };
-        self.output.clear();
-        self.written = 0;
-        self.output.extend_from_slice(&data[sent..]);
-        true
     }
 
     /// Like [`Conn::send`], but what the socket does not take is kept by swapping buffers rather than
     /// copying (a large reply rarely fits in one write): `data` may come back holding another buffer.
     pub fn send_buf(&mut self, data: &mut Vec<u8>, bytes_out: &mut u64) -> bool {
-        if self.pending_output() > 0 {
-            self.output.extend_from_slice(data);
-            return self.flush(bytes_out);
+        match self.send_direct(data, bytes_out) {
+            Direct::Failed => false,
+            Direct::Queued => true,
+            Direct::Wrote(sent) => {
+                if sent < data.len() {
+                    std::mem::swap(&mut self.output, data);
+                    self.written = sent;
+                }
+                true
+            }
         }
-        let Some(sent) = self.write_now(data, bytes_out) else { return false };
-        self.output.clear();
-        self.written = 0;
-        if sent < data.len() {
-            std::mem::swap(&mut self.output, data);
-            self.written = sent;
-        }
-        true
     }
 
-    /// Writes as much of `data` as the socket takes now; `None` if the socket failed.
-    fn write_now(&mut self, data: &[u8], bytes_out: &mut u64) -> Option<usize> {
+    /// Queues `data` behind pending output, or, when nothing is pending, writes as much of it as the
+    /// socket takes now and leaves the (empty) output buffer for the caller to keep the rest in.
+    fn send_direct(&mut self, data: &[u8], bytes_out: &mut u64) -> Direct {
+        if self.pending_output() > 0 {
+            self.output.extend_from_slice(data);
+            return if self.flush(bytes_out) { Direct::Queued } else { Direct::Failed };
+        }
         let mut sent = 0;
         while sent < data.len() {
             match self.stream.write(&data[sent..]) {
@@ -415,10 +418,12 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
+                Err(_) => return Direct::Failed,
             }
         }
-        Some(sent)
+        self.output.clear();
+        self.written = 0;
+        Direct::Wrote(sent)
     }
 
     /// Writes pending output until done or the socket would block. Returns false if the socket failed.
@@ -454,6 +459,16 @@ impl Conn {
         buffers.put(self.input);
         buffers.put_frames(self.frames);
     }
+}
+
+/// What [`Conn::send_direct`] did with the bytes it was given.
+enum Direct {
+    /// The socket failed.
+    Failed,
+    /// Queued behind earlier output (and flushed as far as the socket allowed).
+    Queued,
+    /// This many bytes went straight to the socket; the rest is the caller's to keep.
+    Wrote(usize),
 }
 
 /// Buffers handed back and forth between the reactor and the workers, reused instead of reallocated.

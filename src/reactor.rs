@@ -67,6 +67,18 @@ pub struct Inline {
     pub max_ops: usize,
 }
 
+/// Names in a request that send it to a worker (see [`Inline::accepts`]), searched for with finders built
+/// once rather than per job.
+struct HeavyOps {
+    bank: memchr::memmem::Finder<'static>,
+    stats: memchr::memmem::Finder<'static>,
+}
+
+static HEAVY_OPS: std::sync::LazyLock<HeavyOps> = std::sync::LazyLock::new(|| HeavyOps {
+    bank: memchr::memmem::Finder::new(b"bank."),
+    stats: memchr::memmem::Finder::new(b"stats"),
+});
+
 impl Inline {
     /// True for a job the reactor may run itself: JSON requests that are not bank-wide (`bank.keys`,
     /// `bank.reset` and `bank.list` walk a whole bank; `stats` walks them all). The check is a byte
@@ -74,9 +86,8 @@ impl Inline {
     fn accepts(&self, job: &Job) -> bool {
         let (Some(first), Some(last)) = (job.frames.first(), job.frames.last()) else { return false };
         let bytes = &job.input[first.start..last.end];
-        job.proto == Proto::Json
-            && memchr::memmem::find(bytes, b"bank.").is_none()
-            && memchr::memmem::find(bytes, b"stats").is_none()
+        let heavy = &*HEAVY_OPS;
+        job.proto == Proto::Json && heavy.bank.find(bytes).is_none() && heavy.stats.find(bytes).is_none()
     }
 }
 

@@ -403,10 +403,7 @@ impl BankMap {
     pub fn reserve_seq(&mut self, key: &[u8], now: u64) -> u64 {
         match self.find(key) {
             Some(i) if !self.slots[i].expired(now) => self.slots[i].seq(),
-            _ => {
-                self.next_seq += 1;
-                self.next_seq - 1
-            }
+            _ => take_seq(&mut self.next_seq),
         }
     }
 
@@ -472,18 +469,12 @@ impl BankMap {
                 slot.set_deadline(deadline, &mut self.expiring);
                 if !was_live {
                     // A dead entry's place in the order died with it.
-                    slot.set_seq(seq.unwrap_or_else(|| {
-                        self.next_seq += 1;
-                        self.next_seq - 1
-                    }));
+                    slot.set_seq(seq.unwrap_or_else(|| take_seq(&mut self.next_seq)));
                 }
                 was_live
             }
             TableEntry::Vacant(vacant) => {
-                let seq = seq.unwrap_or_else(|| {
-                    self.next_seq += 1;
-                    self.next_seq - 1
-                });
+                let seq = seq.unwrap_or_else(|| take_seq(&mut self.next_seq));
                 let mut slot = Slot::new(data, flags, key.len(), seq);
                 slot.set_deadline(deadline, &mut self.expiring);
                 let i = slots.insert(slot);
@@ -759,6 +750,12 @@ impl BankMap {
         }
         (freed, evicted)
     }
+}
+
+/// Takes the next insertion-order number.
+fn take_seq(next: &mut u64) -> u64 {
+    *next += 1;
+    *next - 1
 }
 
 /// A value's length, wherever it is: in RAM, or inferred from its record (header, bank, key, value).
