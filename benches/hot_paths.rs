@@ -5,8 +5,8 @@
 
 use std::hint::black_box;
 
-use bankcache::protocol::{self, reply, Limits, Split, Splitter};
 use bankcache::store::{Store, Ttl};
+use bankcache_proto::{self as protocol, reply, Limits, Split, Splitter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const GET: &[u8] = br#"{"op":"get","bank":"bench","key":"key:00001234"}"#;

@@ -20,11 +20,8 @@
 //! Dependencies point one way: `server` → `reactor`/`worker` → `protocol` / `store`.
 
 pub mod config;
-pub mod conn;
 pub mod http;
-pub mod http_api;
-pub mod protocol;
-pub mod reactor;
+pub mod net;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -13,11 +13,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::protocol::Limits;
-use crate::reactor::{self, NetLimits, Parts, Reactor, StopFlag};
+use crate::net::reactor::{self, NetLimits, Parts, Reactor, StopFlag};
 use crate::stats::Stats;
 use crate::store::{Fsync, Maintenance, Store, StoreConfig, VolumeConfig};
 use crate::worker::{self, Context};
+use bankcache_proto::Limits;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug)]
@@ -199,7 +199,10 @@ impl Server {
             limits: NetLimits {
                 max_connections: config.max_connections,
                 max_request_bytes: config.max_request_bytes,
-                http: crate::http::Limits { max_head: HTTP_MAX_HEAD, max_body: config.max_value_bytes },
+                http: crate::http::codec::Limits {
+                    max_head: HTTP_MAX_HEAD,
+                    max_body: config.max_value_bytes,
+                },
                 http_idle: Duration::from_secs_f64(config.http_idle_timeout),
             },
             stop: self.stop,

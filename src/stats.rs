@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-use crate::protocol::OpKind;
+use bankcache_proto::OpKind;
 
 /// Counters written by one worker.
 #[derive(Default)]

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::protocol::number::{self, NotANumber};
-use crate::protocol::{self, reply, Limits, Op, OpKind, RequestError};
 use crate::stats::{Stats, WorkerCounters};
 use crate::store::record::FLAG_BYTES;
 use crate::store::{Store, Ttl};
+use bankcache_proto::number::{self, NotANumber};
+use bankcache_proto::{self as protocol, reply, Limits, Op, OpKind, RequestError};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
@@ -123,7 +123,15 @@ pub fn run_job_guarded(ctx: &Context, counters: &WorkerCounters, job: &mut Job) 
             Proto::Http => {
                 counters.error();
                 let body = b"Internal Server Error";
-                crate::http::response(&mut job.output, 500, "Internal Server Error", &[], body, false, true);
+                crate::http::codec::response(
+                    &mut job.output,
+                    500,
+                    "Internal Server Error",
+                    &[],
+                    body,
+                    false,
+                    true,
+                );
                 job.close_after = true;
             }
         }
@@ -141,7 +149,7 @@ pub fn run_job(ctx: &Context, counters: &WorkerCounters, job: &mut Job) {
             Proto::Http => {
                 let head = &job.input[f.start..f.body.0];
                 let body = &job.input[f.body.0..f.body.1];
-                if !crate::http_api::execute(ctx, counters, head, body, &mut job.output) {
+                if !crate::http::routes::execute(ctx, counters, head, body, &mut job.output) {
                     job.close_after = true;
                 }
             }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
-use crate::http::{self, Head};
+use crate::http::codec::{self as http, Head};
 use crate::stats::WorkerCounters;
 use crate::store::record::FLAG_BYTES;
 use crate::store::{Lookup, Served, Tier, Ttl};
@@ -104,7 +104,7 @@ fn file_api(ctx: &Context, counters: &WorkerCounters, head: &Head<'_>, body: &[u
     let (store, bank, now) = (&*ctx.store, ctx.http_bank.as_str(), crate::store::now_ms());
     match head.method {
         "GET" | "HEAD" => {
-            counters.op(crate::protocol::OpKind::Get);
+            counters.op(bankcache_proto::OpKind::Get);
             // The response is written while the value is at hand (in RAM under the bank's lock, or in the
             // checked copy of its record), so its bytes are copied once, into the output.
             let found = store.get(bank, key.as_bytes(), now, false, |value, served| {
@@ -129,7 +129,7 @@ fn file_api(ctx: &Context, counters: &WorkerCounters, head: &Head<'_>, body: &[u
             }
         }
         "PUT" => {
-            counters.op(crate::protocol::OpKind::Put);
+            counters.op(bankcache_proto::OpKind::Put);
             if body.is_empty() {
                 return bad(counters, reply, "");
             }
@@ -144,7 +144,7 @@ fn file_api(ctx: &Context, counters: &WorkerCounters, head: &Head<'_>, body: &[u
             }
         }
         "DELETE" => {
-            counters.op(crate::protocol::OpKind::Delete);
+            counters.op(bankcache_proto::OpKind::Delete);
             match store.delete(bank, key.as_bytes(), now) {
                 Ok(Lookup::Hit(())) => reply.send(200, &[], b"ok"),
                 Ok(_) => {
@@ -209,7 +209,7 @@ fn prometheus(ctx: &Context) -> String {
     family("network_bytes_total", "counter", "Bytes read from and written to clients.", &bytes);
     let inline = [("", get("requests_inline"))];
     family("requests_inline_total", "counter", "Requests the reactor ran itself.", &inline);
-    let ops: Vec<(String, u64)> = crate::protocol::OpKind::ALL
+    let ops: Vec<(String, u64)> = bankcache_proto::OpKind::ALL
         .iter()
         .map(|k| (format!("{{op=\"{}\"}}", k.name()), get(&format!("ops_{}", k.name().replace('.', "_")))))
         .collect();

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::http;
-use crate::protocol::{reply, Split, Splitter};
+use crate::http::codec as http;
 use crate::worker::{Frame, Job, Proto};
+use bankcache_proto::{reply, Split, Splitter};
 
 /// Bytes the input buffer grows by when it is nearly full.
 const READ_CHUNK: usize = 32 * 1024;
@@ -45,7 +45,7 @@ pub enum ReadOutcome {
 
 /// How a connection's byte stream is cut into requests.
 enum Framer {
-    /// JSON values (see [`crate::protocol::frame`]).
+    /// JSON values (see [`bankcache_proto::frame`]).
     Json(Splitter),
     /// HTTP/1.1 requests.
     Http(HttpFramer),

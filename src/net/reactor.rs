@@ -23,11 +23,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::conn::{BufferPool, Conn, Phase, ReadOutcome};
-use crate::http;
-use crate::protocol::reply;
+use crate::http::codec as http;
+use crate::net::conn::{BufferPool, Conn, Phase, ReadOutcome};
 use crate::stats::Stats;
 use crate::worker::{self, Context, Job, Proto};
+use bankcache_proto::reply;
 
 /// Wakes the reactor when workers have finished jobs (or a shutdown is asked for).
 pub const WAKER: Token = Token(0);

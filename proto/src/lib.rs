@@ -4,8 +4,8 @@
 
 pub mod frame;
 pub mod number;
+pub mod op;
 pub mod reply;
-pub mod request;
 
 pub use frame::{Split, Splitter};
-pub use request::{parse, Limits, Name, Op, OpKind, RequestError, Value};
+pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Value};
