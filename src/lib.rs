@@ -19,13 +19,15 @@
 //!
 //! Dependencies point one way: `server` → `reactor`/`worker` → `protocol` / `store`.
 
+pub mod cmd;
 pub mod config;
+pub mod dispatch;
 pub mod http;
+pub mod json;
 pub mod net;
 pub mod server;
 pub mod stats;
 pub mod store;
-pub mod worker;
 
 pub use config::{Cli, Config, ConfigError};
 pub use server::{Server, ServerError, ShutdownHandle};

@@ -12,11 +12,12 @@ use mio::{Interest, Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::cmd;
 use crate::config::Config;
+use crate::dispatch::{self, Inline, Services};
 use crate::net::reactor::{self, NetLimits, Parts, Reactor, StopFlag};
 use crate::stats::Stats;
 use crate::store::{Fsync, Maintenance, Store, StoreConfig, VolumeConfig};
-use crate::worker::{self, Context};
 use bankcache_proto::Limits;
 
 /// Why the server could not start or stopped with an error.
@@ -156,17 +157,16 @@ impl Server {
                 .map_err(io_error("cannot start the maintenance thread"))?;
         // One block of counters per worker, and one for the reactor when it runs requests itself.
         let stats = Arc::new(Stats::new(config.workers + 1));
-        let ctx = Arc::new(Context {
-            store: Arc::clone(&store),
-            stats: Arc::clone(&stats),
+        let services = Arc::new(Services {
+            cmd: cmd::Context { store: Arc::clone(&store), stats: Arc::clone(&stats) },
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
-            slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             http_bank: config.http_bank.clone(),
+            slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let notified = Arc::new(AtomicBool::new(false));
-        let notify: worker::Notify = {
+        let notify: dispatch::Notify = {
             let notified = Arc::clone(&notified);
             let waker = Arc::clone(&self.stop.waker);
             Arc::new(move || {
@@ -178,12 +178,10 @@ impl Server {
                 }
             })
         };
-        let inline = (store.disk().is_none() && config.inline_ops > 0).then(|| reactor::Inline {
-            ctx: Arc::clone(&ctx),
-            counters: config.workers,
-            max_ops: config.inline_ops,
-        });
-        let workers = worker::spawn(config.workers, ctx, jobs_rx, done_tx, notify)
+        // A worker's counters are block `id`; the reactor's, for requests it runs itself, the next one.
+        let inline = (store.disk().is_none() && config.inline_ops > 0)
+            .then(|| Inline::new(Arc::clone(&services), config.workers, config.inline_ops));
+        let workers = dispatch::pool::spawn(config.workers, services, jobs_rx, done_tx, notify)
             .map_err(io_error("cannot start the worker threads"))?;
         let reactor = Reactor::new(Parts {
             poll: self.poll,

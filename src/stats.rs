@@ -1,19 +1,26 @@
-//! Server counters, exported by the `stats` op.
+//! Server counters, exported by the `stats` op, `GET /stats` and `GET /metrics`.
 //!
 //! Each worker owns a cache-line-padded block of counters that only it writes, and the reactor owns the
-//! network counters, so counting never bounces a cache line between threads; `stats` sums them up.
+//! network counters, so counting never bounces a cache line between threads; a [`Snapshot`] sums them up,
+//! typed, so every export reads a counter by field and none can silently read as zero.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bankcache_proto::OpKind;
 use crossbeam_utils::CachePadded;
 
-use bankcache_proto::OpKind;
+/// Number of op kinds.
+const OP_KINDS: usize = OpKind::ALL.len();
 
-/// Counters written by one worker.
+/// Upper bounds, in microseconds, of the request-duration histogram's buckets.
+pub const LATENCY_BUCKETS_US: [u64; 13] =
+    [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
+
+/// Counters written by one worker (or by the reactor, for the requests it runs itself).
 #[derive(Default)]
 pub struct WorkerCounters {
-    ops: [AtomicU64; OpKind::ALL.len()],
+    ops: [AtomicU64; OP_KINDS],
     errors: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -21,10 +28,6 @@ pub struct WorkerCounters {
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
 }
-
-/// Upper bounds, in microseconds, of the request-duration histogram's buckets.
-pub const LATENCY_BUCKETS_US: [u64; 13] =
-    [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
 
 impl WorkerCounters {
     /// Counts one op of `kind`.
@@ -84,24 +87,122 @@ pub struct Stats {
     workers: Box<[CachePadded<WorkerCounters>]>,
 }
 
-/// A point-in-time sum of the counters, in the order `stats` prints them.
+/// Figures the store reports for `stats` (filled in by the `stats` command, which can see the store).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFigures {
+    /// Expired entries removed when an op ran into them.
+    pub expired_lazy: u64,
+    /// Expired entries removed by the background sweep.
+    pub expired_sweep: u64,
+    /// Entries held, including expired ones the sweep has not reached yet.
+    pub keys: u64,
+    /// Banks.
+    pub banks: u64,
+    /// Bytes of keys and values held, in RAM or on disk.
+    pub value_bytes: u64,
+    /// Bytes of values held in RAM.
+    pub memory_bytes: u64,
+    /// Values dropped from RAM to stay within `memory_max_bytes`.
+    pub evictions: u64,
+    /// Reads served from RAM.
+    pub reads_memory: u64,
+    /// Reads served from disk.
+    pub reads_disk: u64,
+    /// Disk reads that found a damaged record.
+    pub crc_failures: u64,
+    /// Volumes reused since start.
+    pub volume_reuses: u64,
+}
+
+/// The reactor's counters at one instant.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetFigures {
+    /// Open client connections.
+    pub connections_current: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Connections refused over `max_connections`.
+    pub connections_rejected: u64,
+    /// Connections closed because a request could not be read on from.
+    pub requests_too_large: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Requests the reactor ran itself.
+    pub requests_inline: u64,
+}
+
+/// Every counter summed at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// `(name, value)` pairs.
-    pub fields: Vec<(&'static str, u64)>,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// The reactor's counters.
+    pub net: NetFigures,
+    /// Ops executed, per kind, in [`OpKind::ALL`] order (read them with [`Snapshot::op`]).
+    ops: [u64; OP_KINDS],
+    /// Error replies.
+    pub errors: u64,
+    /// Reads (`get`, `getouch`) that found their key.
+    pub hits: u64,
+    /// Reads that did not.
+    pub misses: u64,
+    /// The store's figures.
+    pub store: StoreFigures,
+}
+
+impl Snapshot {
+    /// Ops of `kind` executed.
+    pub fn op(&self, kind: OpKind) -> u64 {
+        self.ops[kind as usize]
+    }
+
+    /// Every counter with its name, in the order the `stats` op prints them: the one list of those names.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        let (net, store) = (&self.net, &self.store);
+        let mut fields = vec![
+            ("uptime_s", self.uptime_s),
+            ("connections_current", net.connections_current),
+            ("connections_total", net.connections_total),
+            ("connections_rejected", net.connections_rejected),
+            ("requests_too_large", net.requests_too_large),
+            ("bytes_in", net.bytes_in),
+            ("bytes_out", net.bytes_out),
+            ("requests_inline", net.requests_inline),
+        ];
+        fields.extend(OpKind::ALL.iter().map(|&kind| (kind.counter(), self.op(kind))));
+        fields.extend([
+            ("errors", self.errors),
+            ("hits", self.hits),
+            ("misses", self.misses),
+            ("expired_lazy", store.expired_lazy),
+            ("expired_sweep", store.expired_sweep),
+            ("keys", store.keys),
+            ("banks", store.banks),
+            ("value_bytes", store.value_bytes),
+            ("memory_bytes", store.memory_bytes),
+            ("evictions", store.evictions),
+            ("reads_memory", store.reads_memory),
+            ("reads_disk", store.reads_disk),
+            ("crc_failures", store.crc_failures),
+            ("volume_reuses", store.volume_reuses),
+        ]);
+        fields
+    }
 }
 
 impl Stats {
-    /// Counters for `workers` worker threads.
-    pub fn new(workers: usize) -> Self {
+    /// Counters for `blocks` threads that run requests (the workers, and the reactor for its inline ones).
+    pub fn new(blocks: usize) -> Self {
         Stats {
             started: Instant::now(),
             net: CachePadded::new(NetCounters::default()),
-            workers: (0..workers).map(|_| CachePadded::new(WorkerCounters::default())).collect(),
+            workers: (0..blocks).map(|_| CachePadded::new(WorkerCounters::default())).collect(),
         }
     }
 
-    /// The block of counters worker `id` writes.
+    /// The block of counters thread `id` writes.
     pub fn worker(&self, id: usize) -> &WorkerCounters {
         &self.workers[id]
     }
@@ -120,46 +221,34 @@ impl Stats {
         (buckets, sum)
     }
 
-    /// Sums every counter; `store_fields` (keys, banks, expiries) come from the store.
-    pub fn snapshot(&self, store_fields: &[(&'static str, u64)]) -> Snapshot {
+    /// Sums every counter; `store` comes from the store.
+    pub fn snapshot(&self, store: StoreFigures) -> Snapshot {
         let sum = |f: &dyn Fn(&WorkerCounters) -> &AtomicU64| -> u64 {
             self.workers.iter().map(|w| f(w).load(Ordering::Relaxed)).sum()
         };
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let net = &self.net;
-        let mut fields = vec![
-            ("uptime_s", self.started.elapsed().as_secs()),
-            ("connections_current", net.connections_current.load(Ordering::Relaxed)),
-            ("connections_total", net.connections_total.load(Ordering::Relaxed)),
-            ("connections_rejected", net.connections_rejected.load(Ordering::Relaxed)),
-            ("requests_too_large", net.requests_too_large.load(Ordering::Relaxed)),
-            ("bytes_in", net.bytes_in.load(Ordering::Relaxed)),
-            ("bytes_out", net.bytes_out.load(Ordering::Relaxed)),
-            ("requests_inline", net.requests_inline.load(Ordering::Relaxed)),
-        ];
-        for kind in OpKind::ALL {
-            fields.push((op_field(kind), sum(&|w| &w.ops[kind as usize])));
+        let mut ops = [0; OP_KINDS];
+        for (i, total) in ops.iter_mut().enumerate() {
+            *total = sum(&|w| &w.ops[i]);
         }
-        fields.push(("errors", sum(&|w| &w.errors)));
-        fields.push(("hits", sum(&|w| &w.hits)));
-        fields.push(("misses", sum(&|w| &w.misses)));
-        fields.extend_from_slice(store_fields);
-        Snapshot { fields }
-    }
-}
-
-fn op_field(kind: OpKind) -> &'static str {
-    match kind {
-        OpKind::Put => "ops_put",
-        OpKind::Get => "ops_get",
-        OpKind::Delete => "ops_delete",
-        OpKind::Touch => "ops_touch",
-        OpKind::GetTouch => "ops_getouch",
-        OpKind::Incr => "ops_incr",
-        OpKind::BankKeys => "ops_bank_keys",
-        OpKind::BankList => "ops_bank_list",
-        OpKind::BankReset => "ops_bank_reset",
-        OpKind::Ping => "ops_ping",
-        OpKind::Stats => "ops_stats",
+        Snapshot {
+            uptime_s: self.started.elapsed().as_secs(),
+            net: NetFigures {
+                connections_current: load(&net.connections_current),
+                connections_total: load(&net.connections_total),
+                connections_rejected: load(&net.connections_rejected),
+                requests_too_large: load(&net.requests_too_large),
+                bytes_in: load(&net.bytes_in),
+                bytes_out: load(&net.bytes_out),
+                requests_inline: load(&net.requests_inline),
+            },
+            ops,
+            errors: sum(&|w| &w.errors),
+            hits: sum(&|w| &w.hits),
+            misses: sum(&|w| &w.misses),
+            store,
+        }
     }
 }
 
@@ -184,12 +273,23 @@ mod tests {
         stats.worker(1).op(OpKind::Get);
         stats.worker(1).hit();
         add(&stats.net.bytes_in, 10);
-        let snap = stats.snapshot(&[("keys", 3)]);
-        let get = |name: &str| snap.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let snap = stats.snapshot(StoreFigures { keys: 3, ..StoreFigures::default() });
+        let fields = snap.fields();
+        let get = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         assert_eq!(get("ops_get"), Some(2));
         assert_eq!(get("hits"), Some(1));
         assert_eq!(get("bytes_in"), Some(10));
         assert_eq!(get("keys"), Some(3));
         assert_eq!(get("ops_bank_reset"), Some(0));
+    }
+
+    #[test]
+    fn every_counter_name_is_listed_once() {
+        let fields = Stats::new(1).snapshot(StoreFigures::default()).fields();
+        let mut names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a counter name appears twice");
     }
 }

@@ -1,14 +1,219 @@
-//! Encodes replies in the original server's exact bytes.
+//! Replies: encoded in the original server's exact bytes, and decoded by clients.
 //!
 //! The original answered with Python's `json.dumps`: `status` first, `", "` and `": "` separators,
 //! non-ASCII escaped as `\uXXXX`, floats in Python's `repr` form (`6.0`, `1e+16`). Clients compared those
 //! replies as strings, so everything here writes that form, straight into the connection's output buffer,
 //! followed by the `\n` that ends every reply.
+//!
+//! [`Reply`] is every reply the protocol has; [`Reply::encode`] writes it and [`decode`] reads it back, so
+//! the server and the clients share one definition of the envelope, including the one error a client must
+//! tell apart: a missing key ([`Reply::Missing`], recognised by [`is_missing`]).
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 const OK_PREFIX: &[u8] = b"{\"status\": \"ok\", \"data\": ";
 const ERROR_PREFIX: &[u8] = b"{\"status\": \"error\", \"message\": ";
+/// What follows a base64 value's `data` in its reply.
+const BASE64_MARK: &[u8] = b", \"encoding\": \"base64\"";
+/// The missing-key message is `Key <key> doesn't exist`.
+const MISSING_BEFORE: &str = "Key ";
+const MISSING_AFTER: &str = " doesn't exist";
+
+/// One reply, as the protocol writes it.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply<'a> {
+    /// `data` is `{}`: the op was done and has nothing to return.
+    Done,
+    /// A stored JSON value's text, exactly as stored.
+    Json(&'a [u8]),
+    /// Stored bytes, sent as base64 and marked with `"encoding": "base64"`.
+    Bytes(&'a [u8]),
+    /// A number (`incr`'s result), in Python's `repr` form.
+    Float(f64),
+    /// A string.
+    Text(&'a str),
+    /// A list of names given as bytes (keys), written as strings.
+    Names(&'a [&'a [u8]]),
+    /// A flat object of counters.
+    Counters(&'a [(&'a str, u64)]),
+    /// The op's key does not exist: `Key <key> doesn't exist`.
+    Missing {
+        /// The key, as the request named it.
+        key: &'a str,
+    },
+    /// Any other error, with its message.
+    Error(&'a str),
+}
+
+impl Reply<'_> {
+    /// Writes the reply line.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Done => ok_raw(out, b"{}"),
+            Reply::Json(text) => ok_raw(out, text),
+            Reply::Bytes(bytes) => {
+                begin_ok(out);
+                out.push(b'"');
+                let start = out.len();
+                out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+                let written = BASE64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+                out.truncate(start + written);
+                out.push(b'"');
+                out.extend_from_slice(BASE64_MARK);
+                end(out);
+            }
+            Reply::Float(value) => {
+                begin_ok(out);
+                float(out, *value);
+                end(out);
+            }
+            Reply::Text(text) => {
+                begin_ok(out);
+                string(out, text);
+                end(out);
+            }
+            Reply::Names(names) => {
+                begin_ok(out);
+                out.push(b'[');
+                for (i, name) in names.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    string(out, &String::from_utf8_lossy(name));
+                }
+                out.push(b']');
+                end(out);
+            }
+            Reply::Counters(fields) => {
+                begin_ok(out);
+                counters(out, fields.iter().copied());
+                end(out);
+            }
+            Reply::Missing { key } => {
+                let mut message = String::with_capacity(key.len() + 20);
+                message.push_str(MISSING_BEFORE);
+                message.push_str(key);
+                message.push_str(MISSING_AFTER);
+                error(out, &message);
+            }
+            Reply::Error(message) => error(out, message),
+        }
+    }
+
+    /// True for an error reply (the op failed, or its key was missing).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Missing { .. } | Reply::Error(_))
+    }
+}
+
+/// Whether an error `message` is the missing-key error for `key`.
+pub fn is_missing(message: &str, key: &str) -> bool {
+    message.strip_prefix(MISSING_BEFORE).and_then(|m| m.strip_suffix(MISSING_AFTER)) == Some(key)
+}
+
+/// A reply line as a client reads it.
+#[derive(Debug, Clone)]
+pub enum Decoded<'a> {
+    /// `data`, as the JSON text the server sent; for a byte value (`base64`), a base64 string.
+    Ok {
+        /// The `data` field (`null` when absent).
+        data: Cow<'a, RawValue>,
+        /// The value is bytes, base64-encoded.
+        base64: bool,
+    },
+    /// The server's error message.
+    Error(String),
+}
+
+/// Why a line is not a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// One reply as it appears on the wire.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, borrow)]
+    encoding: Option<Cow<'a, str>>,
+}
+
+/// Reads one reply line (any JSON spacing; the trailing newline is optional).
+pub fn decode(line: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(line).map_err(|e| DecodeError(format!("not a reply: {e}")))?;
+    match &*envelope.status {
+        "ok" => {
+            let base64 = match envelope.encoding.as_deref() {
+                None | Some("json") => false,
+                Some("base64") => true,
+                Some(other) => return Err(DecodeError(format!("unknown encoding {other:?}"))),
+            };
+            let data = match envelope.data {
+                Some(data) => Cow::Borrowed(data),
+                None => Cow::Owned(null()),
+            };
+            Ok(Decoded::Ok { data, base64 })
+        }
+        "error" => Ok(Decoded::Error(envelope.message.unwrap_or_default())),
+        other => Err(DecodeError(format!("unknown status {other:?}"))),
+    }
+}
+
+fn null() -> Box<RawValue> {
+    // `null` is valid JSON.
+    RawValue::from_string("null".into()).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
+
+/// A reply line classified without parsing it, for load drivers that read millions of them: it relies on
+/// the exact bytes [`Reply::encode`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek {
+    /// An ok reply; `data` is where its data lies in the line, `base64` whether it is a byte value.
+    Ok {
+        /// The data's byte range in the line.
+        data: std::ops::Range<usize>,
+        /// The value is bytes, base64-encoded.
+        base64: bool,
+    },
+    /// The missing-key error (of any key).
+    Missing,
+    /// Any other error.
+    Error,
+}
+
+/// Classifies one reply line (ending in `\n`) as [`Reply::encode`] writes it; `None` if it is not one.
+pub fn peek(line: &[u8]) -> Option<Peek> {
+    let body = line.strip_suffix(b"}\n")?;
+    if let Some(data) = body.strip_prefix(OK_PREFIX) {
+        let (len, base64) = match data.strip_suffix(BASE64_MARK) {
+            Some(value) => (value.len(), true),
+            None => (data.len(), false),
+        };
+        return Some(Peek::Ok { data: OK_PREFIX.len()..OK_PREFIX.len() + len, base64 });
+    }
+    let message = body.strip_prefix(ERROR_PREFIX)?;
+    let missing = message.starts_with(b"\"Key ") && message.ends_with(b" doesn't exist\"");
+    Some(if missing { Peek::Missing } else { Peek::Error })
+}
 
 /// Starts an ok reply; the caller writes the data and then calls [`end`].
 pub fn begin_ok(out: &mut Vec<u8>) {
@@ -214,5 +419,60 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(text(|o| float(o, *value)), *want, "repr of {value:e}");
         }
+    }
+
+    fn line(reply: Reply<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        reply.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn every_reply_decodes_and_peeks_as_written() {
+        let why = "Invalid json";
+        let names: [&[u8]; 2] = [b"a", "\u{43a}".as_bytes()];
+        let cases: Vec<(Reply<'_>, &str, bool, Option<Peek>)> = vec![
+            (Reply::Done, "{}", false, None),
+            (Reply::Json(br#"{"a" : 1}"#), r#"{"a" : 1}"#, false, None),
+            (Reply::Bytes(&[0, 1, 2, 255]), r#""AAEC/w==""#, true, None),
+            (Reply::Float(6.0), "6.0", false, None),
+            (Reply::Text("pong"), r#""pong""#, false, None),
+            (Reply::Names(&names), r#"["a", "\u043a"]"#, false, None),
+            (Reply::Counters(&[("keys", 3)]), r#"{"keys": 3}"#, false, None),
+            (Reply::Missing { key: "k\"1" }, "", false, Some(Peek::Missing)),
+            (Reply::Error(why), "", false, Some(Peek::Error)),
+        ];
+        for (reply, data_text, is_base64, peeked) in cases {
+            let bytes = line(reply);
+            assert_eq!(bytes.last(), Some(&b'\n'));
+            match decode(&bytes).unwrap() {
+                Decoded::Ok { data, base64 } => {
+                    assert_eq!((data.get(), base64), (data_text, is_base64), "{reply:?}");
+                    let Some(Peek::Ok { data, base64 }) = peek(&bytes) else { panic!("{reply:?}") };
+                    assert_eq!((&bytes[data], base64), (data_text.as_bytes(), is_base64));
+                }
+                Decoded::Error(message) => {
+                    assert!(reply.is_error());
+                    assert_eq!(peek(&bytes), peeked, "{reply:?}");
+                    if let Reply::Missing { key } = reply {
+                        assert!(is_missing(&message, key), "{message}");
+                        assert!(!is_missing(&message, "k"), "{message}");
+                    } else {
+                        assert_eq!(message, why);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_refuses_what_is_not_a_reply() {
+        for bad in [&b"nope"[..], b"{}", br#"{"status": "maybe"}"#, br#"{"status": "ok", "encoding": "hex"}"#]
+        {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(peek(b"{\"status\": \"ok\"").is_none());
+        let Decoded::Ok { data, .. } = decode(br#"{"status":"ok"}"#).unwrap() else { panic!() };
+        assert_eq!(data.get(), "null");
     }
 }

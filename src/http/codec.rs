@@ -22,7 +22,7 @@ pub struct Limits {
 
 /// A complete request found in a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame {
+pub struct Framed {
     /// Where the request starts.
     pub start: usize,
     /// Where its head ends (after the blank line).
@@ -37,7 +37,7 @@ pub struct Frame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
     /// A complete request.
-    Request(Frame),
+    Request(Framed),
     /// More bytes are needed. `expects_continue`: the head is complete and asks for `100 Continue` before
     /// its client sends the body. `total`: the whole request's length, once its head says (so the reader can
     /// make room for the body in one allocation, and read it in place).
@@ -124,11 +124,11 @@ pub fn split(buf: &mut [u8], start: usize, limits: &Limits) -> Split {
             Split::NeedMore { expects_continue, total: Some(head_len + len) }
         }
         Body::Length(len) => {
-            Split::Request(Frame { start, head_end, body: (head_end, head_end + len), end: head_end + len })
+            Split::Request(Framed { start, head_end, body: (head_end, head_end + len), end: head_end + len })
         }
         Body::Chunked => match dechunk(buf, head_end, limits.max_body) {
             Ok(Some((body_end, end))) => {
-                Split::Request(Frame { start, head_end, body: (head_end, body_end), end })
+                Split::Request(Framed { start, head_end, body: (head_end, body_end), end })
             }
             Ok(None) => Split::NeedMore { expects_continue, total: None },
             Err(status) => Split::Error(status),

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::dispatch::{Front, Job, Span};
 use crate::http::codec as http;
-use crate::worker::{Frame, Job, Proto};
 use bankcache_proto::{reply, Split, Splitter};
 
 /// Bytes the input buffer grows by when it is nearly full.
@@ -72,13 +72,13 @@ pub struct Conn {
     /// Counted in `max_connections` (false for connections refused at accept).
     pub counted: bool,
     /// The protocol the connection speaks.
-    pub proto: Proto,
+    pub front: Front,
     /// When the peer last sent anything (for the HTTP idle timeout).
     pub last_active: Instant,
     input: Vec<u8>,
     framer: Framer,
     /// Complete requests not yet handed to a worker, as ranges of `input`.
-    frames: Vec<Frame>,
+    spans: Vec<Span>,
     output: Vec<u8>,
     written: usize,
     /// WRITABLE interest is registered (only while output is pending).
@@ -100,14 +100,14 @@ impl Conn {
     pub fn new(
         stream: TcpStream,
         generation: u64,
-        proto: Proto,
+        front: Front,
         max_request: usize,
         http: http::Limits,
         buffers: &mut BufferPool,
     ) -> Conn {
-        let framer = match proto {
-            Proto::Json => Framer::Json(Splitter::new(max_request)),
-            Proto::Http => Framer::Http(HttpFramer { pos: 0, limits: http, wants_continue: false }),
+        let framer = match front {
+            Front::Json => Framer::Json(Splitter::new(max_request)),
+            Front::Http => Framer::Http(HttpFramer { pos: 0, limits: http, wants_continue: false }),
         };
         Conn {
             stream,
@@ -115,11 +115,11 @@ impl Conn {
             phase: Phase::Open,
             in_flight: false,
             counted: true,
-            proto,
+            front,
             last_active: Instant::now(),
             input: buffers.take(),
             framer,
-            frames: Vec::new(),
+            spans: Vec::new(),
             output: Vec::new(),
             written: 0,
             write_interest: false,
@@ -155,14 +155,14 @@ impl Conn {
                     // HTTP request cut short cannot be.
                     if let Framer::Json(splitter) = &mut self.framer {
                         if let Some((start, end)) = splitter.finish(&self.input) {
-                            self.frames.push(Frame { start, body: (end, end), end });
+                            self.spans.push(Span { start, body: (end, end), end });
                         }
                     }
                 }
                 Ok(n) => {
                     *bytes_in += n as u64;
                     // Only HTTP connections have an idle timeout; a JSON read saves the clock read.
-                    if self.proto == Proto::Http {
+                    if self.front == Front::Http {
                         self.last_active = Instant::now();
                     }
                     self.split();
@@ -221,7 +221,7 @@ impl Conn {
             let failure = match &mut self.framer {
                 Framer::Json(splitter) => match splitter.next(&self.input) {
                     Split::Frame { start, end } => {
-                        self.frames.push(Frame { start, body: (end, end), end });
+                        self.spans.push(Span { start, body: (end, end), end });
                         continue;
                     }
                     Split::NeedMore => return,
@@ -234,7 +234,7 @@ impl Conn {
                 },
                 Framer::Http(framer) => match http::split(&mut self.input, framer.pos, &framer.limits) {
                     http::Split::Request(f) => {
-                        self.frames.push(Frame { start: f.start, body: f.body, end: f.end });
+                        self.spans.push(Span { start: f.start, body: f.body, end: f.end });
                         framer.pos = f.end;
                         framer.wants_continue = false;
                         continue;
@@ -262,7 +262,7 @@ impl Conn {
     pub fn continue_due(&self) -> bool {
         matches!(&self.framer, Framer::Http(f) if f.wants_continue)
             && !self.in_flight
-            && self.frames.is_empty()
+            && self.spans.is_empty()
             && self.pending_output() == 0
             && !self.input_done
     }
@@ -286,7 +286,7 @@ impl Conn {
     /// said `Connection: close`): requests that came after it are dropped unanswered.
     pub fn close_after_replies(&mut self) {
         self.input_done = true;
-        self.frames.clear();
+        self.spans.clear();
         self.linger_when_done = true;
         self.failure_counted = true;
     }
@@ -321,7 +321,7 @@ impl Conn {
 
     /// Hands the waiting requests to a worker as one job, unless one is already in flight.
     pub fn take_job(&mut self, slot: usize, buffers: &mut BufferPool) -> Option<Job> {
-        if self.in_flight || self.frames.is_empty() {
+        if self.in_flight || self.spans.is_empty() {
             return None;
         }
         // The job takes the whole input buffer; only the unfinished request's bytes are copied forward.
@@ -333,14 +333,15 @@ impl Conn {
             Framer::Json(splitter) => splitter.rebase(keep),
             Framer::Http(framer) => framer.pos -= keep,
         }
-        let frames = std::mem::replace(&mut self.frames, buffers.take_frames());
+        let spans = std::mem::replace(&mut self.spans, buffers.take_spans());
         self.in_flight = true;
         Some(Job {
             slot,
             generation: self.generation,
-            proto: self.proto,
+            front: self.front,
             input,
-            frames,
+            spans,
+            next: 0,
             output: buffers.take(),
             close_after: false,
         })
@@ -356,7 +357,7 @@ impl Conn {
 
     /// True when nothing more will happen on this connection but flushing what is pending.
     pub fn finished(&self) -> bool {
-        self.input_done && !self.in_flight && self.frames.is_empty()
+        self.input_done && !self.in_flight && self.spans.is_empty()
     }
 
     /// Queues the fatal error line, if any, once every reply before it is queued.
@@ -457,7 +458,7 @@ impl Conn {
     /// Gives the connection's buffers back for reuse.
     pub fn recycle(self, buffers: &mut BufferPool) {
         buffers.put(self.input);
-        buffers.put_frames(self.frames);
+        buffers.put_spans(self.spans);
     }
 }
 
@@ -475,7 +476,7 @@ enum Direct {
 #[derive(Default)]
 pub struct BufferPool {
     bytes: Vec<Vec<u8>>,
-    frames: Vec<Vec<Frame>>,
+    spans: Vec<Vec<Span>>,
 }
 
 /// Buffers kept for reuse at most; more are freed.
@@ -490,8 +491,8 @@ impl BufferPool {
     }
 
     /// An empty frame list.
-    pub fn take_frames(&mut self) -> Vec<Frame> {
-        self.frames.pop().unwrap_or_default()
+    pub fn take_spans(&mut self) -> Vec<Span> {
+        self.spans.pop().unwrap_or_default()
     }
 
     /// Returns a byte buffer.
@@ -503,10 +504,10 @@ impl BufferPool {
     }
 
     /// Returns a frame list.
-    pub fn put_frames(&mut self, mut frames: Vec<Frame>) {
-        if self.frames.len() < POOL_MAX && frames.capacity() <= POOL_MAX_CAPACITY && frames.capacity() > 0 {
-            frames.clear();
-            self.frames.push(frames);
+    pub fn put_spans(&mut self, mut spans: Vec<Span>) {
+        if self.spans.len() < POOL_MAX && spans.capacity() <= POOL_MAX_CAPACITY && spans.capacity() > 0 {
+            spans.clear();
+            self.spans.push(spans);
         }
     }
 
@@ -514,6 +515,6 @@ impl BufferPool {
     pub fn put_job(&mut self, job: Job) {
         self.put(job.input);
         self.put(job.output);
-        self.put_frames(job.frames);
+        self.put_spans(job.spans);
     }
 }

@@ -23,10 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::dispatch::{Front, Inline, Job};
 use crate::http::codec as http;
 use crate::net::conn::{BufferPool, Conn, Phase, ReadOutcome};
 use crate::stats::Stats;
-use crate::worker::{self, Context, Job, Proto};
 use bankcache_proto::reply;
 
 /// Wakes the reactor when workers have finished jobs (or a shutdown is asked for).
@@ -43,9 +43,7 @@ const FIRST_CONN: usize = 16;
 /// Requests per chunk when a turn's work is spread over several workers. Smaller turns go to one worker
 /// in one send: on a machine with few cores, waking a second worker for a handful of requests costs more
 /// than it saves.
-const FRAMES_PER_CHUNK: usize = 256;
-/// Most requests of one connection's job the reactor runs itself (see [`Inline`]).
-const INLINE_MAX_JOB: usize = 4;
+const SPANS_PER_CHUNK: usize = 256;
 /// How long a connection closed after an error waits for the peer to read the error line and close.
 const LINGER_AFTER_ERROR: Duration = Duration::from_secs(2);
 /// How long a connection refused at accept lingers.
@@ -56,40 +54,6 @@ const MAX_LINGERING: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
-
-/// What the reactor needs to run requests itself: a memory-only store, and its own block of counters.
-pub struct Inline {
-    /// The workers' context (store, stats, limits).
-    pub ctx: Arc<Context>,
-    /// The counters the reactor writes ([`Stats::worker`] index one past the workers').
-    pub counters: usize,
-    /// Requests per turn run inline at most.
-    pub max_ops: usize,
-}
-
-/// Names in a request that send it to a worker (see [`Inline::accepts`]), searched for with finders built
-/// once rather than per job.
-struct HeavyOps {
-    bank: memchr::memmem::Finder<'static>,
-    stats: memchr::memmem::Finder<'static>,
-}
-
-static HEAVY_OPS: std::sync::LazyLock<HeavyOps> = std::sync::LazyLock::new(|| HeavyOps {
-    bank: memchr::memmem::Finder::new(b"bank."),
-    stats: memchr::memmem::Finder::new(b"stats"),
-});
-
-impl Inline {
-    /// True for a job the reactor may run itself: JSON requests that are not bank-wide (`bank.keys`,
-    /// `bank.reset` and `bank.list` walk a whole bank; `stats` walks them all). The check is a byte
-    /// search, so a value that merely mentions those names also goes to a worker, which is harmless.
-    fn accepts(&self, job: &Job) -> bool {
-        let (Some(first), Some(last)) = (job.frames.first(), job.frames.last()) else { return false };
-        let bytes = &job.input[first.start..last.end];
-        let heavy = &*HEAVY_OPS;
-        job.proto == Proto::Json && heavy.bank.find(bytes).is_none() && heavy.stats.find(bytes).is_none()
-    }
-}
 
 /// Limits the reactor enforces itself.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +79,7 @@ pub struct StopFlag {
 /// The reactor's state; [`Reactor::run`] is its loop.
 pub struct Reactor {
     poll: Poll,
-    /// The JSON and HTTP listeners, indexed by [`Proto`]; `None` once closed (or never opened).
+    /// The JSON and HTTP listeners, indexed by [`Front`]; `None` once closed (or never opened).
     listeners: [Option<TcpListener>; 2],
     /// Open HTTP connections (they need the idle timer).
     http_conns: usize,
@@ -132,7 +96,7 @@ pub struct Reactor {
     /// Set by a worker that has queued finished jobs and woken the reactor; cleared before draining.
     notified: Arc<AtomicBool>,
     turn: Vec<Job>,
-    turn_frames: usize,
+    turn_spans: usize,
     /// Batches sent to workers and not yet back.
     batches_in_flight: usize,
     workers: usize,
@@ -196,7 +160,7 @@ impl Reactor {
             done: parts.done,
             notified: parts.notified,
             turn: Vec::new(),
-            turn_frames: 0,
+            turn_spans: 0,
             batches_in_flight: 0,
             workers: parts.workers.max(1),
             inline: parts.inline,
@@ -224,13 +188,13 @@ impl Reactor {
                 }
                 return Err(e);
             }
-            self.inline_left = self.inline.as_ref().map_or(0, |i| i.max_ops);
+            self.inline_left = self.inline.as_ref().map_or(0, Inline::max_per_turn);
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
                     SIGNALS => self.on_signals(),
-                    JSON_LISTENER => self.accept(Proto::Json),
-                    HTTP_LISTENER => self.accept(Proto::Http),
+                    JSON_LISTENER => self.accept(Front::Json),
+                    HTTP_LISTENER => self.accept(Front::Http),
                     Token(t) => {
                         let closed = event.is_read_closed() || event.is_error();
                         let readable = event.is_readable() || closed;
@@ -297,7 +261,7 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self, proto: Proto) {
+    fn accept(&mut self, proto: Front) {
         self.accept_blocked = false;
         loop {
             let accepted = match &self.listeners[proto as usize] {
@@ -322,7 +286,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, proto: Proto) {
+    fn admit(&mut self, stream: TcpStream, proto: Front) {
         let _ = stream.set_nodelay(true);
         self.next_generation += 1;
         let net = &self.stats.net;
@@ -361,8 +325,8 @@ impl Reactor {
             let why = format!("Too many connections: max_connections is {}", self.limits.max_connections);
             let mut line = Vec::new();
             match proto {
-                Proto::Json => reply::error(&mut line, &why),
-                Proto::Http => {
+                Front::Json => reply::error(&mut line, &why),
+                Front::Http => {
                     http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
                 }
             }
@@ -376,7 +340,7 @@ impl Reactor {
             }
         } else {
             self.counted += 1;
-            self.http_conns += usize::from(proto == Proto::Http);
+            self.http_conns += usize::from(proto == Front::Http);
             log::debug!("connection {} opened in slot {slot}", self.next_generation);
         }
         entry.insert(conn);
@@ -414,25 +378,14 @@ impl Reactor {
             self.stats.net.requests_too_large.fetch_add(1, Ordering::Relaxed);
         }
         while let Some(mut job) = conn.take_job(slot, &mut self.buffers) {
-            let inline = match &self.inline {
-                // Only a connection's few requests: a pipelined batch amortizes its hand-off, and a
-                // worker runs it while the reactor goes on reading and writing for everyone else.
-                Some(inline)
-                    if job.frames.len() <= INLINE_MAX_JOB
-                        && job.frames.len() <= self.inline_left
-                        && inline.accepts(&job) =>
-                {
-                    inline
-                }
-                _ => {
-                    self.turn_frames += job.frames.len();
-                    self.turn.push(job);
-                    break;
-                }
-            };
-            self.inline_left -= job.frames.len();
-            self.requests_inline += job.frames.len() as u64;
-            worker::run_job_guarded(&inline.ctx, inline.ctx.stats.worker(inline.counters), &mut job);
+            if let Some(inline) = &self.inline {
+                self.requests_inline += inline.run(&mut job, &mut self.inline_left) as u64;
+            }
+            if !job.finished() {
+                self.turn_spans += job.spans.len() - job.next;
+                self.turn.push(job);
+                break;
+            }
             conn.in_flight = false;
             let sent = conn.send_buf(&mut job.output, &mut self.bytes_out);
             if job.close_after {
@@ -480,7 +433,7 @@ impl Reactor {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if conn.counted {
             self.counted -= 1;
-            self.http_conns -= usize::from(conn.proto == Proto::Http);
+            self.http_conns -= usize::from(conn.front == Front::Http);
             self.stats.net.connections_current.fetch_sub(1, Ordering::Relaxed);
         }
         if let Phase::Lingering { .. } = conn.phase {
@@ -530,10 +483,10 @@ impl Reactor {
             return;
         }
         // Spread a big turn over the idle workers; a small one goes whole to one worker.
-        let chunks = (self.turn_frames / FRAMES_PER_CHUNK).clamp(1, idle);
-        let per_chunk = self.turn_frames.div_ceil(chunks);
+        let chunks = (self.turn_spans / SPANS_PER_CHUNK).clamp(1, idle);
+        let per_chunk = self.turn_spans.div_ceil(chunks);
         let mut turn = std::mem::take(&mut self.turn);
-        self.turn_frames = 0;
+        self.turn_spans = 0;
         let mut sent_ok = true;
         for chunk in (0..chunks).rev() {
             let rest = if chunk == 0 { Vec::new() } else { turn.split_off(cut_after(&turn, per_chunk)) };
@@ -552,8 +505,8 @@ impl Reactor {
 
     fn tick(&mut self) {
         if self.accept_blocked {
-            self.accept(Proto::Json);
-            self.accept(Proto::Http);
+            self.accept(Front::Json);
+            self.accept(Front::Http);
         }
         self.close_idle_http();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
@@ -587,7 +540,7 @@ impl Reactor {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.proto == Proto::Http
+                c.front == Front::Http
                     && c.phase == Phase::Open
                     && !c.in_flight
                     && c.pending_output() == 0
@@ -615,12 +568,12 @@ impl Reactor {
     }
 }
 
-/// How many leading jobs of `jobs` make up at least `frames` requests.
-fn cut_after(jobs: &[Job], frames: usize) -> usize {
+/// How many leading jobs of `jobs` make up at least `spans` requests.
+fn cut_after(jobs: &[Job], spans: usize) -> usize {
     let mut seen = 0;
     for (i, job) in jobs.iter().enumerate() {
-        seen += job.frames.len();
-        if seen >= frames {
+        seen += job.spans.len() - job.next;
+        if seen >= spans {
             return i + 1;
         }
     }

@@ -664,7 +664,12 @@ impl BankMap {
 
     /// Calls `f` with every live key in insertion order. Expired entries and entries whose disk copy is
     /// gone are skipped (the sweep or the next access removes them).
-    pub fn keys(&self, now: u64, gone: impl Fn(Location) -> bool, mut f: impl FnMut(&[u8])) {
+    pub fn keys(&self, now: u64, gone: impl Fn(Location) -> bool, f: impl FnMut(&[u8])) {
+        self.live_keys(now, gone).into_iter().for_each(f);
+    }
+
+    /// Every live key, in insertion order (see [`BankMap::keys`]).
+    pub fn live_keys(&self, now: u64, gone: impl Fn(Location) -> bool) -> Vec<&[u8]> {
         let mut order: Vec<(u64, usize)> = self
             .slots
             .iter()
@@ -672,9 +677,7 @@ impl BankMap {
             .map(|(i, slot)| (slot.seq(), i))
             .collect();
         order.sort_unstable();
-        for (_, i) in order {
-            f(self.slots[i].key());
-        }
+        order.into_iter().map(|(_, i)| self.slots[i].key()).collect()
     }
 
     /// Removes every entry.

@@ -114,6 +114,13 @@ pub struct Served {
     pub flags: u8,
 }
 
+impl Served {
+    /// True when the value is raw bytes rather than JSON text.
+    pub fn is_bytes(&self) -> bool {
+        self.flags & record::FLAG_BYTES != 0
+    }
+}
+
 /// A named bank behind its own lock.
 pub struct Bank {
     name: Box<str>,
@@ -553,9 +560,10 @@ impl Store {
         }
     }
 
-    /// Calls `f` with a bank's live keys in insertion order; false if the bank does not exist.
-    pub fn keys(&self, bank: &str, now: u64, f: impl FnMut(&[u8])) -> bool {
-        self.with_bank(bank, |m| m.keys(now, self.gone(), f)).is_some()
+    /// Calls `f` with a bank's live keys in insertion order, under the bank's lock; `None` if the bank does
+    /// not exist.
+    pub fn keys<R>(&self, bank: &str, now: u64, f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        self.with_bank(bank, |m| f(&m.live_keys(now, self.gone())))
     }
 
     /// Empties a bank (it stays listed); with a disk store a reset record makes it hold after a restart.
@@ -573,11 +581,11 @@ impl Store {
         .unwrap_or(Ok(()))
     }
 
-    /// Calls `f` with every bank name in creation order.
-    pub fn bank_names(&self, mut f: impl FnMut(&str)) {
-        for bank in &self.table().order {
-            f(bank.name());
-        }
+    /// Calls `f` with every bank name in creation order, under the table's read lock.
+    pub fn bank_names<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        let table = self.table();
+        let names: Vec<&[u8]> = table.order.iter().map(|bank| bank.name().as_bytes()).collect();
+        f(&names)
     }
 
     /// Totals over every bank; locks each bank briefly, one at a time.
@@ -840,9 +848,8 @@ mod tests {
         assert!(get(&store, "b", "k").is_none());
         store.put("b", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
         store.put("a", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
-        let mut names = Vec::new();
-        store.bank_names(|n| names.push(n.to_owned()));
-        assert_eq!(names, ["b", "a"]);
+        let names = store.bank_names(|names| names.iter().map(|n| n.to_vec()).collect::<Vec<_>>());
+        assert_eq!(names, [b"b".to_vec(), b"a".to_vec()]);
     }
 
     #[test]
@@ -918,9 +925,8 @@ mod tests {
         assert_eq!(get(&s, "a", "deleted"), None);
         assert_eq!(get(&s, "a", "counter").unwrap().0, b"50");
         assert_eq!(get(&s, "b", "gone"), None);
-        let mut keys = Vec::new();
-        s.keys("b", now, |k| keys.push(k.to_vec()));
-        assert_eq!(keys, [b"after-reset".to_vec()]);
+        let keys = s.keys("b", now, |keys| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
+        assert_eq!(keys, Some(vec![b"after-reset".to_vec()]));
         // The touch moved the deadline 50 s on: alive at +120 s, gone at +160 s.
         let alive = s.get("a", b"short", now + 120_000, false, |_, _| ()).unwrap();
         assert!(matches!(alive, Lookup::Hit(_)));

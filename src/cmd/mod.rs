@@ -1,0 +1,172 @@
+//! Commands: every op executed against the store, with a typed [`Outcome`].
+//!
+//! [`execute`] is the one place an [`Op`] meets the store; each family of ops has its own file with its
+//! handlers (`kv`, `incr`, `bank`, `server`). The fronts (the JSON port, the HTTP routes) turn requests
+//! into ops and encode the outcome their own way: the JSON envelope, or an HTTP status and body. Nothing
+//! downstream decides anything by reading reply text.
+//!
+//! An outcome may borrow the value from the store (a `get` served from RAM hands over the bytes while the
+//! bank's lock is held), so it is given to a callback rather than returned: the front encodes it straight
+//! into its output, and the value is copied once.
+//!
+//! Counting happens here too, from the outcome, so every front counts alike: ops by kind, hits and misses
+//! of reads, and error outcomes.
+
+mod bank;
+mod incr;
+mod kv;
+mod server;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bankcache_proto::number::NotANumber;
+use bankcache_proto::{Op, OpKind, RequestError};
+
+use crate::stats::{Snapshot, Stats, WorkerCounters};
+use crate::store::{Location, Served, Store, StoreError};
+
+/// What commands need: the store, and the counters `stats` reports.
+pub struct Context {
+    /// The banks.
+    pub store: Arc<Store>,
+    /// The server's counters.
+    pub stats: Arc<Stats>,
+}
+
+/// What an op came to.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// A `put` was stored; `location` is where its record went, with a disk store.
+    Stored {
+        /// The record's place on disk.
+        location: Option<Location>,
+    },
+    /// Done, with nothing to return (`delete`, `touch`, `bank.reset`).
+    Done,
+    /// A value that was read, and how it was served.
+    Value {
+        /// The stored bytes (JSON text unless `served` says bytes).
+        value: &'a [u8],
+        /// Tier, disk location, flags.
+        served: Served,
+    },
+    /// `incr`'s new value.
+    Number(f64),
+    /// `ping`'s answer.
+    Pong,
+    /// A bank's live keys, in insertion order.
+    Keys(&'a [&'a [u8]]),
+    /// The bank names, in creation order.
+    Banks(&'a [&'a [u8]]),
+    /// Every counter.
+    Stats(&'a Snapshot),
+    /// The op's key does not exist (or has expired).
+    Missing {
+        /// The key, as the request named it.
+        key: &'a str,
+    },
+    /// The op could not be done.
+    Failed(Failure<'a>),
+}
+
+impl Outcome<'_> {
+    /// True for outcomes a client sees as errors.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Outcome::Missing { .. } | Outcome::Failed(_))
+    }
+}
+
+/// Why an op could not be done. `Display` gives the reply's exact message.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    /// The request itself is wrong (it never reached the store).
+    Request(RequestError),
+    /// The store refused (disk full, value too large for memory, …).
+    Store(StoreError),
+    /// `incr` of a value that is not a number.
+    NotANumber {
+        /// The key.
+        key: &'a str,
+        /// What the value is instead.
+        why: NotANumber,
+    },
+    /// `incr` whose result would not be finite.
+    Overflow {
+        /// The key.
+        key: &'a str,
+    },
+}
+
+impl fmt::Display for Failure<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Request(e) => e.fmt(f),
+            Failure::Store(e) => e.fmt(f),
+            Failure::NotANumber { key, why: NotANumber::Text } => {
+                write!(f, "The value for key {key} isn't a number")
+            }
+            Failure::NotANumber { why: NotANumber::Type(t), .. } => {
+                write!(f, "float() argument must be a string or a real number, not '{t}'")
+            }
+            Failure::Overflow { key } => write!(f, "Incr of key {key} would overflow"),
+        }
+    }
+}
+
+/// Executes `op` as of `now` (Unix ms) and hands its outcome to `respond`, exactly once.
+pub fn execute(
+    ctx: &Context,
+    counters: &WorkerCounters,
+    op: &Op<'_>,
+    now: u64,
+    respond: impl FnOnce(Outcome<'_>),
+) {
+    let kind = op.kind();
+    counters.op(kind);
+    let respond = |outcome: Outcome<'_>| {
+        count(counters, kind, &outcome);
+        respond(outcome)
+    };
+    let store = &*ctx.store;
+    match op {
+        Op::Put { bank, key, value, lifetime } => kv::put(store, bank, key, value, *lifetime, now, respond),
+        Op::Get { bank, key } => kv::get(store, bank, key, now, false, respond),
+        Op::GetTouch { bank, key } => kv::get(store, bank, key, now, true, respond),
+        Op::Delete { bank, key } => kv::delete(store, bank, key, now, respond),
+        Op::Touch { bank, key } => kv::touch(store, bank, key, now, respond),
+        Op::Incr { bank, key, delta } => incr::run(store, bank, key, *delta, now, respond),
+        Op::BankKeys { bank } => bank::keys(store, bank, now, respond),
+        Op::BankList => bank::list(store, respond),
+        Op::BankReset { bank } => bank::reset(store, bank, respond),
+        Op::Ping => respond(Outcome::Pong),
+        Op::Stats => server::stats(ctx, respond),
+    }
+}
+
+/// Answers a request that was refused before it became an op (it counts as an error only).
+pub fn refuse(counters: &WorkerCounters, why: RequestError, respond: impl FnOnce(Outcome<'_>)) {
+    counters.error();
+    respond(Outcome::Failed(Failure::Request(why)))
+}
+
+/// Counts an outcome: hits and misses of reads, and errors.
+fn count(counters: &WorkerCounters, kind: OpKind, outcome: &Outcome<'_>) {
+    let read = matches!(kind, OpKind::Get | OpKind::GetTouch);
+    match outcome {
+        Outcome::Value { .. } if read => counters.hit(),
+        Outcome::Missing { .. } => {
+            if read {
+                counters.miss();
+            }
+            counters.error();
+        }
+        Outcome::Failed(_) => counters.error(),
+        _ => {}
+    }
+}
+
+/// Every counter of the server and its store.
+pub fn snapshot(ctx: &Context) -> Snapshot {
+    server::snapshot(ctx)
+}

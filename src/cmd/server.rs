@@ -1,0 +1,34 @@
+//! `stats`: every counter of the server and its store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Context, Outcome};
+use crate::stats::{Snapshot, StoreFigures};
+
+/// Answers every counter.
+pub fn stats(ctx: &Context, respond: impl FnOnce(Outcome<'_>)) {
+    let snapshot = snapshot(ctx);
+    respond(Outcome::Stats(&snapshot))
+}
+
+/// Sums the server's counters and reads the store's.
+pub fn snapshot(ctx: &Context) -> Snapshot {
+    let store = &*ctx.store;
+    let totals = store.totals();
+    let counters = store.counters();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let disk = store.disk();
+    ctx.stats.snapshot(StoreFigures {
+        expired_lazy: load(&counters.expired_lazy),
+        expired_sweep: load(&counters.expired_sweep),
+        keys: totals.keys,
+        banks: totals.banks,
+        value_bytes: totals.bytes,
+        memory_bytes: store.ram_bytes() as u64,
+        evictions: load(&counters.evictions),
+        reads_memory: load(&counters.reads_memory),
+        reads_disk: load(&counters.reads_disk),
+        crc_failures: disk.map_or(0, |d| d.damaged_reads()),
+        volume_reuses: disk.map_or(0, |d| d.reuses()),
+    })
+}

@@ -1,0 +1,53 @@
+//! What the reactor may run itself.
+//!
+//! A hand-off to a worker costs two thread wake-ups, tens of microseconds each on a small machine, while a
+//! one-key JSON op costs well under one. So a memory-only server runs a connection's few JSON requests on
+//! the reactor thread, within a per-turn budget. Which ops qualify is decided from the op's kind (its
+//! [`bankcache_proto::Scope`]), never from the request's bytes: at the first op that walks a bank or the
+//! server, the rest of the job goes to a worker. HTTP, pipelined batches (a worker runs them while the
+//! reactor serves everyone else) and every disk-store server always go to the workers.
+
+use std::sync::Arc;
+
+use super::job::{Front, Job};
+use super::pool::{self, Services};
+use crate::json::Gate;
+
+/// Most requests of one connection's job the reactor runs itself.
+const MAX_JOB: usize = 4;
+
+/// The reactor's means to run requests: the services, and a block of counters of its own.
+pub struct Inline {
+    services: Arc<Services>,
+    /// The counter block the reactor writes (one past the workers').
+    counters: usize,
+    /// Requests per turn run inline at most.
+    max_per_turn: usize,
+}
+
+impl Inline {
+    /// Runs up to `max_per_turn` requests per turn, counting in block `counters`.
+    pub fn new(services: Arc<Services>, counters: usize, max_per_turn: usize) -> Inline {
+        Inline { services, counters, max_per_turn }
+    }
+
+    /// The per-turn budget.
+    pub fn max_per_turn(&self) -> usize {
+        self.max_per_turn
+    }
+
+    /// Runs as much of `job` as may run here, spending `budget`; returns how many requests ran. The job
+    /// is finished when [`Job::finished`] says so; otherwise a worker must run the rest.
+    pub fn run(&self, job: &mut Job, budget: &mut usize) -> usize {
+        let waiting = job.spans.len() - job.next;
+        if job.front != Front::Json || waiting > MAX_JOB || waiting > *budget {
+            return 0;
+        }
+        let before = job.next;
+        let counters = self.services.cmd.stats.worker(self.counters);
+        pool::run_guarded(&self.services, counters, job, Gate::Bounded);
+        let ran = job.next - before;
+        *budget -= ran;
+        ran
+    }
+}

@@ -1,0 +1,49 @@
+//! Jobs: what travels between the reactor and the workers.
+
+/// The protocol a connection speaks, which decides how its requests are run and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// JSON ops, one reply line each.
+    Json,
+    /// HTTP/1.1: the file API and the REST API.
+    Http,
+}
+
+/// Where one request lies in a job's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First byte of the request.
+    pub start: usize,
+    /// An HTTP request's body (its head is `start..body.0`); empty for JSON.
+    pub body: (usize, usize),
+    /// One past the last byte (a JSON request is `start..end`).
+    pub end: usize,
+}
+
+/// The requests one connection sent in one reactor turn, and the replies to them.
+pub struct Job {
+    /// The connection's slab slot.
+    pub slot: usize,
+    /// The connection's generation, so a reply never reaches a later connection that reused the slot.
+    pub generation: u64,
+    /// How to read the requests and write the replies.
+    pub front: Front,
+    /// The bytes the requests were read into.
+    pub input: Vec<u8>,
+    /// Where each request lies in `input`.
+    pub spans: Vec<Span>,
+    /// The first request not yet run (the reactor may have run the ones before it).
+    pub next: usize,
+    /// Replies, in request order.
+    pub output: Vec<u8>,
+    /// Set when a reply asked to close the connection (HTTP `Connection: close`); requests after it were
+    /// not run.
+    pub close_after: bool,
+}
+
+impl Job {
+    /// True once every request has been run (or skipped after a close).
+    pub fn finished(&self) -> bool {
+        self.close_after || self.next >= self.spans.len()
+    }
+}

@@ -1,0 +1,62 @@
+//! `GET /metrics`: every counter in Prometheus's text format, read from the typed [`Snapshot`].
+
+use std::fmt::Write as _;
+
+use bankcache_proto::OpKind;
+
+use crate::stats::{Snapshot, LATENCY_BUCKETS_US};
+
+/// The counters, and the request-duration histogram (`latency`: per-bucket counts and the sum in µs, as
+/// [`crate::stats::Stats::latency`] gives them), in Prometheus's text format.
+pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP bankcache_{name} {help}\n# TYPE bankcache_{name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "bankcache_{name}{labels} {value}");
+        }
+    };
+    let (net, store) = (&s.net, &s.store);
+    family("uptime_seconds", "gauge", "Seconds since the server started.", &[("", s.uptime_s)]);
+    family("connections", "gauge", "Open client connections.", &[("", net.connections_current)]);
+    let accepted = [("", net.connections_total)];
+    family("connections_accepted_total", "counter", "Connections accepted.", &accepted);
+    let refused = [("", net.connections_rejected)];
+    family("connections_refused_total", "counter", "Connections refused over max_connections.", &refused);
+    let bytes = [("{direction=\"in\"}", net.bytes_in), ("{direction=\"out\"}", net.bytes_out)];
+    family("network_bytes_total", "counter", "Bytes read from and written to clients.", &bytes);
+    let inline = [("", net.requests_inline)];
+    family("requests_inline_total", "counter", "Requests the reactor ran itself.", &inline);
+    let labels: Vec<String> = OpKind::ALL.iter().map(|k| format!("{{op=\"{}\"}}", k.name())).collect();
+    let ops: Vec<(&str, u64)> =
+        OpKind::ALL.iter().zip(&labels).map(|(k, l)| (l.as_str(), s.op(*k))).collect();
+    family("ops_total", "counter", "Ops executed, by kind.", &ops);
+    family("errors_total", "counter", "Error replies.", &[("", s.errors)]);
+    family("hits_total", "counter", "Reads that found their key.", &[("", s.hits)]);
+    family("misses_total", "counter", "Reads that did not find their key.", &[("", s.misses)]);
+    let tiers = [("{tier=\"memory\"}", store.reads_memory), ("{tier=\"disk\"}", store.reads_disk)];
+    family("reads_total", "counter", "Reads served, by tier.", &tiers);
+    family("evictions_total", "counter", "Values dropped from RAM.", &[("", store.evictions)]);
+    let expired = [("{how=\"lazy\"}", store.expired_lazy), ("{how=\"sweep\"}", store.expired_sweep)];
+    family("expired_total", "counter", "Expired entries removed.", &expired);
+    family("keys", "gauge", "Entries held.", &[("", store.keys)]);
+    family("banks", "gauge", "Banks.", &[("", store.banks)]);
+    family("memory_bytes", "gauge", "Bytes of values held in RAM.", &[("", store.memory_bytes)]);
+    let stored = [("", store.value_bytes)];
+    family("stored_bytes", "gauge", "Bytes of keys and values held, in RAM or on disk.", &stored);
+    family("volume_reuses_total", "counter", "Volumes reused.", &[("", store.volume_reuses)]);
+    family("crc_failures_total", "counter", "Damaged records found.", &[("", store.crc_failures)]);
+    let (buckets, sum_us) = latency;
+    let _ = writeln!(out, "# HELP bankcache_request_duration_seconds Time to run one request in a worker.");
+    let _ = writeln!(out, "# TYPE bankcache_request_duration_seconds histogram");
+    let mut cumulative = 0;
+    for (i, count) in buckets.iter().enumerate() {
+        cumulative += count;
+        let le =
+            LATENCY_BUCKETS_US.get(i).map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+        let _ = writeln!(out, "bankcache_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "bankcache_request_duration_seconds_sum {}", *sum_us as f64 / 1e6);
+    let _ = writeln!(out, "bankcache_request_duration_seconds_count {cumulative}");
+    out
+}

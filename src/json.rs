@@ -1,0 +1,197 @@
+//! The JSON front: a request frame becomes an op, the op's outcome becomes a reply line in the original's
+//! envelope. The REST routes write the same envelope with [`encode`].
+
+use bankcache_proto::{Limits, Reply};
+
+use crate::cmd::{self, Context, Outcome};
+use crate::stats::WorkerCounters;
+
+/// Which ops a caller lets run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Every op (a worker).
+    Any,
+    /// Only ops whose cost is bounded ([`bankcache_proto::Scope::is_bounded`]): the reactor thread, which
+    /// must never run a walk over a bank.
+    Bounded,
+}
+
+/// What [`run`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ran {
+    /// The frame was answered.
+    Answered,
+    /// The gate kept the op from running; nothing was written or counted.
+    Declined,
+}
+
+/// Runs one request frame as of `now` and appends its reply line to `out`.
+pub fn run(
+    ctx: &Context,
+    limits: &Limits,
+    counters: &WorkerCounters,
+    frame: &[u8],
+    now: u64,
+    gate: Gate,
+    out: &mut Vec<u8>,
+) -> Ran {
+    match bankcache_proto::parse(frame, limits) {
+        Err(why) => cmd::refuse(counters, why, |outcome| encode(&outcome, out)),
+        Ok(op) if gate == Gate::Bounded && !op.kind().scope().is_bounded() => return Ran::Declined,
+        Ok(op) => cmd::execute(ctx, counters, &op, now, |outcome| encode(&outcome, out)),
+    }
+    Ran::Answered
+}
+
+/// Writes an outcome as the original's reply line.
+pub fn encode(outcome: &Outcome<'_>, out: &mut Vec<u8>) {
+    let reply = match outcome {
+        Outcome::Stored { .. } | Outcome::Done => Reply::Done,
+        Outcome::Value { value, served } if served.is_bytes() => Reply::Bytes(value),
+        Outcome::Value { value, .. } => Reply::Json(value),
+        Outcome::Number(value) => Reply::Float(*value),
+        Outcome::Pong => Reply::Text("pong"),
+        Outcome::Keys(names) | Outcome::Banks(names) => Reply::Names(names),
+        Outcome::Stats(snapshot) => return Reply::Counters(&snapshot.fields()).encode(out),
+        Outcome::Missing { key } => Reply::Missing { key },
+        Outcome::Failed(failure) => return Reply::Error(&failure.to_string()).encode(out),
+    };
+    reply.encode(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Arc;
+
+    use crate::stats::Stats;
+    use crate::store::Store;
+
+    const LIMITS: Limits = Limits { max_key_bytes: 64, max_value_bytes: 1024 };
+
+    fn ctx() -> Context {
+        Context { store: Arc::new(Store::new()), stats: Arc::new(Stats::new(1)) }
+    }
+
+    fn run_gated(ctx: &Context, request: &str, gate: Gate) -> (Ran, String) {
+        let mut out = Vec::new();
+        let now = crate::store::now_ms();
+        let ran = super::run(ctx, &LIMITS, ctx.stats.worker(0), request.as_bytes(), now, gate, &mut out);
+        (ran, String::from_utf8(out).unwrap())
+    }
+
+    fn run(ctx: &Context, request: &str) -> String {
+        run_gated(ctx, request, Gate::Any).1
+    }
+
+    #[test]
+    fn seed_sequence() {
+        let c = ctx();
+        assert_eq!(
+            run(&c, r#"{"op":"put","bank":"b","key":"key1","value":"value1"}"#),
+            "{\"status\": \"ok\", \"data\": {}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"key1"}"#),
+            "{\"status\": \"ok\", \"data\": \"value1\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"nope"}"#),
+            "{\"status\": \"error\", \"message\": \"Key nope doesn't exist\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"put","bank":"b","key":"n","value":1}"#),
+            "{\"status\": \"ok\", \"data\": {}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":"1"}"#),
+            "{\"status\": \"ok\", \"data\": 2.0}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"key1","value":1}"#),
+            "{\"status\": \"error\", \"message\": \"The value for key key1 isn't a number\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"bank.keys","bank":"b"}"#),
+            "{\"status\": \"ok\", \"data\": [\"key1\", \"n\"]}\n"
+        );
+        assert_eq!(run(&c, r#"{"op":"bank.list"}"#), "{\"status\": \"ok\", \"data\": [\"b\"]}\n");
+    }
+
+    #[test]
+    fn incr_never_stores_non_finite() {
+        let c = ctx();
+        run(&c, r#"{"op":"put","bank":"b","key":"n","value":1e308}"#);
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":1e308}"#),
+            "{\"status\": \"error\", \"message\": \"Incr of key n would overflow\"}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"n"}"#),
+            "{\"status\": \"ok\", \"data\": 1e308}\n"
+        );
+    }
+
+    #[test]
+    fn bytes_are_answered_in_base64() {
+        let c = ctx();
+        let put = r#"{"op":"put","bank":"b","key":"k","value":"AAEC/w==","encoding":"base64"}"#;
+        assert_eq!(run(&c, put), "{\"status\": \"ok\", \"data\": {}}\n");
+        assert_eq!(
+            run(&c, r#"{"op":"get","bank":"b","key":"k"}"#),
+            "{\"status\": \"ok\", \"data\": \"AAEC/w==\", \"encoding\": \"base64\"}\n"
+        );
+        run(&c, r#"{"op":"put","bank":"b","key":"n","value":"MTI=","encoding":"base64"}"#); // "12"
+        assert_eq!(
+            run(&c, r#"{"op":"incr","bank":"b","key":"n","value":1}"#),
+            "{\"status\": \"ok\", \"data\": 13.0}\n"
+        );
+        assert_eq!(run(&c, r#"{"op":"get","bank":"b","key":"n"}"#), "{\"status\": \"ok\", \"data\": 13.0}\n");
+    }
+
+    #[test]
+    fn failed_reads_create_no_bank() {
+        let c = ctx();
+        for op in ["get", "delete", "touch", "getouch"] {
+            run(&c, &format!(r#"{{"op":"{op}","bank":"ghost","key":"k"}}"#));
+        }
+        run(&c, r#"{"op":"incr","bank":"ghost","key":"k","value":1}"#);
+        run(&c, r#"{"op":"bank.keys","bank":"ghost"}"#);
+        run(&c, r#"{"op":"bank.reset","bank":"ghost"}"#);
+        assert_eq!(run(&c, r#"{"op":"bank.list"}"#), "{\"status\": \"ok\", \"data\": []}\n");
+    }
+
+    #[test]
+    fn stats_counts_ops() {
+        let c = ctx();
+        run(&c, r#"{"op":"put","bank":"b","key":"k","value":1}"#);
+        run(&c, r#"{"op":"get","bank":"b","key":"k"}"#);
+        run(&c, r#"{"op":"get","bank":"b","key":"x"}"#);
+        let s = run(&c, r#"{"op":"stats"}"#);
+        assert!(s.contains("\"ops_put\": 1, \"ops_get\": 2"), "{s}");
+        assert!(s.contains("\"hits\": 1, \"misses\": 1"), "{s}");
+        assert!(s.contains("\"keys\": 1, \"banks\": 1"), "{s}");
+    }
+
+    /// The reactor's gate lets one-key ops and `ping` run and declines every op that walks a bank or the
+    /// server, whatever the request's bytes say: a value that mentions `bank.keys` is still a put.
+    #[test]
+    fn bounded_gate_is_decided_by_the_op_kind() {
+        let c = ctx();
+        let runs = |request: &str| run_gated(&c, request, Gate::Bounded);
+        assert_eq!(runs(r#"{"op":"put","bank":"b","key":"k","value":"bank.keys stats"}"#).0, Ran::Answered);
+        assert_eq!(runs(r#"{"op":"get","bank":"b","key":"k"}"#).0, Ran::Answered);
+        assert_eq!(runs(r#"{"op":"ping"}"#).0, Ran::Answered);
+        assert_eq!(runs("not json").0, Ran::Answered);
+        for heavy in [
+            r#"{"op":"bank.keys","bank":"b"}"#,
+            r#"{"op":"bank.list"}"#,
+            r#"{"op":"bank.reset","bank":"b"}"#,
+            r#"{"op":"stats"}"#,
+        ] {
+            assert_eq!(runs(heavy), (Ran::Declined, String::new()), "{heavy}");
+        }
+        assert_eq!(run(&c, r#"{"op":"bank.keys","bank":"b"}"#), "{\"status\": \"ok\", \"data\": [\"k\"]}\n");
+    }
+}
