@@ -1,19 +1,25 @@
-//! One client connection as the reactor sees it: buffers, framing state, limits and lifecycle.
+//! One client connection as the reactor sees it: buffers, framing, limits, and its life as a state machine.
 //!
 //! A connection has at most one job in flight. Requests that arrive meanwhile wait here, already split,
 //! and leave together as the next job when the reply to the current one comes back: that keeps a
 //! connection's ops in order and batches them without any timer.
+//!
+//! Its life is one [`Phase`], and every change of phase happens in the methods of the "transitions" block
+//! below; the reactor only reports events (bytes arrived, a job came back, a deadline passed) and acts on
+//! what [`Conn::settle`] says. A connection is generic over its [`Socket`], so the state machine is tested
+//! without sockets (see the tests at the end).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use bankcache_proto::{reply, Split, Splitter};
 use mio::net::TcpStream;
 
+use super::buffers::BufferPool;
 use crate::dispatch::{Front, Job, Span};
 use crate::http::codec as http;
-use bankcache_proto::{reply, Split, Splitter};
 
 /// Bytes the input buffer grows by when it is nearly full.
 const READ_CHUNK: usize = 32 * 1024;
@@ -24,23 +30,133 @@ const MAX_WAITING_INPUT: usize = 1024 * 1024;
 /// Stop reading from a connection while this many reply bytes wait for the socket.
 const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
 
-/// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Reading requests and writing replies.
-    Open,
-    /// Shutting down: the write side is closed and input is read and dropped until the peer closes or the
-    /// deadline passes, so closing does not reset the connection before the peer has read our last line.
-    Lingering { until: Instant },
+/// What a connection needs of its socket: the only I/O it does.
+pub trait Socket {
+    /// Reads into the spare capacity of `buf` (at most all of it), extending its length by what was read.
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// Writes some of `data`.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize>;
+    /// Shuts down the write side (the peer reads an end of stream after what was written).
+    fn shutdown_write(&mut self);
 }
 
-/// Outcome of reading from the socket.
+impl Socket for TcpStream {
+    /// Reads from the socket straight into the buffer's spare room: the bytes are copied once, by the
+    /// kernel, rather than into a scratch buffer first.
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes through the raw pointer into memory the
+        // vector owns; only the `n` bytes it reports written are then counted as part of the vector.
+        let n = unsafe { libc::read(self.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: the first `n` bytes of the spare capacity were just initialized by `read`.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        io::Write::write(self, data)
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+/// Where a connection is in its life.
+///
+/// ```text
+///            fatal error / Connection: close ──────────────────────────┐
+///  Reading ──end of input / shutdown──▶ Writing ──all owed written──▶ Lingering ──peer closed / deadline──▶ Closed
+///     │   (job Idle ⇄ InFlight in both)    │ (then Close)                                                  ▲
+///     └── refused at accept ──▶ Lingering  └───────────────────────────────────────────────────────────────┘
+///  any phase ──socket error──▶ Closed
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading requests, writing replies as their jobs come back.
+    Reading {
+        /// Whether a job of the connection is with a worker (waiting for a job).
+        job: JobState,
+        /// Whether reading has stopped on a limit, to go on once below it.
+        intake: Intake,
+    },
+    /// No more requests will be read: finishing the job in flight, the requests already split and the
+    /// replies owed, then `then`.
+    Writing {
+        /// Whether a job of the connection is with a worker.
+        job: JobState,
+        /// What happens once everything owed is written.
+        then: Then,
+    },
+    /// The write side is shut and input is read and dropped until the peer closes or `until` passes, so
+    /// that closing does not reset the connection before the peer has read the last reply.
+    Lingering {
+        /// When to give up waiting for the peer.
+        until: Instant,
+    },
+    /// Done; the reactor removes the connection.
+    Closed,
+}
+
+/// Whether a job of the connection is with a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// None: the next requests may leave as a job.
+    Idle,
+    /// One is out; requests arriving meanwhile wait for it to come back.
+    InFlight,
+}
+
+/// Whether requests are being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// Reading.
+    Open,
+    /// Stopped on a limit (too much input waiting, or too much output unwritten) before the socket was
+    /// drained; reading resumes once below it.
+    Paused,
+}
+
+/// What a connection does once it has written everything it owes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// Closes: the peer ended its side, or the server is shutting down.
+    Close,
+    /// Writes `fatal` (an error reply for a request the stream cannot be read past), if any, then lingers.
+    Linger {
+        /// The error reply still to write.
+        fatal: Option<Vec<u8>>,
+    },
+}
+
+/// What reading did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
     /// Read until the socket had nothing more, or paused on a limit.
     Ok,
     /// The socket failed; close now.
     Broken,
+}
+
+/// What [`Conn::settle`] found the connection should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Stay as it is (`failed`: a fatal error reply was just queued, for the reactor to count).
+    Open {
+        /// A fatal error reply was queued by this call.
+        failed: bool,
+    },
+    /// Everything owed is written and the connection should linger now.
+    Linger {
+        /// A fatal error reply was queued by this call.
+        failed: bool,
+    },
+    /// Close now.
+    Close,
 }
 
 /// How a connection's byte stream is cut into requests.
@@ -59,98 +175,172 @@ struct HttpFramer {
     wants_continue: bool,
 }
 
-/// A client connection.
-pub struct Conn {
-    /// The socket.
-    pub stream: TcpStream,
+/// A client connection over socket `S`.
+pub struct Conn<S = TcpStream> {
+    socket: S,
     /// Distinguishes this connection from earlier ones that used the same slot.
     pub generation: u64,
-    /// Where it is in its life.
-    pub phase: Phase,
-    /// A job of this connection is with a worker.
-    pub in_flight: bool,
-    /// Counted in `max_connections` (false for connections refused at accept).
-    pub counted: bool,
     /// The protocol the connection speaks.
     pub front: Front,
+    /// Counted in `max_connections` (false for connections refused at accept).
+    pub counted: bool,
     /// When the peer last sent anything (for the HTTP idle timeout).
     pub last_active: Instant,
+    /// WRITABLE interest is registered (only while output is pending); mirrors the poll's registration.
+    pub write_interest: bool,
+    phase: Phase,
     input: Vec<u8>,
     framer: Framer,
     /// Complete requests not yet handed to a worker, as ranges of `input`.
     spans: Vec<Span>,
     output: Vec<u8>,
     written: usize,
-    /// WRITABLE interest is registered (only while output is pending).
-    pub write_interest: bool,
-    /// The peer closed its side, or a fatal error means nothing more will be read.
-    input_done: bool,
-    /// Reading stopped on a limit before the socket was drained; read again once below it.
-    read_paused: bool,
-    /// An error reply to send after every pending reply, before closing (the connection cannot resync).
-    fatal: Option<Vec<u8>>,
-    /// Linger rather than close once everything is written (after a fatal error).
-    linger_when_done: bool,
-    /// The fatal error has been counted in the stats.
-    failure_counted: bool,
 }
 
-impl Conn {
-    /// A new open connection. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies.
+impl<S: Socket> Conn<S> {
+    /// A new connection, reading. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies.
     pub fn new(
-        stream: TcpStream,
+        socket: S,
         generation: u64,
         front: Front,
         max_request: usize,
         http: http::Limits,
         buffers: &mut BufferPool,
-    ) -> Conn {
+    ) -> Conn<S> {
         let framer = match front {
             Front::Json => Framer::Json(Splitter::new(max_request)),
             Front::Http => Framer::Http(HttpFramer { pos: 0, limits: http, wants_continue: false }),
         };
         Conn {
-            stream,
+            socket,
             generation,
-            phase: Phase::Open,
-            in_flight: false,
-            counted: true,
             front,
+            counted: true,
             last_active: Instant::now(),
+            write_interest: false,
+            phase: Phase::Reading { job: JobState::Idle, intake: Intake::Open },
             input: buffers.take(),
             framer,
             spans: Vec::new(),
             output: Vec::new(),
             written: 0,
-            write_interest: false,
-            input_done: false,
-            read_paused: false,
-            fatal: None,
-            linger_when_done: false,
-            failure_counted: false,
         }
     }
 
+    /// The socket, to register it with the poll.
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.socket
+    }
+
+    /// Where the connection is in its life.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    // ---- transitions: every change of `phase` happens in this block ----
+
+    /// Input is over (`then` says why): the connection finishes what it owes. Only a reading connection
+    /// changes; one that is already finishing keeps its plan.
+    fn end_input(&mut self, then: Then) {
+        if let Phase::Reading { job, .. } = self.phase {
+            self.phase = Phase::Writing { job, then };
+        }
+    }
+
+    /// A request cannot be read past: after the replies already owed, `reply` (a whole error reply) is
+    /// sent and the connection lingers.
+    fn fail(&mut self, reply: Vec<u8>) {
+        self.end_input(Then::Linger { fatal: Some(reply) });
+    }
+
+    /// The peer ended its side: requests already read are still answered, then the connection closes.
+    fn peer_ended(&mut self) {
+        self.end_input(Then::Close);
+    }
+
+    /// Stops reading new requests (server shutdown); requests already read are still answered.
+    pub fn stop_reading(&mut self) {
+        self.end_input(Then::Close);
+    }
+
+    /// A reply said `Connection: close`: it is the last one. Requests after it are dropped unanswered,
+    /// and the connection lingers once the reply is written.
+    fn close_after_replies(&mut self) {
+        self.spans.clear();
+        match &mut self.phase {
+            Phase::Reading { job, .. } | Phase::Writing { job, .. } => {
+                self.phase = Phase::Writing { job: *job, then: Then::Linger { fatal: None } };
+            }
+            Phase::Lingering { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Reading stopped on a limit, or may go on.
+    fn set_intake(&mut self, to: Intake) {
+        if let Phase::Reading { intake, .. } = &mut self.phase {
+            *intake = to;
+        }
+    }
+
+    /// A job of the connection left for a worker (or the reactor's own run).
+    fn job_sent(&mut self) {
+        if let Phase::Reading { job, .. } | Phase::Writing { job, .. } = &mut self.phase {
+            *job = JobState::InFlight;
+        }
+    }
+
+    /// The job came back: its replies are sent, and a `Connection: close` among them ends the connection.
+    /// Returns false if the socket failed (the connection is then closed).
+    pub fn job_done(&mut self, output: &mut Vec<u8>, close_after: bool, bytes_out: &mut u64) -> bool {
+        if let Phase::Reading { job, .. } | Phase::Writing { job, .. } = &mut self.phase {
+            *job = JobState::Idle;
+        }
+        if !self.send_buf(output, bytes_out) {
+            self.close();
+            return false;
+        }
+        if close_after {
+            self.close_after_replies();
+        }
+        true
+    }
+
+    /// Shuts the write side and lingers until `until` (after everything owed is written, or at once for a
+    /// connection refused at accept).
+    pub fn linger(&mut self, until: Instant) {
+        self.socket.shutdown_write();
+        self.phase = Phase::Lingering { until };
+    }
+
+    /// The connection is done.
+    pub fn close(&mut self) {
+        self.phase = Phase::Closed;
+    }
+
+    // ---- events ----
+
     /// Reads until the socket is drained (edge-triggered readiness demands it), splitting requests as they
-    /// complete. Stops early, and remembers to come back, when too much waits already.
+    /// complete. Stops early, and remembers to come back, when too much waits already. While lingering,
+    /// input is read and dropped.
     ///
     /// A read that fills less than the buffer has emptied the socket's receive queue, and anything that
-    /// arrives later raises a fresh readiness edge, so the reactor stops there instead of paying another
-    /// system call to hear `WouldBlock` (the same reasoning as tokio's). The exception is a peer that has
-    /// closed: `peer_closed` (the event's read-closed flag) makes it read on to the end of the stream.
-    pub fn read(&mut self, scratch: &mut [u8], bytes_in: &mut u64, peer_closed: bool) -> ReadOutcome {
-        if let Phase::Lingering { .. } = self.phase {
-            return self.discard_input(scratch);
+    /// arrives later raises a fresh readiness edge, so reading stops there instead of paying another system
+    /// call to hear `WouldBlock` (the same reasoning as tokio's). The exception is a peer that has closed:
+    /// `peer_closed` (the event's read-closed flag) makes it read on to the end of the stream.
+    pub fn read(&mut self, bytes_in: &mut u64, peer_closed: bool) -> ReadOutcome {
+        match self.phase {
+            Phase::Reading { .. } => {}
+            Phase::Lingering { .. } => return self.discard_input(),
+            Phase::Writing { .. } | Phase::Closed => return ReadOutcome::Ok,
         }
-        while !self.input_done {
+        while let Phase::Reading { .. } = self.phase {
             if self.must_pause() {
-                self.read_paused = true;
+                self.set_intake(Intake::Paused);
                 return ReadOutcome::Ok;
             }
             let room = self.make_room();
-            match self.read_in_place() {
+            match self.socket.read_into(&mut self.input) {
                 Ok(0) => {
-                    self.input_done = true;
                     // A JSON value still open at the end of the stream is handed on to be answered; an
                     // HTTP request cut short cannot be.
                     if let Framer::Json(splitter) = &mut self.framer {
@@ -158,6 +348,7 @@ impl Conn {
                             self.spans.push(Span { start, body: (end, end), end });
                         }
                     }
+                    self.peer_ended();
                 }
                 Ok(n) => {
                     *bytes_in += n as u64;
@@ -172,10 +363,13 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return ReadOutcome::Broken,
+                Err(_) => {
+                    self.close();
+                    return ReadOutcome::Broken;
+                }
             }
         }
-        self.read_paused = false;
+        self.set_intake(Intake::Open);
         ReadOutcome::Ok
     }
 
@@ -187,35 +381,26 @@ impl Conn {
         self.input.capacity() - self.input.len()
     }
 
-    /// Reads from the socket straight into the input buffer's spare room: the bytes are copied once, by the
-    /// kernel, rather than into a scratch buffer first.
-    fn read_in_place(&mut self) -> io::Result<usize> {
-        let spare = self.input.spare_capacity_mut();
-        // SAFETY: the kernel writes at most `spare.len()` bytes through the raw pointer into memory the
-        // vector owns; only the `n` bytes it reports written are then counted as part of the vector.
-        let n = unsafe { libc::read(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // SAFETY: the first `n` bytes of the spare capacity were just initialized by `read`.
-        unsafe { self.input.set_len(self.input.len() + n) };
-        Ok(n)
-    }
-
-    /// While lingering: drop whatever arrives; an EOF or error means the peer is gone.
-    fn discard_input(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+    /// While lingering: drop whatever arrives; an end of stream or an error means the peer is gone.
+    fn discard_input(&mut self) -> ReadOutcome {
         loop {
-            match self.stream.read(scratch) {
-                Ok(0) => return ReadOutcome::Broken,
+            self.input.clear();
+            self.make_room();
+            match self.socket.read_into(&mut self.input) {
+                Ok(0) => break,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Ok,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return ReadOutcome::Broken,
+                Err(_) => break,
             }
         }
+        self.input.clear();
+        self.close();
+        ReadOutcome::Broken
     }
 
+    /// Cuts complete requests off the input; a request the stream cannot be read past fails the
+    /// connection.
     fn split(&mut self) {
         loop {
             let failure = match &mut self.framer {
@@ -261,67 +446,37 @@ impl Conn {
     /// answered, so sending it now keeps responses in order.
     pub fn continue_due(&self) -> bool {
         matches!(&self.framer, Framer::Http(f) if f.wants_continue)
-            && !self.in_flight
+            && self.phase == Phase::Reading { job: JobState::Idle, intake: Intake::Open }
             && self.spans.is_empty()
             && self.pending_output() == 0
-            && !self.input_done
     }
 
-    /// Notes that `100 Continue` has been sent for the request being read.
-    pub fn continue_sent(&mut self) {
+    /// Sends `100 Continue` for the request being read. Returns false if the socket failed.
+    pub fn send_continue(&mut self, bytes_out: &mut u64) -> bool {
         if let Framer::Http(f) = &mut self.framer {
             f.wants_continue = false;
         }
-    }
-
-    /// Stops reading; after the replies already owed, `reply` (a whole error reply) is sent and the
-    /// connection closed.
-    pub fn fail(&mut self, reply: Vec<u8>) {
-        self.input_done = true;
-        self.fatal = Some(reply);
-        self.linger_when_done = true;
-    }
-
-    /// Closes the connection once the replies already sent to the socket are written (an HTTP response
-    /// said `Connection: close`): requests that came after it are dropped unanswered.
-    pub fn close_after_replies(&mut self) {
-        self.input_done = true;
-        self.spans.clear();
-        self.linger_when_done = true;
-        self.failure_counted = true;
-    }
-
-    /// True once, after the connection has failed on an oversized request, so the reactor counts it.
-    pub fn take_new_failure(&mut self) -> bool {
-        let new = self.linger_when_done && !self.failure_counted;
-        self.failure_counted |= new;
-        new
-    }
-
-    /// After a fatal error the connection lingers once done, so the peer reads the error line before the
-    /// close (a close with unread input resets the connection and can destroy that line).
-    pub fn lingers_when_done(&self) -> bool {
-        self.linger_when_done
+        self.send(http::CONTINUE, bytes_out)
     }
 
     fn must_pause(&self) -> bool {
         self.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= MAX_PENDING_OUTPUT
     }
 
-    /// Reading was paused on a limit that no longer holds: the caller should read again.
+    /// Reading was paused on a limit that no longer holds: the caller should read again (no readiness
+    /// event will report the input that waited meanwhile).
     pub fn should_resume(&self) -> bool {
-        self.read_paused && !self.must_pause()
+        matches!(self.phase, Phase::Reading { intake: Intake::Paused, .. }) && !self.must_pause()
     }
 
-    /// Stops reading new requests (server shutdown); requests already read are still answered.
-    pub fn stop_reading(&mut self) {
-        self.input_done = true;
-        self.read_paused = false;
-    }
-
-    /// Hands the waiting requests to a worker as one job, unless one is already in flight.
+    /// Hands the waiting requests on as one job, unless one is already out or the connection is past
+    /// answering.
     pub fn take_job(&mut self, slot: usize, buffers: &mut BufferPool) -> Option<Job> {
-        if self.in_flight || self.spans.is_empty() {
+        let idle = matches!(
+            self.phase,
+            Phase::Reading { job: JobState::Idle, .. } | Phase::Writing { job: JobState::Idle, .. }
+        );
+        if !idle || self.spans.is_empty() {
             return None;
         }
         // The job takes the whole input buffer; only the unfinished request's bytes are copied forward.
@@ -334,7 +489,7 @@ impl Conn {
             Framer::Http(framer) => framer.pos -= keep,
         }
         let spans = std::mem::replace(&mut self.spans, buffers.take_spans());
-        self.in_flight = true;
+        self.job_sent();
         Some(Job {
             slot,
             generation: self.generation,
@@ -355,19 +510,52 @@ impl Conn {
         }
     }
 
-    /// True when nothing more will happen on this connection but flushing what is pending.
-    pub fn finished(&self) -> bool {
-        self.input_done && !self.in_flight && self.spans.is_empty()
+    /// True when a job of the connection is out.
+    pub fn job_in_flight(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Reading { job: JobState::InFlight, .. } | Phase::Writing { job: JobState::InFlight, .. }
+        )
     }
 
-    /// Queues the fatal error line, if any, once every reply before it is queued.
-    pub fn queue_fatal(&mut self) {
-        if self.finished() {
-            if let Some(reply) = self.fatal.take() {
-                self.output.extend_from_slice(&reply);
+    /// True when nothing of the connection is in progress: reading, no job out, nothing to write.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Reading { job: JobState::Idle, .. })
+            && self.spans.is_empty()
+            && self.pending_output() == 0
+    }
+
+    /// After anything happened: queues the fatal error reply once every reply before it is queued,
+    /// writes what the socket takes, and says whether the connection is done.
+    pub fn settle(&mut self, bytes_out: &mut u64) -> Settled {
+        let mut failed = false;
+        if let Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal } } = &mut self.phase {
+            if self.spans.is_empty() {
+                if let Some(reply) = fatal.take() {
+                    self.output.extend_from_slice(&reply);
+                    failed = true;
+                }
             }
         }
+        if !self.flush(bytes_out) {
+            self.close();
+            return Settled::Close;
+        }
+        let owes_nothing = self.spans.is_empty() && self.pending_output() == 0;
+        match &self.phase {
+            Phase::Writing { job: JobState::Idle, then: Then::Close } if owes_nothing => {
+                self.close();
+                Settled::Close
+            }
+            Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: None } } if owes_nothing => {
+                Settled::Linger { failed }
+            }
+            Phase::Closed => Settled::Close,
+            _ => Settled::Open { failed },
+        }
     }
+
+    // ---- output ----
 
     /// Bytes queued for the socket.
     pub fn pending_output(&self) -> usize {
@@ -389,7 +577,7 @@ impl Conn {
 
     /// Like [`Conn::send`], but what the socket does not take is kept by swapping buffers rather than
     /// copying (a large reply rarely fits in one write): `data` may come back holding another buffer.
-    pub fn send_buf(&mut self, data: &mut Vec<u8>, bytes_out: &mut u64) -> bool {
+    fn send_buf(&mut self, data: &mut Vec<u8>, bytes_out: &mut u64) -> bool {
         match self.send_direct(data, bytes_out) {
             Direct::Failed => false,
             Direct::Queued => true,
@@ -412,7 +600,7 @@ impl Conn {
         }
         let mut sent = 0;
         while sent < data.len() {
-            match self.stream.write(&data[sent..]) {
+            match self.socket.write(&data[sent..]) {
                 Ok(n) => {
                     sent += n;
                     *bytes_out += n as u64;
@@ -430,7 +618,7 @@ impl Conn {
     /// Writes pending output until done or the socket would block. Returns false if the socket failed.
     pub fn flush(&mut self, bytes_out: &mut u64) -> bool {
         while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+            match self.socket.write(&self.output[self.written..]) {
                 Ok(n) => {
                     self.written += n;
                     *bytes_out += n as u64;
@@ -446,13 +634,6 @@ impl Conn {
             self.output = Vec::new();
         }
         true
-    }
-
-    /// Closes the write side and starts lingering (see [`Phase::Lingering`]).
-    pub fn linger(&mut self, until: Instant) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        self.phase = Phase::Lingering { until };
-        self.input_done = true;
     }
 
     /// Gives the connection's buffers back for reuse.
@@ -472,49 +653,285 @@ enum Direct {
     Wrote(usize),
 }
 
-/// Buffers handed back and forth between the reactor and the workers, reused instead of reallocated.
-#[derive(Default)]
-pub struct BufferPool {
-    bytes: Vec<Vec<u8>>,
-    spans: Vec<Vec<Span>>,
-}
+#[cfg(test)]
+mod tests {
+    //! Every transition of [`Phase`], driven through a scripted socket.
 
-/// Buffers kept for reuse at most; more are freed.
-const POOL_MAX: usize = 1024;
-/// A buffer larger than this is freed rather than kept, so one big request does not pin memory.
-const POOL_MAX_CAPACITY: usize = 64 * 1024;
+    use std::collections::VecDeque;
+    use std::time::Duration;
 
-impl BufferPool {
-    /// An empty byte buffer.
-    pub fn take(&mut self) -> Vec<u8> {
-        self.bytes.pop().unwrap_or_default()
+    use super::*;
+
+    /// A socket that hands out scripted reads and takes at most `room` bytes of writes before blocking.
+    #[derive(Default)]
+    struct Fake {
+        reads: VecDeque<io::Result<Vec<u8>>>,
+        written: Vec<u8>,
+        room: usize,
+        write_error: bool,
+        shut: bool,
     }
 
-    /// An empty frame list.
-    pub fn take_spans(&mut self) -> Vec<Span> {
-        self.spans.pop().unwrap_or_default()
-    }
+    impl Socket for Fake {
+        fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+            match self.reads.pop_front() {
+                None => Err(io::ErrorKind::WouldBlock.into()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(mut chunk)) => {
+                    let n = chunk.len().min(buf.capacity() - buf.len());
+                    buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        self.reads.push_front(Ok(chunk.split_off(n)));
+                    }
+                    Ok(n)
+                }
+            }
+        }
 
-    /// Returns a byte buffer.
-    pub fn put(&mut self, mut buf: Vec<u8>) {
-        if self.bytes.len() < POOL_MAX && buf.capacity() <= POOL_MAX_CAPACITY && buf.capacity() > 0 {
-            buf.clear();
-            self.bytes.push(buf);
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.write_error {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = data.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&data[..n]);
+            Ok(n)
+        }
+
+        fn shutdown_write(&mut self) {
+            self.shut = true;
         }
     }
 
-    /// Returns a frame list.
-    pub fn put_spans(&mut self, mut spans: Vec<Span>) {
-        if self.spans.len() < POOL_MAX && spans.capacity() <= POOL_MAX_CAPACITY && spans.capacity() > 0 {
-            spans.clear();
-            self.spans.push(spans);
-        }
+    const HTTP: http::Limits = http::Limits { max_head: 1024, max_body: 1 << 20 };
+    const READING: Phase = Phase::Reading { job: JobState::Idle, intake: Intake::Open };
+    const WAITING: Phase = Phase::Reading { job: JobState::InFlight, intake: Intake::Open };
+
+    fn conn(front: Front, reads: &[&[u8]]) -> (Conn<Fake>, BufferPool) {
+        let mut buffers = BufferPool::default();
+        let fake = Fake {
+            reads: reads.iter().map(|r| Ok(r.to_vec())).collect(),
+            room: usize::MAX,
+            ..Fake::default()
+        };
+        (Conn::new(fake, 1, front, 64, HTTP, &mut buffers), buffers)
     }
 
-    /// Returns every buffer of a finished job.
-    pub fn put_job(&mut self, job: Job) {
-        self.put(job.input);
-        self.put(job.output);
-        self.put_spans(job.spans);
+    /// Reads everything the script has ready (as after a read-closed event, which reads to the end).
+    fn read(c: &mut Conn<Fake>) -> ReadOutcome {
+        c.read(&mut 0, true)
+    }
+
+    /// Plays a worker: answers every request of the job with its own bytes and a newline.
+    fn answer(c: &mut Conn<Fake>, job: Job) -> bool {
+        let mut out = Vec::new();
+        for span in &job.spans {
+            out.extend_from_slice(&job.input[span.start..span.end]);
+            out.push(b'\n');
+        }
+        c.job_done(&mut out, false, &mut 0)
+    }
+
+    #[test]
+    fn a_new_connection_is_reading_with_no_job() {
+        let (c, _) = conn(Front::Json, &[]);
+        assert_eq!(c.phase(), &READING);
+        assert!(c.is_idle());
+    }
+
+    #[test]
+    fn a_job_goes_out_and_comes_back_and_requests_wait_meanwhile() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n{\"b\":2}\n"]);
+        assert_eq!(read(&mut c), ReadOutcome::Ok);
+        let job = c.take_job(7, &mut buffers).expect("a job");
+        assert_eq!((job.slot, job.spans.len()), (7, 2));
+        assert_eq!(c.phase(), &WAITING);
+        assert!(c.job_in_flight());
+        // More requests arrive while the job is out: they wait, in order, for the next job.
+        c.socket_mut().reads.push_back(Ok(b"{\"c\":3}\n".to_vec()));
+        read(&mut c);
+        assert!(c.take_job(7, &mut buffers).is_none(), "one job at a time");
+        assert!(answer(&mut c, job));
+        assert_eq!(c.phase(), &READING);
+        let next = c.take_job(7, &mut buffers).expect("the waiting request");
+        assert_eq!(&next.input[next.spans[0].start..next.spans[0].end], b"{\"c\":3}");
+        assert!(answer(&mut c, next));
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false });
+        assert_eq!(c.socket_mut().written, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    }
+
+    #[test]
+    fn the_end_of_input_finishes_what_was_read_then_closes() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}", b""]);
+        read(&mut c);
+        // The value still open at the end of the stream is handed on.
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::Idle, then: Then::Close });
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false }, "a request is still owed");
+        let job = c.take_job(0, &mut buffers).expect("the last request");
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::InFlight, then: Then::Close });
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false }, "its reply is still owed");
+        assert!(answer(&mut c, job));
+        assert_eq!(c.settle(&mut 0), Settled::Close);
+        assert_eq!(c.phase(), &Phase::Closed);
+        assert_eq!(c.socket_mut().written, b"{\"a\":1}\n");
+    }
+
+    #[test]
+    fn a_fatal_error_is_sent_after_the_replies_owed_then_the_connection_lingers() {
+        let big = format!("{{\"v\":\"{}\"}}\n", "x".repeat(100));
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n", big.as_bytes()]);
+        read(&mut c);
+        let fatal = match c.phase() {
+            Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: Some(f) } } => f.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(String::from_utf8_lossy(&fatal).contains("Request too large: max_request_bytes is 64"));
+        let job = c.take_job(0, &mut buffers).expect("the request before the bad one");
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false }, "the fatal reply waits its turn");
+        assert!(answer(&mut c, job));
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: true });
+        let mut want = b"{\"a\":1}\n".to_vec();
+        want.extend_from_slice(&fatal);
+        assert_eq!(c.socket_mut().written, want);
+        // Counted once: settling again queues nothing more.
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+    }
+
+    #[test]
+    fn lingering_drops_input_and_closes_when_the_peer_does() {
+        let (mut c, _) = conn(Front::Json, &[]);
+        let until = Instant::now() + Duration::from_secs(2);
+        c.linger(until);
+        assert!(c.socket_mut().shut, "the write side is shut");
+        assert_eq!(c.phase(), &Phase::Lingering { until });
+        c.socket_mut().reads.push_back(Ok(b"{\"ignored\":1}\n".to_vec()));
+        assert_eq!(read(&mut c), ReadOutcome::Ok);
+        assert_eq!(c.phase(), &Phase::Lingering { until }, "input is dropped, not answered");
+        c.socket_mut().reads.push_back(Ok(Vec::new()));
+        assert_eq!(read(&mut c), ReadOutcome::Broken);
+        assert_eq!(c.phase(), &Phase::Closed);
+    }
+
+    #[test]
+    fn connection_close_drops_later_requests_and_lingers() {
+        let head = b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+        let (mut c, mut buffers) = conn(Front::Http, &[head]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        assert_eq!(job.spans.len(), 2);
+        let mut out = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        job.close_after = true;
+        assert!(c.job_done(&mut out, job.close_after, &mut 0));
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: None } });
+        assert!(c.take_job(0, &mut buffers).is_none(), "nothing after the close is run");
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+    }
+
+    #[test]
+    fn shutdown_stops_reading_but_answers_what_was_read() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let job = c.take_job(0, &mut buffers).expect("a job");
+        c.stop_reading();
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::InFlight, then: Then::Close });
+        c.socket_mut().reads.push_back(Ok(b"{\"late\":1}\n".to_vec()));
+        read(&mut c);
+        assert!(answer(&mut c, job));
+        assert!(c.take_job(0, &mut buffers).is_none(), "nothing read after the stop");
+        assert_eq!(c.settle(&mut 0), Settled::Close);
+        assert_eq!(c.socket_mut().written, b"{\"a\":1}\n");
+    }
+
+    #[test]
+    fn shutdown_keeps_a_failed_connection_s_plan() {
+        let big = format!("{{\"v\":\"{}\"}}\n", "x".repeat(100));
+        let (mut c, _) = conn(Front::Json, &[big.as_bytes()]);
+        read(&mut c);
+        c.stop_reading();
+        assert!(matches!(c.phase(), Phase::Writing { then: Then::Linger { fatal: Some(_) }, .. }));
+    }
+
+    #[test]
+    fn reading_pauses_over_the_output_limit_and_resumes_below_it() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let job = c.take_job(0, &mut buffers).expect("a job");
+        // The peer reads nothing: a big reply stays pending.
+        c.socket_mut().room = 0;
+        let mut out = vec![b'x'; MAX_PENDING_OUTPUT];
+        assert!(c.job_done(&mut out, false, &mut 0));
+        drop(job);
+        c.socket_mut().reads.push_back(Ok(b"{\"b\":2}\n".to_vec()));
+        read(&mut c);
+        assert_eq!(c.phase(), &Phase::Reading { job: JobState::Idle, intake: Intake::Paused });
+        assert!(!c.should_resume());
+        // The peer drains: reading may go on.
+        c.socket_mut().room = usize::MAX;
+        assert!(c.flush(&mut 0));
+        assert!(c.should_resume());
+        read(&mut c);
+        assert_eq!(c.phase(), &READING);
+        assert!(c.take_job(0, &mut buffers).is_some(), "the request that waited is read");
+    }
+
+    #[test]
+    fn reading_pauses_over_the_waiting_input_limit() {
+        let line = format!("{{\"v\":\"{}\"}}\n", "x".repeat(50));
+        let lots = line.repeat(MAX_WAITING_INPUT / line.len() + 2);
+        let (mut c, mut buffers) = conn(Front::Json, &[lots.as_bytes(), b"{\"more\":1}\n"]);
+        read(&mut c);
+        assert_eq!(c.phase(), &Phase::Reading { job: JobState::Idle, intake: Intake::Paused });
+        let job = c.take_job(0, &mut buffers).expect("a job");
+        assert!(c.should_resume(), "handing the input on lifts the limit");
+        read(&mut c);
+        assert_eq!(c.phase(), &WAITING);
+        drop(job);
+    }
+
+    #[test]
+    fn socket_errors_close() {
+        let (mut c, _) = conn(Front::Json, &[]);
+        c.socket_mut().reads.push_back(Err(io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(read(&mut c), ReadOutcome::Broken);
+        assert_eq!(c.phase(), &Phase::Closed);
+
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let job = c.take_job(0, &mut buffers).expect("a job");
+        c.socket_mut().write_error = true;
+        assert!(!answer(&mut c, job), "the reply cannot be written");
+        assert_eq!(c.phase(), &Phase::Closed);
+        assert_eq!(c.settle(&mut 0), Settled::Close);
+    }
+
+    #[test]
+    fn continue_is_due_only_when_everything_before_is_answered() {
+        let expect = b"PUT /k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let (mut c, _) = conn(Front::Http, &[expect]);
+        read(&mut c);
+        assert!(c.continue_due());
+        assert!(c.send_continue(&mut 0));
+        assert!(!c.continue_due(), "sent once");
+        assert_eq!(c.socket_mut().written, http::CONTINUE);
+
+        let both = [&b"GET /a HTTP/1.1\r\n\r\n"[..], expect].concat();
+        let (mut c, mut buffers) = conn(Front::Http, &[&both]);
+        read(&mut c);
+        assert!(!c.continue_due(), "the GET is not answered yet");
+        let job = c.take_job(0, &mut buffers).expect("the GET");
+        assert!(!c.continue_due(), "its job is out");
+        assert!(answer(&mut c, job));
+        assert!(c.continue_due());
+    }
+
+    #[test]
+    fn a_short_read_ends_the_turn_without_asking_for_would_block() {
+        let (mut c, _) = conn(Front::Json, &[b"{\"a\":1}\n", b"{\"b\":2}\n"]);
+        assert_eq!(c.read(&mut 0, false), ReadOutcome::Ok);
+        assert_eq!(c.spans.len(), 1, "the second chunk waits for the next readiness edge");
+        assert_eq!(c.socket_mut().reads.len(), 1);
     }
 }

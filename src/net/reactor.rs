@@ -23,9 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use super::buffers::BufferPool;
+use super::conn::{Conn, Phase, ReadOutcome, Settled};
 use crate::dispatch::{Front, Inline, Job};
 use crate::http::codec as http;
-use crate::net::conn::{BufferPool, Conn, Phase, ReadOutcome};
 use crate::stats::Stats;
 use bankcache_proto::reply;
 
@@ -90,7 +91,6 @@ pub struct Reactor {
     counted: usize,
     lingering: usize,
     buffers: BufferPool,
-    scratch: Box<[u8]>,
     jobs: Option<Sender<Vec<Job>>>,
     done: Receiver<Vec<Job>>,
     /// Set by a worker that has queued finished jobs and woken the reactor; cleared before draining.
@@ -155,7 +155,6 @@ impl Reactor {
             counted: 0,
             lingering: 0,
             buffers: BufferPool::default(),
-            scratch: vec![0; 64 * 1024].into_boxed_slice(),
             jobs: Some(parts.jobs),
             done: parts.done,
             notified: parts.notified,
@@ -215,7 +214,7 @@ impl Reactor {
                 }
             }
         }
-        let unanswered = self.conns.iter().filter(|(_, c)| c.in_flight).count();
+        let unanswered = self.conns.iter().filter(|(_, c)| c.job_in_flight()).count();
         if unanswered > 0 {
             log::warn!("shutdown grace period over with {unanswered} connections still waiting for replies");
         }
@@ -311,9 +310,8 @@ impl Reactor {
             limits.http,
             &mut self.buffers,
         );
-        if let Err(e) =
-            self.poll.registry().register(&mut conn.stream, Token(FIRST_CONN + slot), Interest::READABLE)
-        {
+        let token = Token(FIRST_CONN + slot);
+        if let Err(e) = self.poll.registry().register(conn.socket_mut(), token, Interest::READABLE) {
             log::warn!("cannot register a new connection: {e}");
             if !refuse {
                 net.connections_current.fetch_sub(1, Ordering::Relaxed);
@@ -333,7 +331,7 @@ impl Reactor {
             conn.send(&line, &mut self.bytes_out);
             conn.linger(Instant::now() + LINGER_AFTER_REFUSAL);
             self.lingering += 1;
-            if conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
+            if conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
                 // The peer is already gone.
                 self.lingering -= 1;
                 return;
@@ -351,31 +349,24 @@ impl Reactor {
         if writable && !conn.flush(&mut self.bytes_out) {
             return self.close(slot);
         }
-        if readable && conn.read(&mut self.scratch, &mut self.bytes_in, closed) == ReadOutcome::Broken {
+        if readable && conn.read(&mut self.bytes_in, closed) == ReadOutcome::Broken {
             return self.close(slot);
         }
         self.progress(slot);
     }
 
-    /// Moves a connection along after anything happened to it: dispatch waiting requests, queue a fatal
-    /// error line, keep write interest in step with pending output, and close or linger when done.
+    /// Moves a connection along after anything happened to it: resume a paused read, send `100 Continue`,
+    /// hand waiting requests on, and act on what the connection says it needs (write interest, lingering,
+    /// closing).
     fn progress(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         // Reading paused on a limit that a reply or a write has since lifted. No readiness event will
         // report the input that waited meanwhile, so read it now.
-        if conn.should_resume()
-            && conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken
-        {
+        if conn.should_resume() && conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
             return self.close(slot);
         }
-        if conn.continue_due() {
-            if !conn.send(http::CONTINUE, &mut self.bytes_out) {
-                return self.close(slot);
-            }
-            conn.continue_sent();
-        }
-        if conn.take_new_failure() {
-            self.stats.net.requests_too_large.fetch_add(1, Ordering::Relaxed);
+        if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
+            return self.close(slot);
         }
         while let Some(mut job) = conn.take_job(slot, &mut self.buffers) {
             if let Some(inline) = &self.inline {
@@ -386,42 +377,38 @@ impl Reactor {
                 self.turn.push(job);
                 break;
             }
-            conn.in_flight = false;
-            let sent = conn.send_buf(&mut job.output, &mut self.bytes_out);
-            if job.close_after {
-                conn.close_after_replies();
-            }
+            let sent = conn.job_done(&mut job.output, job.close_after, &mut self.bytes_out);
             self.buffers.put_job(job);
             if !sent {
                 return self.close(slot);
             }
         }
-        conn.queue_fatal();
-        if !conn.flush(&mut self.bytes_out) {
-            return self.close(slot);
+        let failed = match conn.settle(&mut self.bytes_out) {
+            Settled::Close => return self.close(slot),
+            Settled::Open { failed } => failed,
+            Settled::Linger { failed } => {
+                conn.linger(Instant::now() + LINGER_AFTER_ERROR);
+                self.lingering += 1;
+                failed
+            }
+        };
+        if failed {
+            self.stats.net.requests_too_large.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Phase::Lingering { .. } = conn.phase() {
+            // Input may already be waiting, and edge-triggered readiness will not report it again.
+            if conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
+                return self.close(slot);
+            }
         }
         let pending = conn.pending_output() > 0;
         if pending != conn.write_interest {
             let interest = if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
             let token = Token(FIRST_CONN + slot);
-            if self.poll.registry().reregister(&mut conn.stream, token, interest).is_err() {
+            if self.poll.registry().reregister(conn.socket_mut(), token, interest).is_err() {
                 return self.close(slot);
             }
             conn.write_interest = pending;
-        }
-        if conn.phase != Phase::Open || !conn.finished() || pending {
-            return;
-        }
-        if conn.lingers_when_done() {
-            conn.linger(Instant::now() + LINGER_AFTER_ERROR);
-            self.lingering += 1;
-            // Input may already be waiting, and edge-triggered readiness will not report it again.
-            if conn.read(&mut self.scratch, &mut self.bytes_in, true) == ReadOutcome::Broken {
-                self.close(slot);
-            }
-        } else {
-            // The peer closed its side, or the server is shutting down: nothing is owed any more.
-            self.close(slot);
         }
     }
 
@@ -430,13 +417,13 @@ impl Reactor {
             return;
         }
         let mut conn = self.conns.remove(slot);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(conn.socket_mut());
         if conn.counted {
             self.counted -= 1;
             self.http_conns -= usize::from(conn.front == Front::Http);
             self.stats.net.connections_current.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Phase::Lingering { .. } = conn.phase {
+        if let Phase::Lingering { .. } = conn.phase() {
             self.lingering -= 1;
         }
         log::debug!("connection {} in slot {slot} closed", conn.generation);
@@ -462,12 +449,8 @@ impl Reactor {
         if conn.generation != job.generation {
             return; // the connection closed and its slot was reused: the reply is for no one
         }
-        conn.in_flight = false;
-        if !conn.send_buf(&mut job.output, &mut self.bytes_out) {
+        if !conn.job_done(&mut job.output, job.close_after, &mut self.bytes_out) {
             return self.close(slot);
-        }
-        if job.close_after {
-            conn.close_after_replies();
         }
         self.progress(slot);
     }
@@ -517,9 +500,9 @@ impl Reactor {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| match c.phase {
-                Phase::Lingering { until } => shutting_down || until <= now,
-                Phase::Open => false,
+            .filter(|(_, c)| match c.phase() {
+                Phase::Lingering { until } => shutting_down || *until <= now,
+                Phase::Reading { .. } | Phase::Writing { .. } | Phase::Closed => false,
             })
             .map(|(slot, _)| slot)
             .collect();
@@ -539,13 +522,7 @@ impl Reactor {
         let stale: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| {
-                c.front == Front::Http
-                    && c.phase == Phase::Open
-                    && !c.in_flight
-                    && c.pending_output() == 0
-                    && c.last_active.elapsed() > idle
-            })
+            .filter(|(_, c)| c.front == Front::Http && c.is_idle() && c.last_active.elapsed() > idle)
             .map(|(slot, _)| slot)
             .collect();
         for slot in stale {
