@@ -1,23 +1,36 @@
-//! bankcache: a banked JSON-over-TCP cache server.
+//! bankcache: a banked JSON-over-TCP cache server, with CacheFS's file API and volume store.
 //!
 //! ```text
-//!  clients ──TCP──▶ reactor (1 thread, mio Poll)                  workers (N threads)
-//!                   accept, read until WouldBlock,  ──Vec<Job>──▶ parse → store → reply bytes
-//!                   split requests (protocol::frame)
-//!                   write replies, in order        ◀──Vec<Job>── (one send + at most one wake per batch)
-//!                                                                        │
-//!                                                         store: bank table → one bank lock
+//!  clients ──TCP──▶ reactor (net/, 1 thread, mio Poll)                   workers (dispatch/pool, N threads)
+//!                   accept; read until drained;          ──Vec<Job>──▶  per request, its front:
+//!                   split requests (proto::frame,                         json.rs or http/routes.rs
+//!                   http::codec); one job per connection                  request → Op → cmd::execute
+//!                   write replies, in request order      ◀──Vec<Job>──  → Outcome → reply bytes
+//!                   (one send, at most one wake per batch)                        │
+//!                                                                                 ▼
+//!                                                        store/: bank table → one bank → volume writer
 //! ```
 //!
+//! Where things are: `net/` the reactor thread (connections as a state machine, buffers), `dispatch/` the
+//! hand-off (jobs, the worker pool, what the reactor may run itself), `json.rs` and `http/` the two fronts,
+//! `cmd/` the ops (one file per family, each returning a typed [`cmd::Outcome`]), `store/` banks, the
+//! memory tier and the volume store, `stats.rs` counters, `config.rs` and `server.rs` the wiring. The wire
+//! protocol itself (frames, ops, replies) is the `bankcache-proto` crate, shared with the client.
+//!
+//! Dependencies point one way, and `tests/architecture.rs` checks it:
+//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`} → `bankcache_proto`
+//! (`net` also uses `http::codec` to split HTTP requests, and `dispatch` the `json` front directly).
+//!
 //! Invariants:
-//! - The reactor owns every socket and never touches the store; workers never touch a socket.
-//! - A connection has at most one job in flight, so its ops run and are answered in the order sent.
-//!   Requests arriving meanwhile are batched into its next job.
+//! - Workers never touch a socket. The reactor never touches a file, and runs an op itself only on a
+//!   memory-only server, only for a connection's few requests, and only ops of bounded cost (one key, or
+//!   none): the op's kind decides ([`bankcache_proto::Scope`]), never the request's bytes.
+//! - A connection has at most one job out, so its ops run and are answered in the order sent. Requests
+//!   arriving meanwhile are batched into its next job.
 //! - Every job carries its connection's slot *and generation*: a reply for a closed connection is dropped
 //!   instead of reaching a new connection that reused the slot.
-//! - Lock order: bank table (read; write only to create a bank) → one bank. No op holds two bank locks.
-//!
-//! Dependencies point one way: `server` → `reactor`/`worker` → `protocol` / `store`.
+//! - Lock order: bank table (read; write only to create a bank) → one bank → volume writer. No op holds
+//!   two bank locks (see [`store`]).
 
 pub mod cmd;
 pub mod config;

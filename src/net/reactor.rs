@@ -6,11 +6,11 @@
 //! and wake the reactor through a [`Waker`] only when it is not already due to look, so a busy reactor is
 //! never interrupted per reply. The reactor then writes each connection's replies with one write.
 //!
-//! The reactor never takes a bank lock and never touches a file; workers never touch a socket. One
-//! exception, for speed: a memory-only server runs a small turn's cheap JSON requests on the reactor
-//! thread itself ([`Inline`]). A hand-off costs two thread wake-ups (tens of microseconds each on a
-//! small machine), such a request well under one; a big turn, a bank-wide op, HTTP and anything touching
-//! the disk store still go to the workers.
+//! The reactor never touches a file; workers never touch a socket. One exception, for speed: a
+//! memory-only server runs a connection's few one-key JSON requests on the reactor thread itself
+//! ([`Inline`]), because a hand-off costs two thread wake-ups (tens of microseconds each on a small
+//! machine) and such a request well under one. Bank-wide ops, HTTP, pipelined batches and anything
+//! touching the disk store go to the workers.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +69,7 @@ pub struct NetLimits {
     pub http_idle: Duration,
 }
 
-/// Set by a [`crate::ShutdownHandle`]; the reactor looks at it on every turn.
+/// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
 pub struct StopFlag {
     /// Asked to stop.
     pub requested: AtomicBool,

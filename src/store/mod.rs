@@ -3,10 +3,19 @@
 //!
 //! Lock order, the one rule that keeps this deadlock-free: **bank table → one bank → volume writer**. The
 //! table lock is taken for reading to find a bank and for writing only to create one (never while a bank
-//! lock is held); an op then locks exactly the one bank it names and never a second, and appends its
-//! record while holding it, so the order of records on disk is the order of changes in memory. Disk reads
-//! happen outside every lock. `bank.list` takes only the table lock. The store knows nothing of sockets or
-//! JSON: values are opaque bytes with a flags byte.
+//! lock is held); an op then locks exactly the one bank it names and never a second. Which ops write
+//! their record where:
+//!
+//! - `delete`, `touch`, `getouch`, `incr` and `bank.reset` append their record while holding the bank's
+//!   lock (bank → writer), so their order on disk is their order in memory.
+//! - `put` writes its record with no bank lock held (the writer's lock only), so a large value does not
+//!   stall its bank, and installs the entry under the bank's lock afterwards. Records are ordered
+//!   store-wide by (volume generation, offset): a put overtaken meanwhile by a later put of the same key is
+//!   not installed, and one overtaken by a record logged under its bank's lock is written again, so a
+//!   restart replays what memory held.
+//!
+//! Disk reads happen outside every lock. `bank.list` takes only the table lock. The store knows nothing of
+//! sockets or JSON: values are opaque bytes with a flags byte.
 
 pub mod bank;
 pub mod index;
