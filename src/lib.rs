@@ -44,3 +44,8 @@ pub mod store;
 
 pub use config::{Cli, Config, ConfigError};
 pub use server::{Server, ServerError, ShutdownHandle};
+
+/// The README's Rust snippets, compiled as doctests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
