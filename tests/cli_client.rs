@@ -1,4 +1,4 @@
-//! `bankcache-cli` (built from client/) against a real server: output and exit codes.
+//! `bankcache-cli` (built from tools/cli/) against a real server: output and exit codes.
 
 mod common;
 
