@@ -1,4 +1,4 @@
-//! `bankcache-bench` (built from client/) against real bankcache servers: the
+//! `bankcache-bench` (built from tools/bench/) against real bankcache servers: the
 //! run mode's `--verify` and `--requests`, and `compare` end to end with
 //! bankcache alone (CI has neither redis nor memcached, so these tests hide
 //! them even where they are installed). No test asserts a timing.

@@ -1,4 +1,4 @@
-//! `bankcache-cli` (built from client/) against a real server: output and exit codes.
+//! `bankcache-cli` (built from tools/cli/) against a real server: output and exit codes.
 
 mod common;
 
@@ -55,6 +55,40 @@ fn commands_print_and_exit_as_documented() {
     ok(&cli(&s, &["delete", "users", "ann"]));
     ok(&cli(&s, &["reset", "users"]));
     assert_eq!(stdout(&cli(&s, &["keys", "users"])), "");
+}
+
+/// What the CLI shows for what the reply alone tells: a byte value as the base64 text the wire carries,
+/// and a missing key (of any op that names one, any characters) as the server's own message, exit 1.
+#[test]
+fn byte_values_and_missing_keys_print_as_the_wire_says() {
+    let s = TestServer::start(&[]);
+    let mut client = bankcache_client::Client::connect(s.addr()).unwrap();
+    client.put_bytes("files", "logo", b"\x89PNG\r\n", None).unwrap();
+    let get = cli(&s, &["get", "files", "logo"]);
+    assert_eq!(get.status.code(), Some(0), "{get:?}");
+    assert_eq!(stdout(&get), "\"iVBORw0K\"\n");
+    assert_eq!(stdout(&cli(&s, &["--raw", "get", "files", "logo"])), "iVBORw0K\n");
+    for args in [
+        ["get", "b", "ключ \"q\""],
+        ["delete", "b", "ключ \"q\""],
+        ["touch", "b", "ключ \"q\""],
+        ["incr", "b", "ключ \"q\""],
+    ] {
+        let args: Vec<&str> = if args[0] == "incr" { [&args[..], &["1"]].concat() } else { args.to_vec() };
+        let out = cli(&s, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(stdout(&out), "");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "(error) Key ключ \"q\" doesn't exist\n",
+            "{args:?}"
+        );
+    }
+    // A refusal that names the key is a server error, not a miss.
+    client.put("b", "text", "abc", None).unwrap();
+    let out = cli(&s, &["incr", "b", "text", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "(error) The value for key text isn't a number\n");
 }
 
 /// A server that cannot be reached is exit code 4.

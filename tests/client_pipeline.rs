@@ -2,7 +2,10 @@
 
 mod common;
 
-use bankcache_client::{Client, Error, Reply};
+use std::borrow::Cow;
+
+use bankcache_client::proto::Value;
+use bankcache_client::{Client, Error, Op, Reply};
 use common::in_process::InProcess;
 use serde_json::json;
 
@@ -92,6 +95,65 @@ fn every_op_and_reply_kind() {
 
     // An empty pipeline sends nothing.
     assert!(c.pipeline().run().unwrap().is_empty());
+}
+
+/// Ops built as `Op` (for a caller that picks the op at run time): `Client::send` answers each as the same
+/// op in a pipeline does, a missing key and a refusal included, and neither is an `Err`.
+#[test]
+fn typed_ops_by_send_and_push_op() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    let text = |s: &str| Value::Json(Cow::Owned(s.as_bytes().to_vec()));
+    let ops = [
+        Op::Put {
+            bank: "b".into(),
+            key: "k\"1".into(),
+            value: text(r#"{"z": 1, "a": [true]}"#),
+            lifetime: None,
+        },
+        Op::Put {
+            bank: "b".into(),
+            key: "bin".into(),
+            value: Value::Bytes(Cow::Borrowed(b"\xff\x00")),
+            lifetime: Some(60.0),
+        },
+        Op::Get { bank: "b".into(), key: "k\"1".into() },
+        Op::GetTouch { bank: "b".into(), key: "bin".into() },
+        Op::Get { bank: "b".into(), key: "nope".into() },
+        Op::Incr { bank: "b".into(), key: "nope".into(), delta: 1.0 },
+        Op::Incr { bank: "b".into(), key: "k\"1".into(), delta: 1.0 },
+        Op::Delete { bank: "b".into(), key: "nope".into() },
+        Op::Touch { bank: "b".into(), key: "bin".into() },
+        Op::Incr { bank: "b".into(), key: "k\"1".into(), delta: f64::NAN },
+        Op::BankKeys { bank: "b".into() },
+        Op::BankList,
+        Op::Ping,
+    ];
+    let expected = [
+        Reply::Value(json!({})),
+        Reply::Value(json!({})),
+        Reply::Value(json!({"z": 1, "a": [true]})),
+        Reply::Bytes(vec![0xff, 0]),
+        Reply::Missing,
+        Reply::Missing,
+        Reply::Error("float() argument must be a string or a real number, not 'dict'".into()),
+        Reply::Missing,
+        Reply::Value(json!({})),
+        Reply::Error("The value must be an integer or a float".into()),
+        Reply::Value(json!(["k\"1", "bin"])),
+        Reply::Value(json!(["b"])),
+        Reply::Value(json!("pong")),
+    ];
+    let one_by_one: Vec<Reply> = ops.iter().map(|op| c.send(op).unwrap()).collect();
+    assert_eq!(one_by_one, expected);
+    // The JSON text of a put is stored as it was given, spacing included.
+    assert_eq!(c.get_bytes("b", "k\"1").unwrap().unwrap(), br#"{"z": 1, "a": [true]}"#);
+    let mut pipeline = c.pipeline();
+    for op in &ops {
+        pipeline.push_op(op);
+    }
+    assert_eq!(pipeline.run().unwrap(), expected);
+    assert!(matches!(c.send(&Op::Stats).unwrap(), Reply::Value(v) if v["ops_ping"] == 2));
 }
 
 /// A pipeline far larger than the socket buffers in both directions (about 40 MB each way) does not

@@ -5,6 +5,18 @@
 //! The protocol is one JSON request per line and one reply line per request,
 //! `{"status": "ok", "data": ...}` or `{"status": "error", "message": "..."}` (see the server's README).
 //!
+//! # What it is built on
+//!
+//! This crate is the library only (the command line is `bankcache-cli`, the load driver `bankcache-bench`).
+//! It does no protocol work of its own: every request is an [`Op`] written by [`Op::encode`], every reply
+//! line is read by [`proto::reply::decode`], and a missing key is recognised only by
+//! [`proto::reply::is_missing`], all from `bankcache-proto`, the crate the server parses and answers with;
+//! so the wire format is written once and a change to it cannot leave the client behind. Its other
+//! dependencies are what a library needs: `serde` and `serde_json` for typed values, `base64` to decode byte
+//! values, `crc32fast` for the cluster's ring, and `libc` for the one non-blocking peek that checks an idle
+//! connection. The typed calls cover every op; [`Client::send`] and [`Pipeline::push_op`] take an [`Op`]
+//! chosen at run time, and [`Client::request`] and [`Pipeline::op`] send any JSON object as it is.
+//!
 //! # Values
 //!
 //! Values are any `serde` type ([`Client::put`], [`Client::get`]) or raw bytes ([`Client::put_bytes`],
@@ -77,17 +89,25 @@ pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use pipeline::{Pipeline, Reply};
 pub use pool::{Pool, PooledClient};
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use bankcache_proto::reply::{self, Decoded};
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+/// The wire protocol crate this client speaks through, so that an [`Op`] for [`Client::send`] (and its
+/// [`proto::Value`]) can be built without depending on it separately.
+pub use bankcache_proto as proto;
+/// One op of the protocol, for [`Client::send`] and [`Pipeline::push_op`].
+pub use bankcache_proto::Op;
 
 /// What can go wrong talking to a server.
 #[derive(Debug)]
@@ -196,7 +216,7 @@ impl ClientBuilder {
     pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client> {
         let addrs = resolve(addr)?;
         let conn = Conn::open(&addrs, &self).map_err(Error::Connect)?;
-        Ok(Client { addrs, options: self, conn: Some(conn), line: Vec::new() })
+        Ok(Client { addrs, options: self, conn: Some(conn), line: Vec::new(), request: Vec::new() })
     }
 }
 
@@ -307,19 +327,7 @@ fn read_replies(
     Ok(replies)
 }
 
-/// One reply as it appears on the wire.
-#[derive(Deserialize)]
-struct Envelope {
-    status: String,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    encoding: Option<String>,
-}
-
-/// A parsed reply line.
+/// A reply line, decoded by [`reply::decode`] and kept past the buffer it was read into.
 pub(crate) enum RawReply {
     /// `data` as sent by the server (JSON text), base64 of bytes when `base64`.
     Ok { data: Box<RawValue>, base64: bool },
@@ -329,25 +337,13 @@ pub(crate) enum RawReply {
 
 impl RawReply {
     fn parse(line: &[u8]) -> Result<RawReply> {
-        let bad = |why: String| {
-            Error::Protocol(format!("bad reply {:?}: {why}", String::from_utf8_lossy(line).trim_end()))
-        };
-        let envelope: Envelope = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        match envelope.status.as_str() {
-            "ok" => {
-                let data = match envelope.data {
-                    Some(data) => data,
-                    None => RawValue::from_string("null".into()).expect("null is JSON"),
-                };
-                let base64 = match envelope.encoding.as_deref() {
-                    None | Some("json") => false,
-                    Some("base64") => true,
-                    Some(other) => return Err(bad(format!("unknown encoding {other:?}"))),
-                };
-                Ok(RawReply::Ok { data, base64 })
-            }
-            "error" => Ok(RawReply::Err(envelope.message.unwrap_or_default())),
-            other => Err(bad(format!("unknown status {other:?}"))),
+        match reply::decode(line) {
+            Ok(Decoded::Ok { data, base64 }) => Ok(RawReply::Ok { data: data.into_owned(), base64 }),
+            Ok(Decoded::Error(message)) => Ok(RawReply::Err(message)),
+            Err(why) => Err(Error::Protocol(format!(
+                "bad reply {:?}: {why}",
+                String::from_utf8_lossy(line).trim_end()
+            ))),
         }
     }
 
@@ -392,51 +388,51 @@ pub(crate) fn decode_bytes(data: &RawValue, base64: bool) -> Result<Vec<u8>> {
     }
 }
 
-pub(crate) fn encode_base64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// A serializable value as the JSON text a `put` stores.
+///
+/// The value goes through [`serde_json::to_value`] and then [`serde_json::to_vec`], as it always has: a
+/// struct's fields and a map's keys come out sorted (serde_json's `Value` keeps its objects sorted while its
+/// `preserve_order` feature is off, as it is in this workspace), so the same value is stored as the same
+/// bytes whatever the field order of its Rust type, and values stored by earlier versions of this client
+/// compare equal to new ones.
+pub(crate) fn json_text<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let cannot = |e: serde_json::Error| Error::Protocol(format!("cannot serialize the value: {e}"));
+    serde_json::to_vec(&serde_json::to_value(value).map_err(cannot)?).map_err(cannot)
 }
 
-/// Whether `message` is the server's "missing key" error for `key`.
-pub(crate) fn is_missing(message: &str, key: &str) -> bool {
-    message.strip_prefix("Key ").and_then(|m| m.strip_suffix(" doesn't exist")) == Some(key)
+/// A `put` of JSON text made by [`json_text`].
+pub(crate) fn put_op<'a>(bank: &'a str, key: &'a str, text: Vec<u8>, lifetime: Option<f64>) -> Op<'a> {
+    Op::Put { bank: bank.into(), key: key.into(), value: proto::Value::Json(Cow::Owned(text)), lifetime }
 }
 
-pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
-    serde_json::to_value(value).map_err(|e| Error::Protocol(format!("cannot serialize the value: {e}")))
+/// A `put` of raw bytes (sent base64-encoded with `"encoding": "base64"`).
+pub(crate) fn put_bytes_op<'a>(
+    bank: &'a str,
+    key: &'a str,
+    bytes: &'a [u8],
+    lifetime: Option<f64>,
+) -> Op<'a> {
+    Op::Put { bank: bank.into(), key: key.into(), value: proto::Value::Bytes(Cow::Borrowed(bytes)), lifetime }
 }
 
-/// The ops of the protocol as JSON objects (shared by [`Client`] and [`Pipeline`]).
-pub(crate) mod ops {
-    use super::*;
+/// Whether the server's error `message` says that the key of `op` is missing (see [`missing_key`]).
+pub(crate) fn is_missing(message: &str, op: &Op<'_>) -> bool {
+    missing_key(op).is_some_and(|key| reply::is_missing(message, key))
+}
 
-    pub fn key_op(op: &str, bank: &str, key: &str) -> Value {
-        json!({"op": op, "bank": bank, "key": key})
-    }
-
-    pub fn put(bank: &str, key: &str, value: Value, lifetime: Option<f64>) -> Value {
-        let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
-        if let Some(lifetime) = lifetime {
-            op["lifetime"] = json!(lifetime);
+/// The key whose missing-key error answers `op` with "missing" ([`Reply::Missing`], `Ok(None)`,
+/// `Ok(false)`) rather than with an error: the key of an op that reads or changes an existing entry. Every
+/// op is listed, so a new one must say.
+pub(crate) fn missing_key<'o>(op: &'o Op<'_>) -> Option<&'o str> {
+    match op {
+        Op::Get { key, .. }
+        | Op::GetTouch { key, .. }
+        | Op::Delete { key, .. }
+        | Op::Touch { key, .. }
+        | Op::Incr { key, .. } => Some(key),
+        Op::Put { .. } | Op::BankKeys { .. } | Op::BankList | Op::BankReset { .. } | Op::Ping | Op::Stats => {
+            None
         }
-        op
-    }
-
-    pub fn put_bytes(bank: &str, key: &str, bytes: &[u8], lifetime: Option<f64>) -> Value {
-        let mut op = put(bank, key, Value::String(encode_base64(bytes)), lifetime);
-        op["encoding"] = json!("base64");
-        op
-    }
-
-    pub fn incr(bank: &str, key: &str, delta: f64) -> Value {
-        json!({"op": "incr", "bank": bank, "key": key, "value": delta})
-    }
-
-    pub fn bank_op(op: &str, bank: &str) -> Value {
-        json!({"op": op, "bank": bank})
-    }
-
-    pub fn plain(op: &str) -> Value {
-        json!({ "op": op })
     }
 }
 
@@ -446,7 +442,10 @@ pub struct Client {
     addrs: Vec<SocketAddr>,
     options: ClientBuilder,
     conn: Option<Conn>,
+    /// The reply line being read, kept for its capacity.
     line: Vec<u8>,
+    /// The request being written by a typed call, kept for its capacity.
+    request: Vec<u8>,
 }
 
 impl fmt::Debug for Client {
@@ -502,17 +501,40 @@ impl Client {
         result
     }
 
-    fn call(&mut self, op: &Value) -> Result<RawReply> {
-        let mut payload = serde_json::to_vec(op).map_err(|e| Error::Protocol(e.to_string()))?;
-        payload.push(b'\n');
-        Ok(self.exchange(&payload, 1)?.pop().expect("one reply"))
+    /// Sends one request line and reads its reply.
+    fn call_line(&mut self, payload: &[u8]) -> Result<RawReply> {
+        self.exchange(payload, 1)?
+            .pop()
+            .ok_or_else(|| Error::Protocol("the exchange of one request returned no reply".into()))
+    }
+
+    /// Sends one op, encoded by [`Op::encode`], and reads its reply.
+    fn call(&mut self, op: &Op<'_>) -> Result<RawReply> {
+        let mut request = std::mem::take(&mut self.request);
+        request.clear();
+        op.encode(&mut request);
+        let result = self.call_line(&request);
+        self.request = request;
+        result
     }
 
     /// Sends one op (a JSON object with an `op` field) and returns the reply's `data` (for a byte value, its
-    /// base64 text), or the server's error message as [`Error::Server`].
+    /// base64 text), or the server's error message as [`Error::Server`]. For requests the typed calls and
+    /// [`Client::send`] cannot make (the object is sent as it is).
     pub fn request(&mut self, op: &Value) -> Result<Value> {
-        let (data, _) = self.call(op)?.into_data()?;
+        let mut payload = serde_json::to_vec(op).map_err(|e| Error::Protocol(e.to_string()))?;
+        payload.push(b'\n');
+        let (data, _) = self.call_line(&payload)?.into_data()?;
         serde_json::from_str(data.get()).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Sends one op, built as [`Op`], and returns its reply as one op of a [`Pipeline`] would get it: a
+    /// server error is [`Reply::Error`] (and a missing key [`Reply::Missing`] for the ops that name one),
+    /// so only a failed connection or a reply that is not the protocol is an `Err`. For callers that pick
+    /// the op at run time, such as a command line, and still want typed answers.
+    pub fn send(&mut self, op: &Op<'_>) -> Result<Reply> {
+        let raw = self.call(op)?;
+        Reply::from_raw(raw, missing_key(op))
     }
 
     /// Stores `value` (serialized as JSON) under `key`; `lifetime` in seconds, `None` for no expiry.
@@ -523,81 +545,89 @@ impl Client {
         value: &T,
         lifetime: Option<f64>,
     ) -> Result<()> {
-        let value = to_value(value)?;
-        self.call(&ops::put(bank, key, value, lifetime))?.into_data().map(drop)
+        let text = json_text(value)?;
+        self.call(&put_op(bank, key, text, lifetime))?.into_data().map(drop)
     }
 
     /// Stores raw bytes under `key` (sent base64-encoded); `lifetime` in seconds, `None` for no expiry.
     pub fn put_bytes(&mut self, bank: &str, key: &str, bytes: &[u8], lifetime: Option<f64>) -> Result<()> {
-        self.call(&ops::put_bytes(bank, key, bytes, lifetime))?.into_data().map(drop)
+        self.call(&put_bytes_op(bank, key, bytes, lifetime))?.into_data().map(drop)
     }
 
     /// Reads a key as a `T`; `Ok(None)` when it does not exist. A byte value is parsed as JSON.
     pub fn get<T: DeserializeOwned>(&mut self, bank: &str, key: &str) -> Result<Option<T>> {
-        self.read("get", bank, key)?.map(|(data, base64)| decode_typed(&data, base64)).transpose()
+        self.read(&Op::Get { bank: bank.into(), key: key.into() })?
+            .map(|(data, base64)| decode_typed(&data, base64))
+            .transpose()
     }
 
     /// Reads a key as bytes; `Ok(None)` when it does not exist. A JSON value gives its JSON text.
     pub fn get_bytes(&mut self, bank: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        self.read("get", bank, key)?.map(|(data, base64)| decode_bytes(&data, base64)).transpose()
+        self.read(&Op::Get { bank: bank.into(), key: key.into() })?
+            .map(|(data, base64)| decode_bytes(&data, base64))
+            .transpose()
     }
 
     /// Reads a key and restarts its lifetime; `Ok(None)` when it does not exist.
     pub fn getouch<T: DeserializeOwned>(&mut self, bank: &str, key: &str) -> Result<Option<T>> {
-        self.read("getouch", bank, key)?.map(|(data, base64)| decode_typed(&data, base64)).transpose()
+        self.read(&Op::GetTouch { bank: bank.into(), key: key.into() })?
+            .map(|(data, base64)| decode_typed(&data, base64))
+            .transpose()
     }
 
-    fn read(&mut self, op: &str, bank: &str, key: &str) -> Result<Option<(Box<RawValue>, bool)>> {
-        match self.call(&ops::key_op(op, bank, key))?.into_data() {
+    /// The `data` of a reading op, `None` when its key is missing.
+    fn read(&mut self, op: &Op<'_>) -> Result<Option<(Box<RawValue>, bool)>> {
+        match self.call(op)?.into_data() {
             Ok(data) => Ok(Some(data)),
-            Err(Error::Server(message)) if is_missing(&message, key) => Ok(None),
+            Err(Error::Server(message)) if is_missing(&message, op) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// Deletes a key; returns whether it existed.
     pub fn delete(&mut self, bank: &str, key: &str) -> Result<bool> {
-        self.existed(ops::key_op("delete", bank, key), key)
+        self.existed(&Op::Delete { bank: bank.into(), key: key.into() })
     }
 
     /// Restarts a key's lifetime; returns whether it existed.
     pub fn touch(&mut self, bank: &str, key: &str) -> Result<bool> {
-        self.existed(ops::key_op("touch", bank, key), key)
+        self.existed(&Op::Touch { bank: bank.into(), key: key.into() })
     }
 
-    fn existed(&mut self, op: Value, key: &str) -> Result<bool> {
-        match self.call(&op)?.into_data() {
+    /// Whether the key of a changing op existed: `false` when it answered the missing-key error.
+    fn existed(&mut self, op: &Op<'_>) -> Result<bool> {
+        match self.call(op)?.into_data() {
             Ok(_) => Ok(true),
-            Err(Error::Server(message)) if is_missing(&message, key) => Ok(false),
+            Err(Error::Server(message)) if is_missing(&message, op) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Adds `delta` to a numeric value and returns the new value. A missing key is an
-    /// [`Error::Server`] (`Key <key> doesn't exist`): `incr` creates nothing.
+    /// Adds `delta` to a numeric value and returns the new value. A missing key is an [`Error::Server`]
+    /// with the missing-key message ([`proto::reply::missing_message`]): `incr` creates nothing.
     pub fn incr(&mut self, bank: &str, key: &str, delta: f64) -> Result<f64> {
-        let (data, _) = self.call(&ops::incr(bank, key, delta))?.into_data()?;
+        let (data, _) = self.call(&Op::Incr { bank: bank.into(), key: key.into(), delta })?.into_data()?;
         serde_json::from_str(data.get()).map_err(|_| Error::Protocol(format!("incr answered {}", data.get())))
     }
 
     /// Lists a bank's live keys in insertion order (empty for a bank that does not exist).
     pub fn bank_keys(&mut self, bank: &str) -> Result<Vec<String>> {
-        self.typed(&ops::bank_op("bank.keys", bank))
+        self.typed(&Op::BankKeys { bank: bank.into() })
     }
 
     /// Lists the banks in creation order.
     pub fn bank_list(&mut self) -> Result<Vec<String>> {
-        self.typed(&ops::plain("bank.list"))
+        self.typed(&Op::BankList)
     }
 
     /// Removes every entry of a bank (the bank stays, empty).
     pub fn bank_reset(&mut self, bank: &str) -> Result<()> {
-        self.call(&ops::bank_op("bank.reset", bank))?.into_data().map(drop)
+        self.call(&Op::BankReset { bank: bank.into() })?.into_data().map(drop)
     }
 
     /// Checks the server is alive (it answers `"pong"`).
     pub fn ping(&mut self) -> Result<()> {
-        let pong: String = self.typed(&ops::plain("ping"))?;
+        let pong: String = self.typed(&Op::Ping)?;
         if pong == "pong" {
             Ok(())
         } else {
@@ -607,10 +637,11 @@ impl Client {
 
     /// The server's counters (see the README's `stats`).
     pub fn stats(&mut self) -> Result<serde_json::Map<String, Value>> {
-        self.typed(&ops::plain("stats"))
+        self.typed(&Op::Stats)
     }
 
-    fn typed<T: DeserializeOwned>(&mut self, op: &Value) -> Result<T> {
+    /// The `data` of an op that always has one, as a `T`.
+    fn typed<T: DeserializeOwned>(&mut self, op: &Op<'_>) -> Result<T> {
         let (data, base64) = self.call(op)?.into_data()?;
         decode_typed(&data, base64)
     }
@@ -650,5 +681,147 @@ impl Client {
     /// The original Python client's `entry_incr`: [`Client::incr`].
     pub fn entry_incr(&mut self, bank: &str, key: &str, delta: f64) -> Result<f64> {
         self.incr(bank, key, delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bankcache_proto::{parse, Limits};
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_key_bytes: 1 << 16, max_value_bytes: 1 << 20 };
+
+    /// A `put` stores the value's text as `to_value` then `to_vec` gives it: fields and keys sorted,
+    /// compact, non-ASCII as is. Serializing the value straight to bytes would keep the struct's field
+    /// order and silently store other bytes for the same value.
+    #[test]
+    fn put_text_is_the_sorted_json_of_the_value() {
+        #[derive(Serialize)]
+        struct Unsorted {
+            zeta: u32,
+            alpha: &'static str,
+            middle: HashMap<&'static str, f64>,
+        }
+        let value = Unsorted { zeta: 1, alpha: "Zoë \"q\"", middle: [("b", 2.5), ("a", -0.0)].into() };
+        let text = json_text(&value).unwrap();
+        assert_eq!(
+            String::from_utf8(text.clone()).unwrap(),
+            r#"{"alpha":"Zoë \"q\"","middle":{"a":-0.0,"b":2.5},"zeta":1}"#
+        );
+        let mut line = Vec::new();
+        put_op("b", "k", text, None).encode(&mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"op\":\"put\",\"bank\":\"b\",\"key\":\"k\",\
+             \"value\":{\"alpha\":\"Zoë \\\"q\\\"\",\"middle\":{\"a\":-0.0,\"b\":2.5},\"zeta\":1}}\n"
+        );
+        assert!(matches!(json_text(&HashMap::from([((1, 2), 3)])), Err(Error::Protocol(_))));
+    }
+
+    /// What this client sent before it used [`Op::encode`]: `serde_json::json!` objects.
+    fn old_request(
+        op: &str,
+        bank: Option<&str>,
+        key: Option<&str>,
+        value: Option<Value>,
+        lifetime: Option<f64>,
+    ) -> Value {
+        let mut request = json!({"op": op});
+        if let Some(bank) = bank {
+            request["bank"] = json!(bank);
+        }
+        if let Some(key) = key {
+            request["key"] = json!(key);
+        }
+        if let Some(value) = value {
+            request["value"] = value;
+        }
+        if let Some(lifetime) = lifetime {
+            request["lifetime"] = json!(lifetime);
+        }
+        request
+    }
+
+    /// Every request the typed calls make parses, on the server, to exactly what the old JSON objects
+    /// parsed to: the same op, names, value text, lifetime and delta, and the same refusal for a
+    /// non-finite lifetime or delta.
+    #[test]
+    fn typed_requests_parse_as_the_old_ones_did() {
+        let names = [("b", "k"), ("b\"q", "k\"ey\\"), ("ключ", "😀 k"), ("1", "2"), ("", "")];
+        let numbers = [None, Some(0.0), Some(60.0), Some(1.5), Some(-1.0), Some(1e300), Some(f64::NAN)];
+        let values = [json!(null), json!("v"), json!({"z": [1, {"y": null}], "a": 2.5}), json!(u64::MAX)];
+        let same = |old: Value, op: Op<'_>| {
+            let old = serde_json::to_vec(&old).unwrap();
+            let mut new = Vec::new();
+            op.encode(&mut new);
+            assert_eq!(new.pop(), Some(b'\n'));
+            assert_eq!(
+                parse(&old, &LIMITS).map(Op::into_owned),
+                parse(&new, &LIMITS).map(Op::into_owned),
+                "{} vs {}",
+                String::from_utf8_lossy(&old),
+                String::from_utf8_lossy(&new)
+            );
+        };
+        for (bank, key) in names {
+            for lifetime in numbers {
+                for value in &values {
+                    let text = json_text(value).unwrap();
+                    same(
+                        old_request("put", Some(bank), Some(key), Some(value.clone()), lifetime),
+                        put_op(bank, key, text, lifetime),
+                    );
+                }
+                let bytes = [0u8, 1, 2, 255, b'"'];
+                let mut old = old_request("put", Some(bank), Some(key), Some(json!("AAEC/yI=")), lifetime);
+                old["encoding"] = json!("base64");
+                same(old, put_bytes_op(bank, key, &bytes, lifetime));
+                let delta = lifetime.unwrap_or(-2.5);
+                same(
+                    old_request("incr", Some(bank), Some(key), Some(json!(delta)), None),
+                    Op::Incr { bank: bank.into(), key: key.into(), delta },
+                );
+            }
+            let (b, k) = (bank.into(), key.into());
+            same(old_request("get", Some(bank), Some(key), None, None), Op::Get { bank: b, key: k });
+            let (b, k) = (bank.into(), key.into());
+            same(old_request("getouch", Some(bank), Some(key), None, None), Op::GetTouch { bank: b, key: k });
+            let (b, k) = (bank.into(), key.into());
+            same(old_request("delete", Some(bank), Some(key), None, None), Op::Delete { bank: b, key: k });
+            let (b, k) = (bank.into(), key.into());
+            same(old_request("touch", Some(bank), Some(key), None, None), Op::Touch { bank: b, key: k });
+            same(old_request("bank.keys", Some(bank), None, None, None), Op::BankKeys { bank: bank.into() });
+            same(
+                old_request("bank.reset", Some(bank), None, None, None),
+                Op::BankReset { bank: bank.into() },
+            );
+        }
+        same(old_request("bank.list", None, None, None, None), Op::BankList);
+        same(old_request("ping", None, None, None, None), Op::Ping);
+        same(old_request("stats", None, None, None, None), Op::Stats);
+    }
+
+    /// Only ops that read or change an existing key answer "missing", and only for their own key.
+    #[test]
+    fn missing_is_the_ops_own_key() {
+        let message = reply::missing_message("k");
+        for op in [
+            Op::Get { bank: "b".into(), key: "k".into() },
+            Op::GetTouch { bank: "b".into(), key: "k".into() },
+            Op::Delete { bank: "b".into(), key: "k".into() },
+            Op::Touch { bank: "b".into(), key: "k".into() },
+            Op::Incr { bank: "b".into(), key: "k".into(), delta: 1.0 },
+        ] {
+            assert!(is_missing(&message, &op), "{op:?}");
+            assert!(!is_missing(&reply::missing_message("j"), &op), "{op:?}");
+            assert!(!is_missing("Invalid operation", &op), "{op:?}");
+        }
+        for op in [put_op("b", "k", b"1".to_vec(), None), Op::BankKeys { bank: "k".into() }, Op::Ping] {
+            assert!(!is_missing(&message, &op), "{op:?}");
+        }
     }
 }

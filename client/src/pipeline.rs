@@ -1,10 +1,14 @@
 //! Pipelines: many ops in one write, replies in order.
 
+use bankcache_proto::reply;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{decode_bytes, decode_typed, is_missing, ops, to_value, Client, Error, RawReply, Result};
+use crate::{
+    decode_bytes, decode_typed, json_text, missing_key, put_bytes_op, put_op, Client, Error, Op, RawReply,
+    Result,
+};
 
 /// The reply to one op of a [`Pipeline`].
 #[derive(Debug, Clone, PartialEq)]
@@ -13,8 +17,9 @@ pub enum Reply {
     Value(Value),
     /// The op read a byte value; its bytes, decoded.
     Bytes(Vec<u8>),
-    /// The op's key does not exist (the server's `Key <key> doesn't exist` for the op's own key, from
-    /// `get`, `getouch`, `delete`, `touch` or `incr`).
+    /// The op's key does not exist: the server's missing-key error (recognised by
+    /// [`bankcache_proto::reply::is_missing`]) for the op's own key, from `get`, `getouch`, `delete`,
+    /// `touch` or `incr`.
     Missing,
     /// The server refused the op with this message.
     Error(String),
@@ -52,11 +57,14 @@ impl Reply {
         }
     }
 
-    fn from_raw(raw: RawReply, key: Option<&str>) -> Result<Reply> {
+    /// The reply to an op whose missing-key error for `key` means [`Reply::Missing`].
+    pub(crate) fn from_raw(raw: RawReply, key: Option<&str>) -> Result<Reply> {
         match raw {
             RawReply::Ok { data, base64: true } => Ok(Reply::Bytes(decode_bytes(&data, true)?)),
             RawReply::Ok { data, base64: false } => Ok(Reply::Value(decode_typed(&data, false)?)),
-            RawReply::Err(message) if key.is_some_and(|key| is_missing(&message, key)) => Ok(Reply::Missing),
+            RawReply::Err(message) if key.is_some_and(|key| reply::is_missing(&message, key)) => {
+                Ok(Reply::Missing)
+            }
             RawReply::Err(message) => Ok(Reply::Error(message)),
         }
     }
@@ -83,7 +91,7 @@ impl Reply {
 pub struct Pipeline<'c> {
     client: &'c mut Client,
     payload: Vec<u8>,
-    /// Per op: the key whose "doesn't exist" error means [`Reply::Missing`].
+    /// Per op: the key whose missing-key error means [`Reply::Missing`].
     keys: Vec<Option<String>>,
     error: Option<Error>,
 }
@@ -93,21 +101,27 @@ impl<'c> Pipeline<'c> {
         Pipeline { client, payload: Vec::new(), keys: Vec::new(), error: None }
     }
 
-    /// Queues any op (a JSON object with an `op` field).
+    /// Queues any op given as JSON (an object with an `op` field), sent as it is; its reply is never
+    /// [`Reply::Missing`]. For requests the typed calls and [`Pipeline::push_op`] cannot make.
     pub fn op(&mut self, op: &Value) -> &mut Self {
-        self.push(op, None)
-    }
-
-    fn push(&mut self, op: &Value, key: Option<&str>) -> &mut Self {
         match serde_json::to_writer(&mut self.payload, op) {
             Ok(()) => {
                 self.payload.push(b'\n');
-                self.keys.push(key.map(str::to_owned));
+                self.keys.push(None);
             }
             Err(e) => {
                 self.error.get_or_insert(Error::Protocol(e.to_string()));
             }
         }
+        self
+    }
+
+    /// Queues one op, built as [`Op`] and encoded by [`Op::encode`]; its reply is [`Reply::Missing`] when
+    /// it is the missing-key error of an op that reads or changes its key (as [`Client::send`] answers).
+    /// Every typed method below comes through here.
+    pub fn push_op(&mut self, op: &Op<'_>) -> &mut Self {
+        op.encode(&mut self.payload);
+        self.keys.push(missing_key(op).map(str::to_owned));
         self
     }
 
@@ -119,8 +133,8 @@ impl<'c> Pipeline<'c> {
         value: &T,
         lifetime: Option<f64>,
     ) -> &mut Self {
-        match to_value(value) {
-            Ok(value) => self.push(&ops::put(bank, key, value, lifetime), None),
+        match json_text(value) {
+            Ok(text) => self.push_op(&put_op(bank, key, text, lifetime)),
             Err(e) => {
                 self.error.get_or_insert(e);
                 self
@@ -130,57 +144,57 @@ impl<'c> Pipeline<'c> {
 
     /// Queues a `put` of bytes (see [`Client::put_bytes`]).
     pub fn put_bytes(&mut self, bank: &str, key: &str, bytes: &[u8], lifetime: Option<f64>) -> &mut Self {
-        self.push(&ops::put_bytes(bank, key, bytes, lifetime), None)
+        self.push_op(&put_bytes_op(bank, key, bytes, lifetime))
     }
 
     /// Queues a `get`.
     pub fn get(&mut self, bank: &str, key: &str) -> &mut Self {
-        self.push(&ops::key_op("get", bank, key), Some(key))
+        self.push_op(&Op::Get { bank: bank.into(), key: key.into() })
     }
 
     /// Queues a `getouch`.
     pub fn getouch(&mut self, bank: &str, key: &str) -> &mut Self {
-        self.push(&ops::key_op("getouch", bank, key), Some(key))
+        self.push_op(&Op::GetTouch { bank: bank.into(), key: key.into() })
     }
 
     /// Queues a `delete`.
     pub fn delete(&mut self, bank: &str, key: &str) -> &mut Self {
-        self.push(&ops::key_op("delete", bank, key), Some(key))
+        self.push_op(&Op::Delete { bank: bank.into(), key: key.into() })
     }
 
     /// Queues a `touch`.
     pub fn touch(&mut self, bank: &str, key: &str) -> &mut Self {
-        self.push(&ops::key_op("touch", bank, key), Some(key))
+        self.push_op(&Op::Touch { bank: bank.into(), key: key.into() })
     }
 
     /// Queues an `incr` (its reply is the new value, a float).
     pub fn incr(&mut self, bank: &str, key: &str, delta: f64) -> &mut Self {
-        self.push(&ops::incr(bank, key, delta), Some(key))
+        self.push_op(&Op::Incr { bank: bank.into(), key: key.into(), delta })
     }
 
     /// Queues a `bank.keys`.
     pub fn bank_keys(&mut self, bank: &str) -> &mut Self {
-        self.push(&ops::bank_op("bank.keys", bank), None)
+        self.push_op(&Op::BankKeys { bank: bank.into() })
     }
 
     /// Queues a `bank.list`.
     pub fn bank_list(&mut self) -> &mut Self {
-        self.push(&ops::plain("bank.list"), None)
+        self.push_op(&Op::BankList)
     }
 
     /// Queues a `bank.reset`.
     pub fn bank_reset(&mut self, bank: &str) -> &mut Self {
-        self.push(&ops::bank_op("bank.reset", bank), None)
+        self.push_op(&Op::BankReset { bank: bank.into() })
     }
 
     /// Queues a `ping`.
     pub fn ping(&mut self) -> &mut Self {
-        self.push(&ops::plain("ping"), None)
+        self.push_op(&Op::Ping)
     }
 
     /// Queues a `stats`.
     pub fn stats(&mut self) -> &mut Self {
-        self.push(&ops::plain("stats"), None)
+        self.push_op(&Op::Stats)
     }
 
     /// How many ops are queued.

@@ -112,6 +112,16 @@ impl Reply<'_> {
     }
 }
 
+/// The message of the missing-key error for `key` (`Key <key> doesn't exist`), as a client that was told
+/// "missing" by a typed result shows it, without writing the protocol's words a second time.
+pub fn missing_message(key: &str) -> String {
+    let mut message = String::with_capacity(MISSING_BEFORE.len() + key.len() + MISSING_AFTER.len());
+    message.push_str(MISSING_BEFORE);
+    message.push_str(key);
+    message.push_str(MISSING_AFTER);
+    message
+}
+
 /// Whether an error `message` is the missing-key error for `key`.
 pub fn is_missing(message: &str, key: &str) -> bool {
     message.strip_prefix(MISSING_BEFORE).and_then(|m| m.strip_suffix(MISSING_AFTER)) == Some(key)
@@ -463,6 +473,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn missing_message_is_what_the_server_sends_and_is_missing_accepts() {
+        for key in ["k", "", "key:00000001", "a b", "\u{43a}\"q", "Key x doesn't exist"] {
+            let message = missing_message(key);
+            assert!(is_missing(&message, key), "{message}");
+            assert!(!is_missing(&message, "other"), "{message}");
+            let Decoded::Error(sent) = decode(&line(Reply::Missing { key })).unwrap() else {
+                panic!("{key}")
+            };
+            assert_eq!(sent, message);
+        }
+        assert_eq!(missing_message("nobody"), "Key nobody doesn't exist");
     }
 
     #[test]

@@ -21,6 +21,16 @@
 //! Module map: `proto` (encoding, parsing, verification), `driver` (threads,
 //! event loops, measurement), `compare` (servers, matrix, table, JSON),
 //! `svg` (the chart).
+//!
+//! Dependencies: `bankcache-proto` for bankcache's JSON wire format (requests
+//! encoded by `Op::encode`, replies classified by `reply::peek`), so the bench
+//! measures the requests the client library sends and cannot drift from the
+//! server. It does not use `bankcache-client`: that client blocks on one
+//! connection, while the driver keeps many connections' windows in flight on
+//! a few `mio` loops, with no allocation per reply. `mio` (the event loops),
+//! `hdrhistogram` (latency percentiles), `httparse` (HTTP replies), `clap`
+//! (flags), `serde_json` (the `--json` line and compare.json) and `libc`
+//! (signals and child processes of `compare`) do the rest.
 
 mod compare;
 mod driver;

@@ -7,10 +7,18 @@
 //! overwritten by the key's digits. A set copies the digits it has just written
 //! for the key into the value's place in the request, so per-key values cost a
 //! copy of a few bytes and no allocation.
+//!
+//! bankcache's JSON protocol is not written here: its two templates are lines
+//! encoded once by `bankcache_proto::Op::encode`, and its replies are
+//! classified by `bankcache_proto::reply::peek`, the server's own definition of
+//! its reply bytes. RESP, memcached and HTTP are the other servers' protocols,
+//! spoken only by this tool, so they stay here.
 
+use std::borrow::Cow;
 use std::io;
 use std::ops::Range;
 
+use bankcache_proto::reply::{self, Decoded, Peek};
 use clap::ValueEnum;
 
 /// A reply larger than this is taken for a broken stream rather than buffered.
@@ -144,21 +152,18 @@ impl Codec {
         let key_len = "key:".len() + key_digits;
         let value_text = String::from_utf8_lossy(value);
         let vlen = value.len();
-        let (get, set) = match proto {
-            Proto::Json => (
-                (format!(r#"{{"op":"get","bank":"{JSON_BANK}","key":""#), "\"}\n".to_string()),
-                (
-                    format!(r#"{{"op":"put","bank":"{JSON_BANK}","key":""#),
-                    format!("\",\"value\":\"{value_text}\"}}\n"),
-                ),
-            ),
+        // Every set suffix ends with the value and a fixed trailer, whose length each protocol gives.
+        let (get, set, trailer) = match proto {
+            Proto::Json => json_templates(key_digits, value),
             Proto::Resp => (
                 (format!("*2\r\n$3\r\nGET\r\n${key_len}\r\n"), "\r\n".to_string()),
                 (format!("*3\r\n$3\r\nSET\r\n${key_len}\r\n"), format!("\r\n${vlen}\r\n{value_text}\r\n")),
+                "\r\n".len(),
             ),
             Proto::Memcache => (
                 ("get ".to_string(), "\r\n".to_string()),
                 ("set ".to_string(), format!(" 0 0 {vlen}\r\n{value_text}\r\n")),
+                "\r\n".len(),
             ),
             Proto::Http => (
                 (format!("GET {http_prefix}"), format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\n\r\n")),
@@ -166,13 +171,8 @@ impl Codec {
                     format!("PUT {http_prefix}"),
                     format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\nContent-Length: {vlen}\r\n\r\n{value_text}"),
                 ),
+                0,
             ),
-        };
-        // Every set suffix ends with the value and a fixed trailer.
-        let trailer = match proto {
-            Proto::Json => "\"}\n".len(),
-            Proto::Resp | Proto::Memcache => "\r\n".len(),
-            Proto::Http => 0,
         };
         let set_value_at = set.1.len() - trailer - vlen;
         let template = |(prefix, suffix): (String, String)| Template {
@@ -313,52 +313,108 @@ impl Codec {
     }
 }
 
+/// The text before and after the key's text of one kind of request.
+type Affixes = (String, String);
+
+/// bankcache's get and set of `key:` and `key_digits` zeros, encoded by proto's `Op::encode` (the request
+/// lines the client library sends) and split around the key's text; and the set's trailer, what follows
+/// the value's bytes (its closing quote and the end of the object).
+///
+/// The value is the filler as a JSON string, so the server stores (and a get answers) the filler in quotes.
+/// The filler is printable ASCII without quotes or backslashes (see the driver's `make_value`), so the
+/// string is the filler's bytes between two quotes and a set can stamp the key's digits in place.
+fn json_templates(key_digits: usize, value: &[u8]) -> (Affixes, Affixes, usize) {
+    let key = format!("key:{}", "0".repeat(key_digits));
+    let text = String::from_utf8_lossy(value);
+    let value_json = format!("\"{text}\"");
+    let (bank, name) = (Cow::Borrowed(JSON_BANK), Cow::Borrowed(key.as_str()));
+    let mut get = Vec::new();
+    bankcache_proto::Op::Get { bank: bank.clone(), key: name.clone() }.encode(&mut get);
+    let mut set = Vec::new();
+    let put_value = bankcache_proto::Value::Json(Cow::Borrowed(value_json.as_bytes()));
+    bankcache_proto::Op::Put { bank, key: name, value: put_value, lifetime: None }.encode(&mut set);
+    // The key's text starts after the first quote of `"key:000…"`: the key field's value, since the bank
+    // is not a key and the filler has no colon.
+    let quoted_key = format!("\"{key}\"");
+    let split = |line: &[u8]| {
+        let at = find(line, quoted_key.as_bytes()).expect("Op::encode writes the key as a JSON string") + 1;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (text(&line[..at]), text(&line[at + key.len()..]))
+    };
+    let (get, set) = (split(&get), split(&set));
+    // The value's text is written last, so its last occurrence is the value.
+    let value_at =
+        rfind(set.1.as_bytes(), value_json.as_bytes()).expect("Op::encode writes the value's text");
+    let trailer = set.1.len() - (value_at + value_json.len()) + "\"".len();
+    (get, set, trailer)
+}
+
 fn protocol_error(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// bankcache answers every request with exactly one line, so a reply is
-/// complete at its `\n`. A failed get whose message says the key doesn't
-/// exist (`Key key:00000123 doesn't exist`) is a miss; every other non-ok
-/// reply, a missing bank included, is an error.
+/// complete at its `\n`. Proto's `reply::peek` classifies it from the exact
+/// bytes the server writes, without parsing or allocating: a get answered with
+/// the missing-key error (`Key key:00000123 doesn't exist`) is a miss; every
+/// other error reply, a missing bank included, is an error. A hit's body is
+/// its `data`; a byte value (base64) is no JSON string a set stored, so it has
+/// none and fails `--verify`. A line not in that exact form (another spacing)
+/// is decoded in full by `reply::decode`, and its errors all count as errors.
 fn parse_json(buf: &[u8], op: Op) -> Option<Parsed> {
     let newline = memchr_newline(buf)?;
-    let line = &buf[..newline];
-    let ok = line.starts_with(br#"{"status": "ok""#) || line.starts_with(br#"{"status":"ok""#);
+    let line = &buf[..=newline];
+    let (ok, data) = match reply::peek(line) {
+        Some(Peek::Ok { data, base64 }) => (true, (!base64).then_some(data)),
+        Some(Peek::Missing) if op == Op::Get => {
+            return Some(Parsed::new(Reply::Miss, line.len()));
+        }
+        Some(Peek::Missing | Peek::Error) => (false, None),
+        None => decode_json(line),
+    };
     let reply = match (ok, op) {
         (true, Op::Get) => Reply::Hit,
         (true, Op::Set) => Reply::Stored,
-        (false, Op::Get) if is_missing_key(line) => Reply::Miss,
         (false, _) => Reply::Error,
     };
-    let body = if reply == Reply::Hit { json_data(line) } else { Body::None };
-    Some(Parsed { reply, used: newline + 1, body })
+    let body = match data {
+        Some(range) if reply == Reply::Hit => Body::JsonString(range),
+        _ => Body::None,
+    };
+    Some(Parsed { reply, used: line.len(), body })
+}
+
+/// The slow path of [`parse_json`], for a line `reply::peek` does not know:
+/// whether it is an ok reply, and where its JSON `data` lies in it.
+fn decode_json(line: &[u8]) -> (bool, Option<Range<usize>>) {
+    match reply::decode(line) {
+        Ok(Decoded::Ok { data: Cow::Borrowed(data), base64: false }) => {
+            (true, range_in(line, data.get().as_bytes()))
+        }
+        Ok(Decoded::Ok { .. }) => (true, None),
+        Ok(Decoded::Error(_)) | Err(_) => (false, None),
+    }
+}
+
+/// Where `part`, a slice borrowed from `whole`, lies in it.
+fn range_in(whole: &[u8], part: &[u8]) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 fn memchr_newline(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
 
-/// The text of `data` in an ok line `{"status": "ok", "data": <data>}`.
-fn json_data(line: &[u8]) -> Body {
-    const KEY: &[u8] = br#""data":"#;
-    let Some(at) = find(line, KEY) else { return Body::None };
-    let mut start = at + KEY.len();
-    if line.get(start) == Some(&b' ') {
-        start += 1;
-    }
-    match line.strip_suffix(b"}") {
-        Some(rest) if rest.len() >= start => Body::JsonString(start..rest.len()),
-        _ => Body::None,
-    }
-}
-
-fn is_missing_key(line: &[u8]) -> bool {
-    find(line, br#""message": "Key "#).is_some() && find(line, b"doesn't exist").is_some()
-}
-
+/// The first position of `needle` in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The last position of `needle` in `haystack`.
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// Splits off one `\r\n`-terminated line: the line without its terminator and
@@ -743,6 +799,96 @@ mod tests {
         let replies = parse_all(&codec, stream.as_bytes(), &ops);
         assert_eq!(replies, [Reply::Hit, Reply::Stored, Reply::Miss, Reply::Error, Reply::Error]);
         assert_split_safe(&codec, b"{\"status\": \"ok\"}\n", Op::Get);
+    }
+
+    /// The JSON requests are exactly what proto's `Op::encode` writes for the
+    /// same get and the same put (so what the client library sends), for any
+    /// key width, with each key's own value in the put.
+    #[test]
+    fn json_requests_are_protos_encoding() {
+        for (keys, filler) in [(10, &b"vvvvvvvvvvvv"[..]), (100_000_000_000, b"abc"), (1000, b"")] {
+            let codec = Codec::new(Proto::Json, keys, filler, "/");
+            for key in [0, 7, keys / 3, keys - 1] {
+                let name = format!("key:{key:0width$}", width = codec.key_digits);
+                let value = format!("\"{}\"", String::from_utf8(codec.value_of(key)).unwrap());
+                let mut want = Vec::new();
+                bankcache_proto::Op::Get { bank: JSON_BANK.into(), key: name.as_str().into() }
+                    .encode(&mut want);
+                let mut got = Vec::new();
+                codec.encode(&mut got, Op::Get, key);
+                assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+                assert_eq!(got.len(), codec.request_len(Op::Get));
+                want.clear();
+                bankcache_proto::Op::Put {
+                    bank: JSON_BANK.into(),
+                    key: name.as_str().into(),
+                    value: bankcache_proto::Value::Json(Cow::Borrowed(value.as_bytes())),
+                    lifetime: None,
+                }
+                .encode(&mut want);
+                got.clear();
+                codec.encode(&mut got, Op::Set, key);
+                assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+                assert_eq!(got.len(), codec.request_len(Op::Set));
+            }
+        }
+    }
+
+    /// Every reply proto's `Reply::encode` writes is classified as the text
+    /// search before `reply::peek` did, and so are the edges of the fast path:
+    /// a byte value has no body to verify, a set's missing key is an error,
+    /// another spacing goes the slow way (where a missing key is an error, as
+    /// before). One edge is new: a hit ending in CRLF now has its value found.
+    #[test]
+    fn json_replies_as_the_server_writes_them() {
+        use bankcache_proto::Reply as Wire;
+        let codec = Codec::new(Proto::Json, 1000, b"abcdefghij", "/");
+        let line = |reply: Wire<'_>| {
+            let mut out = Vec::new();
+            reply.encode(&mut out);
+            out
+        };
+        let value = codec.value_of(42);
+        let cases = [
+            (
+                line(Wire::Json(format!("\"{}\"", String::from_utf8_lossy(&value)).as_bytes())),
+                Op::Get,
+                Reply::Hit,
+                true,
+            ),
+            (line(Wire::Json(b"{\"x\": 1}")), Op::Get, Reply::Hit, false),
+            (line(Wire::Bytes(&value)), Op::Get, Reply::Hit, false),
+            (line(Wire::Done), Op::Set, Reply::Stored, false),
+            (line(Wire::Missing { key: "key:00000042" }), Op::Get, Reply::Miss, false),
+            (line(Wire::Missing { key: "key:00000042" }), Op::Set, Reply::Error, false),
+            (
+                line(Wire::Error("Value too large: 9 bytes, max_value_bytes is 8")),
+                Op::Set,
+                Reply::Error,
+                false,
+            ),
+            (line(Wire::Error("Key too long: 9 bytes, max_key_bytes is 8")), Op::Get, Reply::Error, false),
+            (b"{\"status\":\"ok\",\"data\":\"00000042ij\"}\n".to_vec(), Op::Get, Reply::Hit, true),
+            (b"{\"status\": \"ok\", \"data\": \"00000042ij\"}\r\n".to_vec(), Op::Get, Reply::Hit, true),
+            (
+                b"{\"status\":\"error\",\"message\":\"Key key:00000042 doesn't exist\"}\n".to_vec(),
+                Op::Get,
+                Reply::Error,
+                false,
+            ),
+            (b"not json\n".to_vec(), Op::Get, Reply::Error, false),
+        ];
+        let mut stream = Vec::new();
+        for (text, op, want, verifies) in &cases {
+            let parsed = codec.parse(text, *op).expect("valid").expect("complete");
+            assert_eq!((parsed.reply, parsed.used), (*want, text.len()), "{}", String::from_utf8_lossy(text));
+            assert_eq!(codec.verify(text, &parsed.body, 42), *verifies, "{}", String::from_utf8_lossy(text));
+            assert_split_safe(&codec, text, *op);
+            stream.extend_from_slice(text);
+        }
+        let ops: Vec<Op> = cases.iter().map(|c| c.1).collect();
+        let wants: Vec<Reply> = cases.iter().map(|c| c.2).collect();
+        assert_eq!(parse_all(&codec, &stream, &ops), wants);
     }
 
     /// Parses one complete hit and verifies it as the reply to a get of `key`.

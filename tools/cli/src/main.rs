@@ -2,14 +2,26 @@
 //!
 //! With a command it runs that one op and exits with a code a shell script can rely on; without one it
 //! opens an interactive prompt with line editing and history (kept in `~/.bankcache_history`).
+//!
+//! It is a thin shell over the client library, so that it talks to the server exactly as programs do and
+//! knows nothing of the wire format: each command becomes one `bankcache_proto::Op`, sent by
+//! `bankcache_client::Client::send`, whose typed reply says whether the op succeeded, found its key missing
+//! or was refused. Its dependencies: `bankcache-client` (the connection and the typed replies),
+//! `bankcache-proto` (the `Op` to send, and the missing-key message to show when the reply says "missing"),
+//! `serde_json` (a VALUE given as JSON, and printing data), `base64` (a byte value is shown as the base64
+//! text the wire carries), `clap`, `rustyline` and `shell-words` (the command line and the prompt).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
 
-use bankcache_client::{Client, Error};
+use bankcache_client::{Client, Reply};
+use bankcache_proto::reply::missing_message;
+use bankcache_proto::{Op, OpKind};
+use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use rustyline::error::ReadlineError;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Exit codes.
 mod code {
@@ -110,45 +122,25 @@ fn main() -> ExitCode {
 
 /// Runs one command, printing its result to stdout and problems to stderr; returns the exit code.
 fn run(client: &mut Client, command: Command, raw: bool) -> u8 {
-    let (op, key) = match command {
-        Command::Ping => (json!({"op": "ping"}), None),
-        Command::Put { bank, key, value, lifetime, string } => {
-            let value = if string {
-                Value::String(value)
-            } else {
-                serde_json::from_str(&value).unwrap_or(Value::String(value))
-            };
-            let mut op = json!({"op": "put", "bank": bank, "key": key, "value": value});
-            if let Some(lifetime) = lifetime {
-                op["lifetime"] = json!(lifetime);
-            }
-            (op, Some(key))
-        }
-        Command::Get { bank, key } => (json!({"op": "get", "bank": bank, "key": key}), Some(key)),
-        Command::Delete { bank, key } => (json!({"op": "delete", "bank": bank, "key": key}), Some(key)),
-        Command::Touch { bank, key } => (json!({"op": "touch", "bank": bank, "key": key}), Some(key)),
-        Command::Incr { bank, key, delta } => {
-            (json!({"op": "incr", "bank": bank, "key": key, "value": delta}), Some(key))
-        }
-        Command::Keys { bank } => (json!({"op": "bank.keys", "bank": bank}), None),
-        Command::Banks => (json!({"op": "bank.list"}), None),
-        Command::Reset { bank } => (json!({"op": "bank.reset", "bank": bank}), None),
-        Command::Stats => (json!({"op": "stats"}), None),
-    };
-    let kind = op["op"].as_str().unwrap_or_default().to_owned();
-    match client.request(&op) {
-        Ok(data) => {
-            print_data(&kind, &data, raw);
+    let op = op(&command);
+    match client.send(&op) {
+        Ok(Reply::Value(data)) => {
+            print_data(op.kind(), &data, raw);
             code::OK
         }
-        Err(Error::Server(message)) => {
+        Ok(Reply::Bytes(bytes)) => {
+            // A byte value as the reply carries it: its base64 text, as a JSON string.
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            print_data(op.kind(), &Value::String(text), raw);
+            code::OK
+        }
+        Ok(Reply::Missing) => {
+            eprintln!("(error) {}", missing_message(op.key().unwrap_or_default()));
+            code::MISSING
+        }
+        Ok(Reply::Error(message)) => {
             eprintln!("(error) {message}");
-            let missing = key.is_some_and(|k| message == format!("Key {k} doesn't exist"));
-            if missing {
-                code::MISSING
-            } else {
-                code::SERVER
-            }
+            code::SERVER
         }
         Err(e) => {
             eprintln!("bankcache-cli: {e}");
@@ -157,20 +149,53 @@ fn run(client: &mut Client, command: Command, raw: bool) -> u8 {
     }
 }
 
-fn print_data(kind: &str, data: &Value, raw: bool) {
+/// The op a command sends, borrowing its names. A `put`'s VALUE is JSON when it parses as JSON (and then
+/// stored as serde_json writes it back: compact, keys sorted), a string otherwise or with `--string`.
+fn op(command: &Command) -> Op<'_> {
+    match command {
+        Command::Ping => Op::Ping,
+        Command::Put { bank, key, value, lifetime, string } => {
+            let value = if *string {
+                Value::String(value.clone())
+            } else {
+                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()))
+            };
+            // `Value`'s `Display` is serde_json's compact writer, which cannot fail.
+            let text = value.to_string().into_bytes();
+            Op::Put {
+                bank: bank.into(),
+                key: key.into(),
+                value: bankcache_proto::Value::Json(Cow::Owned(text)),
+                lifetime: *lifetime,
+            }
+        }
+        Command::Get { bank, key } => Op::Get { bank: bank.into(), key: key.into() },
+        Command::Delete { bank, key } => Op::Delete { bank: bank.into(), key: key.into() },
+        Command::Touch { bank, key } => Op::Touch { bank: bank.into(), key: key.into() },
+        Command::Incr { bank, key, delta } => Op::Incr { bank: bank.into(), key: key.into(), delta: *delta },
+        Command::Keys { bank } => Op::BankKeys { bank: bank.into() },
+        Command::Banks => Op::BankList,
+        Command::Reset { bank } => Op::BankReset { bank: bank.into() },
+        Command::Stats => Op::Stats,
+    }
+}
+
+/// Prints an op's `data`: lists one item per line, counters one `name value` per line, `OK` for ops that
+/// return nothing, anything else as JSON (a string without its quotes with `--raw`).
+fn print_data(kind: OpKind, data: &Value, raw: bool) {
     let mut out = std::io::stdout().lock();
     match (kind, data) {
-        ("bank.keys" | "bank.list", Value::Array(items)) => {
+        (OpKind::BankKeys | OpKind::BankList, Value::Array(items)) => {
             for item in items {
                 let _ = writeln!(out, "{}", item.as_str().map_or_else(|| item.to_string(), str::to_owned));
             }
         }
-        ("stats", Value::Object(fields)) => {
+        (OpKind::Stats, Value::Object(fields)) => {
             for (name, value) in fields {
                 let _ = writeln!(out, "{name} {value}");
             }
         }
-        ("put" | "delete" | "touch" | "bank.reset", _) => {
+        (OpKind::Put | OpKind::Delete | OpKind::Touch | OpKind::BankReset, _) => {
             let _ = writeln!(out, "OK");
         }
         (_, Value::String(s)) if raw => {
