@@ -1,6 +1,6 @@
 //! Ops: the one table that defines them, and their parsing from and encoding to request frames.
 //!
-//! Adding an op means adding one line to [`ops!`]'s table (its variant, fields, wire name, stats counter and
+//! Adding an op means adding one line to the `ops!` table below (its variant, fields, wire name, stats counter and
 //! scope) and one arm in [`parse`] and [`Op::encode`]; every `match` over [`Op`] or [`OpKind`] elsewhere
 //! (the server's handlers, its REST routes) then fails to compile until it says what to do with it, and
 //! everything that only lists ops (stats counters, Prometheus series, what may run on the reactor thread)

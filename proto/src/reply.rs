@@ -95,13 +95,7 @@ impl Reply<'_> {
                 counters(out, fields.iter().copied());
                 end(out);
             }
-            Reply::Missing { key } => {
-                let mut message = String::with_capacity(key.len() + 20);
-                message.push_str(MISSING_BEFORE);
-                message.push_str(key);
-                message.push_str(MISSING_AFTER);
-                error(out, &message);
-            }
+            Reply::Missing { key } => error(out, &missing_message(key)),
             Reply::Error(message) => error(out, message),
         }
     }

@@ -1,6 +1,6 @@
 //! One bank: an independent key space with lifetimes, whose values live in RAM, on disk, or both.
 //!
-//! Entries live in [`Slots`] (a slab in memory mapped from the OS) and the hash index maps a key's hash to
+//! Entries live in `Slots` (a slab in memory mapped from the OS) and the hash index maps a key's hash to
 //! the entry's slot (4 bytes per bucket), so the index stays small however many keys a bank holds. An
 //! entry's key and its in-RAM value share one allocation. Slots are stable, which gives the background
 //! sweep and the CLOCK eviction hand cursors they can resume after dropping the lock. Insertion order (for
