@@ -67,23 +67,53 @@ impl From<LogLevel> for log::LevelFilter {
     }
 }
 
-/// Why a configuration cannot be used.
+/// Why a configuration cannot be used. Each variant carries what the message needs, so callers and tests
+/// can tell the cases apart without reading text.
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { path: PathBuf, source: std::io::Error },
-    /// The file is not valid JSON, has an unknown key, or a value of the wrong type.
-    Parse { path: PathBuf, source: serde_json::Error },
-    /// A value is out of range or contradicts another.
-    Invalid(String),
+    Read {
+        /// The file asked for.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON, has an unknown key, or a key whose value has the wrong type or is not
+    /// one of the key's names; serde's message names the key (and the allowed names of an enum key).
+    Parse {
+        /// The file (empty when the JSON did not come from a file).
+        path: PathBuf,
+        /// Where and why parsing stopped.
+        source: serde_json::Error,
+    },
+    /// A key's value is outside what the server can use.
+    Invalid {
+        /// The key, as named in the file.
+        key: &'static str,
+        /// The value given, as the message shows it.
+        value: String,
+        /// What the value must be, completing "KEY must be ...".
+        expected: &'static str,
+    },
+    /// Two keys that set the same thing were both given.
+    Conflict {
+        /// The key of this server's own name.
+        key: &'static str,
+        /// The original's keys that say the same.
+        other: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            ConfigError::Parse { path, source } if path.as_os_str().is_empty() => write!(f, "{source}"),
             ConfigError::Parse { path, source } => write!(f, "{}: {source}", path.display()),
-            ConfigError::Invalid(why) => f.write_str(why),
+            ConfigError::Invalid { key, value, expected } => {
+                write!(f, "{key} must be {expected}, not {value}")
+            }
+            ConfigError::Conflict { key, other } => write!(f, "give either {key} or {other}, not both"),
         }
     }
 }
@@ -93,7 +123,7 @@ impl std::error::Error for ConfigError {
         match self {
             ConfigError::Read { source, .. } => Some(source),
             ConfigError::Parse { source, .. } => Some(source),
-            ConfigError::Invalid(_) => None,
+            ConfigError::Invalid { .. } | ConfigError::Conflict { .. } => None,
         }
     }
 }
@@ -409,52 +439,78 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges and formats.
+    /// Checks ranges and formats; the first value out of range is the error, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |why: String| Err(ConfigError::Invalid(why));
-        if !(1..=1024).contains(&self.workers) {
-            return invalid(format!("workers must be between 1 and 1024, not {}", self.workers));
+        /// `Ok` when `ok`, else the error saying what `key` must be and what it was.
+        fn check(
+            ok: bool,
+            key: &'static str,
+            value: String,
+            expected: &'static str,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { key, value, expected })
+            }
         }
-        for (name, value) in [
+        check((1..=1024).contains(&self.workers), "workers", self.workers.to_string(), "between 1 and 1024")?;
+        for (key, value) in [
             ("max_request_bytes", self.max_request_bytes),
             ("max_key_bytes", self.max_key_bytes),
             ("max_value_bytes", self.max_value_bytes),
             ("max_connections", self.max_connections),
         ] {
-            if value == 0 {
-                return invalid(format!("{name} must be at least 1"));
-            }
+            check(value >= 1, key, value.to_string(), "at least 1")?;
         }
-        if self.max_key_bytes > usize::from(u16::MAX) {
-            return invalid(format!("max_key_bytes must be at most {}", u16::MAX));
+        let key_bytes = self.max_key_bytes;
+        check(key_bytes <= usize::from(u16::MAX), "max_key_bytes", key_bytes.to_string(), "at most 65535")?;
+        check(self.volume_count >= 1, "volume_count", self.volume_count.to_string(), "at least 1")?;
+        check(
+            (4096..=u64::from(u32::MAX)).contains(&self.volume_size),
+            "volume_size",
+            self.volume_size.to_string(),
+            "between 4096 and 4294967295",
+        )?;
+        check(
+            self.memory_max_bytes >= 1,
+            "memory_max_bytes",
+            self.memory_max_bytes.to_string(),
+            "at least 1",
+        )?;
+        check(
+            (1..=255).contains(&self.cache_after_miss_count),
+            "cache_after_miss_count",
+            self.cache_after_miss_count.to_string(),
+            "between 1 and 255",
+        )?;
+        let window = self.cache_after_miss_count_duration;
+        check(
+            (0.0..4e6).contains(&window),
+            "cache_after_miss_count_duration",
+            window.to_string(),
+            "between 0 and 4000000 seconds",
+        )?;
+        let idle = self.http_idle_timeout;
+        check(
+            idle > 0.0 && idle < 1e9,
+            "http_idle_timeout",
+            idle.to_string(),
+            "a positive number of seconds below 1000000000",
+        )?;
+        let bank = self.http_bank.len();
+        check(
+            (1..=usize::from(u16::MAX)).contains(&bank),
+            "http_bank",
+            format!("{bank} bytes long"),
+            "a bank name of 1 to 65535 bytes",
+        )?;
+        if let Some(http) = &self.http_listen {
+            check(http.contains(':'), "http_listen", format!("{http:?}"), "HOST:PORT (or null for none)")?;
         }
-        if self.volume_count == 0 || !(4096..=u64::from(u32::MAX)).contains(&self.volume_size) {
-            return invalid(
-                "volume_count must be at least 1 and volume_size between 4096 and 4294967295".into(),
-            );
-        }
-        if self.memory_max_bytes == 0 || !(1..=255).contains(&self.cache_after_miss_count) {
-            return invalid("memory_max_bytes must be at least 1 and cache_after_miss_count 1 to 255".into());
-        }
-        if !(self.cache_after_miss_count_duration >= 0.0 && self.cache_after_miss_count_duration < 4e6) {
-            return invalid("cache_after_miss_count_duration must be between 0 and 4000000 seconds".into());
-        }
-        if !(self.http_idle_timeout > 0.0 && self.http_idle_timeout < 1e9) {
-            return invalid("http_idle_timeout must be a positive number of seconds".into());
-        }
-        if self.http_bank.is_empty() || self.http_bank.len() > usize::from(u16::MAX) {
-            return invalid("http_bank must be a non-empty bank name".into());
-        }
-        if self.http_listen.as_ref().is_some_and(|l| !l.contains(':')) {
-            return invalid(format!("http_listen must be HOST:PORT, not {:?}", self.http_listen));
-        }
-        if self.sweep_interval_ms == 0 {
-            return invalid("sweep_interval_ms must be at least 1".into());
-        }
-        if !self.listen.contains(':') {
-            return invalid(format!("listen must be HOST:PORT, not {:?}", self.listen));
-        }
-        Ok(())
+        let sweep = self.sweep_interval_ms;
+        check(sweep >= 1, "sweep_interval_ms", sweep.to_string(), "at least 1")?;
+        check(self.listen.contains(':'), "listen", format!("{:?}", self.listen), "HOST:PORT")
     }
 }
 
@@ -466,9 +522,10 @@ impl FileConfig {
         let port = self.seed_port.as_ref().map(|Keyed(port, _)| *port);
         if ip.is_some() || port.is_some() {
             if self.listen.is_some() {
-                return Err(ConfigError::Invalid(
-                    "give either listen or CACHE_SERVER_IP/CACHE_SERVER_PORT, not both".into(),
-                ));
+                return Err(ConfigError::Conflict {
+                    key: "listen",
+                    other: "CACHE_SERVER_IP/CACHE_SERVER_PORT",
+                });
             }
             let ip = ip.unwrap_or("127.0.0.1");
             let port = port.unwrap_or(10001);
@@ -653,6 +710,61 @@ mod tests {
                 if text.contains("CACHE_WORKERS") { "workers" } else { text.split('"').nth(1).unwrap() };
             assert!(err.contains(key), "{text}: {err:?} does not name {key}");
         }
+    }
+
+    /// Every range check of `validate`, at its edges: the last good value passes, the first bad one is an
+    /// error naming the key.
+    #[test]
+    fn each_range_is_checked_at_its_edges() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("workers", "1", "0"),
+            ("workers", "1024", "1025"),
+            ("max_request_bytes", "1", "0"),
+            ("max_key_bytes", "1", "0"),
+            ("max_key_bytes", "65535", "65536"),
+            ("max_value_bytes", "1", "0"),
+            ("max_connections", "1", "0"),
+            ("volume_count", "1", "0"),
+            ("volume_size", "4096", "4095"),
+            ("volume_size", "4294967295", "4294967296"),
+            ("memory_max_bytes", "1", "0"),
+            ("cache_after_miss_count", "1", "0"),
+            ("cache_after_miss_count", "255", "256"),
+            ("cache_after_miss_count_duration", "0", "-0.5"),
+            ("cache_after_miss_count_duration", "3999999", "4000000"),
+            ("http_idle_timeout", "0.001", "0"),
+            ("http_idle_timeout", "999999999", "1000000000"),
+            ("http_bank", r#""b""#, r#""""#),
+            ("http_listen", r#""h:1""#, r#""h""#),
+            ("sweep_interval_ms", "1", "0"),
+            ("listen", r#""h:1""#, r#""h""#),
+        ];
+        for (key, good, bad) in cases {
+            let good_json = format!(r#"{{"{key}":{good}}}"#);
+            let config = Config::from_json(good_json.as_bytes()).unwrap();
+            assert!(config.validate().is_ok(), "{good_json}: {:?}", config.validate());
+            let bad_json = format!(r#"{{"{key}":{bad}}}"#);
+            match Config::from_json(bad_json.as_bytes()).unwrap().validate() {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, *key, "{bad_json}"),
+                other => panic!("{bad_json}: {other:?}"),
+            }
+        }
+        let long_bank = Config { http_bank: "b".repeat(65536), ..Config::default() };
+        assert!(matches!(long_bank.validate(), Err(ConfigError::Invalid { key: "http_bank", .. })));
+        let err = Config::from_json(br#"{"workers":0}"#).unwrap().validate().unwrap_err().to_string();
+        assert_eq!(err, "workers must be between 1 and 1024, not 0");
+    }
+
+    #[test]
+    fn listen_and_the_original_address_keys_conflict() {
+        for text in [r#"{"listen":"h:1","CACHE_SERVER_IP":"h"}"#, r#"{"listen":"h:1","SERVER_PORT":2}"#] {
+            let err = Config::from_json(text.as_bytes()).unwrap_err();
+            assert!(matches!(err, ConfigError::Conflict { key: "listen", .. }), "{text}: {err:?}");
+        }
+        assert_eq!(Config::from_json(br#"{"CACHE_SERVER_PORT":7}"#).unwrap().listen, "127.0.0.1:7");
+        assert_eq!(Config::from_json(br#"{"SERVER_IP":"::1"}"#).unwrap().listen, "[::1]:10001");
+        let c = Config::from_json(br#"{"CACHE_VERBOSE":"yes","log_level":"trace"}"#).unwrap();
+        assert_eq!(c.log_level, LogLevel::Trace, "log_level overrides CACHE_VERBOSE");
     }
 
     #[test]
