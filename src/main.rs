@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::new()
-        .parse_filters(&config.log_level)
+        .filter_level(config.log_level.into())
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();

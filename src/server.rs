@@ -224,13 +224,20 @@ impl Server {
 /// Longest HTTP request head (request line and headers) accepted.
 const HTTP_MAX_HEAD: usize = 16 * 1024;
 
+/// The store's fsync policy for the configured one. The store keeps its own enum so it depends on neither
+/// serde nor clap; the match is exhaustive, so a policy added to the config cannot fall back to a default.
+fn store_fsync(policy: crate::config::Fsync) -> Fsync {
+    use crate::config::Fsync as Policy;
+    match policy {
+        Policy::Never => Fsync::Never,
+        Policy::EverySec => Fsync::EverySec,
+        Policy::Always => Fsync::Always,
+    }
+}
+
 /// Opens the store the configuration describes, replaying the disk store if there is one.
 fn open_store(config: &Config) -> Result<Store, ServerError> {
-    let fsync = match config.fsync.as_str() {
-        "never" => Fsync::Never,
-        "always" => Fsync::Always,
-        _ => Fsync::EverySec,
-    };
+    let fsync = store_fsync(config.fsync);
     let volumes = config.data_dir.as_ref().map(|dir| VolumeConfig {
         dir: dir.clone(),
         volume_size: config.volume_size,

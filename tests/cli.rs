@@ -72,6 +72,63 @@ fn unknown_config_key_is_an_error_naming_it() {
     assert!(out.stderr.contains("max_conections"), "stderr does not name the unknown key: {:?}", out.stderr);
 }
 
+/// Asserts `out` is a refusal at startup whose stderr mentions every one of `parts`.
+#[track_caller]
+fn assert_refused_naming(out: &Finished, parts: &[&str]) {
+    assert_eq!(out.status.code(), Some(2), "stdout: {:?}; stderr: {:?}", out.stdout, out.stderr);
+    for part in parts {
+        assert!(out.stderr.contains(part), "stderr does not mention {part:?}: {:?}", out.stderr);
+    }
+}
+
+/// A bad `fsync` or `log_level` in the config file is refused at startup, and the error names the key,
+/// the value given and the allowed values (no silent fallback to the default).
+#[test]
+fn bad_enum_value_in_config_file_is_an_error_naming_key_value_and_choices() {
+    let (_dir, path) = config_file(r#"{"listen":"127.0.0.1:0","fsync":"sometimes"}"#);
+    let out = run_to_exit(&[&path], EXIT_LIMIT);
+    assert_refused_naming(&out, &["fsync", "sometimes", "never", "every_sec", "always"]);
+
+    let (_dir, path) = config_file(r#"{"listen":"127.0.0.1:0","log_level":"loud"}"#);
+    let out = run_to_exit(&[&path], EXIT_LIMIT);
+    assert_refused_naming(&out, &["log_level", "loud", "off", "error", "warn", "info", "debug", "trace"]);
+}
+
+/// A bad `--fsync` or `--log-level` is refused the same way: flag, value and allowed values.
+#[test]
+fn bad_enum_flag_is_an_error_naming_flag_value_and_choices() {
+    let out = run_to_exit(&["--listen", "127.0.0.1:0", "--fsync", "sometimes"], EXIT_LIMIT);
+    assert_refused_naming(&out, &["--fsync", "sometimes", "never", "every_sec", "always"]);
+
+    let out = run_to_exit(&["--listen", "127.0.0.1:0", "--log-level", "loud"], EXIT_LIMIT);
+    assert_refused_naming(&out, &["--log-level", "loud", "off", "error", "warn", "info", "debug", "trace"]);
+}
+
+/// Every fsync policy and log level is accepted, from the file and from the flags.
+#[test]
+fn every_fsync_policy_and_log_level_serves() {
+    for (fsync, level) in [("never", "off"), ("every_sec", "error"), ("always", "trace")] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let s = TestServer::start(&[
+            "--data-dir",
+            data,
+            "--volume-size",
+            "65536",
+            "--volume-count",
+            "2",
+            "--fsync",
+            fsync,
+            "--log-level",
+            level,
+        ]);
+        let mut c = s.connect();
+        c.check(&put("b", "k", "1"), OK_EMPTY);
+        c.check(&get("b", "k"), &ok("1"));
+    }
+    assert_config_serves(r#"{"listen":"127.0.0.1:0","fsync":"always","log_level":"warn","data_dir":null}"#);
+}
+
 /// The seed's config file keys (`CACHE_SERVER_IP`, `CACHE_SERVER_PORT`,
 /// `CACHE_WORKERS`, `CACHE_VERBOSE`, `API_PATH`) are accepted and the server
 /// listens where they say.
