@@ -44,7 +44,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bankcache::store::{BankMap, NewValue, Ttl};
+use bankcache::store::{BankMap, Evict, NewValue, Ttl};
 use hashbrown::HashMap;
 
 /// Same allocator as the server, so CLOCK's store does the allocations it does in production.
@@ -327,7 +327,7 @@ impl Policy for Clock {
         let value = NewValue { value: &VALUE, in_ram: true, location: None, flags: 0 };
         self.bank.put(&key, value, Ttl::Forever, 0);
         while self.bank.ram_bytes() > self.capacity {
-            self.bank.evict_step(self.bank.ram_bytes() - self.capacity, 4096);
+            self.bank.evict_step(self.bank.ram_bytes() - self.capacity, 4096, Evict::RamCopies);
         }
         false
     }

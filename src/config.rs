@@ -399,6 +399,14 @@ config_keys! {
     http_bank: String = "files".into(), "BANK", "The bank the HTTP file API stores into";
     /// Seconds an HTTP connection may sit idle (or stuck in a request) before it is closed.
     http_idle_timeout: f64 = 60.0, "SECONDS", "Seconds an HTTP connection may sit idle before it is closed";
+    /// Bytes of replies a connection may have waiting for the socket: past it the server stops reading the
+    /// connection's requests and running its jobs until the client reads; also the longest one reply
+    /// (a `bank.keys` listing) may be.
+    max_output_bytes: usize = 16 << 20, "BYTES",
+        "Bytes of replies a connection may have unread before the server stops reading its requests";
+    /// Seconds a client may keep `max_output_bytes` of replies unread before it is closed; 0 never closes.
+    output_timeout: f64 = 60.0, "SECONDS",
+        "Seconds a client may sit on max_output_bytes of unread replies before it is closed (0: never)";
 }
 
 impl Config {
@@ -460,6 +468,7 @@ impl Config {
             ("max_key_bytes", self.max_key_bytes),
             ("max_value_bytes", self.max_value_bytes),
             ("max_connections", self.max_connections),
+            ("max_output_bytes", self.max_output_bytes),
         ] {
             check(value >= 1, key, value.to_string(), "at least 1")?;
         }
@@ -490,6 +499,13 @@ impl Config {
             "cache_after_miss_count_duration",
             window.to_string(),
             "between 0 and 4000000 seconds",
+        )?;
+        let timeout = self.output_timeout;
+        check(
+            (0.0..1e9).contains(&timeout),
+            "output_timeout",
+            timeout.to_string(),
+            "between 0 and 1000000000 seconds",
         )?;
         let idle = self.http_idle_timeout;
         check(

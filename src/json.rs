@@ -5,14 +5,15 @@ use bankcache_proto::{Limits, Reply};
 
 use crate::cmd::{self, Context, Outcome};
 use crate::stats::WorkerCounters;
+use crate::store::Access;
 
 /// Which ops a caller lets run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Every op (a worker).
     Any,
-    /// Only ops whose cost is bounded ([`bankcache_proto::Scope::is_bounded`]): the reactor thread, which
-    /// must never run a walk over a bank.
+    /// Only ops whose cost is bounded ([`bankcache_proto::Scope::is_bounded`]), and only when the locks
+    /// they need are free: the reactor thread, which must never run a walk over a bank or wait on a lock.
     Bounded,
 }
 
@@ -21,7 +22,8 @@ pub enum Gate {
 pub enum Ran {
     /// The frame was answered.
     Answered,
-    /// The gate kept the op from running; nothing was written or counted.
+    /// The gate kept the op from running, or a lock it needed was taken: nothing was done, written or
+    /// counted.
     Declined,
 }
 
@@ -37,8 +39,16 @@ pub fn run(
 ) -> Ran {
     match bankcache_proto::parse(frame, limits) {
         Err(why) => cmd::refuse(counters, why, |outcome| encode(&outcome, out)),
-        Ok(op) if gate == Gate::Bounded && !op.kind().scope().is_bounded() => return Ran::Declined,
-        Ok(op) => cmd::execute(ctx, counters, &op, now, |outcome| encode(&outcome, out)),
+        Ok(op) => {
+            let access = match gate {
+                Gate::Any => Access::Wait,
+                Gate::Bounded if op.kind().scope().is_bounded() => Access::Try,
+                Gate::Bounded => return Ran::Declined,
+            };
+            if cmd::execute(ctx, counters, &op, now, access, |outcome| encode(&outcome, out)).is_err() {
+                return Ran::Declined;
+            }
+        }
     }
     Ran::Answered
 }
@@ -71,7 +81,7 @@ mod tests {
     const LIMITS: Limits = Limits { max_key_bytes: 64, max_value_bytes: 1024 };
 
     fn ctx() -> Context {
-        Context { store: Arc::new(Store::new()), stats: Arc::new(Stats::new(1)) }
+        Context { store: Arc::new(Store::new()), stats: Arc::new(Stats::new(1)), max_reply_bytes: 1 << 20 }
     }
 
     fn run_gated(ctx: &Context, request: &str, gate: Gate) -> (Ran, String) {

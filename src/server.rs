@@ -158,10 +158,15 @@ impl Server {
         // One block of counters per worker, and one for the reactor when it runs requests itself.
         let stats = Arc::new(Stats::new(config.workers + 1));
         let services = Arc::new(Services {
-            cmd: cmd::Context { store: Arc::clone(&store), stats: Arc::clone(&stats) },
+            cmd: cmd::Context {
+                store: Arc::clone(&store),
+                stats: Arc::clone(&stats),
+                max_reply_bytes: config.max_output_bytes,
+            },
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             http_bank: config.http_bank.clone(),
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
+            max_output: config.max_output_bytes,
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -202,6 +207,9 @@ impl Server {
                     max_body: config.max_value_bytes,
                 },
                 http_idle: Duration::from_secs_f64(config.http_idle_timeout),
+                max_output: config.max_output_bytes,
+                output_timeout: (config.output_timeout > 0.0)
+                    .then(|| Duration::from_secs_f64(config.output_timeout)),
             },
             stop: self.stop,
         });

@@ -77,6 +77,8 @@ pub struct NetCounters {
     pub bytes_out: AtomicU64,
     /// Requests the reactor ran itself rather than handing them to a worker (see `inline_ops`).
     pub requests_inline: AtomicU64,
+    /// Clients closed for leaving `max_output_bytes` of replies unread for `output_timeout`.
+    pub slow_clients_closed: AtomicU64,
 }
 
 /// Every counter of the server.
@@ -102,6 +104,14 @@ pub struct StoreFigures {
     pub value_bytes: u64,
     /// Bytes of values held in RAM.
     pub memory_bytes: u64,
+    /// Bytes counted against `memory_max_bytes`: entries, values, indexes and banks.
+    pub memory_used: u64,
+    /// `memory_max_bytes`.
+    pub memory_max: u64,
+    /// Of `memory_used`, the banks' slot arrays and hash indexes.
+    pub memory_index: u64,
+    /// Of `memory_used`, the banks' own structures.
+    pub memory_banks: u64,
     /// Values dropped from RAM to stay within `memory_max_bytes`.
     pub evictions: u64,
     /// Reads served from RAM.
@@ -131,6 +141,8 @@ pub struct NetFigures {
     pub bytes_out: u64,
     /// Requests the reactor ran itself.
     pub requests_inline: u64,
+    /// Clients closed for not reading their replies.
+    pub slow_clients_closed: u64,
 }
 
 /// Every counter summed at one instant.
@@ -170,6 +182,7 @@ impl Snapshot {
             ("bytes_in", net.bytes_in),
             ("bytes_out", net.bytes_out),
             ("requests_inline", net.requests_inline),
+            ("slow_clients_closed", net.slow_clients_closed),
         ];
         fields.extend(OpKind::ALL.iter().map(|&kind| (kind.counter(), self.op(kind))));
         fields.extend([
@@ -182,6 +195,10 @@ impl Snapshot {
             ("banks", store.banks),
             ("value_bytes", store.value_bytes),
             ("memory_bytes", store.memory_bytes),
+            ("memory_used", store.memory_used),
+            ("memory_max", store.memory_max),
+            ("memory_index", store.memory_index),
+            ("memory_banks", store.memory_banks),
             ("evictions", store.evictions),
             ("reads_memory", store.reads_memory),
             ("reads_disk", store.reads_disk),
@@ -242,6 +259,7 @@ impl Stats {
                 bytes_in: load(&net.bytes_in),
                 bytes_out: load(&net.bytes_out),
                 requests_inline: load(&net.requests_inline),
+                slow_clients_closed: load(&net.slow_clients_closed),
             },
             ops,
             errors: sum(&|w| &w.errors),

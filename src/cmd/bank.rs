@@ -1,24 +1,30 @@
-//! `bank.keys`, `bank.list` and `bank.reset`: ops on a whole bank, or on the list of banks.
+//! `bank.keys`, `bank.list` and `bank.reset`: ops on a whole bank, or on the list of banks. Each walks its
+//! bank (or the table) a slice at a time, so that ops on the same bank keep flowing meanwhile.
 
-use super::{Failure, Outcome};
+use super::{Context, Failure, Outcome};
 use crate::store::Store;
 
-/// Lists a bank's live keys in insertion order (none for a bank that does not exist).
-pub fn keys(store: &Store, bank: &str, now: u64, respond: impl FnOnce(Outcome<'_>)) {
-    let mut respond = Some(respond);
-    store.keys(bank, now, |keys| {
-        if let Some(respond) = respond.take() {
-            respond(Outcome::Keys(keys));
+/// Lists a bank's live keys in insertion order (none for a bank that does not exist); refused when the
+/// list would be longer than a reply may be.
+pub fn keys(ctx: &Context, bank: &str, now: u64, respond: impl FnOnce(Outcome<'_>)) {
+    match ctx.store.keys(bank, now, ctx.max_reply_bytes) {
+        Ok(keys) => {
+            let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            respond(Outcome::Keys(&keys))
         }
-    });
-    if let Some(respond) = respond.take() {
-        respond(Outcome::Keys(&[]));
+        Err(too_large) => respond(Outcome::Failed(Failure::TooLarge(too_large))),
     }
 }
 
 /// Lists the banks in creation order.
-pub fn list(store: &Store, respond: impl FnOnce(Outcome<'_>)) {
-    store.bank_names(|names| respond(Outcome::Banks(names)))
+pub fn list(ctx: &Context, respond: impl FnOnce(Outcome<'_>)) {
+    match ctx.store.bank_names(ctx.max_reply_bytes) {
+        Ok(names) => {
+            let names: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+            respond(Outcome::Banks(&names))
+        }
+        Err(too_large) => respond(Outcome::Failed(Failure::TooLarge(too_large))),
+    }
 }
 
 /// Empties a bank; it stays listed. A bank that never existed is not created.

@@ -3,9 +3,9 @@
 use bankcache_proto::number::{self, NotANumber};
 use bankcache_proto::reply;
 
-use super::{Failure, Outcome};
+use super::{settle, Busy, Failure, Outcome};
 use crate::store::record::FLAG_BYTES;
-use crate::store::{Lookup, Store};
+use crate::store::{Access, Lookup, Store};
 
 /// Why an `incr` cannot be done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,15 +17,23 @@ pub enum IncrError {
 }
 
 /// Adds `delta` to the value under `key`; a missing key stays missing (`incr` creates nothing).
-pub fn run(store: &Store, bank: &str, key: &str, delta: f64, now: u64, respond: impl FnOnce(Outcome<'_>)) {
-    let outcome = match store.update(bank, key.as_bytes(), now, |old, flags| incr(old, flags, delta)) {
-        Ok(Lookup::Hit(Ok(value))) => Outcome::Number(value),
-        Ok(Lookup::Hit(Err(IncrError::NotANumber(why)))) => Outcome::Failed(Failure::NotANumber { key, why }),
-        Ok(Lookup::Hit(Err(IncrError::Overflow))) => Outcome::Failed(Failure::Overflow { key }),
-        Ok(Lookup::Miss | Lookup::Expired) => Outcome::Missing { key },
-        Err(e) => Outcome::Failed(Failure::Store(e)),
-    };
-    respond(outcome)
+pub fn run(
+    store: &Store,
+    bank: &str,
+    key: &str,
+    delta: f64,
+    now: u64,
+    access: Access,
+    respond: impl FnOnce(Outcome<'_>),
+) -> Result<(), Busy> {
+    let updated = store.update(bank, key.as_bytes(), now, access, |old, flags| incr(old, flags, delta));
+    respond(settle(updated, |found| match found {
+        Lookup::Hit(Ok(value)) => Outcome::Number(value),
+        Lookup::Hit(Err(IncrError::NotANumber(why))) => Outcome::Failed(Failure::NotANumber { key, why }),
+        Lookup::Hit(Err(IncrError::Overflow)) => Outcome::Failed(Failure::Overflow { key }),
+        Lookup::Miss | Lookup::Expired => Outcome::Missing { key },
+    })?);
+    Ok(())
 }
 
 /// The new value of an `incr`, stored as JSON: always a float, always finite. A stored byte value counts

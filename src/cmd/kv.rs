@@ -2,11 +2,12 @@
 
 use bankcache_proto::Value;
 
-use super::{Failure, Outcome};
+use super::{settle, Busy, Outcome};
 use crate::store::record::FLAG_BYTES;
-use crate::store::{Lookup, Store, StoreError, Ttl};
+use crate::store::{Access, Lookup, Store, Ttl};
 
 /// Stores a value; JSON text or bytes, with an optional lifetime in seconds.
+#[allow(clippy::too_many_arguments)]
 pub fn put(
     store: &Store,
     bank: &str,
@@ -14,46 +15,68 @@ pub fn put(
     value: &Value<'_>,
     lifetime: Option<f64>,
     now: u64,
+    access: Access,
     respond: impl FnOnce(Outcome<'_>),
-) {
+) -> Result<(), Busy> {
     let flags = if value.is_bytes() { FLAG_BYTES } else { 0 };
-    match store.put(bank, key.as_bytes(), value.bytes(), flags, Ttl::from_secs(lifetime), now) {
-        Ok(location) => respond(Outcome::Stored { location }),
-        Err(e) => respond(Outcome::Failed(Failure::Store(e))),
-    }
+    let stored = store.put(bank, key.as_bytes(), value.bytes(), flags, Ttl::from_secs(lifetime), now, access);
+    respond(settle(stored, |location| Outcome::Stored { location })?);
+    Ok(())
 }
 
 /// Reads a value, restarting its lifetime first with `touch` (`getouch`). The value is handed on while
 /// the store holds it (under the bank's lock from RAM, or in the checked copy of its record).
-pub fn get(store: &Store, bank: &str, key: &str, now: u64, touch: bool, respond: impl FnOnce(Outcome<'_>)) {
+pub fn get(
+    store: &Store,
+    bank: &str,
+    key: &str,
+    now: u64,
+    touch: bool,
+    access: Access,
+    respond: impl FnOnce(Outcome<'_>),
+) -> Result<(), Busy> {
     let mut respond = Some(respond);
-    let found = store.get(bank, key.as_bytes(), now, touch, |value, served| {
+    let found = store.get(bank, key.as_bytes(), now, touch, access, |value, served| {
         if let Some(respond) = respond.take() {
             respond(Outcome::Value { value, served: *served });
         }
     });
+    let outcome = settle(found, |_| Outcome::Missing { key })?;
     if let Some(respond) = respond.take() {
-        match found {
-            Ok(_) => respond(Outcome::Missing { key }),
-            Err(e) => respond(Outcome::Failed(Failure::Store(e))),
-        }
+        respond(outcome);
     }
+    Ok(())
 }
 
 /// Removes a key.
-pub fn delete(store: &Store, bank: &str, key: &str, now: u64, respond: impl FnOnce(Outcome<'_>)) {
-    respond(done_or_missing(store.delete(bank, key.as_bytes(), now), key))
+pub fn delete(
+    store: &Store,
+    bank: &str,
+    key: &str,
+    now: u64,
+    access: Access,
+    respond: impl FnOnce(Outcome<'_>),
+) -> Result<(), Busy> {
+    respond(settle(store.delete(bank, key.as_bytes(), now, access), |found| done_or_missing(found, key))?);
+    Ok(())
 }
 
 /// Restarts a key's lifetime.
-pub fn touch(store: &Store, bank: &str, key: &str, now: u64, respond: impl FnOnce(Outcome<'_>)) {
-    respond(done_or_missing(store.touch(bank, key.as_bytes(), now), key))
+pub fn touch(
+    store: &Store,
+    bank: &str,
+    key: &str,
+    now: u64,
+    access: Access,
+    respond: impl FnOnce(Outcome<'_>),
+) -> Result<(), Busy> {
+    respond(settle(store.touch(bank, key.as_bytes(), now, access), |found| done_or_missing(found, key))?);
+    Ok(())
 }
 
-fn done_or_missing<'a>(found: Result<Lookup<()>, StoreError>, key: &'a str) -> Outcome<'a> {
+fn done_or_missing(found: Lookup<()>, key: &str) -> Outcome<'_> {
     match found {
-        Ok(Lookup::Hit(())) => Outcome::Done,
-        Ok(Lookup::Miss | Lookup::Expired) => Outcome::Missing { key },
-        Err(e) => Outcome::Failed(Failure::Store(e)),
+        Lookup::Hit(()) => Outcome::Done,
+        Lookup::Miss | Lookup::Expired => Outcome::Missing { key },
     }
 }

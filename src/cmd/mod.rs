@@ -24,15 +24,22 @@ use bankcache_proto::number::NotANumber;
 use bankcache_proto::{Op, OpKind, RequestError};
 
 use crate::stats::{Snapshot, Stats, WorkerCounters};
-use crate::store::{Location, Served, Store, StoreError};
+use crate::store::{Access, Location, Served, Store, StoreError, TooLarge};
 
-/// What commands need: the store, and the counters `stats` reports.
+/// What commands need: the store, the counters `stats` reports, and how big a reply may grow.
 pub struct Context {
     /// The banks.
     pub store: Arc<Store>,
     /// The server's counters.
     pub stats: Arc<Stats>,
+    /// The most bytes one reply may take (`max_output_bytes`): a listing that would be longer is refused.
+    pub max_reply_bytes: usize,
 }
+
+/// The op needs a lock that is taken, and the caller may not wait ([`Access::Try`]): nothing was done,
+/// nothing answered, nothing counted. Run it again where waiting is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
 /// What an op came to.
 #[derive(Debug)]
@@ -96,6 +103,8 @@ pub enum Failure<'a> {
         /// The key.
         key: &'a str,
     },
+    /// A listing longer than a reply may be.
+    TooLarge(TooLarge),
 }
 
 impl fmt::Display for Failure<'_> {
@@ -110,37 +119,80 @@ impl fmt::Display for Failure<'_> {
                 write!(f, "float() argument must be a string or a real number, not '{t}'")
             }
             Failure::Overflow { key } => write!(f, "Incr of key {key} would overflow"),
+            Failure::TooLarge(TooLarge { max, listed }) => write!(
+                f,
+                "Reply too large: more than {listed} names, over max_output_bytes ({max}); \
+                 list them a page at a time with bank.scan"
+            ),
         }
     }
 }
 
-/// Executes `op` as of `now` (Unix ms) and hands its outcome to `respond`, exactly once.
+/// Executes `op` as of `now` and hands its outcome to `respond`, exactly once; with [`Access::Try`] it may
+/// instead find a bank busy and do nothing ([`Busy`]).
 pub fn execute(
+    ctx: &Context,
+    counters: &WorkerCounters,
+    op: &Op<'_>,
+    now: u64,
+    access: Access,
+    respond: impl FnOnce(Outcome<'_>),
+) -> Result<(), Busy> {
+    let kind = op.kind();
+    // An op is counted before it runs, so that `stats` counts itself; one that may find a bank busy only
+    // once it has run, so that a declined op counts nothing.
+    let counted_at_start = access == Access::Wait;
+    if counted_at_start {
+        counters.op(kind);
+    }
+    let respond = |outcome: Outcome<'_>| {
+        if !counted_at_start {
+            counters.op(kind);
+        }
+        count(counters, kind, &outcome);
+        respond(outcome)
+    };
+    let store = &*ctx.store;
+    match op {
+        Op::Put { bank, key, value, lifetime } => {
+            kv::put(store, bank, key, value, *lifetime, now, access, respond)?
+        }
+        Op::Get { bank, key } => kv::get(store, bank, key, now, false, access, respond)?,
+        Op::GetTouch { bank, key } => kv::get(store, bank, key, now, true, access, respond)?,
+        Op::Delete { bank, key } => kv::delete(store, bank, key, now, access, respond)?,
+        Op::Touch { bank, key } => kv::touch(store, bank, key, now, access, respond)?,
+        Op::Incr { bank, key, delta } => incr::run(store, bank, key, *delta, now, access, respond)?,
+        // Whole-bank and server ops never run where waiting is not allowed (their scope is not bounded).
+        Op::BankKeys { bank } => bank::keys(ctx, bank, now, respond),
+        Op::BankList => bank::list(ctx, respond),
+        Op::BankReset { bank } => bank::reset(store, bank, respond),
+        Op::Ping => respond(Outcome::Pong),
+        Op::Stats => server::stats(ctx, respond),
+    }
+    Ok(())
+}
+
+/// Executes `op` where waiting for a lock is allowed (the workers): it always answers.
+pub fn run(
     ctx: &Context,
     counters: &WorkerCounters,
     op: &Op<'_>,
     now: u64,
     respond: impl FnOnce(Outcome<'_>),
 ) {
-    let kind = op.kind();
-    counters.op(kind);
-    let respond = |outcome: Outcome<'_>| {
-        count(counters, kind, &outcome);
-        respond(outcome)
-    };
-    let store = &*ctx.store;
-    match op {
-        Op::Put { bank, key, value, lifetime } => kv::put(store, bank, key, value, *lifetime, now, respond),
-        Op::Get { bank, key } => kv::get(store, bank, key, now, false, respond),
-        Op::GetTouch { bank, key } => kv::get(store, bank, key, now, true, respond),
-        Op::Delete { bank, key } => kv::delete(store, bank, key, now, respond),
-        Op::Touch { bank, key } => kv::touch(store, bank, key, now, respond),
-        Op::Incr { bank, key, delta } => incr::run(store, bank, key, *delta, now, respond),
-        Op::BankKeys { bank } => bank::keys(store, bank, now, respond),
-        Op::BankList => bank::list(store, respond),
-        Op::BankReset { bank } => bank::reset(store, bank, respond),
-        Op::Ping => respond(Outcome::Pong),
-        Op::Stats => server::stats(ctx, respond),
+    let answered = execute(ctx, counters, op, now, Access::Wait, respond);
+    debug_assert!(answered.is_ok(), "an op that may wait is never busy");
+}
+
+/// What a store call that may find a bank busy came to: the outcome, or [`Busy`].
+fn settle<'a, T>(
+    result: Result<T, StoreError>,
+    outcome: impl FnOnce(T) -> Outcome<'a>,
+) -> Result<Outcome<'a>, Busy> {
+    match result {
+        Ok(value) => Ok(outcome(value)),
+        Err(StoreError::Busy) => Err(Busy),
+        Err(e) => Ok(Outcome::Failed(Failure::Store(e))),
     }
 }
 
@@ -150,7 +202,7 @@ pub fn refuse(counters: &WorkerCounters, why: RequestError, respond: impl FnOnce
     respond(Outcome::Failed(Failure::Request(why)))
 }
 
-/// Counts an outcome: hits and misses of reads, and errors.
+/// Counts an op's outcome: hits and misses of reads, and errors.
 fn count(counters: &WorkerCounters, kind: OpKind, outcome: &Outcome<'_>) {
     let read = matches!(kind, OpKind::Get | OpKind::GetTouch);
     match outcome {

@@ -24,6 +24,9 @@ pub struct Services {
     pub http_bank: String,
     /// Requests slower than this are logged at warn; `None` turns the slow log off.
     pub slow_op: Option<Duration>,
+    /// Bytes of replies a job may hold: a job stops there and goes back to wait for its client to read
+    /// them, so replies are produced as the client takes them, never all at once.
+    pub max_output: usize,
 }
 
 /// Called after a worker has queued finished jobs, so the reactor wakes up to write them.
@@ -84,12 +87,12 @@ pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job
     }
 }
 
-/// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next) or one
-/// that closes the connection.
+/// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next), one that
+/// closes the connection, or `max_output` bytes of replies.
 fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) {
     // One clock read per request: each one's end is the next one's start.
     let mut began = Instant::now();
-    while job.next < job.spans.len() && !job.close_after {
+    while job.next < job.spans.len() && !job.close_after && job.output.len() < services.max_output {
         let span = job.spans[job.next];
         let frame = &job.input[span.start..span.end];
         let now = crate::store::now_ms();

@@ -27,6 +27,8 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     family("network_bytes_total", "counter", "Bytes read from and written to clients.", &bytes);
     let inline = [("", net.requests_inline)];
     family("requests_inline_total", "counter", "Requests the reactor ran itself.", &inline);
+    let slow = [("", net.slow_clients_closed)];
+    family("slow_clients_closed_total", "counter", "Clients closed for leaving replies unread.", &slow);
     let labels: Vec<String> = OpKind::ALL.iter().map(|k| format!("{{op=\"{}\"}}", k.name())).collect();
     let ops: Vec<(&str, u64)> =
         OpKind::ALL.iter().zip(&labels).map(|(k, l)| (l.as_str(), s.op(*k))).collect();
@@ -42,6 +44,13 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     family("keys", "gauge", "Entries held.", &[("", store.keys)]);
     family("banks", "gauge", "Banks.", &[("", store.banks)]);
     family("memory_bytes", "gauge", "Bytes of values held in RAM.", &[("", store.memory_bytes)]);
+    let used = [
+        ("{part=\"entries\"}", store.memory_used.saturating_sub(store.memory_index + store.memory_banks)),
+        ("{part=\"index\"}", store.memory_index),
+        ("{part=\"banks\"}", store.memory_banks),
+    ];
+    family("memory_used_bytes", "gauge", "Bytes counted against memory_max_bytes, by part.", &used);
+    family("memory_max_bytes", "gauge", "memory_max_bytes.", &[("", store.memory_max)]);
     let stored = [("", store.value_bytes)];
     family("stored_bytes", "gauge", "Bytes of keys and values held, in RAM or on disk.", &stored);
     family("volume_reuses_total", "counter", "Volumes reused.", &[("", store.volume_reuses)]);

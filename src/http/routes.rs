@@ -1,7 +1,7 @@
 //! The HTTP front's routes, run by the workers: CacheFS's file API on `/<key>`, the original CacheServer's
 //! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats` and `/metrics`.
 //!
-//! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::execute`], as the JSON
+//! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::run`], as the JSON
 //! port does; the status comes from the typed outcome. The REST API answers with the JSON port's envelope
 //! as its body; the file API answers with the value's bytes and says where it lies (`X-Position`) and which
 //! tier served it (`X-Cache`).
@@ -110,7 +110,7 @@ impl Request<'_> {
     }
 
     fn run(&self, op: &Op<'_>, respond: impl FnOnce(Outcome<'_>)) {
-        cmd::execute(self.env.ctx, self.env.counters, op, self.env.now, respond)
+        cmd::run(self.env.ctx, self.env.counters, op, self.env.now, respond)
     }
 
     /// CacheFS's API: `PUT`, `GET`, `HEAD`, `DELETE` of `/<key>` in the HTTP bank, bodies as bytes.

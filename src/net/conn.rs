@@ -27,8 +27,8 @@ const READ_CHUNK: usize = 32 * 1024;
 const MIN_READ_ROOM: usize = 4 * 1024;
 /// Stop reading from a connection while this many bytes of complete requests wait for a worker.
 const MAX_WAITING_INPUT: usize = 1024 * 1024;
-/// Stop reading from a connection while this many reply bytes wait for the socket.
-const MAX_PENDING_OUTPUT: usize = 4 * 1024 * 1024;
+/// An output buffer larger than this is freed once written rather than kept for the next reply.
+const KEEP_OUTPUT_CAPACITY: usize = 1024 * 1024;
 
 /// What a connection needs of its socket: the only I/O it does.
 pub trait Socket {
@@ -109,6 +109,9 @@ pub enum JobState {
     Idle,
     /// One is out; requests arriving meanwhile wait for it to come back.
     InFlight,
+    /// One came back unfinished: it stopped at `max_output_bytes` of replies, and goes out again to run the
+    /// rest once the client has read enough of them. Requests arriving meanwhile wait behind it.
+    Parked,
 }
 
 /// Whether requests are being read.
@@ -188,7 +191,13 @@ pub struct Conn<S = TcpStream> {
     pub last_active: Instant,
     /// WRITABLE interest is registered (only while output is pending); mirrors the poll's registration.
     pub write_interest: bool,
+    /// Since when replies of `max_output` bytes or more have waited for the client to read them.
+    pub output_over_since: Option<Instant>,
     phase: Phase,
+    /// The job that came back unfinished ([`JobState::Parked`]).
+    parked: Option<Job>,
+    /// Bytes of replies that may wait for the socket before reading and running stop.
+    max_output: usize,
     input: Vec<u8>,
     framer: Framer,
     /// Complete requests not yet handed to a worker, as ranges of `input`.
@@ -198,13 +207,15 @@ pub struct Conn<S = TcpStream> {
 }
 
 impl<S: Socket> Conn<S> {
-    /// A new connection, reading. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies.
+    /// A new connection, reading. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies;
+    /// `max_output` bounds the replies waiting for the socket.
     pub fn new(
         socket: S,
         generation: u64,
         front: Front,
         max_request: usize,
         http: http::Limits,
+        max_output: usize,
         buffers: &mut BufferPool,
     ) -> Conn<S> {
         let framer = match front {
@@ -218,7 +229,10 @@ impl<S: Socket> Conn<S> {
             counted: true,
             last_active: Instant::now(),
             write_interest: false,
+            output_over_since: None,
             phase: Phase::Reading { job: JobState::Idle, intake: Intake::Open },
+            parked: None,
+            max_output: max_output.max(1),
             input: buffers.take(),
             framer,
             spans: Vec::new(),
@@ -284,23 +298,35 @@ impl<S: Socket> Conn<S> {
 
     /// A job of the connection left for a worker (or the reactor's own run).
     fn job_sent(&mut self) {
+        self.set_job(JobState::InFlight);
+    }
+
+    fn set_job(&mut self, to: JobState) {
         if let Phase::Reading { job, .. } | Phase::Writing { job, .. } = &mut self.phase {
-            *job = JobState::InFlight;
+            *job = to;
         }
     }
 
     /// The job came back: its replies are sent, and a `Connection: close` among them ends the connection.
-    /// Returns false if the socket failed (the connection is then closed).
-    pub fn job_done(&mut self, output: &mut Vec<u8>, close_after: bool, bytes_out: &mut u64) -> bool {
-        if let Phase::Reading { job, .. } | Phase::Writing { job, .. } = &mut self.phase {
-            *job = JobState::Idle;
-        }
-        if !self.send_buf(output, bytes_out) {
+    /// A job that stopped at `max_output` bytes of replies is kept ([`JobState::Parked`]) to run the rest
+    /// once the client has read them. Returns false if the socket failed (the connection is then closed).
+    pub fn job_done(&mut self, mut job: Job, bytes_out: &mut u64, buffers: &mut BufferPool) -> bool {
+        let sent = self.send_buf(&mut job.output, bytes_out);
+        if !sent {
+            buffers.put_job(job);
             self.close();
             return false;
         }
-        if close_after {
-            self.close_after_replies();
+        if job.finished() {
+            self.set_job(JobState::Idle);
+            if job.close_after {
+                self.close_after_replies();
+            }
+            buffers.put_job(job);
+        } else {
+            buffers.put(std::mem::take(&mut job.output));
+            self.parked = Some(job);
+            self.set_job(JobState::Parked);
         }
         true
     }
@@ -460,7 +486,7 @@ impl<S: Socket> Conn<S> {
     }
 
     fn must_pause(&self) -> bool {
-        self.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= MAX_PENDING_OUTPUT
+        self.keep_from() >= MAX_WAITING_INPUT || self.pending_output() >= self.max_output
     }
 
     /// Reading was paused on a limit that no longer holds: the caller should read again (no readiness
@@ -470,14 +496,23 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Hands the waiting requests on as one job, unless one is already out or the connection is past
-    /// answering.
+    /// answering; a parked job goes out again first, once the client has read enough of the replies.
     pub fn take_job(&mut self, slot: usize, buffers: &mut BufferPool) -> Option<Job> {
-        let idle = matches!(
-            self.phase,
-            Phase::Reading { job: JobState::Idle, .. } | Phase::Writing { job: JobState::Idle, .. }
-        );
-        if !idle || self.spans.is_empty() {
-            return None;
+        let job = match &self.phase {
+            Phase::Reading { job, .. } | Phase::Writing { job, .. } => *job,
+            Phase::Lingering { .. } | Phase::Closed => return None,
+        };
+        match job {
+            JobState::InFlight => return None,
+            JobState::Parked if self.pending_output() >= self.max_output => return None,
+            JobState::Parked => {
+                let mut job = self.parked.take()?;
+                job.output = buffers.take();
+                self.job_sent();
+                return Some(job);
+            }
+            JobState::Idle if self.spans.is_empty() => return None,
+            JobState::Idle => {}
         }
         // The job takes the whole input buffer; only the unfinished request's bytes are copied forward.
         let keep = self.keep_from();
@@ -510,11 +545,12 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// True when a job of the connection is out.
+    /// True when a job of the connection is out, or back unfinished.
     pub fn job_in_flight(&self) -> bool {
         matches!(
             self.phase,
-            Phase::Reading { job: JobState::InFlight, .. } | Phase::Writing { job: JobState::InFlight, .. }
+            Phase::Reading { job: JobState::InFlight | JobState::Parked, .. }
+                | Phase::Writing { job: JobState::InFlight | JobState::Parked, .. }
         )
     }
 
@@ -541,6 +577,7 @@ impl<S: Socket> Conn<S> {
             self.close();
             return Settled::Close;
         }
+        self.watch_output(Instant::now);
         let owes_nothing = self.spans.is_empty() && self.pending_output() == 0;
         match &self.phase {
             Phase::Writing { job: JobState::Idle, then: Then::Close } if owes_nothing => {
@@ -630,16 +667,28 @@ impl<S: Socket> Conn<S> {
         }
         self.output.clear();
         self.written = 0;
-        if self.output.capacity() > MAX_PENDING_OUTPUT {
+        if self.output.capacity() > KEEP_OUTPUT_CAPACITY {
             self.output = Vec::new();
         }
         true
+    }
+
+    /// Notes whether replies of `max_output` bytes or more wait for the client, and since when.
+    fn watch_output(&mut self, now: impl FnOnce() -> Instant) {
+        if self.pending_output() >= self.max_output {
+            self.output_over_since.get_or_insert_with(now);
+        } else {
+            self.output_over_since = None;
+        }
     }
 
     /// Gives the connection's buffers back for reuse.
     pub fn recycle(self, buffers: &mut BufferPool) {
         buffers.put(self.input);
         buffers.put_spans(self.spans);
+        if let Some(job) = self.parked {
+            buffers.put_job(job);
+        }
     }
 }
 
@@ -707,6 +756,7 @@ mod tests {
     }
 
     const HTTP: http::Limits = http::Limits { max_head: 1024, max_body: 1 << 20 };
+    const MAX_OUTPUT: usize = 1 << 20;
     const READING: Phase = Phase::Reading { job: JobState::Idle, intake: Intake::Open };
     const WAITING: Phase = Phase::Reading { job: JobState::InFlight, intake: Intake::Open };
 
@@ -717,7 +767,7 @@ mod tests {
             room: usize::MAX,
             ..Fake::default()
         };
-        (Conn::new(fake, 1, front, 64, HTTP, &mut buffers), buffers)
+        (Conn::new(fake, 1, front, 64, HTTP, MAX_OUTPUT, &mut buffers), buffers)
     }
 
     /// Reads everything the script has ready (as after a read-closed event, which reads to the end).
@@ -726,13 +776,13 @@ mod tests {
     }
 
     /// Plays a worker: answers every request of the job with its own bytes and a newline.
-    fn answer(c: &mut Conn<Fake>, job: Job) -> bool {
-        let mut out = Vec::new();
-        for span in &job.spans {
-            out.extend_from_slice(&job.input[span.start..span.end]);
-            out.push(b'\n');
+    fn answer(c: &mut Conn<Fake>, mut job: Job) -> bool {
+        for span in &job.spans[job.next..] {
+            job.output.extend_from_slice(&job.input[span.start..span.end]);
+            job.output.push(b'\n');
         }
-        c.job_done(&mut out, false, &mut 0)
+        job.next = job.spans.len();
+        c.job_done(job, &mut 0, &mut BufferPool::default())
     }
 
     #[test]
@@ -822,9 +872,10 @@ mod tests {
         read(&mut c);
         let mut job = c.take_job(0, &mut buffers).expect("a job");
         assert_eq!(job.spans.len(), 2);
-        let mut out = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        job.output = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        job.next = 1;
         job.close_after = true;
-        assert!(c.job_done(&mut out, job.close_after, &mut 0));
+        assert!(c.job_done(job, &mut 0, &mut buffers));
         assert_eq!(c.phase(), &Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: None } });
         assert!(c.take_job(0, &mut buffers).is_none(), "nothing after the close is run");
         assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
@@ -858,12 +909,12 @@ mod tests {
     fn reading_pauses_over_the_output_limit_and_resumes_below_it() {
         let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
         read(&mut c);
-        let job = c.take_job(0, &mut buffers).expect("a job");
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
         // The peer reads nothing: a big reply stays pending.
         c.socket_mut().room = 0;
-        let mut out = vec![b'x'; MAX_PENDING_OUTPUT];
-        assert!(c.job_done(&mut out, false, &mut 0));
-        drop(job);
+        job.output = vec![b'x'; MAX_OUTPUT];
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
         c.socket_mut().reads.push_back(Ok(b"{\"b\":2}\n".to_vec()));
         read(&mut c);
         assert_eq!(c.phase(), &Phase::Reading { job: JobState::Idle, intake: Intake::Paused });
@@ -933,5 +984,33 @@ mod tests {
         assert_eq!(c.read(&mut 0, false), ReadOutcome::Ok);
         assert_eq!(c.spans.len(), 1, "the second chunk waits for the next readiness edge");
         assert_eq!(c.socket_mut().reads.len(), 1);
+    }
+
+    #[test]
+    fn a_job_stopped_at_the_output_cap_waits_parked_for_the_client_to_read() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        // The worker ran one request and stopped: its reply filled the cap, and the client reads nothing.
+        c.socket_mut().room = 0;
+        job.output = vec![b'x'; MAX_OUTPUT];
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.phase(), &Phase::Reading { job: JobState::Parked, intake: Intake::Open });
+        assert!(c.job_in_flight());
+        assert!(c.take_job(0, &mut buffers).is_none(), "not while the replies wait");
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false });
+        assert!(c.output_over_since.is_some(), "the wait is timed");
+        // The client reads: the rest of the same job goes out again, from where it stopped.
+        c.socket_mut().room = usize::MAX;
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false });
+        assert!(c.output_over_since.is_none());
+        let job = c.take_job(0, &mut buffers).expect("the parked job");
+        assert_eq!((job.next, job.spans.len(), job.output.len()), (1, 3, 0));
+        assert_eq!(c.phase(), &WAITING);
+        assert!(answer(&mut c, job));
+        assert_eq!(c.phase(), &READING);
+        let written = &c.socket_mut().written;
+        assert!(written.ends_with(b"{\"b\":2}\n{\"c\":3}\n"), "replies in order");
     }
 }

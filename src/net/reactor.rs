@@ -67,6 +67,10 @@ pub struct NetLimits {
     pub http: http::Limits,
     /// An HTTP connection with nothing in progress for this long is closed.
     pub http_idle: Duration,
+    /// Bytes of replies a connection may have waiting before its reading and its job stop.
+    pub max_output: usize,
+    /// A client that keeps `max_output` bytes unread this long is closed; `None` never.
+    pub output_timeout: Option<Duration>,
 }
 
 /// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
@@ -85,6 +89,7 @@ pub struct Reactor {
     /// Open HTTP connections (they need the idle timer).
     http_conns: usize,
     last_idle_check: Instant,
+    last_slow_check: Instant,
     signals: Option<Signals>,
     conns: Slab<Conn>,
     next_generation: u64,
@@ -149,6 +154,7 @@ impl Reactor {
             listeners: [Some(parts.listener), parts.http_listener],
             http_conns: 0,
             last_idle_check: Instant::now(),
+            last_slow_check: Instant::now(),
             signals: parts.signals,
             conns: Slab::with_capacity(1024),
             next_generation: 0,
@@ -224,7 +230,11 @@ impl Reactor {
     }
 
     fn needs_tick(&self) -> bool {
-        self.lingering > 0 || self.accept_blocked || self.shutdown_deadline.is_some() || self.http_conns > 0
+        self.lingering > 0
+            || self.accept_blocked
+            || self.shutdown_deadline.is_some()
+            || self.http_conns > 0
+            || (self.limits.output_timeout.is_some() && !self.conns.is_empty())
     }
 
     fn on_signals(&mut self) {
@@ -308,6 +318,7 @@ impl Reactor {
             proto,
             limits.max_request_bytes,
             limits.http,
+            limits.max_output,
             &mut self.buffers,
         );
         let token = Token(FIRST_CONN + slot);
@@ -372,14 +383,14 @@ impl Reactor {
             if let Some(inline) = &self.inline {
                 self.requests_inline += inline.run(&mut job, &mut self.inline_left) as u64;
             }
-            if !job.finished() {
+            // What the reactor did not run goes to a worker, unless it stopped at the output cap: then
+            // the job waits, parked on the connection, for the client to read.
+            if !job.finished() && job.output.len() < self.limits.max_output {
                 self.turn_spans += job.spans.len() - job.next;
                 self.turn.push(job);
                 break;
             }
-            let sent = conn.job_done(&mut job.output, job.close_after, &mut self.bytes_out);
-            self.buffers.put_job(job);
-            if !sent {
+            if !conn.job_done(job, &mut self.bytes_out, &mut self.buffers) {
                 return self.close(slot);
             }
         }
@@ -436,20 +447,20 @@ impl Reactor {
         self.notified.store(false, Ordering::SeqCst);
         while let Ok(batch) = self.done.try_recv() {
             self.batches_in_flight -= 1;
-            for mut job in batch {
-                self.complete(&mut job);
-                self.buffers.put_job(job);
+            for job in batch {
+                self.complete(job);
             }
         }
     }
 
-    fn complete(&mut self, job: &mut Job) {
+    fn complete(&mut self, job: Job) {
         let slot = job.slot;
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.generation != job.generation {
-            return; // the connection closed and its slot was reused: the reply is for no one
-        }
-        if !conn.job_done(&mut job.output, job.close_after, &mut self.bytes_out) {
+        let conn = match self.conns.get_mut(slot) {
+            Some(conn) if conn.generation == job.generation => conn,
+            // The connection closed (and its slot may have been reused): the reply is for no one.
+            _ => return self.buffers.put_job(job),
+        };
+        if !conn.job_done(job, &mut self.bytes_out, &mut self.buffers) {
             return self.close(slot);
         }
         self.progress(slot);
@@ -492,6 +503,7 @@ impl Reactor {
             self.accept(Front::Http);
         }
         self.close_idle_http();
+        self.close_slow_clients();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
         }
@@ -527,6 +539,30 @@ impl Reactor {
             .collect();
         for slot in stale {
             log::debug!("closing idle HTTP connection in slot {slot}");
+            self.close(slot);
+        }
+    }
+
+    /// Closes clients that have kept `max_output` bytes of replies unread for `output_timeout`: they hold
+    /// memory and, with their job parked, a place in line, and are not reading.
+    fn close_slow_clients(&mut self) {
+        let Some(timeout) = self.limits.output_timeout else { return };
+        if self.last_slow_check.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_slow_check = Instant::now();
+        let slow: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.output_over_since.is_some_and(|since| since.elapsed() > timeout))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in slow {
+            log::info!(
+                "closing a client that left {} s of replies unread in slot {slot}",
+                timeout.as_secs_f64()
+            );
+            self.stats.net.slow_clients_closed.fetch_add(1, Ordering::Relaxed);
             self.close(slot);
         }
     }

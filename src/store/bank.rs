@@ -8,6 +8,7 @@
 
 use std::hash::BuildHasher;
 
+use super::memory::{alloc_size, Figures};
 use super::os_pages::OsPages;
 use super::record::{u32_at, u64_at};
 use super::slots::Slots;
@@ -338,6 +339,8 @@ pub struct BankMap {
     /// Log position of the last record written for this bank while its lock was held (delete, touch,
     /// incr, reset), so a put written outside the lock can tell whether it has been overtaken on disk.
     logged: u64,
+    /// Bytes the entries' allocations take, as the allocator hands them out.
+    entry_bytes: usize,
 }
 
 impl BankMap {
@@ -464,6 +467,7 @@ impl BankMap {
                 self.ram_bytes = self.ram_bytes - slot.ram_bytes() + value_len;
                 // `bytes` is a statistic: saturate rather than trust every record length to agree.
                 self.bytes = self.bytes.saturating_sub(value_len_of(slot, self.name_len)) + new.value.len();
+                self.entry_bytes = self.entry_bytes - alloc_size(slot.data.len()) + alloc_size(data.len());
                 slot.data = data;
                 slot.set_flags(flags);
                 slot.set_deadline(deadline, &mut self.expiring);
@@ -475,6 +479,7 @@ impl BankMap {
             }
             TableEntry::Vacant(vacant) => {
                 let seq = seq.unwrap_or_else(|| take_seq(&mut self.next_seq));
+                self.entry_bytes += alloc_size(data.len());
                 let mut slot = Slot::new(data, flags, key.len(), seq);
                 slot.set_deadline(deadline, &mut self.expiring);
                 let i = slots.insert(slot);
@@ -503,7 +508,9 @@ impl BankMap {
         if let Some(i) = self.find(key) {
             let slot = &mut self.slots[i];
             slot.set_deadline(deadline, &mut self.expiring);
+            let before = alloc_size(slot.data.len());
             slot.set_lifetime(lifetime);
+            self.entry_bytes = self.entry_bytes - before + alloc_size(slot.data.len());
         }
     }
 
@@ -611,7 +618,9 @@ impl BankMap {
             return 0;
         }
         // The counters start over in the new layout.
+        let before = alloc_size(slot.data.len());
         slot.relayout(slot.lifetime(), Some(at), Some(value));
+        self.entry_bytes = self.entry_bytes - before + alloc_size(slot.data.len());
         self.ram_bytes += value.len();
         value.len()
     }
@@ -660,6 +669,7 @@ impl BankMap {
         self.ram_bytes -= slot.ram_bytes();
         self.bytes = self.bytes.saturating_sub(slot.key_len() + value_len_of(&slot, self.name_len));
         self.expiring -= usize::from(slot.deadline() != NEVER);
+        self.entry_bytes -= alloc_size(slot.data.len());
     }
 
     /// Calls `f` with every live key in insertion order. Expired entries and entries whose disk copy is
@@ -680,9 +690,56 @@ impl BankMap {
         order.into_iter().map(|(_, i)| self.slots[i].key()).collect()
     }
 
+    /// Removes every entry, and hands them back so the caller can free them after dropping the lock
+    /// (freeing millions of allocations takes a while).
+    pub fn take_all(&mut self) -> BankMap {
+        let empty = BankMap { next_seq: self.next_seq, name_len: self.name_len, ..BankMap::default() };
+        std::mem::replace(self, empty)
+    }
+
     /// Removes every entry.
     pub fn clear(&mut self) {
-        *self = BankMap { next_seq: self.next_seq, name_len: self.name_len, ..BankMap::default() };
+        drop(self.take_all());
+    }
+
+    /// Copies, from slot `from` on, the live keys of at most `max_visit` slots into `out`, each with its
+    /// place in insertion order; returns the slot to go on from, or `None` when every slot has been
+    /// visited. Keys are copied so that the lock can be dropped between steps (see `Store::keys`).
+    pub fn keys_step(
+        &self,
+        from: usize,
+        max_visit: usize,
+        now: u64,
+        gone: impl Fn(Location) -> bool,
+        out: &mut Vec<(u64, Box<[u8]>)>,
+    ) -> Option<usize> {
+        let end = self.slots.span().min(from.saturating_add(max_visit));
+        for i in from..end {
+            if let Some(slot) = self.slots.get(i) {
+                if !slot.expired(now) && !slot.location().is_some_and(&gone) {
+                    out.push((slot.seq(), slot.key().into()));
+                }
+            }
+        }
+        (end < self.slots.span()).then_some(end)
+    }
+
+    /// This bank's figures for the store's tallies: what it costs in memory (entries' allocations, the
+    /// touched part of the slot array, the hash index), its values in RAM, its entries and stored bytes.
+    pub fn figures(&self) -> Figures {
+        let index = self.slots.touched_bytes() + self.index.allocation_size();
+        Figures {
+            memory: self.entry_bytes + index,
+            ram: self.ram_bytes,
+            index,
+            keys: self.slots.len(),
+            stored: self.bytes,
+        }
+    }
+
+    /// Entries with a deadline (the sweep's work).
+    pub fn expiring(&self) -> usize {
+        self.expiring
     }
 
     /// One bounded step of the background sweep: visits up to `max_visit` slots from where the last step
@@ -715,12 +772,17 @@ impl BankMap {
     }
 
     /// One step of CLOCK eviction: moves the hand over up to `max_visit` slots, giving entries read since
-    /// its last pass a second chance and evicting the others' RAM values until `want` bytes are freed.
-    /// An entry with a disk copy keeps its entry (only the RAM copy goes); one without is removed.
-    /// Returns the RAM bytes freed and the entries evicted.
-    pub fn evict_step(&mut self, want: usize, max_visit: usize) -> (usize, usize) {
+    /// its last pass a second chance and evicting the others until `want` bytes of memory are freed.
+    /// [`Evict::RamCopies`] drops only the RAM copy of an entry that has a disk copy, and removes an entry
+    /// that has none; [`Evict::Entries`] removes entries whole. Returns the memory freed and the entries
+    /// evicted.
+    pub fn evict_step(&mut self, want: usize, max_visit: usize, mode: Evict) -> (usize, usize) {
         let (mut freed, mut evicted) = (0, 0);
-        if self.ram_bytes == 0 {
+        let nothing = match mode {
+            Evict::RamCopies => self.ram_bytes == 0,
+            Evict::Entries => self.slots.is_empty(),
+        };
+        if nothing {
             return (0, 0);
         }
         let end = self.slots.span();
@@ -734,25 +796,37 @@ impl BankMap {
             let i = self.clock_hand;
             self.clock_hand += 1;
             let Some(slot) = self.slots.get_mut(i) else { continue };
-            if slot.flags() & IN_RAM == 0 {
+            if mode == Evict::RamCopies && slot.flags() & IN_RAM == 0 {
                 continue;
             }
             if slot.flags() & REFERENCED != 0 {
                 slot.set_flags(slot.flags() & !REFERENCED);
                 continue;
             }
-            let bytes = slot.ram_bytes();
-            if let Some(at) = slot.location() {
-                slot.relayout(slot.lifetime(), Some(at), None);
-                self.ram_bytes -= bytes;
-            } else {
-                self.remove_slot(i);
+            let before = self.entry_bytes;
+            match (mode, slot.location()) {
+                (Evict::RamCopies, Some(at)) => {
+                    let (old, bytes) = (alloc_size(slot.data.len()), slot.ram_bytes());
+                    slot.relayout(slot.lifetime(), Some(at), None);
+                    self.entry_bytes = self.entry_bytes - old + alloc_size(slot.data.len());
+                    self.ram_bytes -= bytes;
+                }
+                _ => self.remove_slot(i),
             }
-            freed += bytes;
+            freed += before - self.entry_bytes;
             evicted += 1;
         }
         (freed, evicted)
     }
+}
+
+/// What eviction drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// RAM copies of values that are also on disk (and entries that exist only in RAM).
+    RamCopies,
+    /// Whole entries: with a disk store, the key is forgotten (a cache may forget).
+    Entries,
 }
 
 /// Takes the next insertion-order number.
@@ -968,14 +1042,15 @@ mod tests {
         }
         get(&mut b, "a", 0);
         // a was read: b goes first, then c; a survives one pass.
-        assert_eq!(b.evict_step(10, 16), (10, 1));
+        // Each entry's allocation holds its key and value: 11 bytes, in a 16-byte block.
+        assert_eq!(b.evict_step(10, 16, Evict::RamCopies), (16, 1));
         assert_eq!(keys(&b, 0), ["a", "c"]);
-        assert_eq!(b.evict_step(10, 16), (10, 1));
+        assert_eq!(b.evict_step(10, 16, Evict::RamCopies), (16, 1));
         assert_eq!(keys(&b, 0), ["a"]);
         // With a disk copy only the RAM copy goes.
         let loc = at(0, 1);
         b.put(b"d", NewValue { value: b"xyz", in_ram: true, location: Some(loc), flags: 0 }, Ttl::Forever, 0);
-        b.evict_step(100, 16);
+        b.evict_step(100, 16, Evict::RamCopies);
         assert_eq!(b.ram_bytes(), 0);
         assert_eq!(keys(&b, 0), ["d"]);
         assert_eq!(
@@ -1099,8 +1174,9 @@ mod tests {
         };
         assert_eq!(read(&mut b), Lookup::Hit((Some(b"value".to_vec()), Some(loc), 3, seq, 62_000, 60_000)));
         // Read since the hand last passed: the first pass only clears the mark.
-        assert_eq!(b.evict_step(100, 1), (0, 0));
-        assert_eq!(b.evict_step(100, 1), (5, 1));
+        assert_eq!(b.evict_step(100, 1, Evict::RamCopies), (0, 0));
+        // Lifetime, location and key stay (30 bytes, a 32-byte block); the value's 5 go (from 40).
+        assert_eq!(b.evict_step(100, 1, Evict::RamCopies), (alloc_size(35) - alloc_size(30), 1));
         assert_eq!(read(&mut b), Lookup::Hit((None, Some(loc), 3, seq, 62_000, 60_000)));
         assert_eq!((b.ram_bytes(), b.bytes()), (0, 6));
         // The counters started over: three more reads to come back.
@@ -1118,5 +1194,46 @@ mod tests {
         assert_eq!(b.get(b"a", 100, NOT_GONE, |v| v.location), Lookup::Hit(Some(at(1, 3))));
         assert_eq!(b.touch(b"a", 100, NOT_GONE, |_, d, l| (d, l)), Lookup::Hit((NEVER, 0)));
         assert_eq!(b.expiring, 0);
+    }
+
+    #[test]
+    fn the_figures_count_every_allocation_and_come_back_to_the_arrays_alone() {
+        let mut b = BankMap::new();
+        assert_eq!(b.figures().memory, b.figures().index);
+        let mut figures = Vec::new();
+        for i in 0..1000u32 {
+            b.put(&i.to_be_bytes(), ram(b"0123456789"), Ttl::Millis(60_000), 0);
+            figures.push(b.figures());
+        }
+        let last = figures[999];
+        // Every entry: a 4-byte key, 10 bytes of value and an 8-byte lifetime in one 24-byte block.
+        assert_eq!(last.memory - last.index, 1000 * alloc_size(22));
+        assert!(last.index >= 1000 * 32, "the slot array is counted: {last:?}");
+        assert_eq!((last.keys, last.ram, last.stored), (1000, 10_000, 14_000));
+        // Eviction of whole entries frees their blocks; the arrays stay as they grew.
+        let (freed, evicted) = b.evict_step(usize::MAX, 10_000, Evict::Entries);
+        assert_eq!((freed, evicted), (1000 * alloc_size(22), 1000));
+        assert_eq!(b.figures().memory, last.index);
+        let gone = b.take_all();
+        assert_eq!(gone.figures().keys, 0);
+        assert_eq!(b.figures().memory, b.figures().index);
+    }
+
+    #[test]
+    fn keys_steps_cover_every_slot_once() {
+        let mut b = BankMap::new();
+        for i in 0..100u32 {
+            b.put(format!("k{i}").as_bytes(), ram(b"v"), Ttl::Forever, 0);
+        }
+        b.delete(b"k50", 0, NOT_GONE);
+        let (mut out, mut from) = (Vec::new(), Some(0));
+        while let Some(at) = from {
+            from = b.keys_step(at, 7, 0, NOT_GONE, &mut out);
+        }
+        out.sort();
+        let names: Vec<Vec<u8>> = out.into_iter().map(|(_, k)| k.into_vec()).collect();
+        let want: Vec<Vec<u8>> =
+            (0..100).filter(|i| *i != 50).map(|i| format!("k{i}").into_bytes()).collect();
+        assert_eq!(names, want);
     }
 }

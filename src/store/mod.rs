@@ -19,23 +19,26 @@
 
 pub mod bank;
 pub mod index;
+mod maintenance;
+pub mod memory;
 mod os_pages;
 pub mod record;
 mod slots;
+mod table;
 pub mod volume;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, TryLockError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use hashbrown::HashMap;
-
-pub use bank::{BankMap, Lookup, NewValue, NewValueMeta, Swept, Ttl, View};
+pub use bank::{BankMap, Evict, Lookup, NewValue, NewValueMeta, Swept, Ttl, View};
+pub use maintenance::Maintenance;
+use memory::{Usage, UsageFigures, BANK_BYTES};
 use record::{Kind, Meta};
+pub use table::{Access, Bank};
+use table::{Ring, RingKind, Table};
 pub use volume::{Fsync, Location, ReadMiss, Recovered, RecoveryReport, VolumeConfig, VolumeError, Volumes};
 
 /// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.
@@ -79,6 +82,15 @@ pub enum StoreError {
         /// `memory_max_bytes`.
         max: usize,
     },
+    /// Nothing more fits: eviction cannot free enough (what is left is banks and indexes).
+    OutOfMemory {
+        /// `memory_max_bytes`.
+        max: usize,
+        /// Bytes in use.
+        used: usize,
+    },
+    /// A lock was taken and the caller may not wait (the reactor thread): nothing was done.
+    Busy,
 }
 
 impl fmt::Display for StoreError {
@@ -91,6 +103,11 @@ impl fmt::Display for StoreError {
             StoreError::TooLargeForMemory { len, max } => {
                 write!(f, "Value too large for memory: {len} bytes, memory_max_bytes is {max}")
             }
+            StoreError::OutOfMemory { max, used } => write!(
+                f,
+                "Out of memory: memory_max_bytes is {max} and {used} bytes are in use that eviction cannot free"
+            ),
+            StoreError::Busy => f.write_str("Busy: the bank is locked"),
         }
     }
 }
@@ -130,45 +147,6 @@ impl Served {
     }
 }
 
-/// A named bank behind its own lock.
-pub struct Bank {
-    name: Box<str>,
-    map: Mutex<BankMap>,
-}
-
-impl Bank {
-    /// The bank's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Locks the bank. A worker that panicked while holding the lock leaves a map that is still
-    /// structurally sound (every method restores its invariants before it can panic), so poisoning is
-    /// ignored rather than taking the whole server down.
-    pub fn lock(&self) -> MutexGuard<'_, BankMap> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[derive(Default)]
-struct Table {
-    by_name: HashMap<Box<str>, Arc<Bank>>,
-    /// Banks in creation order, for `bank.list`.
-    order: Vec<Arc<Bank>>,
-}
-
-impl Table {
-    fn get_or_create(&mut self, name: &str) -> Arc<Bank> {
-        if let Some(bank) = self.by_name.get(name) {
-            return Arc::clone(bank);
-        }
-        let bank = Arc::new(Bank { name: name.into(), map: Mutex::new(BankMap::named(name.len())) });
-        self.by_name.insert(name.into(), Arc::clone(&bank));
-        self.order.push(Arc::clone(&bank));
-        bank
-    }
-}
-
 /// Counters the store keeps itself.
 #[derive(Default)]
 pub struct StoreCounters {
@@ -176,7 +154,7 @@ pub struct StoreCounters {
     pub expired_lazy: AtomicU64,
     /// Expired entries removed by the background sweep.
     pub expired_sweep: AtomicU64,
-    /// Values dropped from RAM to stay within `memory_max_bytes`.
+    /// Values (with a disk store, RAM copies or entries) dropped to stay within `memory_max_bytes`.
     pub evictions: AtomicU64,
     /// Reads served from RAM.
     pub reads_memory: AtomicU64,
@@ -184,7 +162,8 @@ pub struct StoreCounters {
     pub reads_disk: AtomicU64,
 }
 
-/// Totals over every bank, for `stats`.
+/// Totals over every bank, for `stats`: read from store-wide tallies, so they cost the same with one bank
+/// or a million.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
     /// Number of banks.
@@ -193,21 +172,45 @@ pub struct Totals {
     pub keys: u64,
     /// Bytes of keys and values held, in RAM or on disk.
     pub bytes: u64,
+    /// Memory counted against `memory_max_bytes`, and what it is spent on.
+    pub memory: UsageFigures,
 }
+
+/// What one pass of the expiry sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepPass {
+    /// Slots looked at.
+    pub visited: u64,
+    /// Entries removed.
+    pub removed: u64,
+}
+
+/// Why a listing was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The most bytes the reply may take.
+    pub max: usize,
+    /// Entries listed when the budget ran out.
+    pub listed: usize,
+}
+
+/// Slots an op on a whole bank visits with the bank's lock held, before it lets others in.
+const SLICE: usize = 4096;
 
 /// All banks, and where their values live.
 pub struct Store {
     table: RwLock<Table>,
     counters: StoreCounters,
     disk: Option<Volumes>,
-    /// Bytes of values in RAM over all banks.
-    ram_bytes: AtomicUsize,
+    usage: Usage,
     memory_max: usize,
     admit_after: u8,
     admit_window: u32,
     started: Instant,
-    /// Where the next eviction starts, over the banks in creation order.
-    evict_from: AtomicUsize,
+    /// Banks with entries, for eviction.
+    evictable: Ring,
+    /// Banks with entries that have a deadline, for the expiry sweep.
+    expiring: Ring,
 }
 
 impl Default for Store {
@@ -230,36 +233,59 @@ fn log_record(
     }
 }
 
+/// The memory a new bank named `name` costs.
+fn bank_cost(name: &str) -> usize {
+    BANK_BYTES + 2 * name.len()
+}
+
 impl Store {
     /// An empty memory-only store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn memory_only(config: StoreConfig) -> Store {
+    /// An empty memory-only store with this configuration's limits.
+    pub fn memory_only(config: StoreConfig) -> Store {
         Store {
             table: RwLock::new(Table::default()),
             counters: StoreCounters::default(),
             disk: None,
-            ram_bytes: AtomicUsize::new(0),
+            usage: Usage::default(),
             memory_max: config.memory_max_bytes.max(1),
             admit_after: config.admit_after_reads.max(1),
             admit_window: config.admit_window_ms,
             started: Instant::now(),
-            evict_from: AtomicUsize::new(0),
+            evictable: Ring::new(RingKind::Evictable),
+            expiring: Ring::new(RingKind::Expiring),
         }
     }
 
     /// Opens the store: with a disk store, replays it so every bank holds what it held before (minus
-    /// what has expired and what reuse of volumes has dropped).
+    /// what has expired and what reuse of volumes has dropped), then evicts what does not fit in
+    /// `memory_max_bytes`.
     pub fn open(config: StoreConfig) -> Result<(Store, Option<RecoveryReport>), StoreError> {
         let mut store = Store::memory_only(config.clone());
         let Some(volumes) = &config.volumes else { return Ok((store, None)) };
         let now = now_ms();
         let mut table = Table::default();
         let (disk, report) = Volumes::open(volumes, |r| replay(&mut table, r, now))?;
+        for bank in table.order() {
+            store.usage.add_bank(bank_cost(bank.name()));
+            let map = bank.lock_wait();
+            store.usage.apply(memory::Figures::default(), map.figures());
+            store.join_rings(bank, &map);
+        }
         *store.table.get_mut().unwrap_or_else(PoisonError::into_inner) = table;
         store.disk = Some(disk);
+        if store.usage.memory() > store.memory_max {
+            let before = store.usage.figures().keys;
+            store.make_room(0, Access::Wait);
+            let dropped = before.saturating_sub(store.usage.figures().keys);
+            log::warn!(
+                "recovery found more than memory_max_bytes ({}) holds: {dropped} keys were forgotten",
+                store.memory_max
+            );
+        }
         Ok((store, Some(report)))
     }
 
@@ -275,47 +301,99 @@ impl Store {
 
     /// Bytes of values held in RAM.
     pub fn ram_bytes(&self) -> usize {
-        self.ram_bytes.load(Ordering::Relaxed)
+        self.usage.ram()
     }
 
-    fn table(&self) -> RwLockReadGuard<'_, Table> {
-        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    /// Bytes counted against `memory_max_bytes`.
+    pub fn memory_bytes(&self) -> usize {
+        self.usage.memory()
     }
 
-    /// Runs `f` on a bank's map if the bank exists (reads never create a bank), keeping the RAM total
-    /// in step with what `f` did.
-    fn with_bank<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> Option<R> {
-        let table = self.table();
-        let bank = table.by_name.get(name)?;
-        let mut map = bank.lock();
-        Some(self.tracked(&mut map, f))
+    /// `memory_max_bytes`.
+    pub fn memory_max(&self) -> usize {
+        self.memory_max
     }
 
-    /// Runs `f` on a bank's map, creating the bank first if needed (only `put` does this).
-    fn with_bank_or_create<R>(&self, name: &str, f: impl FnOnce(&mut BankMap) -> R) -> R {
+    fn table(&self, access: Access) -> Result<RwLockReadGuard<'_, Table>, StoreError> {
+        match access {
+            Access::Wait => Ok(self.table.read().unwrap_or_else(PoisonError::into_inner)),
+            Access::Try => match self.table.try_read() {
+                Ok(table) => Ok(table),
+                Err(TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+                Err(TryLockError::WouldBlock) => Err(StoreError::Busy),
+            },
+        }
+    }
+
+    /// Runs `f` on a bank's map if the bank exists (reads never create a bank), keeping the store's
+    /// tallies in step with what `f` did. With [`Access::Try`], a lock that is taken is
+    /// [`StoreError::Busy`], before anything is done.
+    fn with_bank<R>(
+        &self,
+        name: &str,
+        access: Access,
+        f: impl FnOnce(&mut BankMap) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let table = self.table(access)?;
+        let Some(bank) = table.get(name) else { return Ok(None) };
+        let mut map = bank.lock(access).ok_or(StoreError::Busy)?;
+        Ok(Some(self.tracked(bank, &mut map, f)))
+    }
+
+    /// Runs `f` on a bank's map, creating the bank first if needed (only `put` does this); a new bank's
+    /// structures count against the limit, and one that does not fit is [`StoreError::OutOfMemory`].
+    fn with_bank_or_create<R>(
+        &self,
+        name: &str,
+        access: Access,
+        f: impl FnOnce(&mut BankMap) -> R,
+    ) -> Result<R, StoreError> {
         {
-            let table = self.table();
-            if let Some(bank) = table.by_name.get(name) {
-                return self.tracked(&mut bank.lock(), f);
+            let table = self.table(access)?;
+            if let Some(bank) = table.get(name) {
+                let mut map = bank.lock(access).ok_or(StoreError::Busy)?;
+                return Ok(self.tracked(bank, &mut map, f));
             }
         }
-        let bank = self.table.write().unwrap_or_else(PoisonError::into_inner).get_or_create(name);
+        if !self.make_room(bank_cost(name), access) {
+            return Err(StoreError::OutOfMemory { max: self.memory_max, used: self.usage.memory() });
+        }
+        let mut table = match access {
+            Access::Wait => self.table.write().unwrap_or_else(PoisonError::into_inner),
+            Access::Try => match self.table.try_write() {
+                Ok(table) => table,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return Err(StoreError::Busy),
+            },
+        };
+        let (bank, created) = table.get_or_create(name);
+        drop(table);
+        if created {
+            self.usage.add_bank(bank_cost(name));
+        }
         // Banks are never removed, so the bank outlives the table lock; taking its lock afterwards keeps
         // the write lock short.
-        let mut map = bank.lock();
-        self.tracked(&mut map, f)
+        let mut map = bank.lock(access).ok_or(StoreError::Busy)?;
+        Ok(self.tracked(&bank, &mut map, f))
     }
 
-    fn tracked<R>(&self, map: &mut BankMap, f: impl FnOnce(&mut BankMap) -> R) -> R {
-        let before = map.ram_bytes();
+    /// Runs `f` on a locked bank and applies what it changed to the store's tallies and rings.
+    fn tracked<R>(&self, bank: &Arc<Bank>, map: &mut BankMap, f: impl FnOnce(&mut BankMap) -> R) -> R {
+        let before = map.figures();
         let result = f(map);
-        let after = map.ram_bytes();
-        if after > before {
-            self.ram_bytes.fetch_add(after - before, Ordering::Relaxed);
-        } else if before > after {
-            self.ram_bytes.fetch_sub(before - after, Ordering::Relaxed);
-        }
+        self.usage.apply(before, map.figures());
+        self.join_rings(bank, map);
         result
+    }
+
+    /// Puts a bank in the rings whose work it now has (its lock is held, so it cannot leave meanwhile).
+    fn join_rings(&self, bank: &Arc<Bank>, map: &BankMap) {
+        if !map.is_empty() && !bank.in_ring(RingKind::Evictable) {
+            self.evictable.join(bank);
+        }
+        if map.expiring() > 0 && !bank.in_ring(RingKind::Expiring) {
+            self.expiring.join(bank);
+        }
     }
 
     /// True when the record at `at` can no longer be read (its volume has been reused).
@@ -323,8 +401,10 @@ impl Store {
         move |at| self.disk.as_ref().is_some_and(|d| !d.is_current(at))
     }
 
-    /// Stores a value, replacing the whole entry. With a disk store the record is appended first (under
-    /// the bank's lock) and the value is not kept in RAM until reads earn it a place.
+    /// Stores a value, replacing the whole entry. With a disk store the record is written first and the
+    /// value is not kept in RAM until reads earn it a place. Room is made for the entry first; one that
+    /// cannot fit even then is refused.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
         bank: &str,
@@ -333,42 +413,49 @@ impl Store {
         flags: u8,
         ttl: Ttl,
         now: u64,
+        access: Access,
     ) -> Result<Option<Location>, StoreError> {
         if ttl == Ttl::Expired {
-            self.delete(bank, key, now)?;
+            self.delete(bank, key, now, access)?;
             return Ok(None);
         }
-        if self.disk.is_none() && value.len() > self.memory_max {
+        // What the entry will cost, roughly (its slot and index share are ~37 bytes, its allocation is the
+        // key and, without a disk store, the value): enough to make room before it goes in.
+        let in_ram = if self.disk.is_none() { value.len() } else { 0 };
+        let cost = 48 + memory::alloc_size(key.len() + in_ram + 29);
+        if self.disk.is_none() && cost > self.memory_max {
             return Err(StoreError::TooLargeForMemory { len: value.len(), max: self.memory_max });
         }
+        if !self.make_room(cost, access) {
+            return Err(StoreError::OutOfMemory { max: self.memory_max, used: self.usage.memory() });
+        }
         let Some(disk) = &self.disk else {
-            self.with_bank_or_create(bank, |m| {
+            self.with_bank_or_create(bank, access, |m| {
                 m.put(key, NewValue { value, in_ram: true, location: None, flags }, ttl, now)
-            });
-            self.evict_if_over();
+            })?;
             return Ok(None);
         };
         // The record is written with no bank lock held, so reads and writes of other keys go on while a
         // large value is copied to the page cache; the entry is installed afterwards. The writer's lock
         // orders the log, and `install` and `logged_since` make memory agree with that order.
         let (deadline, lifetime) = ttl.deadline(now);
-        let seq = self.with_bank_or_create(bank, |m| m.reserve_seq(key, now));
+        let seq = self.with_bank_or_create(bank, access, |m| m.reserve_seq(key, now))?;
         let meta = Meta { kind: Kind::Put, flags, deadline, lifetime, seq };
         let written = disk.append(meta, bank.as_bytes(), key, value)?;
-        let location = self.with_bank_or_create(bank, |m| -> Result<Location, StoreError> {
-            let at = if m.logged_since(written) {
-                // A delete, touch, incr or reset of this bank was logged after the record: log the put
-                // again so that it comes last on disk as it does in memory.
-                let again = disk.append(meta, bank.as_bytes(), key, value)?;
-                m.note_logged(again);
-                again
-            } else {
-                written
-            };
-            m.install(key, NewValue { value, in_ram: false, location: Some(at), flags }, ttl, now, seq);
-            Ok(at)
-        })?;
-        self.evict_if_over();
+        let location =
+            self.with_bank_or_create(bank, Access::Wait, |m| -> Result<Location, StoreError> {
+                let at = if m.logged_since(written) {
+                    // A delete, touch, incr or reset of this bank was logged after the record: log the put
+                    // again so that it comes last on disk as it does in memory.
+                    let again = disk.append(meta, bank.as_bytes(), key, value)?;
+                    m.note_logged(again);
+                    again
+                } else {
+                    written
+                };
+                m.install(key, NewValue { value, in_ram: false, location: Some(at), flags }, ttl, now, seq);
+                Ok(at)
+            })??;
         Ok(Some(location))
     }
 
@@ -381,6 +468,7 @@ impl Store {
         key: &[u8],
         now: u64,
         touch: bool,
+        access: Access,
         f: impl FnOnce(&[u8], &Served) -> R,
     ) -> Result<Lookup<(R, Served)>, StoreError> {
         enum Step<R> {
@@ -391,7 +479,7 @@ impl Store {
             Nowhere,
         }
         let mut f = Some(f);
-        let first = self.with_bank(bank, |m| -> Result<Lookup<Step<R>>, StoreError> {
+        let first = self.with_bank(bank, access, |m| -> Result<Lookup<Step<R>>, StoreError> {
             let mut visit = |view: View<'_>| match (view.value, view.location) {
                 (Some(value), location) => {
                     let f = f.take().expect("called once");
@@ -422,7 +510,7 @@ impl Store {
                 Lookup::Miss => Lookup::Miss,
                 Lookup::Expired => Lookup::Expired,
             })
-        });
+        })?;
         let step = match first.transpose()? {
             None | Some(Lookup::Miss) => return Ok(Lookup::Miss),
             Some(Lookup::Expired) => {
@@ -448,8 +536,14 @@ impl Store {
                         // Wraps after 49 days; the window only compares nearby instants.
                         let clock = self.started.elapsed().as_millis() as u32;
                         let (count, window) = (self.admit_after, self.admit_window);
-                        self.with_bank(bank, |m| m.note_disk_read(key, at, value, clock, count, window));
-                        self.evict_if_over();
+                        // Admission is a bonus: when the bank is busy (or memory is short) the value
+                        // just stays on disk.
+                        let cost = memory::alloc_size(value.len());
+                        if self.make_room(cost, access) {
+                            let admit =
+                                |m: &mut BankMap| m.note_disk_read(key, at, value, clock, count, window);
+                            let _ = self.with_bank(bank, access, admit);
+                        }
                         Ok(Lookup::Hit((r, served)))
                     }
                     Err(miss) => {
@@ -458,7 +552,7 @@ impl Store {
                                 "bank {bank:?}: the record of a key at {at:?} is damaged; the key is lost"
                             );
                         }
-                        self.with_bank(bank, |m| m.forget(key, at));
+                        self.with_bank(bank, Access::Wait, |m| m.forget(key, at))?;
                         Ok(Lookup::Miss)
                     }
                 }
@@ -467,8 +561,8 @@ impl Store {
     }
 
     /// Removes a key; with a disk store a tombstone is appended so the delete holds after a restart.
-    pub fn delete(&self, bank: &str, key: &[u8], now: u64) -> Result<Lookup<()>, StoreError> {
-        let result = self.with_bank(bank, |m| -> Result<Lookup<()>, StoreError> {
+    pub fn delete(&self, bank: &str, key: &[u8], now: u64, access: Access) -> Result<Lookup<()>, StoreError> {
+        let result = self.with_bank(bank, access, |m| -> Result<Lookup<()>, StoreError> {
             let found = m.get(key, now, self.gone(), |_| ());
             if let Lookup::Hit(()) = found {
                 let meta =
@@ -479,13 +573,13 @@ impl Store {
                 m.delete(key, now, self.gone());
             }
             Ok(found)
-        });
+        })?;
         self.count_expired(result.transpose()?.unwrap_or(Lookup::Miss))
     }
 
     /// Restarts a key's lifetime.
-    pub fn touch(&self, bank: &str, key: &[u8], now: u64) -> Result<Lookup<()>, StoreError> {
-        let result = self.with_bank(bank, |m| {
+    pub fn touch(&self, bank: &str, key: &[u8], now: u64, access: Access) -> Result<Lookup<()>, StoreError> {
+        let result = self.with_bank(bank, access, |m| {
             let disk = self.disk.as_ref();
             let mut logged = None;
             let found = m.touch(key, now, self.gone(), |view, deadline, lifetime| {
@@ -500,7 +594,7 @@ impl Store {
                 m.note_logged(at);
             }
             found
-        });
+        })?;
         match result.unwrap_or(Lookup::Miss) {
             Lookup::Hit(r) => r.map(Lookup::Hit),
             other => self.count_expired(match other {
@@ -524,6 +618,7 @@ impl Store {
         bank: &str,
         key: &[u8],
         now: u64,
+        access: Access,
         f: impl FnOnce(&[u8], u8) -> Result<(Vec<u8>, u8, T), E>,
     ) -> Result<Lookup<Result<T, E>>, StoreError> {
         enum Fail<E> {
@@ -533,7 +628,7 @@ impl Store {
             Nowhere,
         }
         let disk = self.disk.as_ref();
-        let result = self.with_bank(bank, |m| {
+        let result = self.with_bank(bank, access, |m| {
             m.update(key, now, self.gone(), |view, deadline, lifetime| {
                 let old: Cow<'_, [u8]> = match (view.value, view.location) {
                     (Some(v), _) => Cow::Borrowed(v),
@@ -551,113 +646,169 @@ impl Store {
                 let keep = NewValueMeta { in_ram: view.value.is_some(), location, flags };
                 Ok((new, keep, out))
             })
-        });
+        })?;
         let found = match result {
             None | Some(Lookup::Miss) => return Ok(Lookup::Miss),
             Some(Lookup::Expired) => return self.count_expired(Lookup::Expired),
             Some(Lookup::Hit(r)) => r,
         };
         match found {
-            Ok(out) => Ok(Lookup::Hit(Ok(out))),
+            Ok(out) => {
+                self.make_room(0, access);
+                Ok(Lookup::Hit(Ok(out)))
+            }
             Err(Fail::User(e)) => Ok(Lookup::Hit(Err(e))),
             Err(Fail::Store(e)) => Err(e),
             Err(Fail::Unreadable(at)) => {
-                self.with_bank(bank, |m| m.forget(key, at));
+                self.with_bank(bank, Access::Wait, |m| m.forget(key, at))?;
                 Ok(Lookup::Miss)
             }
             Err(Fail::Nowhere) => Ok(Lookup::Miss),
         }
     }
 
-    /// Calls `f` with a bank's live keys in insertion order, under the bank's lock; `None` if the bank does
-    /// not exist.
-    pub fn keys<R>(&self, bank: &str, now: u64, f: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
-        self.with_bank(bank, |m| f(&m.live_keys(now, self.gone())))
+    /// A bank's live keys in insertion order (none for a bank that does not exist), listed a slice of
+    /// slots at a time with the bank's lock dropped in between, so that ops on the bank keep flowing. A
+    /// key present throughout is listed once; one added or removed meanwhile may or may not be. Refused
+    /// once the listing would take more than `max_bytes` (a reply must not grow without bound).
+    pub fn keys(&self, bank: &str, now: u64, max_bytes: usize) -> Result<Vec<Box<[u8]>>, TooLarge> {
+        let bank = match self.table(Access::Wait).ok().and_then(|t| t.get(bank).cloned()) {
+            Some(bank) => bank,
+            None => return Ok(Vec::new()),
+        };
+        let mut found: Vec<(u64, Box<[u8]>)> = Vec::new();
+        let (mut from, mut bytes) = (Some(0), 0usize);
+        while let Some(at) = from {
+            let before = found.len();
+            from = bank.lock_wait().keys_step(at, SLICE, now, self.gone(), &mut found);
+            // A key's text in the reply: itself, its quotes and a separator.
+            bytes += found[before..].iter().map(|(_, k)| k.len() + 4).sum::<usize>();
+            if bytes > max_bytes {
+                return Err(TooLarge { max: max_bytes, listed: found.len() });
+            }
+        }
+        // A key removed and put again between two slices can have been seen twice, in two slots: keep its
+        // newest place in the order.
+        found.sort_unstable_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+        found.dedup_by(|later, first| later.1 == first.1);
+        found.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(found.into_iter().map(|(_, key)| key).collect())
     }
 
     /// Empties a bank (it stays listed); with a disk store a reset record makes it hold after a restart.
+    /// The entries are taken out under the lock and freed after it is dropped.
     pub fn reset(&self, bank: &str) -> Result<(), StoreError> {
-        self.with_bank(bank, |m| -> Result<(), StoreError> {
+        let taken = self.with_bank(bank, Access::Wait, |m| -> Result<BankMap, StoreError> {
             let meta =
                 Meta { kind: Kind::Reset, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0, seq: 0 };
             let logged = log_record(self.disk.as_ref(), meta, bank, &[], &[])?;
-            m.clear();
+            let taken = m.take_all();
             if let Some(at) = logged {
                 m.note_logged(at);
             }
-            Ok(())
-        })
-        .unwrap_or(Ok(()))
+            Ok(taken)
+        })?;
+        drop(taken.transpose()?);
+        Ok(())
     }
 
-    /// Calls `f` with every bank name in creation order, under the table's read lock.
-    pub fn bank_names<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
-        let table = self.table();
-        let names: Vec<&[u8]> = table.order.iter().map(|bank| bank.name().as_bytes()).collect();
-        f(&names)
-    }
-
-    /// Totals over every bank; locks each bank briefly, one at a time.
-    pub fn totals(&self) -> Totals {
-        let banks: Vec<Arc<Bank>> = self.table().order.clone();
-        let mut totals = Totals { banks: banks.len() as u64, ..Totals::default() };
-        for bank in banks {
-            let map = bank.lock();
-            totals.keys += map.len() as u64;
-            totals.bytes += map.bytes() as u64;
-        }
-        totals
-    }
-
-    /// Drops RAM copies (CLOCK, bank by bank in turn) until the RAM total is back under the limit.
-    fn evict_if_over(&self) {
-        let over = self.ram_bytes().saturating_sub(self.memory_max);
-        if over == 0 {
-            return;
-        }
-        let banks: Vec<Arc<Bank>> = self.table().order.clone();
-        if banks.is_empty() {
-            return;
-        }
-        let start = self.evict_from.fetch_add(1, Ordering::Relaxed);
-        let mut freed = 0;
-        // Two passes over every bank give every entry its second chance and then take it.
-        for turn in 0..banks.len() * 3 {
-            let bank = &banks[(start + turn) % banks.len()];
-            let (bytes, entries) = self.tracked(&mut bank.lock(), |m| m.evict_step(over - freed, 4096));
-            freed += bytes;
-            self.counters.evictions.fetch_add(entries as u64, Ordering::Relaxed);
-            if freed >= over {
-                break;
+    /// Every bank name in creation order, copied a slice at a time so that the table's lock is never
+    /// held for long; refused past `max_bytes` of names.
+    pub fn bank_names(&self, max_bytes: usize) -> Result<Vec<Box<str>>, TooLarge> {
+        let (mut names, mut bytes) = (Vec::new(), 0usize);
+        loop {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            let order = table.order();
+            let end = order.len().min(names.len() + SLICE);
+            for bank in &order[names.len()..end] {
+                bytes += bank.name().len() + 4;
+                names.push(Box::<str>::from(bank.name()));
+            }
+            if bytes > max_bytes {
+                return Err(TooLarge { max: max_bytes, listed: names.len() });
+            }
+            if end == order.len() {
+                return Ok(names);
             }
         }
     }
 
-    /// One pass of the background sweep: each bank is scanned in small locked steps (the lock is dropped
-    /// between steps, so ops wait microseconds at most), a full cycle per pass, until the pass's time
-    /// budget is spent. Removes expired entries and entries whose volume has been reused.
-    pub fn sweep(&self, now: u64, budget: Duration) -> u64 {
+    /// Totals over every bank, from the store-wide tallies.
+    pub fn totals(&self) -> Totals {
+        let banks = self.table.read().unwrap_or_else(PoisonError::into_inner).order().len() as u64;
+        let memory = self.usage.figures();
+        Totals { banks, keys: memory.keys as u64, bytes: memory.stored as u64, memory }
+    }
+
+    /// Evicts until `need` more bytes fit under `memory_max_bytes`, CLOCK bank by bank in turn over the
+    /// banks that hold entries; returns whether they fit. Memory-only, whole entries go; with a disk store,
+    /// RAM copies first and then, if that is not enough, whole entries (the keys are forgotten). With
+    /// [`Access::Try`] a bank that is locked is skipped rather than waited for.
+    fn make_room(&self, need: usize, access: Access) -> bool {
+        let target = self.memory_max.saturating_sub(need);
+        let mut over = self.usage.memory().saturating_sub(target);
+        if over == 0 {
+            return true;
+        }
+        // Three turns round the ring give every entry its second chance and then take it.
+        let turns = self.evictable.len() * 3 + 1;
+        for _ in 0..turns {
+            let Some(bank) = self.evictable.next() else { break };
+            let Some(mut map) = bank.lock(access) else { continue };
+            let mode = match &self.disk {
+                Some(_) if self.usage.ram() > 0 => Evict::RamCopies,
+                _ => Evict::Entries,
+            };
+            let (_, evicted) = self.tracked(&bank, &mut map, |m| m.evict_step(over, SLICE, mode));
+            self.counters.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+            if map.is_empty() {
+                self.evictable.leave(&bank);
+            }
+            drop(map);
+            over = self.usage.memory().saturating_sub(target);
+            if over == 0 {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One pass of the background sweep, within `budget`: the banks that hold entries with a deadline are
+    /// visited in turn from where the last pass stopped, a slice at a time with the bank's lock dropped in
+    /// between, and expired entries (and entries whose volume has been reused) are removed. A bank with
+    /// nothing left to expire leaves the ring.
+    pub fn sweep(&self, now: u64, budget: std::time::Duration) -> SweepPass {
         const STEP: usize = 1024;
+        /// Slots of one bank visited per turn, so that one big bank does not starve the others.
+        const PER_TURN: usize = 16 * STEP;
         let started = Instant::now();
-        let banks: Vec<Arc<Bank>> = self.table().order.clone();
-        let mut removed = 0u64;
-        'banks: for bank in banks {
+        let mut pass = SweepPass::default();
+        let members = self.expiring.len();
+        for _ in 0..members {
+            let Some(bank) = self.expiring.next() else { break };
             let mut visited = 0;
             loop {
-                let (step, span) = self
-                    .tracked(&mut bank.lock(), |m| (m.sweep_step(now, STEP, self.gone()), m.sweep_span()));
-                removed += step.removed as u64;
+                let mut map = bank.lock_wait();
+                let (step, span) =
+                    self.tracked(&bank, &mut map, |m| (m.sweep_step(now, STEP, self.gone()), m.sweep_span()));
+                pass.removed += step.removed as u64;
+                pass.visited += step.visited as u64;
                 visited += step.visited;
-                if started.elapsed() >= budget {
-                    break 'banks;
+                if map.expiring() == 0 {
+                    self.expiring.leave(&bank);
+                    break;
                 }
-                if step.visited == 0 || visited >= span {
+                drop(map);
+                if step.visited == 0 || visited >= span.min(PER_TURN) || started.elapsed() >= budget {
                     break;
                 }
             }
+            if started.elapsed() >= budget {
+                break;
+            }
         }
-        self.counters.expired_sweep.fetch_add(removed, Ordering::Relaxed);
-        removed
+        self.counters.expired_sweep.fetch_add(pass.removed, Ordering::Relaxed);
+        pass
     }
 
     /// Writes buffered index entries and, unless the policy is `never`, fsyncs.
@@ -678,24 +829,24 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
     let dead = r.meta.deadline <= now;
     match r.meta.kind {
         Kind::Put if dead => {
-            if let Some(b) = table.by_name.get(bank) {
-                b.lock().remove_key(&r.key, now);
+            if let Some(b) = table.get(bank) {
+                b.lock_wait().remove_key(&r.key, now);
             }
         }
         Kind::Put => {
             let value_len =
                 (r.location.len as usize).saturating_sub(record::HEADER_LEN + r.bank.len() + r.key.len());
-            let bank = table.get_or_create(bank);
-            bank.lock().restore(&r.key, r.location, value_len, &r.meta);
+            let (bank, _) = table.get_or_create(bank);
+            bank.lock_wait().restore(&r.key, r.location, value_len, &r.meta);
         }
         Kind::Delete => {
-            if let Some(b) = table.by_name.get(bank) {
-                b.lock().remove_key(&r.key, now);
+            if let Some(b) = table.get(bank) {
+                b.lock_wait().remove_key(&r.key, now);
             }
         }
         Kind::Touch => {
-            if let Some(b) = table.by_name.get(bank) {
-                let mut map = b.lock();
+            if let Some(b) = table.get(bank) {
+                let mut map = b.lock_wait();
                 if dead {
                     map.remove_key(&r.key, now);
                 } else {
@@ -704,60 +855,9 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
             }
         }
         Kind::Reset => {
-            if let Some(b) = table.by_name.get(bank) {
-                b.lock().clear();
+            if let Some(b) = table.get(bank) {
+                b.lock_wait().clear();
             }
-        }
-    }
-}
-
-/// The background thread: the expiry sweep every interval; with a disk store, once a second, a check that
-/// the volume files are still there and, with `fsync: every_sec`, an fsync. Stops when dropped.
-pub struct Maintenance {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Maintenance {
-    /// Starts maintaining `store`.
-    pub fn start(store: Arc<Store>, sweep_interval: Duration) -> std::io::Result<Maintenance> {
-        let (stop, stopped): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
-        // At most a tenth of one core for the sweep, however many entries expire.
-        let budget = (sweep_interval / 10).max(Duration::from_millis(1));
-        let fsync_every_sec = store.disk().map(Volumes::fsync_policy) == Some(Fsync::EverySec);
-        let second = Duration::from_secs(1);
-        let tick = if store.disk().is_some() { second.min(sweep_interval) } else { sweep_interval };
-        let thread = thread::Builder::new().name("maintenance".into()).spawn(move || {
-            let (mut last_sweep, mut last_sync) = (Instant::now(), Instant::now());
-            // Ends when the `Maintenance` is dropped (the channel disconnects).
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                if last_sweep.elapsed() >= sweep_interval {
-                    last_sweep = Instant::now();
-                    let removed = store.sweep(now_ms(), budget);
-                    if removed > 0 {
-                        log::debug!("sweep removed {removed} entries");
-                    }
-                }
-                if let (Some(disk), true) = (store.disk(), last_sync.elapsed() >= second) {
-                    last_sync = Instant::now();
-                    disk.check_files();
-                    if fsync_every_sec {
-                        if let Err(e) = store.sync() {
-                            log::error!("periodic fsync failed: {e}");
-                        }
-                    }
-                }
-            }
-        })?;
-        Ok(Maintenance { stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for Maintenance {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
@@ -765,9 +865,11 @@ impl Drop for Maintenance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
+    use std::time::Duration;
 
     fn get(store: &Store, bank: &str, key: &str) -> Option<(Vec<u8>, Tier)> {
-        match store.get(bank, key.as_bytes(), now_ms(), false, |v, _| v.to_vec()).unwrap() {
+        match store.get(bank, key.as_bytes(), now_ms(), false, Access::Wait, |v, _| v.to_vec()).unwrap() {
             Lookup::Hit((v, served)) => Some((v, served.tier)),
             _ => None,
         }
@@ -822,19 +924,22 @@ mod tests {
                                 0..=3 => {
                                     let mut value = format!("{round}.{t}.{i}.").into_bytes();
                                     value.resize(value.len() + (x >> 20) as usize % 30_000, b'x');
-                                    store.put("b", key, &value, 0, Ttl::Forever, now).unwrap();
+                                    store.put("b", key, &value, 0, Ttl::Forever, now, Access::Wait).unwrap();
                                 }
                                 4 => {
-                                    store.put("b", key, b"5", 0, Ttl::Millis(60_000), now).unwrap();
-                                    store.touch("b", key, now).unwrap();
+                                    store
+                                        .put("b", key, b"5", 0, Ttl::Millis(60_000), now, Access::Wait)
+                                        .unwrap();
+                                    store.touch("b", key, now, Access::Wait).unwrap();
                                 }
                                 5 => {
-                                    store.delete("b", key, now).unwrap();
+                                    store.delete("b", key, now, Access::Wait).unwrap();
                                 }
                                 6 => {
-                                    let _ = store.update("b", key, now, |v, f| -> Result<_, ()> {
-                                        Ok(([v, b"+"].concat(), f, ()))
-                                    });
+                                    let _ =
+                                        store.update("b", key, now, Access::Wait, |v, f| -> Result<_, ()> {
+                                            Ok(([v, &b"+"[..]].concat(), f, ()))
+                                        });
                                 }
                                 _ => store.reset("b").unwrap(),
                             }
@@ -855,19 +960,19 @@ mod tests {
     fn reads_do_not_create_banks() {
         let store = Store::new();
         assert!(get(&store, "b", "k").is_none());
-        store.put("b", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
-        store.put("a", b"k", b"1", 0, Ttl::Forever, 0).unwrap();
-        let names = store.bank_names(|names| names.iter().map(|n| n.to_vec()).collect::<Vec<_>>());
-        assert_eq!(names, [b"b".to_vec(), b"a".to_vec()]);
+        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        store.put("a", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        let names = store.bank_names(1 << 20).unwrap();
+        assert_eq!(names, [Box::from("b"), Box::from("a")]);
     }
 
     #[test]
     fn sweep_counts_what_it_removes() {
         let store = Store::new();
         for i in 0..500u32 {
-            store.put("b", &i.to_be_bytes(), b"v", 0, Ttl::Millis(1), 0).unwrap();
+            store.put("b", &i.to_be_bytes(), b"v", 0, Ttl::Millis(1), 0, Access::Wait).unwrap();
         }
-        assert_eq!(store.sweep(10, Duration::from_secs(5)), 500);
+        assert_eq!(store.sweep(10, Duration::from_secs(5)).removed, 500);
         assert_eq!(store.counters().expired_sweep.load(Ordering::Relaxed), 500);
         assert_eq!(store.totals().keys, 0);
         assert_eq!(store.ram_bytes(), 0);
@@ -882,7 +987,9 @@ mod tests {
                 thread::spawn(move || {
                     for i in 0..1000u32 {
                         let bank = format!("bank{}", i % 7);
-                        store.put(&bank, &(t * 1000 + i).to_be_bytes(), b"v", 0, Ttl::Forever, 0).unwrap();
+                        store
+                            .put(&bank, &(t * 1000 + i).to_be_bytes(), b"v", 0, Ttl::Forever, 0, Access::Wait)
+                            .unwrap();
                     }
                 })
             })
@@ -899,12 +1006,12 @@ mod tests {
     fn memory_only_store_evicts_whole_entries_within_its_limit() {
         let store = Store::memory_only(StoreConfig { memory_max_bytes: 10_000, ..StoreConfig::default() });
         for i in 0..100u32 {
-            store.put("b", &i.to_be_bytes(), &[7; 1000], 0, Ttl::Forever, 0).unwrap();
+            store.put("b", &i.to_be_bytes(), &[7; 1000], 0, Ttl::Forever, 0, Access::Wait).unwrap();
             assert!(store.ram_bytes() <= 10_000);
         }
         assert!(store.totals().keys <= 10);
         assert!(store.counters().evictions.load(Ordering::Relaxed) >= 90);
-        let err = store.put("b", b"huge", &[0; 20_000], 0, Ttl::Forever, 0).unwrap_err();
+        let err = store.put("b", b"huge", &[0; 20_000], 0, Ttl::Forever, 0, Access::Wait).unwrap_err();
         assert!(err.to_string().contains("memory_max_bytes"), "{err}");
     }
 
@@ -914,18 +1021,21 @@ mod tests {
         let now = now_ms();
         {
             let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-            s.put("a", b"kept", b"1", 0, Ttl::Forever, now).unwrap();
-            s.put("a", b"deleted", b"2", 0, Ttl::Forever, now).unwrap();
-            s.delete("a", b"deleted", now).unwrap();
-            s.put("a", b"counter", b"5", 0, Ttl::Forever, now).unwrap();
-            let r =
-                s.update("a", b"counter", now, |old, _| Ok::<_, ()>(([old, b"0"].concat(), 0, ()))).unwrap();
+            s.put("a", b"kept", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("a", b"deleted", b"2", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.delete("a", b"deleted", now, Access::Wait).unwrap();
+            s.put("a", b"counter", b"5", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            let r = s
+                .update("a", b"counter", now, Access::Wait, |old, _| {
+                    Ok::<_, ()>(([old, &b"0"[..]].concat(), 0, ()))
+                })
+                .unwrap();
             assert_eq!(r, Lookup::Hit(Ok(())));
-            s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now).unwrap();
-            s.touch("a", b"short", now + 50_000).unwrap();
-            s.put("b", b"gone", b"4", 0, Ttl::Forever, now).unwrap();
+            s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now, Access::Wait).unwrap();
+            s.touch("a", b"short", now + 50_000, Access::Wait).unwrap();
+            s.put("b", b"gone", b"4", 0, Ttl::Forever, now, Access::Wait).unwrap();
             s.reset("b").unwrap();
-            s.put("b", b"after-reset", b"5", 1, Ttl::Forever, now).unwrap();
+            s.put("b", b"after-reset", b"5", 1, Ttl::Forever, now, Access::Wait).unwrap();
             s.sync().unwrap();
         }
         let (s, report) = Store::open(disk_config(dir.path())).unwrap();
@@ -934,24 +1044,27 @@ mod tests {
         assert_eq!(get(&s, "a", "deleted"), None);
         assert_eq!(get(&s, "a", "counter").unwrap().0, b"50");
         assert_eq!(get(&s, "b", "gone"), None);
-        let keys = s.keys("b", now, |keys| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>());
-        assert_eq!(keys, Some(vec![b"after-reset".to_vec()]));
+        let keys = s.keys("b", now, 1 << 20).unwrap();
+        assert_eq!(keys, [Box::from(&b"after-reset"[..])]);
         // The touch moved the deadline 50 s on: alive at +120 s, gone at +160 s.
-        let alive = s.get("a", b"short", now + 120_000, false, |_, _| ()).unwrap();
+        let alive = s.get("a", b"short", now + 120_000, false, Access::Wait, |_, _| ()).unwrap();
         assert!(matches!(alive, Lookup::Hit(_)));
-        assert_eq!(s.get("a", b"short", now + 160_000, false, |_, _| ()).unwrap(), Lookup::Expired);
+        assert_eq!(
+            s.get("a", b"short", now + 160_000, false, Access::Wait, |_, _| ()).unwrap(),
+            Lookup::Expired
+        );
     }
 
     #[test]
     fn disk_reads_are_admitted_to_memory_after_three() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-        s.put("files", b"f", b"body", 1, Ttl::Forever, 0).unwrap();
+        s.put("files", b"f", b"body", 1, Ttl::Forever, 0, Access::Wait).unwrap();
         let tiers: Vec<Tier> = (0..4).map(|_| get(&s, "files", "f").unwrap().1).collect();
         assert_eq!(tiers, [Tier::Disk, Tier::Disk, Tier::Disk, Tier::Memory]);
         assert_eq!(s.ram_bytes(), 4);
         // An overwrite drops the RAM copy: the next read is from disk, with the new body.
-        s.put("files", b"f", b"new body", 1, Ttl::Forever, 0).unwrap();
+        s.put("files", b"f", b"new body", 1, Ttl::Forever, 0, Access::Wait).unwrap();
         assert_eq!(get(&s, "files", "f"), Some((b"new body".to_vec(), Tier::Disk)));
         assert_eq!(s.ram_bytes(), 0);
     }

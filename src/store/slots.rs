@@ -53,6 +53,12 @@ impl<T> Slots<T> {
         self.cells.len()
     }
 
+    /// Bytes of the cells made so far. A big array is mapped from the OS and only the pages of cells made
+    /// are ever touched, so this, not the capacity, is what it costs in RAM.
+    pub fn touched_bytes(&self) -> usize {
+        self.cells.len() * std::mem::size_of::<Cell<T>>()
+    }
+
     /// Stores `value` in a vacant cell, or a new one, and returns its index.
     pub fn insert(&mut self, value: T) -> usize {
         self.len += 1;
