@@ -7,14 +7,28 @@ use crate::cmd::{self, Context, Outcome};
 use crate::stats::WorkerCounters;
 use crate::store::Access;
 
-/// Which ops a caller lets run.
+/// Which ops a caller lets run, and whether it may wait for a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Every op (a worker).
+    /// Every op, waiting for locks as needed: a worker with nothing queued behind the job.
     Any,
-    /// Only ops whose cost is bounded ([`bankcache_proto::Scope::is_bounded`]), and only when the locks
-    /// they need are free: the reactor thread, which must never run a walk over a bank or wait on a lock.
+    /// Only ops of bounded cost ([`bankcache_proto::Scope::is_bounded`]), waiting for locks: a worker with
+    /// other connections' jobs behind this one, which a walk over a bank would hold up.
     Bounded,
+    /// Only ops of bounded cost, and only when the locks they need are free: the reactor thread, which must
+    /// never run a walk over a bank or wait on a lock.
+    BoundedNoWait,
+}
+
+impl Gate {
+    /// How an op of `kind` may run behind this gate, if at all.
+    pub fn admits(self, kind: bankcache_proto::OpKind) -> Option<Access> {
+        match self {
+            Gate::Any => Some(Access::Wait),
+            Gate::Bounded => kind.scope().is_bounded().then_some(Access::Wait),
+            Gate::BoundedNoWait => kind.scope().is_bounded().then_some(Access::Try),
+        }
+    }
 }
 
 /// What [`run`] did with a frame.
@@ -40,11 +54,7 @@ pub fn run(
     match bankcache_proto::parse(frame, limits) {
         Err(why) => cmd::refuse(counters, why, |outcome| encode(&outcome, out)),
         Ok(op) => {
-            let access = match gate {
-                Gate::Any => Access::Wait,
-                Gate::Bounded if op.kind().scope().is_bounded() => Access::Try,
-                Gate::Bounded => return Ran::Declined,
-            };
+            let Some(access) = gate.admits(op.kind()) else { return Ran::Declined };
             if cmd::execute(ctx, counters, &op, now, access, |outcome| encode(&outcome, out)).is_err() {
                 return Ran::Declined;
             }
@@ -189,7 +199,7 @@ mod tests {
     #[test]
     fn bounded_gate_is_decided_by_the_op_kind() {
         let c = ctx();
-        let runs = |request: &str| run_gated(&c, request, Gate::Bounded);
+        let runs = |request: &str| run_gated(&c, request, Gate::BoundedNoWait);
         assert_eq!(runs(r#"{"op":"put","bank":"b","key":"k","value":"bank.keys stats"}"#).0, Ran::Answered);
         assert_eq!(runs(r#"{"op":"get","bank":"b","key":"k"}"#).0, Ran::Answered);
         assert_eq!(runs(r#"{"op":"ping"}"#).0, Ran::Answered);

@@ -168,7 +168,7 @@ impl Server {
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             max_output: config.max_output_bytes,
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+        let (queue, work) = dispatch::Queue::new();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let notified = Arc::new(AtomicBool::new(false));
         let notify: dispatch::Notify = {
@@ -186,14 +186,14 @@ impl Server {
         // A worker's counters are block `id`; the reactor's, for requests it runs itself, the next one.
         let inline = (store.disk().is_none() && config.inline_ops > 0)
             .then(|| Inline::new(Arc::clone(&services), config.workers, config.inline_ops));
-        let workers = dispatch::pool::spawn(config.workers, services, jobs_rx, done_tx, notify)
+        let workers = dispatch::pool::spawn(config.workers, services, queue.clone(), work, done_tx, notify)
             .map_err(io_error("cannot start the worker threads"))?;
         let reactor = Reactor::new(Parts {
             poll: self.poll,
             listener: self.listener,
             http_listener: self.http_listener,
             signals: self.signals,
-            jobs: jobs_tx,
+            queue,
             done: done_rx,
             notified,
             workers: config.workers,

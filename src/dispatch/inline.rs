@@ -45,7 +45,7 @@ impl Inline {
         }
         let before = job.next;
         let counters = self.services.cmd.stats.worker(self.counters);
-        pool::run_guarded(&self.services, counters, job, Gate::Bounded);
+        pool::run_guarded(&self.services, counters, job, Gate::BoundedNoWait);
         let ran = job.next - before;
         *budget -= ran;
         ran

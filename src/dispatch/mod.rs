@@ -12,4 +12,4 @@ pub mod pool;
 
 pub use inline::Inline;
 pub use job::{Front, Job, Span};
-pub use pool::{Notify, Services};
+pub use pool::{Notify, Queue, Services};

@@ -1,5 +1,6 @@
 //! The worker pool: threads that take batches of jobs, run them, and send them back.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -32,26 +33,73 @@ pub struct Services {
 /// Called after a worker has queued finished jobs, so the reactor wakes up to write them.
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
 
-/// Starts `count` worker threads that take job batches from `jobs` and return them on `done`. Worker `id`
+/// What a worker takes from its queue.
+pub enum Work {
+    /// Jobs to run, in order.
+    Batch(Vec<Job>),
+    /// Finish: the server is stopping.
+    Stop,
+}
+
+/// The workers' queue, with the count of batches given out and not yet back: the reactor sends batches,
+/// and a worker hands back the jobs queued behind one that will take long, so that another worker runs
+/// them meanwhile (one connection's slow request must not hold up other connections' requests).
+#[derive(Clone)]
+pub struct Queue {
+    tx: Sender<Work>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// A queue and the receiving end the workers share.
+    pub fn new() -> (Queue, Receiver<Work>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Queue { tx, outstanding: Arc::new(AtomicUsize::new(0)) }, rx)
+    }
+
+    /// Queues a batch; false if the workers are gone.
+    pub fn send(&self, batch: Vec<Job>) -> bool {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(Work::Batch(batch)).is_ok()
+    }
+
+    /// Batches given out and not yet back.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// A batch came back.
+    pub fn returned(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Tells `workers` workers to finish once they have run what is queued before.
+    pub fn stop(&self, workers: usize) {
+        for _ in 0..workers {
+            let _ = self.tx.send(Work::Stop);
+        }
+    }
+}
+
+/// Starts `count` worker threads that take job batches from `work` and return them on `done`. Worker `id`
 /// writes counter block `id`.
 pub fn spawn(
     count: usize,
     services: Arc<Services>,
-    jobs: Receiver<Vec<Job>>,
+    queue: Queue,
+    work: Receiver<Work>,
     done: Sender<Vec<Job>>,
     notify: Notify,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     (0..count)
         .map(|id| {
-            let (services, jobs, done, notify) =
-                (Arc::clone(&services), jobs.clone(), done.clone(), Arc::clone(&notify));
+            let (services, queue, work, done, notify) =
+                (Arc::clone(&services), queue.clone(), work.clone(), done.clone(), Arc::clone(&notify));
             thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
                 let counters = services.cmd.stats.worker(id);
-                // Ends when the reactor drops the job sender at shutdown.
-                for mut batch in jobs.iter() {
-                    for job in &mut batch {
-                        run_guarded(&services, counters, job, Gate::Any);
-                    }
+                for message in work.iter() {
+                    let Work::Batch(mut batch) = message else { break };
+                    run_batch(&services, counters, &queue, &mut batch);
                     if done.send(batch).is_err() {
                         break;
                     }
@@ -62,11 +110,33 @@ pub fn spawn(
         .collect()
 }
 
+/// Runs a batch's jobs in order. A job with other jobs behind it runs only ops of bounded cost; at the
+/// first op that walks a bank or the server, the jobs behind it go back to the queue for another worker,
+/// and then it runs on.
+pub fn run_batch(services: &Services, counters: &WorkerCounters, queue: &Queue, batch: &mut Vec<Job>) {
+    let mut i = 0;
+    while i < batch.len() {
+        if i + 1 < batch.len() {
+            let stop = run_guarded(services, counters, &mut batch[i], Gate::Bounded);
+            if stop != Stop::Declined {
+                i += 1;
+                continue;
+            }
+            let rest = batch.split_off(i + 1);
+            if !queue.send(rest) {
+                log::error!("cannot hand jobs back to the worker queue");
+            }
+        }
+        run_guarded(services, counters, &mut batch[i], Gate::Any);
+        i += 1;
+    }
+}
+
 /// Runs a job from its next request on; if a bug makes an op panic, every request of the job is answered
 /// with an error instead, so the connection still gets one reply per request and the thread lives on.
-pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) {
+pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(services, counters, job, gate)));
-    if ran.is_err() {
+    let Ok(stop) = ran else {
         log::error!("an op panicked; answering its batch of {} requests with errors", job.spans.len());
         job.output.clear();
         match job.front {
@@ -84,25 +154,40 @@ pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job
             }
         }
         job.next = job.spans.len();
-    }
+        return Stop::Finished;
+    };
+    stop
+}
+
+/// Why a run of a job stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Every request was run (or the connection is to close).
+    Finished,
+    /// The gate kept the next request from running here.
+    Declined,
+    /// The replies reached `max_output` bytes: the rest waits for the client to read them.
+    Full,
 }
 
 /// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next), one that
 /// closes the connection, or `max_output` bytes of replies.
-fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) {
+fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
     // One clock read per request: each one's end is the next one's start.
     let mut began = Instant::now();
-    while job.next < job.spans.len() && !job.close_after && job.output.len() < services.max_output {
+    loop {
+        if job.next >= job.spans.len() || job.close_after {
+            return Stop::Finished;
+        }
+        if job.output.len() >= services.max_output {
+            return Stop::Full;
+        }
         let span = job.spans[job.next];
         let frame = &job.input[span.start..span.end];
         let now = crate::store::now_ms();
-        match job.front {
+        let ran = match job.front {
             Front::Json => {
-                let ran =
-                    json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output);
-                if ran == Ran::Declined {
-                    return;
-                }
+                json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output)
             }
             Front::Http => {
                 let head = &job.input[span.start..span.body.0];
@@ -113,11 +198,20 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
                     bank: &services.http_bank,
                     counters,
                     now,
+                    gate,
                 };
-                if !routes::execute(&env, head, body, &mut job.output) {
-                    job.close_after = true;
+                match routes::execute(&env, head, body, &mut job.output) {
+                    routes::Handled::Open => Ran::Answered,
+                    routes::Handled::Close => {
+                        job.close_after = true;
+                        Ran::Answered
+                    }
+                    routes::Handled::Declined => Ran::Declined,
                 }
             }
+        };
+        if ran == Ran::Declined {
+            return Stop::Declined;
         }
         job.next += 1;
         let ended = Instant::now();
@@ -130,5 +224,104 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
                 log::warn!("slow op: {:.1} ms: {shown}", took.as_secs_f64() * 1000.0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Span;
+    use crate::stats::Stats;
+    use crate::store::Store;
+
+    fn services() -> Services {
+        Services {
+            cmd: cmd::Context {
+                store: Arc::new(Store::new()),
+                stats: Arc::new(Stats::new(1)),
+                max_reply_bytes: 1 << 20,
+            },
+            limits: Limits { max_key_bytes: 64, max_value_bytes: 1024 },
+            http_bank: "files".into(),
+            slow_op: None,
+            max_output: 1 << 20,
+        }
+    }
+
+    /// A JSON job of one connection (`slot`) with these requests.
+    fn job(slot: usize, requests: &[&str]) -> Job {
+        let (mut input, mut spans) = (Vec::new(), Vec::new());
+        for r in requests {
+            let start = input.len();
+            input.extend_from_slice(r.as_bytes());
+            spans.push(Span { start, body: (input.len(), input.len()), end: input.len() });
+            input.push(b'\n');
+        }
+        Job {
+            slot,
+            generation: 1,
+            front: Front::Json,
+            input,
+            spans,
+            next: 0,
+            output: Vec::new(),
+            close_after: false,
+        }
+    }
+
+    #[test]
+    fn jobs_behind_a_walk_over_a_bank_go_to_another_worker_first() {
+        let services = services();
+        let counters = services.cmd.stats.worker(0);
+        let (queue, work) = Queue::new();
+        let mut batch = vec![
+            job(0, &[r#"{"op":"put","bank":"b","key":"k","value":1}"#]),
+            job(1, &[r#"{"op":"ping"}"#, r#"{"op":"bank.keys","bank":"b"}"#, r#"{"op":"ping"}"#]),
+            job(2, &[r#"{"op":"get","bank":"b","key":"k"}"#]),
+            job(3, &[r#"{"op":"ping"}"#]),
+        ];
+        run_batch(&services, counters, &queue, &mut batch);
+        // The walk's own connection keeps its order: everything of job 1 ran, in order, here.
+        assert_eq!(batch.iter().map(|j| j.slot).collect::<Vec<_>>(), [0, 1]);
+        assert!(batch.iter().all(Job::finished));
+        let replies = String::from_utf8(batch[1].output.clone()).unwrap();
+        assert_eq!(replies.lines().count(), 3, "{replies}");
+        // The jobs behind it were handed back before the walk ran, untouched.
+        let Ok(Work::Batch(rest)) = work.try_recv() else { panic!("nothing handed back") };
+        assert_eq!(
+            rest.iter().map(|j| (j.slot, j.next, j.output.len())).collect::<Vec<_>>(),
+            [(2, 0, 0), (3, 0, 0)]
+        );
+        assert_eq!(queue.outstanding(), 1, "the handed-back batch is counted out");
+    }
+
+    #[test]
+    fn a_batch_of_bounded_ops_stays_whole() {
+        let services = services();
+        let (queue, work) = Queue::new();
+        let mut batch =
+            vec![job(0, &[r#"{"op":"ping"}"#]), job(1, &[r#"{"op":"get","bank":"b","key":"k"}"#])];
+        run_batch(&services, services.cmd.stats.worker(0), &queue, &mut batch);
+        assert_eq!(batch.len(), 2);
+        assert!(work.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_job_stops_at_the_output_cap_and_goes_on_from_there() {
+        let mut services = services();
+        services.max_output = 100;
+        let counters = services.cmd.stats.worker(0);
+        let value = format!("\"{}\"", "x".repeat(80));
+        let put = format!(r#"{{"op":"put","bank":"b","key":"k","value":{value}}}"#);
+        let get = r#"{"op":"get","bank":"b","key":"k"}"#;
+        let mut j = job(0, &[&put, get, get, get]);
+        // Each get's reply alone crosses the cap: the job goes on one get per run, never stuck.
+        for next in [2, 3] {
+            assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Full);
+            assert_eq!(j.next, next);
+            j.output.clear();
+        }
+        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Finished);
+        assert_eq!(j.next, 4);
     }
 }

@@ -1,12 +1,13 @@
 //! The HTTP front's routes, run by the workers: CacheFS's file API on `/<key>`, the original CacheServer's
 //! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats` and `/metrics`.
 //!
-//! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::run`], as the JSON
+//! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::execute`], as the JSON
 //! port does; the status comes from the typed outcome. The REST API answers with the JSON port's envelope
 //! as its body; the file API answers with the value's bytes and says where it lies (`X-Position`) and which
 //! tier served it (`X-Cache`).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use bankcache_proto::number::python_float;
 use bankcache_proto::{Limits, Op, RequestError, Value};
@@ -15,7 +16,7 @@ use percent_encoding::percent_decode_str;
 use super::codec::{self, Head};
 use super::metrics;
 use crate::cmd::{self, Context, Outcome};
-use crate::json;
+use crate::json::{self, Gate};
 use crate::stats::WorkerCounters;
 use crate::store::{Location, Tier};
 
@@ -33,6 +34,19 @@ pub struct Env<'a> {
     pub counters: &'a WorkerCounters,
     /// The time, Unix ms.
     pub now: u64,
+    /// Which ops may run here (see [`Gate`]).
+    pub gate: Gate,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Answered; the connection stays open.
+    Open,
+    /// Answered; the connection closes after the response.
+    Close,
+    /// Not run: the gate keeps its op from running here. Nothing was written or counted.
+    Declined,
 }
 
 /// One response being built.
@@ -60,16 +74,21 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-/// Runs one HTTP request and appends its response to `out`. Returns whether the connection stays open.
-pub fn execute(env: &Env<'_>, head: &[u8], body: &[u8], out: &mut Vec<u8>) -> bool {
+/// Runs one HTTP request and appends its response to `out`.
+pub fn execute(env: &Env<'_>, head: &[u8], body: &[u8], out: &mut Vec<u8>) -> Handled {
     let Some(head) = codec::head(head) else {
         env.counters.error();
         codec::response(out, 400, "Bad Request", &[], b"Bad Request", false, true);
-        return false;
+        return Handled::Close;
     };
     let mut reply = Reply { out, head_only: head.method == "HEAD", close: !head.keep_alive };
-    Request { env, head: &head, body }.route(&mut reply);
-    !reply.close
+    let request = Request { env, head: &head, body, declined: Cell::new(false) };
+    request.route(&mut reply);
+    match (request.declined.get(), reply.close) {
+        (true, _) => Handled::Declined,
+        (false, true) => Handled::Close,
+        (false, false) => Handled::Open,
+    }
 }
 
 /// One request and what it runs against.
@@ -77,6 +96,9 @@ struct Request<'r> {
     env: &'r Env<'r>,
     head: &'r Head<'r>,
     body: &'r [u8],
+    /// The gate kept the request's op from running: nothing was written (running an op is always the
+    /// last thing a route does).
+    declined: Cell<bool>,
 }
 
 impl Request<'_> {
@@ -109,8 +131,13 @@ impl Request<'_> {
         reply.send(400, &[], why.as_bytes());
     }
 
+    /// Runs `op` if the gate lets it run here, else notes that the request was declined.
     fn run(&self, op: &Op<'_>, respond: impl FnOnce(Outcome<'_>)) {
-        cmd::run(self.env.ctx, self.env.counters, op, self.env.now, respond)
+        let ran = match self.env.gate.admits(op.kind()) {
+            Some(access) => cmd::execute(self.env.ctx, self.env.counters, op, self.env.now, access, respond),
+            None => Err(cmd::Busy),
+        };
+        self.declined.set(ran.is_err());
     }
 
     /// CacheFS's API: `PUT`, `GET`, `HEAD`, `DELETE` of `/<key>` in the HTTP bank, bodies as bytes.

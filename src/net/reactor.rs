@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
@@ -25,7 +25,7 @@ use slab::Slab;
 
 use super::buffers::BufferPool;
 use super::conn::{Conn, Phase, ReadOutcome, Settled};
-use crate::dispatch::{Front, Inline, Job};
+use crate::dispatch::{Front, Inline, Job, Queue};
 use crate::http::codec as http;
 use crate::stats::Stats;
 use bankcache_proto::reply;
@@ -96,14 +96,13 @@ pub struct Reactor {
     counted: usize,
     lingering: usize,
     buffers: BufferPool,
-    jobs: Option<Sender<Vec<Job>>>,
+    /// The workers' queue; `None` once stopped.
+    queue: Option<Queue>,
     done: Receiver<Vec<Job>>,
     /// Set by a worker that has queued finished jobs and woken the reactor; cleared before draining.
     notified: Arc<AtomicBool>,
     turn: Vec<Job>,
     turn_spans: usize,
-    /// Batches sent to workers and not yet back.
-    batches_in_flight: usize,
     workers: usize,
     inline: Option<Inline>,
     /// Requests this turn may still run inline.
@@ -129,7 +128,7 @@ pub struct Parts {
     /// Signals registered as [`SIGNALS`], when the process wants them.
     pub signals: Option<Signals>,
     /// Where jobs go.
-    pub jobs: Sender<Vec<Job>>,
+    pub queue: Queue,
     /// Where finished jobs come back.
     pub done: Receiver<Vec<Job>>,
     /// The flag workers set before waking the reactor.
@@ -161,12 +160,11 @@ impl Reactor {
             counted: 0,
             lingering: 0,
             buffers: BufferPool::default(),
-            jobs: Some(parts.jobs),
+            queue: Some(parts.queue),
             done: parts.done,
             notified: parts.notified,
             turn: Vec::new(),
             turn_spans: 0,
-            batches_in_flight: 0,
             workers: parts.workers.max(1),
             inline: parts.inline,
             inline_left: 0,
@@ -224,8 +222,10 @@ impl Reactor {
         if unanswered > 0 {
             log::warn!("shutdown grace period over with {unanswered} connections still waiting for replies");
         }
-        // Dropping the sender ends the workers once they finish what they hold.
-        self.jobs = None;
+        // The workers finish what they hold, then stop.
+        if let Some(queue) = self.queue.take() {
+            queue.stop(self.workers);
+        }
         Ok(())
     }
 
@@ -446,7 +446,9 @@ impl Reactor {
         // Clear first: a worker that queues after this point sees the flag down and wakes us again.
         self.notified.store(false, Ordering::SeqCst);
         while let Ok(batch) = self.done.try_recv() {
-            self.batches_in_flight -= 1;
+            if let Some(queue) = &self.queue {
+                queue.returned();
+            }
             for job in batch {
                 self.complete(job);
             }
@@ -471,8 +473,8 @@ impl Reactor {
     /// batches grow and hand-offs (each a wake-up costing microseconds) per request shrink, and when the
     /// server is idle a request leaves at once.
     fn dispatch_turn(&mut self) {
-        let Some(jobs) = &self.jobs else { return };
-        let idle = self.workers.saturating_sub(self.batches_in_flight);
+        let Some(queue) = &self.queue else { return };
+        let idle = self.workers.saturating_sub(queue.outstanding());
         if self.turn.is_empty() || idle == 0 {
             return;
         }
@@ -487,8 +489,7 @@ impl Reactor {
             if turn.is_empty() {
                 break;
             }
-            sent_ok &= jobs.send(turn).is_ok();
-            self.batches_in_flight += 1;
+            sent_ok &= queue.send(turn);
             turn = rest;
         }
         if !sent_ok {
