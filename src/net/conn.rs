@@ -545,6 +545,18 @@ impl<S: Socket> Conn<S> {
         }
     }
 
+    /// True when a job could leave now: requests wait and none is out, or a parked job may go on.
+    pub fn has_work(&self) -> bool {
+        match &self.phase {
+            Phase::Reading { job, .. } | Phase::Writing { job, .. } => match job {
+                JobState::Idle => !self.spans.is_empty(),
+                JobState::Parked => self.pending_output() < self.max_output,
+                JobState::InFlight => false,
+            },
+            Phase::Lingering { .. } | Phase::Closed => false,
+        }
+    }
+
     /// True when a job of the connection is out, or back unfinished.
     pub fn job_in_flight(&self) -> bool {
         matches!(

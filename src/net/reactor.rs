@@ -371,15 +371,17 @@ impl Reactor {
     /// closing).
     fn progress(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        // Reading paused on a limit that a reply or a write has since lifted. No readiness event will
-        // report the input that waited meanwhile, so read it now.
-        if conn.should_resume() && conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
-            return self.close(slot);
-        }
-        if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
-            return self.close(slot);
-        }
-        while let Some(mut job) = conn.take_job(slot, &mut self.buffers) {
+        // Reading paused on a limit that a reply, a write or a job just taken has since lifted. No
+        // readiness event will report the input that waited meanwhile, so read it now, and again as long
+        // as handing requests on lifts the limit.
+        while conn.should_resume() || conn.continue_due() || conn.has_work() {
+            if conn.should_resume() && conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
+                return self.close(slot);
+            }
+            if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
+                return self.close(slot);
+            }
+            let Some(mut job) = conn.take_job(slot, &mut self.buffers) else { break };
             if let Some(inline) = &self.inline {
                 self.requests_inline += inline.run(&mut job, &mut self.inline_left) as u64;
             }
@@ -388,7 +390,7 @@ impl Reactor {
             if !job.finished() && job.output.len() < self.limits.max_output {
                 self.turn_spans += job.spans.len() - job.next;
                 self.turn.push(job);
-                break;
+                continue;
             }
             if !conn.job_done(job, &mut self.bytes_out, &mut self.buffers) {
                 return self.close(slot);
