@@ -430,9 +430,13 @@ pub(crate) fn missing_key<'o>(op: &'o Op<'_>) -> Option<&'o str> {
         | Op::Delete { key, .. }
         | Op::Touch { key, .. }
         | Op::Incr { key, .. } => Some(key),
-        Op::Put { .. } | Op::BankKeys { .. } | Op::BankList | Op::BankReset { .. } | Op::Ping | Op::Stats => {
-            None
-        }
+        Op::Put { .. }
+        | Op::BankKeys { .. }
+        | Op::BankScan { .. }
+        | Op::BankList
+        | Op::BankReset { .. }
+        | Op::Ping
+        | Op::Stats => None,
     }
 }
 
