@@ -72,6 +72,7 @@ pub fn encode(outcome: &Outcome<'_>, out: &mut Vec<u8>) {
         Outcome::Number(value) => Reply::Float(*value),
         Outcome::Pong => Reply::Text("pong"),
         Outcome::Keys(names) | Outcome::Banks(names) => Reply::Names(names),
+        Outcome::Scan { cursor, keys } => Reply::Scan { cursor: *cursor, keys },
         Outcome::Stats(snapshot) => return Reply::Counters(&snapshot.fields()).encode(out),
         Outcome::Missing { key } => Reply::Missing { key },
         Outcome::Failed(failure) => return Reply::Error(&failure.to_string()).encode(out),
@@ -183,6 +184,32 @@ mod tests {
     }
 
     #[test]
+    fn bank_scan_pages_in_the_original_reply_style() {
+        let c = ctx();
+        for key in ["user:1", "item:1", "user:\\u043a", "user:2"] {
+            run(&c, &format!(r#"{{"op":"put","bank":"b","key":"{key}","value":1}}"#));
+        }
+        assert_eq!(
+            run(&c, r#"{"op":"bank.scan","bank":"b","prefix":"user:","count":2}"#),
+            "{\"status\": \"ok\", \"data\": {\"cursor\": 3, \"keys\": [\"user:1\", \"user:\\u043a\"]}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"bank.scan","bank":"b","prefix":"user:","count":2,"cursor":3}"#),
+            "{\"status\": \"ok\", \"data\": {\"cursor\": 0, \"keys\": [\"user:2\"]}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"bank.scan","bank":"ghost","cursor":7}"#),
+            "{\"status\": \"ok\", \"data\": {\"cursor\": 0, \"keys\": []}}\n"
+        );
+        assert_eq!(
+            run(&c, r#"{"op":"bank.scan","bank":"b","cursor":-1}"#),
+            "{\"status\": \"error\", \"message\": \"cursor must be a non-negative integer\"}\n"
+        );
+        let s = run(&c, r#"{"op":"stats"}"#);
+        assert!(s.contains("\"ops_bank_scan\": 3"), "the refused scan is an error, not an op: {s}");
+    }
+
+    #[test]
     fn stats_counts_ops() {
         let c = ctx();
         run(&c, r#"{"op":"put","bank":"b","key":"k","value":1}"#);
@@ -206,6 +233,7 @@ mod tests {
         assert_eq!(runs("not json").0, Ran::Answered);
         for heavy in [
             r#"{"op":"bank.keys","bank":"b"}"#,
+            r#"{"op":"bank.scan","bank":"b","cursor":0}"#,
             r#"{"op":"bank.list"}"#,
             r#"{"op":"bank.reset","bank":"b"}"#,
             r#"{"op":"stats"}"#,

@@ -42,6 +42,12 @@ fn commands_print_and_exit_as_documented() {
     assert_eq!(stdout(&cli(&s, &["get", "users", "num"])), "\"42\"\n");
     assert_eq!(stdout(&cli(&s, &["incr", "users", "num", "-2.5"])), "39.5\n");
     assert_eq!(stdout(&cli(&s, &["keys", "users"])), "ann\nbob\nnum\n");
+    // A scan page: the next cursor, then the keys (slot order: put order here).
+    assert_eq!(stdout(&cli(&s, &["scan", "users"])), "0\nann\nbob\nnum\n");
+    assert_eq!(stdout(&cli(&s, &["scan", "users", "--count", "2"])), "2\nann\nbob\n");
+    assert_eq!(stdout(&cli(&s, &["scan", "users", "--cursor", "2", "--count", "2"])), "0\nnum\n");
+    assert_eq!(stdout(&cli(&s, &["scan", "users", "--prefix", "b"])), "0\nbob\n");
+    assert_eq!(stdout(&cli(&s, &["scan", "nobody"])), "0\n");
     assert_eq!(stdout(&cli(&s, &["banks"])), "users\n");
     assert!(stdout(&cli(&s, &["stats"])).contains("ops_put 3\n"));
 

@@ -100,6 +100,49 @@ fn bytes_round_trip() {
     assert_eq!(c.incr("files", "n", 1.0).unwrap(), 42.0);
 }
 
+/// `bank_scan` pages by prefix with the server's cursor; `scan_keys` pages for the caller, even through
+/// pages with no match; a pipeline queues a scan; a bad count is the server's error.
+#[test]
+fn bank_scan_and_scan_keys() {
+    let server = InProcess::start();
+    let mut c = Client::connect(server.addr).unwrap();
+    assert_eq!(c.bank_scan("nope", 0, "", 10).unwrap(), (0, Vec::new()));
+    for i in 0..2500 {
+        c.put("b", &format!("item:{i}"), &i, None).unwrap();
+    }
+    for i in 0..5 {
+        c.put("b", &format!("user:{i}"), &i, None).unwrap();
+    }
+    // Slots are filled in put order here: the first page is the first three items.
+    assert_eq!(
+        c.bank_scan("b", 0, "item:", 3).unwrap(),
+        (3, vec!["item:0".into(), "item:1".into(), "item:2".into()])
+    );
+    // Ten slots visited per key asked: no user key in the first 10 slots, so an empty page and a cursor.
+    assert_eq!(c.bank_scan("b", 0, "user:", 1).unwrap(), (10, Vec::new()));
+
+    let users: Vec<String> = c.scan_keys("b", "user:").collect::<Result<_, _>>().unwrap();
+    assert_eq!(users, (0..5).map(|i| format!("user:{i}")).collect::<Vec<_>>());
+    let mut items: Vec<String> = c.scan_keys("b", "item:").map(Result::unwrap).collect();
+    assert_eq!(items.len(), 2500);
+    items.sort();
+    items.dedup();
+    assert_eq!(items.len(), 2500, "each key once");
+    assert_eq!(c.scan_keys("b", "").count(), 2505);
+    assert_eq!(c.scan_keys("b", "zzz").count(), 0);
+
+    let replies = c.pipeline().bank_scan("b", 2500, "user:", 2).bank_scan("b", 0, "", 0).run().unwrap();
+    assert_eq!(
+        replies[0],
+        bankcache_client::Reply::Value(json!({"cursor": 2502, "keys": ["user:0", "user:1"]}))
+    );
+    assert_eq!(replies[1], bankcache_client::Reply::Error("count must be a positive integer".into()));
+    match c.bank_scan("b", 0, "", 0) {
+        Err(Error::Server(m)) => assert_eq!(m, "count must be a positive integer"),
+        other => panic!("a zero count: {other:?}"),
+    }
+}
+
 /// Every op of the protocol, and the seed client's names for them.
 #[test]
 fn every_op_and_the_seed_aliases() {

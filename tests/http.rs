@@ -703,6 +703,62 @@ fn rest_banks_entries_and_reset() {
     h.get("/api/bank/two/entries").expect_json("HTTP/1.1 200 OK", &ok("[]"));
 }
 
+/// `GET /bank/<b>/scan?cursor=&prefix=&count=` (also under `/api`, `HEAD` too): `bank.scan`'s envelope
+/// with 200, paging by the cursor it answers; defaults for absent parameters; an unknown bank scans as
+/// empty; bad parameters → 400 with the JSON port's words; other methods → 405.
+#[test]
+fn rest_scan_pages_by_prefix() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    h.get("/bank/nobody/scan").expect_json("HTTP/1.1 200 OK", &ok(r#"{"cursor": 0, "keys": []}"#));
+    for key in ["user:1", "item:1", "user:2", "user:3", "item:2", "user:4"] {
+        c.check(&put("b", key, "1"), OK_EMPTY);
+    }
+    // Slot order is put order here: user keys at slots 0, 2, 3, 5.
+    h.get("/bank/b/scan?prefix=user%3A&count=2")
+        .expect_json("HTTP/1.1 200 OK", &ok(r#"{"cursor": 3, "keys": ["user:1", "user:2"]}"#));
+    h.get("/api/bank/b/scan?cursor=3&prefix=user:&count=2")
+        .expect_json("HTTP/1.1 200 OK", &ok(r#"{"cursor": 0, "keys": ["user:3", "user:4"]}"#));
+    // A cursor at or past the last slot is done.
+    h.get("/bank/b/scan?cursor=6&prefix=user:&count=2")
+        .expect_json("HTTP/1.1 200 OK", &ok(r#"{"cursor": 0, "keys": []}"#));
+    // No parameters: from the start, every key, the default count.
+    let all = r#"{"cursor": 0, "keys": ["user:1", "item:1", "user:2", "user:3", "item:2", "user:4"]}"#;
+    h.get("/bank/b/scan").expect_json("HTTP/1.1 200 OK", &ok(all));
+    h.get("/bank/b/scan?prefix=&cursor=0").expect_json("HTTP/1.1 200 OK", &ok(all));
+    let r = h.call("HEAD", "/bank/b/scan?prefix=item", b"");
+    assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+    r.expect_header(
+        "content-length",
+        Some(&ok(r#"{"cursor": 0, "keys": ["item:1", "item:2"]}"#).len().to_string()),
+    );
+
+    for (query, why) in [
+        ("cursor=-1", "cursor must be a non-negative integer"),
+        ("cursor=next", "cursor must be a non-negative integer"),
+        ("cursor=1.5", "cursor must be a non-negative integer"),
+        ("cursor=", "cursor must be a non-negative integer"),
+        ("count=0", "count must be a positive integer"),
+        ("count=ten", "count must be a positive integer"),
+        ("prefix=user&count=-5", "count must be a positive integer"),
+    ] {
+        h.get(&format!("/bank/b/scan?{query}")).expect_json("HTTP/1.1 400 Bad Request", &err(why));
+    }
+    // The bank name is checked first, as on the JSON port.
+    let long = "x".repeat(1025);
+    h.get(&format!("/bank/{long}/scan?cursor=x")).expect_json(
+        "HTTP/1.1 400 Bad Request",
+        &err("Bank name too long: 1025 bytes, max_key_bytes is 1024"),
+    );
+    for method in ["POST", "PUT", "DELETE"] {
+        let r = h.call(method, "/api/bank/b/scan", b"");
+        assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{method}: {}", r.show());
+    }
+    let st = stats(&mut c);
+    assert_eq!(stat(&st, "ops_bank_scan"), 7.0, "the refused requests count as errors only: {st:?}");
+}
+
 /// `GET /api/` → 200 `Cache system API`; an unknown REST-like path → 404; a wrong method on a REST
 /// path → 405 (the connection stays open through all of it).
 #[test]

@@ -681,6 +681,144 @@ fn failed_ops_do_not_create_banks() {
     assert_eq!(stat(&st, "banks"), 0.0, "stats: {st:?}");
 }
 
+/// A `bank.scan` request; `extra` is raw JSON text of more fields (`,"cursor":3`), or empty.
+fn bank_scan(bank: &str, extra: &str) -> String {
+    format!(r#"{{"op":"bank.scan","bank":{}{extra}}}"#, q(bank))
+}
+
+/// One page of a scan, read from its reply: the next cursor and the keys.
+fn scan_page(c: &mut Conn, bank: &str, cursor: u64, prefix: &str, count: u64) -> (u64, Vec<String>) {
+    let extra = format!(r#","cursor":{cursor},"prefix":{},"count":{count}"#, q(prefix));
+    let line = c.request(&bank_scan(bank, &extra));
+    let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(reply["status"], "ok", "{line}");
+    let data = &reply["data"];
+    let keys = data["keys"].as_array().unwrap_or_else(|| panic!("no keys: {line}"));
+    let keys = keys.iter().map(|k| k.as_str().unwrap().to_owned()).collect();
+    (data["cursor"].as_u64().unwrap_or_else(|| panic!("no cursor: {line}")), keys)
+}
+
+/// `bank.scan` answers `{"cursor": N, "keys": [...]}` in the original's reply style: keys under the prefix,
+/// in slot order (put order on a fresh bank), at most `count` per call, the next cursor 0 once done.
+/// Defaults: cursor 0, prefix "", count 100; `null` is the same as absent. A bank that does not exist scans
+/// as empty and is not created.
+#[test]
+fn bank_scan_pages_by_prefix() {
+    let (_s, mut c) = fresh();
+    c.check(&bank_scan("ghost", r#","cursor":12"#), &ok(r#"{"cursor": 0, "keys": []}"#));
+    c.check(BANK_LIST, &ok("[]"));
+    for key in ["user:1", "item:1", "user:\\u00e9", "user:3", "item:2"] {
+        c.check(&format!(r#"{{"op":"put","bank":"b","key":"{key}","value":1}}"#), OK_EMPTY);
+    }
+    script(
+        &mut c,
+        &[
+            (
+                &bank_scan("b", r#","prefix":"user:","count":2"#),
+                &ok(r#"{"cursor": 3, "keys": ["user:1", "user:\u00e9"]}"#),
+            ),
+            (
+                &bank_scan("b", r#","cursor":3,"prefix":"user:","count":2"#),
+                &ok(r#"{"cursor": 0, "keys": ["user:3"]}"#),
+            ),
+            (
+                &bank_scan("b", r#","cursor":null,"prefix":null,"count":null"#),
+                &ok(r#"{"cursor": 0, "keys": ["user:1", "item:1", "user:\u00e9", "user:3", "item:2"]}"#),
+            ),
+            (&bank_scan("b", r#","prefix":"zzz""#), &ok(r#"{"cursor": 0, "keys": []}"#)),
+            // A number for the bank stands for its text, as everywhere.
+            (r#"{"op":"bank.scan","bank":7}"#, &ok(r#"{"cursor": 0, "keys": []}"#)),
+        ],
+    );
+    // A large count is capped, not refused.
+    let (cursor, keys) = scan_page(&mut c, "b", 0, "item:", 1_000_000_000);
+    assert_eq!((cursor, keys), (0, vec!["item:1".to_string(), "item:2".to_string()]));
+}
+
+/// Bad fields of `bank.scan` are refused with their names, the connection goes on, and a refused scan
+/// counts as an error, not as an op.
+#[test]
+fn bank_scan_bad_fields() {
+    let (_s, mut c) = fresh();
+    script(
+        &mut c,
+        &[
+            (r#"{"op":"bank.scan"}"#, &err("bank are required")),
+            (r#"{"op":"bank.scan","cursor":0}"#, &err("bank are required")),
+            (r#"{"op":"bank.scan","bank":null}"#, &err("bank must be a string or a number")),
+            (&bank_scan("b", r#","cursor":-1"#), &err("cursor must be a non-negative integer")),
+            (&bank_scan("b", r#","cursor":1.5"#), &err("cursor must be a non-negative integer")),
+            (&bank_scan("b", r#","cursor":"3""#), &err("cursor must be a non-negative integer")),
+            (&bank_scan("b", r#","count":0"#), &err("count must be a positive integer")),
+            (&bank_scan("b", r#","count":-3"#), &err("count must be a positive integer")),
+            (&bank_scan("b", r#","count":"10""#), &err("count must be a positive integer")),
+            (&bank_scan("b", r#","prefix":5"#), &err("prefix must be a string")),
+            (&bank_scan("b", r#","prefix":["a"]"#), &err("prefix must be a string")),
+            (PING, PONG),
+        ],
+    );
+    let st = stats(&mut c);
+    assert_eq!(stat(&st, "ops_bank_scan"), 0.0, "{st:?}");
+    assert_eq!(stat(&st, "errors"), 11.0, "{st:?}");
+}
+
+/// Expired entries are never listed by `bank.scan`, swept or not.
+#[test]
+fn bank_scan_skips_expired_entries() {
+    let (_s, mut c) = fresh_no_sweep();
+    c.check(&put_ttl("b", "short", "1", "0.2"), OK_EMPTY);
+    c.check(&put("b", "long", "1"), OK_EMPTY);
+    c.check(&bank_scan("b", ""), &ok(r#"{"cursor": 0, "keys": ["short", "long"]}"#));
+    thread::sleep(Duration::from_millis(400));
+    c.check(&bank_scan("b", ""), &ok(r#"{"cursor": 0, "keys": ["long"]}"#));
+}
+
+/// The cursor is stable while the bank changes: between the pages of a scan, other keys are deleted and
+/// added (filling freed slots behind and ahead of the cursor) and kept keys are overwritten; every key
+/// present throughout is returned exactly once, and nothing outside the prefix is.
+#[test]
+fn bank_scan_cursor_is_stable_while_the_bank_changes() {
+    let (_s, mut c) = fresh();
+    for i in 0..600 {
+        let prefix = if i % 2 == 0 { "keep" } else { "churn" };
+        c.check(&put("b", &format!("{prefix}:{i}"), "0"), OK_EMPTY);
+    }
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let (mut pages, mut round) = (0, 0);
+    for prefix in ["", "keep:"] {
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = scan_page(&mut c, "b", cursor, prefix, 25);
+            for k in keys {
+                assert!(k.starts_with(prefix), "{k} is outside {prefix:?}");
+                *seen.entry(format!("{prefix}|{k}")).or_default() += 1;
+            }
+            // Churn between pages: delete some churn keys, add new ones (they reuse the freed slots),
+            // overwrite a kept key.
+            for j in 0..5 {
+                let n = 2 * ((round * 5 + j) % 300) + 1;
+                c.request(&delete("b", &format!("churn:{n}")));
+                c.check(&put("b", &format!("new:{round}:{j}"), "1"), OK_EMPTY);
+            }
+            c.check(&put("b", &format!("keep:{}", 2 * (round % 300)), "2"), OK_EMPTY);
+            round += 1;
+            pages += 1;
+            assert!(pages < 1000, "the scan never ends");
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    for prefix in ["", "keep:"] {
+        for i in (0..600).step_by(2) {
+            let key = format!("{prefix}|keep:{i}");
+            assert_eq!(seen.get(&key), Some(&1), "{key} was present throughout");
+        }
+    }
+    assert!(seen.keys().all(|k| !k.starts_with("keep:|") || k.starts_with("keep:|keep:")), "{seen:?}");
+}
+
 /// `bank.keys` lists keys in insertion order; a re-put keeps the key's
 /// position; a delete then put moves it to the end.
 #[test]
@@ -1026,6 +1164,7 @@ fn stats_has_all_fields() {
         "ops_getouch",
         "ops_incr",
         "ops_bank_keys",
+        "ops_bank_scan",
         "ops_bank_list",
         "ops_bank_reset",
         "ops_ping",
@@ -1067,6 +1206,7 @@ fn stats_counts_ops() {
             (&incr("b1", "k2", "1"), &ok("3.0")),
             (&incr("b1", "k2", r#""x""#), &err("The value must be an integer or a float")),
             (&bank_keys("b1"), &ok(&names(&["k1", "k2"]))),
+            (&bank_scan("b1", r#","prefix":"k2""#), &ok(r#"{"cursor": 0, "keys": ["k2"]}"#)),
             (BANK_LIST, &ok(&names(&["b1", "b2"]))),
             (PING, PONG),
             (PING, PONG),
@@ -1081,6 +1221,7 @@ fn stats_counts_ops() {
         ("ops_delete", 1.0),
         ("ops_touch", 1.0),
         ("ops_bank_keys", 1.0),
+        ("ops_bank_scan", 1.0),
         ("ops_bank_list", 1.0),
         ("ops_bank_reset", 0.0),
         ("ops_ping", 2.0),

@@ -35,16 +35,18 @@ fn metrics_count_what_was_done() {
     c.check(&get("b", "k"), &ok("1"));
     c.check(&get("b", "nope"), &no_key("nope"));
     c.check(PING, PONG);
+    c.check(r#"{"op":"bank.scan","bank":"b"}"#, &ok(r#"{"cursor": 0, "keys": ["k"]}"#));
     let m = get_metrics(&server);
     assert_eq!(sample(&m, "bankcache_ops_total{op=\"put\"}"), 1.0);
     assert_eq!(sample(&m, "bankcache_ops_total{op=\"get\"}"), 2.0);
+    assert_eq!(sample(&m, "bankcache_ops_total{op=\"bank.scan\"}"), 1.0);
     assert_eq!(sample(&m, "bankcache_hits_total"), 1.0);
     assert_eq!(sample(&m, "bankcache_misses_total"), 1.0);
     assert_eq!(sample(&m, "bankcache_reads_total{tier=\"memory\"}"), 1.0);
     assert_eq!(sample(&m, "bankcache_keys"), 1.0);
-    // Four JSON requests ran before the metrics request itself was timed.
-    assert_eq!(sample(&m, "bankcache_request_duration_seconds_count"), 4.0);
-    assert_eq!(sample(&m, "bankcache_request_duration_seconds_bucket{le=\"+Inf\"}"), 4.0);
+    // Five JSON requests ran before the metrics request itself was timed.
+    assert_eq!(sample(&m, "bankcache_request_duration_seconds_count"), 5.0);
+    assert_eq!(sample(&m, "bankcache_request_duration_seconds_bucket{le=\"+Inf\"}"), 5.0);
     for line in m.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
         let family = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");

@@ -15,7 +15,9 @@
 //! dependencies are what a library needs: `serde` and `serde_json` for typed values, `base64` to decode byte
 //! values, `crc32fast` for the cluster's ring, and `libc` for the one non-blocking peek that checks an idle
 //! connection. The typed calls cover every op; [`Client::send`] and [`Pipeline::push_op`] take an [`Op`]
-//! chosen at run time, and [`Client::request`] and [`Pipeline::op`] send any JSON object as it is.
+//! chosen at run time, and [`Client::request`] and [`Pipeline::op`] send any JSON object as it is. A big
+//! bank's keys come a page at a time with [`Client::bank_scan`] or the iterator [`Client::scan_keys`]
+//! (each server on its own: [`Cluster`] has no scan across servers).
 //!
 //! # Values
 //!
@@ -84,10 +86,12 @@
 mod cluster;
 mod pipeline;
 mod pool;
+mod scan;
 
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use pipeline::{Pipeline, Reply};
 pub use pool::{Pool, PooledClient};
+pub use scan::{ScanKeys, SCAN_KEYS_PAGE};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -430,9 +434,13 @@ pub(crate) fn missing_key<'o>(op: &'o Op<'_>) -> Option<&'o str> {
         | Op::Delete { key, .. }
         | Op::Touch { key, .. }
         | Op::Incr { key, .. } => Some(key),
-        Op::Put { .. } | Op::BankKeys { .. } | Op::BankList | Op::BankReset { .. } | Op::Ping | Op::Stats => {
-            None
-        }
+        Op::Put { .. }
+        | Op::BankKeys { .. }
+        | Op::BankScan { .. }
+        | Op::BankList
+        | Op::BankReset { .. }
+        | Op::Ping
+        | Op::Stats => None,
     }
 }
 
@@ -613,6 +621,32 @@ impl Client {
     /// Lists a bank's live keys in insertion order (empty for a bank that does not exist).
     pub fn bank_keys(&mut self, bank: &str) -> Result<Vec<String>> {
         self.typed(&Op::BankKeys { bank: bank.into() })
+    }
+
+    /// One page of a bank's keys that start with `prefix`, from `cursor` (0 starts a scan): at most
+    /// `count` keys (positive; the server caps it at [`proto::op::SCAN_COUNT_MAX`]) and the cursor to pass
+    /// next, 0 when the scan is done. A page may hold fewer keys than asked, even none, before the end;
+    /// a bank that does not exist scans as empty. For big banks, where `bank_keys` would be one huge reply
+    /// (or refused); [`Client::scan_keys`] does the paging. See the README for the cursor's guarantee.
+    pub fn bank_scan(
+        &mut self,
+        bank: &str,
+        cursor: u64,
+        prefix: &str,
+        count: u64,
+    ) -> Result<(u64, Vec<String>)> {
+        scan::scan_page(self.call(&Op::BankScan {
+            bank: bank.into(),
+            cursor,
+            prefix: prefix.into(),
+            count,
+        })?)
+    }
+
+    /// Every key of a bank that starts with `prefix`, fetched with [`Client::bank_scan`] a page at a time
+    /// as the iterator is consumed, so no reply holds the whole list.
+    pub fn scan_keys(&mut self, bank: &str, prefix: &str) -> ScanKeys<'_> {
+        ScanKeys::new(self, bank, prefix)
     }
 
     /// Lists the banks in creation order.

@@ -177,6 +177,12 @@ impl<'c> Pipeline<'c> {
         self.push_op(&Op::BankKeys { bank: bank.into() })
     }
 
+    /// Queues a `bank.scan` (see [`Client::bank_scan`]); its reply is the page as JSON,
+    /// `{"cursor": <next>, "keys": [...]}`.
+    pub fn bank_scan(&mut self, bank: &str, cursor: u64, prefix: &str, count: u64) -> &mut Self {
+        self.push_op(&Op::BankScan { bank: bank.into(), cursor, prefix: prefix.into(), count })
+    }
+
     /// Queues a `bank.list`.
     pub fn bank_list(&mut self) -> &mut Self {
         self.push_op(&Op::BankList)

@@ -132,6 +132,10 @@ ops! { <'a>
     Incr { bank: Name<'a>, key: Name<'a>, delta: f64 } => "incr", "ops_incr", Key;
     /// List a bank's live keys.
     BankKeys { bank: Name<'a> } => "bank.keys", "ops_bank_keys", Bank;
+    /// List a page of a bank's live keys that start with `prefix`, from the slot position `cursor` (0
+    /// starts a scan), at most `count` of them (the server caps it at [`SCAN_COUNT_MAX`]): a listing
+    /// clients can page through while the bank changes, so none needs the whole list at once.
+    BankScan { bank: Name<'a>, cursor: u64, prefix: Name<'a>, count: u64 } => "bank.scan", "ops_bank_scan", Bank;
     /// List the banks.
     BankList => "bank.list", "ops_bank_list", Server;
     /// Empty a bank.
@@ -160,6 +164,7 @@ impl<'a> Op<'a> {
             | Op::GetTouch { bank, .. }
             | Op::Incr { bank, .. }
             | Op::BankKeys { bank }
+            | Op::BankScan { bank, .. }
             | Op::BankReset { bank } => Some(bank),
             Op::BankList | Op::Ping | Op::Stats => None,
         }
@@ -174,7 +179,12 @@ impl<'a> Op<'a> {
             | Op::Touch { key, .. }
             | Op::GetTouch { key, .. }
             | Op::Incr { key, .. } => Some(key),
-            Op::BankKeys { .. } | Op::BankReset { .. } | Op::BankList | Op::Ping | Op::Stats => None,
+            Op::BankKeys { .. }
+            | Op::BankScan { .. }
+            | Op::BankReset { .. }
+            | Op::BankList
+            | Op::Ping
+            | Op::Stats => None,
         }
     }
 
@@ -229,6 +239,17 @@ impl<'a> Op<'a> {
                 out.extend_from_slice(b",\"value\":");
                 json_number(out, *delta);
             }
+            Op::BankScan { cursor, prefix, count, .. } => {
+                // An empty prefix is the default, so it is left out; the cursor and count always go.
+                out.extend_from_slice(b",\"cursor\":");
+                json_uint(out, *cursor);
+                if !prefix.is_empty() {
+                    out.extend_from_slice(b",\"prefix\":");
+                    json_string(out, prefix);
+                }
+                out.extend_from_slice(b",\"count\":");
+                json_uint(out, *count);
+            }
             Op::Get { .. }
             | Op::Delete { .. }
             | Op::Touch { .. }
@@ -259,6 +280,9 @@ impl<'a> Op<'a> {
             Op::GetTouch { bank, key } => Op::GetTouch { bank: own(bank), key: own(key) },
             Op::Incr { bank, key, delta } => Op::Incr { bank: own(bank), key: own(key), delta },
             Op::BankKeys { bank } => Op::BankKeys { bank: own(bank) },
+            Op::BankScan { bank, cursor, prefix, count } => {
+                Op::BankScan { bank: own(bank), cursor, prefix: own(prefix), count }
+            }
             Op::BankReset { bank } => Op::BankReset { bank: own(bank) },
             Op::BankList => Op::BankList,
             Op::Ping => Op::Ping,
@@ -276,6 +300,36 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 /// A JSON number, as serde_json writes it (`null` for a non-finite one, which the server refuses).
 fn json_number(out: &mut Vec<u8>, n: f64) {
     let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+/// A JSON integer.
+fn json_uint(out: &mut Vec<u8>, n: u64) {
+    let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+/// The `count` of a `bank.scan` that gives none: a page small enough to be cheap, large enough that a
+/// scan of a big bank does not take too many round trips.
+pub const SCAN_COUNT_DEFAULT: u64 = 100;
+
+/// The most keys one `bank.scan` returns, whatever `count` asks: with at most ten slots visited per key
+/// asked, this bounds the work (and the reply) of one call.
+pub const SCAN_COUNT_MAX: u64 = 10_000;
+
+/// Reads a `bank.scan` cursor as a client wrote it: decimal digits only (a JSON integer's text, or a REST
+/// query parameter). Shared by the JSON port and the REST route, so both refuse the same cursors.
+pub fn scan_cursor(text: &str) -> Result<u64, RequestError> {
+    digits(text).and_then(|d| d.parse().ok()).ok_or(RequestError::BadCursor)
+}
+
+/// Reads a `bank.scan` count: decimal digits, not zero. A count too large for `u64` is still a positive
+/// integer and saturates (the server caps it at [`SCAN_COUNT_MAX`] anyway).
+pub fn scan_count(text: &str) -> Result<u64, RequestError> {
+    digits(text).map(|d| d.parse().unwrap_or(u64::MAX)).filter(|&c| c > 0).ok_or(RequestError::BadCount)
+}
+
+/// `text` if it is one or more ASCII digits and nothing else (no sign, point, exponent or space).
+fn digits(text: &str) -> Option<&str> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then_some(text)
 }
 
 /// Size limits checked while parsing, so an oversized name or value is refused before it is stored.
@@ -316,6 +370,12 @@ pub enum RequestError {
     BadEncoding,
     /// A base64 value that is not a string of valid base64.
     BadBase64,
+    /// A `bank.scan` cursor that is not a non-negative integer.
+    BadCursor,
+    /// A `bank.scan` count that is not a positive integer.
+    BadCount,
+    /// A `bank.scan` prefix that is not a string.
+    BadPrefix,
 }
 
 impl fmt::Display for RequestError {
@@ -340,6 +400,9 @@ impl fmt::Display for RequestError {
             }
             RequestError::BadEncoding => f.write_str("encoding must be \"json\" or \"base64\""),
             RequestError::BadBase64 => f.write_str("The value is not a base64 string"),
+            RequestError::BadCursor => f.write_str("cursor must be a non-negative integer"),
+            RequestError::BadCount => f.write_str("count must be a positive integer"),
+            RequestError::BadPrefix => f.write_str("prefix must be a string"),
         }
     }
 }
@@ -426,6 +489,18 @@ pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Op<'a>, RequestErro
             Op::Incr { bank, key, delta }
         }
         OpKind::BankKeys => Op::BankKeys { bank: bank(NEED_BANK)? },
+        OpKind::BankScan => {
+            let bank = bank(NEED_BANK)?;
+            // Each field is optional; `null` is the same as absent, as for `lifetime`.
+            let given = |raw: Option<&'a RawValue>| raw.filter(|r| r.get() != "null");
+            let cursor = given(fields.cursor).map_or(Ok(0), |raw| scan_cursor(raw.get()))?;
+            let prefix = match given(fields.prefix) {
+                None => Cow::Borrowed(""),
+                Some(raw) => text(raw).ok_or(RequestError::BadPrefix)?,
+            };
+            let count = given(fields.count).map_or(Ok(SCAN_COUNT_DEFAULT), |raw| scan_count(raw.get()))?;
+            Op::BankScan { bank, cursor, prefix, count }
+        }
         OpKind::BankReset => Op::BankReset { bank: bank(NEED_BANK)? },
         OpKind::BankList => Op::BankList,
         OpKind::Ping => Op::Ping,
@@ -499,6 +574,9 @@ struct Fields<'a> {
     value: Option<&'a RawValue>,
     lifetime: Option<&'a RawValue>,
     encoding: Option<&'a RawValue>,
+    cursor: Option<&'a RawValue>,
+    prefix: Option<&'a RawValue>,
+    count: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -510,6 +588,9 @@ enum Field {
     Value,
     Lifetime,
     Encoding,
+    Cursor,
+    Prefix,
+    Count,
     #[serde(other)]
     Other,
 }
@@ -541,6 +622,9 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Field::Value => &mut fields.value,
                 Field::Lifetime => &mut fields.lifetime,
                 Field::Encoding => &mut fields.encoding,
+                Field::Cursor => &mut fields.cursor,
+                Field::Prefix => &mut fields.prefix,
+                Field::Count => &mut fields.count,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -706,6 +790,65 @@ mod tests {
     }
 
     #[test]
+    fn bank_scan_fields_and_their_defaults() {
+        let op = parse_str(r#"{"op":"bank.scan","bank":"b"}"#).unwrap();
+        assert_eq!(
+            op,
+            Op::BankScan { bank: "b".into(), cursor: 0, prefix: "".into(), count: SCAN_COUNT_DEFAULT }
+        );
+        let op =
+            parse_str(r#"{"op":"bank.scan","bank":7,"cursor":null,"prefix":null,"count":null}"#).unwrap();
+        assert_eq!(
+            op,
+            Op::BankScan { bank: "7".into(), cursor: 0, prefix: "".into(), count: SCAN_COUNT_DEFAULT }
+        );
+        let op = parse_str(r#"{"op":"bank.scan","bank":"b","cursor":42,"prefix":"user:\u043a","count":5}"#)
+            .unwrap();
+        assert_eq!(op, Op::BankScan { bank: "b".into(), cursor: 42, prefix: "user:к".into(), count: 5 });
+        // The server caps a large count; parsing keeps what was asked, saturating past u64.
+        let op = parse_str(r#"{"op":"bank.scan","bank":"b","count":99999999999999999999999}"#).unwrap();
+        assert!(matches!(op, Op::BankScan { count: u64::MAX, .. }), "{op:?}");
+        let op = parse_str(r#"{"op":"bank.scan","bank":"b","cursor":18446744073709551615}"#).unwrap();
+        assert!(matches!(op, Op::BankScan { cursor: u64::MAX, .. }), "{op:?}");
+    }
+
+    #[test]
+    fn bank_scan_refuses_bad_fields_by_name() {
+        assert_eq!(err(r#"{"op":"bank.scan"}"#), "bank are required");
+        assert_eq!(err(r#"{"op":"bank.scan","cursor":0}"#), "bank are required");
+        assert_eq!(err(r#"{"op":"bank.scan","bank":[1]}"#), "bank must be a string or a number");
+        for cursor in ["-1", "1.5", "1e3", "\"5\"", "true", "[0]", "18446744073709551616"] {
+            let request = format!(r#"{{"op":"bank.scan","bank":"b","cursor":{cursor}}}"#);
+            assert_eq!(err(&request), "cursor must be a non-negative integer", "{cursor}");
+        }
+        for count in ["0", "-1", "2.0", "1e2", "\"5\"", "false", "{}"] {
+            let request = format!(r#"{{"op":"bank.scan","bank":"b","count":{count}}}"#);
+            assert_eq!(err(&request), "count must be a positive integer", "{count}");
+        }
+        for prefix in ["1", "true", "[\"a\"]", "{}"] {
+            let request = format!(r#"{{"op":"bank.scan","bank":"b","prefix":{prefix}}}"#);
+            assert_eq!(err(&request), "prefix must be a string", "{prefix}");
+        }
+        assert_eq!(
+            err(r#"{"op":"bank.scan","bank":"12345678901234567"}"#),
+            "Bank name too long: 17 bytes, max_key_bytes is 16"
+        );
+    }
+
+    #[test]
+    fn scan_numbers_in_text_are_digits_only() {
+        assert_eq!(scan_cursor("0"), Ok(0));
+        assert_eq!(scan_cursor("0042"), Ok(42));
+        assert_eq!(scan_count("10"), Ok(10));
+        for bad in ["", " 1", "+1", "-0", "1 ", "0x10", "1_000"] {
+            assert_eq!(scan_cursor(bad), Err(RequestError::BadCursor), "{bad:?}");
+            assert_eq!(scan_count(bad), Err(RequestError::BadCount), "{bad:?}");
+        }
+        assert_eq!(scan_count("0"), Err(RequestError::BadCount));
+        assert_eq!(scan_count("000"), Err(RequestError::BadCount));
+    }
+
+    #[test]
     fn repeated_fields_keep_the_last() {
         let op = parse_str(r#"{"op":"get","op":"ping"}"#).unwrap();
         assert_eq!(op, Op::Ping);
@@ -778,6 +921,9 @@ mod tests {
                 (name(), name()).prop_map(|(bank, key)| Op::GetTouch { bank, key }),
                 (name(), name(), delta).prop_map(|(bank, key, delta)| Op::Incr { bank, key, delta }),
                 name().prop_map(|bank| Op::BankKeys { bank }),
+                (name(), any::<u64>(), name(), 1..=u64::MAX).prop_map(|(bank, cursor, prefix, count)| {
+                    Op::BankScan { bank, cursor, prefix, count }
+                }),
                 name().prop_map(|bank| Op::BankReset { bank }),
                 Just(Op::BankList),
                 Just(Op::Ping),

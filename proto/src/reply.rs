@@ -40,6 +40,14 @@ pub enum Reply<'a> {
     Text(&'a str),
     /// A list of names given as bytes (keys), written as strings.
     Names(&'a [&'a [u8]]),
+    /// A page of a `bank.scan`: `{"cursor": <next>, "keys": [...]}`, the keys given as bytes and written as
+    /// strings. The cursor is 0 when the scan is done.
+    Scan {
+        /// Where the next call goes on from (0: done).
+        cursor: u64,
+        /// The keys of this page.
+        keys: &'a [&'a [u8]],
+    },
     /// A flat object of counters.
     Counters(&'a [(&'a str, u64)]),
     /// The op's key does not exist: `Key <key> doesn't exist`.
@@ -80,14 +88,16 @@ impl Reply<'_> {
             }
             Reply::Names(names) => {
                 begin_ok(out);
-                out.push(b'[');
-                for (i, name) in names.iter().enumerate() {
-                    if i > 0 {
-                        out.extend_from_slice(b", ");
-                    }
-                    string(out, &String::from_utf8_lossy(name));
-                }
-                out.push(b']');
+                byte_names(out, names);
+                end(out);
+            }
+            Reply::Scan { cursor, keys } => {
+                begin_ok(out);
+                out.extend_from_slice(b"{\"cursor\": ");
+                uint(out, *cursor);
+                out.extend_from_slice(b", \"keys\": ");
+                byte_names(out, keys);
+                out.push(b'}');
                 end(out);
             }
             Reply::Counters(fields) => {
@@ -296,6 +306,18 @@ pub fn string_array<'a>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'a s
     out.push(b']');
 }
 
+/// Writes names given as bytes (keys) as a JSON array of strings, as Python writes it: `["a", "b"]`.
+fn byte_names(out: &mut Vec<u8>, names: &[&[u8]]) {
+    out.push(b'[');
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        string(out, &String::from_utf8_lossy(name));
+    }
+    out.push(b']');
+}
+
 /// Writes a finite float the way Python's `repr` does: `6.0`, `0.1`, `1e+16`, `1.5e-05`.
 ///
 /// Rust's `{:e}` gives the shortest digits that round-trip, as Python does; only the layout differs.
@@ -442,6 +464,13 @@ mod tests {
             (Reply::Float(6.0), "6.0", false, None),
             (Reply::Text("pong"), r#""pong""#, false, None),
             (Reply::Names(&names), r#"["a", "\u043a"]"#, false, None),
+            (
+                Reply::Scan { cursor: 4096, keys: &names },
+                r#"{"cursor": 4096, "keys": ["a", "\u043a"]}"#,
+                false,
+                None,
+            ),
+            (Reply::Scan { cursor: 0, keys: &[] }, r#"{"cursor": 0, "keys": []}"#, false, None),
             (Reply::Counters(&[("keys", 3)]), r#"{"keys": 3}"#, false, None),
             (Reply::Missing { key: "k\"1" }, "", false, Some(Peek::Missing)),
             (Reply::Error(why), "", false, Some(Peek::Error)),

@@ -64,6 +64,13 @@ pub enum Outcome<'a> {
     Pong,
     /// A bank's live keys, in insertion order.
     Keys(&'a [&'a [u8]]),
+    /// A page of a bank's keys, in slot order, and the cursor the next page starts from (0: done).
+    Scan {
+        /// Where the next call goes on from; 0 when the scan is done.
+        cursor: u64,
+        /// The keys of this page.
+        keys: &'a [&'a [u8]],
+    },
     /// The bank names, in creation order.
     Banks(&'a [&'a [u8]]),
     /// Every counter.
@@ -164,6 +171,9 @@ pub fn execute(
         Op::Incr { bank, key, delta } => incr::run(store, bank, key, *delta, now, access, respond)?,
         // Whole-bank and server ops never run where waiting is not allowed (their scope is not bounded).
         Op::BankKeys { bank } => bank::keys(ctx, bank, now, respond),
+        Op::BankScan { bank, cursor, prefix, count } => {
+            bank::scan(ctx, bank, *cursor, prefix, *count, now, respond)
+        }
         Op::BankList => bank::list(ctx, respond),
         Op::BankReset { bank } => bank::reset(store, bank, respond),
         Op::Ping => respond(Outcome::Pong),

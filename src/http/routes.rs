@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 
 use bankcache_proto::number::python_float;
+use bankcache_proto::op::{scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
 use bankcache_proto::{Limits, Op, RequestError, Value};
 use percent_encoding::percent_decode_str;
 
@@ -228,11 +229,22 @@ impl Request<'_> {
         let operation = param("operation").or_else(|| param("op"));
         let segments: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
         let name = |s: &str| Cow::Owned(s.to_owned());
-        let mut bad_delta = None;
+        // A field the route could not read, refused after the names are checked, as the JSON port does.
+        let mut bad_field = None;
         let op = match (self.head.method, segments.as_slice()) {
             ("GET" | "HEAD", [""]) => return reply.send(200, &[], b"Cache system API"),
             ("GET" | "HEAD", ["banks"]) => Op::BankList,
             ("GET" | "HEAD", ["bank", bank, "entries"]) => Op::BankKeys { bank: name(bank) },
+            ("GET" | "HEAD", ["bank", bank, "scan"]) => {
+                // The JSON port's fields and defaults, read by the same functions and refused in the same
+                // words, after the bank name as there.
+                let cursor = param("cursor").map_or(Ok(0), scan_cursor);
+                let count = param("count").map_or(Ok(SCAN_COUNT_DEFAULT), scan_count);
+                bad_field = cursor.as_ref().err().or(count.as_ref().err()).cloned();
+                let prefix = name(param("prefix").unwrap_or_default());
+                let (cursor, count) = (cursor.unwrap_or(0), count.unwrap_or(SCAN_COUNT_DEFAULT));
+                Op::BankScan { bank: name(bank), cursor, prefix, count }
+            }
             ("GET" | "HEAD", ["bank", bank, "entry", key]) => Op::Get { bank: name(bank), key: name(key) },
             ("DELETE", ["bank", bank, "entry", key]) => Op::Delete { bank: name(bank), key: name(key) },
             ("POST", ["bank", bank, "entry", key]) => {
@@ -254,7 +266,7 @@ impl Request<'_> {
                     Some(v) => {
                         // The JSON port checks the names before the delta; so does this route.
                         let delta = python_float(v).filter(|d| d.is_finite());
-                        bad_delta = delta.is_none().then_some(RequestError::BadDelta);
+                        bad_field = delta.is_none().then_some(RequestError::BadDelta);
                         Op::Incr { bank: name(bank), key: name(key), delta: delta.unwrap_or(0.0) }
                     }
                     None => return self.bad(reply, "incr needs a value"),
@@ -265,7 +277,7 @@ impl Request<'_> {
                 Some("reset") => Op::BankReset { bank: name(bank) },
                 _ => return self.bad(reply, "operation must be reset"),
             },
-            (_, ["banks"] | ["bank", _, "entries"] | ["bank", _, "entry", _] | ["bank", _]) => {
+            (_, ["banks"] | ["bank", _, "entries" | "scan"] | ["bank", _, "entry", _] | ["bank", _]) => {
                 self.env.counters.error();
                 return reply.send(405, &[("Allow", "GET, POST, PUT, DELETE")], b"Method Not Allowed");
             }
@@ -274,7 +286,7 @@ impl Request<'_> {
                 return reply.send(404, &[], b"Not Found");
             }
         };
-        if let Err(why) = op.check(self.env.limits).and(bad_delta.map_or(Ok(()), Err)) {
+        if let Err(why) = op.check(self.env.limits).and(bad_field.map_or(Ok(()), Err)) {
             return self.refuse(why, reply);
         }
         self.run(&op, |outcome| envelope(reply, &outcome));

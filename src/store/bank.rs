@@ -724,6 +724,43 @@ impl BankMap {
         (end < self.slots.span()).then_some(end)
     }
 
+    /// One bounded step of `bank.scan`: from slot `from` on, visits at most `max_visit` slots and hands
+    /// `take` each live key that starts with `prefix`, in slot order, until `take` says it has enough
+    /// (returns false). Returns the slot to go on from, or `None` when every slot has been visited.
+    ///
+    /// A slot position is a cursor that stays valid while the bank changes: an entry keeps its slot for its
+    /// whole life (a re-put replaces it in place), so a key that lives from the first step to the last is
+    /// handed over exactly once, however the steps are spread out. Expired entries and entries whose disk
+    /// copy is gone are skipped, as `bank.keys` skips them.
+    pub fn scan_step(
+        &self,
+        from: usize,
+        max_visit: usize,
+        prefix: &[u8],
+        now: u64,
+        gone: impl Fn(Location) -> bool,
+        mut take: impl FnMut(&[u8]) -> bool,
+    ) -> Option<usize> {
+        let span = self.slots.span();
+        let end = span.min(from.saturating_add(max_visit));
+        let mut at = from;
+        while at < end {
+            let slot = self.slots.get(at);
+            at += 1;
+            if let Some(slot) = slot {
+                let key = slot.key();
+                if key.starts_with(prefix)
+                    && !slot.expired(now)
+                    && !slot.location().is_some_and(&gone)
+                    && !take(key)
+                {
+                    break;
+                }
+            }
+        }
+        (at < span).then_some(at)
+    }
+
     /// This bank's figures for the store's tallies: what it costs in memory (entries' allocations, the
     /// touched part of the slot array, the hash index), its values in RAM, its entries and stored bytes.
     pub fn figures(&self) -> Figures {
@@ -1235,5 +1272,40 @@ mod tests {
         let want: Vec<Vec<u8>> =
             (0..100).filter(|i| *i != 50).map(|i| format!("k{i}").into_bytes()).collect();
         assert_eq!(names, want);
+    }
+
+    #[test]
+    fn scan_steps_filter_by_prefix_stop_when_full_and_resume() {
+        let mut b = BankMap::new();
+        for i in 0..30u32 {
+            let key = if i % 3 == 0 { format!("a{i}") } else { format!("b{i}") };
+            b.put(key.as_bytes(), ram(b"v"), Ttl::Forever, 0);
+        }
+        b.put(b"a-dead", ram(b"v"), Ttl::Millis(5), 0);
+        // Four keys per step at most; visiting up to 7 slots.
+        let (mut got, mut from, mut steps) = (Vec::new(), Some(0), 0);
+        while let Some(at) = from {
+            let mut page = Vec::new();
+            from = b.scan_step(at, 7, b"a", 10, NOT_GONE, |k| {
+                page.push(String::from_utf8(k.to_vec()).unwrap());
+                page.len() < 4
+            });
+            assert!(page.len() <= 4);
+            assert!(from.is_none_or(|next| next > at && next <= at + 7), "{at} -> {from:?}");
+            got.extend(page);
+            steps += 1;
+        }
+        let want: Vec<String> = (0..30).filter(|i| i % 3 == 0).map(|i| format!("a{i}")).collect();
+        assert_eq!(got, want, "slot order, prefix only, the expired entry skipped");
+        assert!(steps >= 5, "31 slots, 7 at a time");
+        // A step that stops because the taker is full resumes right after the last key taken.
+        let mut first = None;
+        let next = b.scan_step(0, 100, b"", 0, NOT_GONE, |k| {
+            first = Some(k.to_vec());
+            false
+        });
+        assert_eq!((first.as_deref(), next), (Some(&b"a0"[..]), Some(1)));
+        // Past the end: done, nothing taken.
+        assert_eq!(b.scan_step(1000, 10, b"", 0, NOT_GONE, |_| panic!("nothing to take")), None);
     }
 }

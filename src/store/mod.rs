@@ -23,6 +23,7 @@ mod maintenance;
 pub mod memory;
 mod os_pages;
 pub mod record;
+mod scan;
 mod slots;
 mod table;
 pub mod volume;

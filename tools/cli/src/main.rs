@@ -89,6 +89,23 @@ enum Command {
     },
     /// List the keys of BANK, one per line.
     Keys { bank: String },
+    /// List a page of the keys of BANK (bank.scan): the next cursor, then the keys, one per line.
+    ///
+    /// The first line is the cursor to pass next (0 when the scan is done), then the page's keys, one per
+    /// line. Start with cursor 0 and repeat with the printed cursor until it is 0.
+    Scan {
+        bank: String,
+        /// Only keys that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Where to go on from: 0 starts a scan, then the cursor the last page printed.
+        #[arg(long, default_value_t = 0)]
+        cursor: u64,
+        /// Keys per page at most (the server caps it at 10000).
+        #[arg(long, default_value_t = bankcache_proto::op::SCAN_COUNT_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+    },
     /// List the banks, one per line.
     Banks,
     /// Remove every key of BANK.
@@ -174,20 +191,31 @@ fn op(command: &Command) -> Op<'_> {
         Command::Touch { bank, key } => Op::Touch { bank: bank.into(), key: key.into() },
         Command::Incr { bank, key, delta } => Op::Incr { bank: bank.into(), key: key.into(), delta: *delta },
         Command::Keys { bank } => Op::BankKeys { bank: bank.into() },
+        Command::Scan { bank, prefix, cursor, count } => {
+            Op::BankScan { bank: bank.into(), cursor: *cursor, prefix: prefix.into(), count: *count }
+        }
         Command::Banks => Op::BankList,
         Command::Reset { bank } => Op::BankReset { bank: bank.into() },
         Command::Stats => Op::Stats,
     }
 }
 
-/// Prints an op's `data`: lists one item per line, counters one `name value` per line, `OK` for ops that
-/// return nothing, anything else as JSON (a string without its quotes with `--raw`).
+/// Prints an op's `data`: lists one item per line, a scan's cursor and then its keys one per line (as
+/// `redis-cli --raw SCAN` does), counters one `name value` per line, `OK` for ops that return nothing,
+/// anything else as JSON (a string without its quotes with `--raw`).
 fn print_data(kind: OpKind, data: &Value, raw: bool) {
     let mut out = std::io::stdout().lock();
+    let item = |item: &Value| item.as_str().map_or_else(|| item.to_string(), str::to_owned);
     match (kind, data) {
         (OpKind::BankKeys | OpKind::BankList, Value::Array(items)) => {
-            for item in items {
-                let _ = writeln!(out, "{}", item.as_str().map_or_else(|| item.to_string(), str::to_owned));
+            for i in items {
+                let _ = writeln!(out, "{}", item(i));
+            }
+        }
+        (OpKind::BankScan, Value::Object(page)) => {
+            let _ = writeln!(out, "{}", page.get("cursor").map_or_else(String::new, Value::to_string));
+            for i in page.get("keys").and_then(Value::as_array).into_iter().flatten() {
+                let _ = writeln!(out, "{}", item(i));
             }
         }
         (OpKind::Stats, Value::Object(fields)) => {

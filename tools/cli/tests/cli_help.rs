@@ -11,7 +11,9 @@ fn help_lists_commands_and_exit_codes() {
     let out = Command::new(CLI).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for command in ["ping", "put", "get", "delete", "touch", "incr", "keys", "banks", "reset", "stats"] {
+    for command in
+        ["ping", "put", "get", "delete", "touch", "incr", "scan", "keys", "banks", "reset", "stats"]
+    {
         assert!(help.contains(command), "help does not mention {command}:\n{help}");
     }
     assert!(help.contains("Exit codes: 0 ok, 1 key does not exist, 2 usage error"), "{help}");
@@ -22,4 +24,8 @@ fn help_lists_commands_and_exit_codes() {
 fn usage_errors_exit_2() {
     let out = Command::new(CLI).args(["--addr", "127.0.0.1:9", "put", "only-a-bank"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    for bad in [["--count", "0"], ["--count", "x"], ["--cursor", "-1"]] {
+        let out = Command::new(CLI).args(["--addr", "127.0.0.1:9", "scan", "b"]).args(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "scan b {bad:?}");
+    }
 }
