@@ -6,7 +6,8 @@
 //! and wake the reactor through a [`Waker`] only when it is not already due to look, so a busy reactor is
 //! never interrupted per reply. The reactor then writes each connection's replies with one write.
 //!
-//! The reactor never touches a file; workers never touch a socket. One exception, for speed: a
+//! The reactor never touches a file (beyond holding one spare descriptor on `/dev/null`, see
+//! [`SpareFd`]); workers never touch a socket. One exception, for speed: a
 //! memory-only server runs a connection's few one-key JSON requests on the reactor thread itself
 //! ([`Inline`]), because a hand-off costs two thread wake-ups (tens of microseconds each on a small
 //! machine) and such a request well under one. Bank-wide ops, HTTP, pipelined batches and anything
@@ -25,6 +26,7 @@ use slab::Slab;
 
 use super::buffers::BufferPool;
 use super::conn::{Conn, Phase, ReadOutcome, Settled};
+use super::fds::{self, SpareFd};
 use crate::dispatch::{Front, Inline, Job};
 use crate::http::codec as http;
 use crate::stats::Stats;
@@ -55,6 +57,9 @@ const MAX_LINGERING: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
+/// Running out of file descriptors is logged at most this often (a flood of connections would otherwise
+/// flood the log too); `connections_dropped_no_fd` counts every one.
+const NO_FD_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Limits the reactor enforces itself.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +94,11 @@ pub struct Reactor {
     /// Open HTTP connections (they need the idle timer).
     http_conns: usize,
     last_idle_check: Instant,
+    /// Closed to accept (and at once close) connections when the process is out of descriptors.
+    spare_fd: SpareFd,
+    /// When running out of descriptors was last logged, and connections dropped since.
+    no_fd_logged: Option<Instant>,
+    no_fd_dropped: u64,
     last_slow_check: Instant,
     signals: Option<Signals>,
     conns: Slab<Conn>,
@@ -154,6 +164,9 @@ impl Reactor {
             listeners: [Some(parts.listener), parts.http_listener],
             http_conns: 0,
             last_idle_check: Instant::now(),
+            spare_fd: SpareFd::open(),
+            no_fd_logged: None,
+            no_fd_dropped: 0,
             last_slow_check: Instant::now(),
             signals: parts.signals,
             conns: Slab::with_capacity(1024),
@@ -284,14 +297,80 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) if fds::out_of_fds(&e) && self.shed_backlog(proto, &e) => return,
                 Err(e) => {
-                    // Out of file descriptors, most likely: back off and retry on the next tick, since no
-                    // new readiness event will come for connections already in the backlog.
-                    log::warn!("accept failed: {e}; retrying shortly");
+                    // No spare descriptor to shed the backlog with, or another failure (ENOBUFS, ENOMEM):
+                    // back off and retry on the next tick, since no new readiness event will come for
+                    // connections already in the backlog. A tick is 50 ms, so this never spins.
+                    if !fds::out_of_fds(&e) {
+                        log::warn!("accept on the {} port failed: {e}; retrying shortly", port_name(proto));
+                    }
                     self.accept_blocked = true;
                     return;
                 }
             }
+        }
+    }
+
+    /// Out of file descriptors: closes the spare to free one, then accepts every connection waiting in the
+    /// backlog and closes it at once, telling it why, so those clients learn now instead of hanging in the
+    /// backlog, and the listener is drained (with edge-triggered readiness, a listener left undrained
+    /// would report nothing new, and retrying it at once would spin). Then takes the spare back. Returns
+    /// false when there was no spare, or the freed descriptor was taken meanwhile (the caller backs off).
+    fn shed_backlog(&mut self, proto: Front, cause: &io::Error) -> bool {
+        if !self.spare_fd.release() {
+            self.no_fd_log(proto, cause, None);
+            return false;
+        }
+        let mut dropped = 0;
+        let drained = loop {
+            let accepted = match &self.listeners[proto as usize] {
+                Some(listener) => listener.accept(),
+                None => break true,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    refuse_at_once(stream, proto);
+                    dropped += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(_) => break false,
+            }
+        };
+        let restored = self.spare_fd.restore();
+        // Linux reserves the descriptor before it looks at the backlog, so an accept loop that has just
+        // taken the last connection the limit allows ends on EMFILE rather than WouldBlock: nothing was
+        // refused then, and nothing is logged.
+        if dropped > 0 {
+            self.stats.net.connections_dropped_no_fd.fetch_add(dropped, Ordering::Relaxed);
+            self.no_fd_log(proto, cause, Some(dropped));
+        }
+        drained && restored
+    }
+
+    /// Logs running out of descriptors, at most once per [`NO_FD_LOG_EVERY`]: with the connections closed
+    /// at once since the last report (`dropped`), or, without a spare descriptor (`None`), saying that
+    /// connections wait in the backlog.
+    fn no_fd_log(&mut self, proto: Front, cause: &io::Error, dropped: Option<u64>) {
+        self.no_fd_dropped += dropped.unwrap_or(0);
+        if self.no_fd_logged.is_some_and(|at| at.elapsed() < NO_FD_LOG_EVERY) {
+            return;
+        }
+        self.no_fd_logged = Some(Instant::now());
+        let (port, open) = (port_name(proto), self.conns.len());
+        let advice = "raise the descriptor limit or lower max_connections";
+        match dropped {
+            Some(_) => log::warn!(
+                "out of file descriptors accepting on the {port} port ({cause}) with {open} connections open: \
+                 {} new connections closed at once since the last report ({advice})",
+                std::mem::take(&mut self.no_fd_dropped),
+            ),
+            None => log::warn!(
+                "out of file descriptors accepting on the {port} port ({cause}) with {open} connections open, \
+                 and no spare descriptor to refuse new ones with: they wait in the backlog ({advice})"
+            ),
         }
     }
 
@@ -499,6 +578,7 @@ impl Reactor {
 
     fn tick(&mut self) {
         if self.accept_blocked {
+            self.spare_fd.restore();
             self.accept(Front::Json);
             self.accept(Front::Http);
         }
@@ -579,6 +659,31 @@ impl Reactor {
             net.requests_inline.fetch_add(std::mem::take(&mut self.requests_inline), Ordering::Relaxed);
         }
     }
+}
+
+/// The port a front listens on, as the logs name it.
+fn port_name(proto: Front) -> &'static str {
+    match proto {
+        Front::Json => "JSON",
+        Front::Http => "HTTP",
+    }
+}
+
+/// Closes a connection accepted when the process had no descriptor to serve it with, telling it why
+/// first (best effort: one non-blocking write, which a fresh socket's empty send buffer takes). Input
+/// already waiting is read first, so the close sends a FIN after the line rather than a reset that could
+/// destroy it.
+fn refuse_at_once(stream: TcpStream, proto: Front) {
+    let why = "Too many connections: the server is out of file descriptors";
+    let mut line = Vec::new();
+    match proto {
+        Front::Json => reply::error(&mut line, why),
+        Front::Http => {
+            http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
+        }
+    }
+    let _ = io::Write::write(&mut &stream, &line);
+    let _ = io::Read::read(&mut &stream, &mut [0; 4096]);
 }
 
 /// How many leading jobs of `jobs` make up at least `spans` requests.
