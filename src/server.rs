@@ -211,6 +211,7 @@ impl Server {
                     max_body: config.max_value_bytes,
                 },
                 http_idle: Duration::from_secs_f64(config.http_idle_timeout),
+                idle: (config.idle_timeout > 0.0).then(|| Duration::from_secs_f64(config.idle_timeout)),
                 max_output: config.max_output_bytes,
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),

@@ -1,6 +1,6 @@
 //! Black-box tests of holding connections (issue 11, "Connections"): the descriptor limit raised at
-//! start-up, thousands of connections held, and running out of descriptors without spinning or hanging
-//! clients.
+//! start-up, thousands of connections held, running out of descriptors without spinning or hanging
+//! clients, and `idle_timeout` on the JSON port.
 
 mod common;
 
@@ -271,6 +271,34 @@ fn running_out_of_descriptors_closes_new_connections_without_spinning() {
     });
     assert!(served_again, "no new connection was served after half the clients left");
     first.check(PING, PONG);
+}
+
+/// `--idle-timeout 1`: a JSON connection that sent nothing for a second (after a request, or from the
+/// start) is closed and counted; one that keeps sending is not; without the flag nothing is closed.
+/// Before, there was no idle timeout on the JSON port.
+#[test]
+fn idle_timeout_closes_silent_json_connections() {
+    let s = TestServer::start(&["--idle-timeout", "1"]);
+    let off = TestServer::start(&[]);
+    let mut used = s.connect();
+    used.check(PING, PONG);
+    let mut silent = s.connect();
+    let mut busy = s.connect();
+    let mut kept = off.connect();
+    // `busy` sends every 200 ms for about 2.5 s.
+    for _ in 0..12 {
+        busy.check(PING, PONG);
+        thread::sleep(Duration::from_millis(200));
+    }
+    used.expect_eof();
+    silent.expect_eof();
+    busy.check(PING, PONG);
+    let st = stats(&mut busy);
+    assert_eq!(stat(&st, "connections_closed_idle"), 2.0, "{st:?}");
+    assert_eq!(stat(&st, "connections_current"), 1.0, "{st:?}");
+    // Off by default: a connection as silent as those is still served.
+    kept.check(PING, PONG);
+    assert_eq!(stat(&stats(&mut kept), "connections_closed_idle"), 0.0);
 }
 
 /// Both listeners listen with a backlog of 1024 (or `net.core.somaxconn`, if lower), not std's and mio's

@@ -57,6 +57,8 @@ const MAX_LINGERING: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
+/// How often idle connections are looked for (when an idle timeout applies).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// Running out of file descriptors is logged at most this often (a flood of connections would otherwise
 /// flood the log too); `connections_dropped_no_fd` counts every one.
 const NO_FD_LOG_EVERY: Duration = Duration::from_secs(1);
@@ -72,6 +74,8 @@ pub struct NetLimits {
     pub http: http::Limits,
     /// An HTTP connection with nothing in progress for this long is closed.
     pub http_idle: Duration,
+    /// A JSON connection with nothing in progress for this long is closed; `None` never (the default).
+    pub idle: Option<Duration>,
     /// Bytes of replies a connection may have waiting before its reading and its job stop.
     pub max_output: usize,
     /// A client that keeps `max_output` bytes unread this long is closed; `None` never.
@@ -94,6 +98,9 @@ pub struct Reactor {
     /// Open HTTP connections (they need the idle timer).
     http_conns: usize,
     last_idle_check: Instant,
+    /// When `idle_timeout` is on, the time of this turn, stamped on JSON connections that sent something
+    /// (one clock read per turn, not per read); `None` when it is off, so JSON reads read no clock.
+    turn_clock: Option<Instant>,
     /// Closed to accept (and at once close) connections when the process is out of descriptors.
     spare_fd: SpareFd,
     /// When running out of descriptors was last logged, and connections dropped since.
@@ -164,6 +171,7 @@ impl Reactor {
             listeners: [Some(parts.listener), parts.http_listener],
             http_conns: 0,
             last_idle_check: Instant::now(),
+            turn_clock: None,
             spare_fd: SpareFd::open(),
             no_fd_logged: None,
             no_fd_dropped: 0,
@@ -207,6 +215,7 @@ impl Reactor {
                 return Err(e);
             }
             self.inline_left = self.inline.as_ref().map_or(0, Inline::max_per_turn);
+            self.turn_clock = self.limits.idle.map(|_| Instant::now());
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
@@ -247,6 +256,7 @@ impl Reactor {
             || self.accept_blocked
             || self.shutdown_deadline.is_some()
             || self.http_conns > 0
+            || (self.limits.idle.is_some() && self.counted > self.http_conns)
             || (self.limits.output_timeout.is_some() && !self.conns.is_empty())
     }
 
@@ -439,7 +449,8 @@ impl Reactor {
         if writable && !conn.flush(&mut self.bytes_out) {
             return self.close(slot);
         }
-        if readable && conn.read(&mut self.bytes_in, closed) == ReadOutcome::Broken {
+        if readable && read_stamped(conn, &mut self.bytes_in, closed, self.turn_clock) == ReadOutcome::Broken
+        {
             return self.close(slot);
         }
         self.progress(slot);
@@ -452,7 +463,9 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         // Reading paused on a limit that a reply or a write has since lifted. No readiness event will
         // report the input that waited meanwhile, so read it now.
-        if conn.should_resume() && conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
+        if conn.should_resume()
+            && read_stamped(conn, &mut self.bytes_in, true, self.turn_clock) == ReadOutcome::Broken
+        {
             return self.close(slot);
         }
         if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
@@ -582,7 +595,7 @@ impl Reactor {
             self.accept(Front::Json);
             self.accept(Front::Http);
         }
-        self.close_idle_http();
+        self.close_idle();
         self.close_slow_clients();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
@@ -603,22 +616,31 @@ impl Reactor {
         }
     }
 
-    /// Closes HTTP connections that have sent nothing for `http_idle_timeout` while nothing of theirs is in
-    /// progress: idle keep-alive connections, and slow clients stuck in the middle of a request.
-    fn close_idle_http(&mut self) {
-        if self.http_conns == 0 || self.last_idle_check.elapsed() < Duration::from_millis(500) {
+    /// Closes connections that have sent nothing for their idle timeout while nothing of theirs is in
+    /// progress: idle keep-alive HTTP connections and HTTP clients stuck in the middle of a request
+    /// (`http_idle_timeout`), and silent JSON connections (`idle_timeout`, off by default).
+    fn close_idle(&mut self) {
+        let json_idle = self.limits.idle.filter(|_| self.counted > self.http_conns);
+        if (self.http_conns == 0 && json_idle.is_none()) || self.last_idle_check.elapsed() < IDLE_CHECK {
             return;
         }
         self.last_idle_check = Instant::now();
-        let idle = self.limits.http_idle;
+        let http_idle = self.limits.http_idle;
         let stale: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.front == Front::Http && c.is_idle() && c.last_active.elapsed() > idle)
+            .filter(|(_, c)| {
+                let limit = match c.front {
+                    Front::Http => Some(http_idle),
+                    Front::Json => json_idle,
+                };
+                limit.is_some_and(|limit| c.is_idle() && c.last_active.elapsed() > limit)
+            })
             .map(|(slot, _)| slot)
             .collect();
         for slot in stale {
-            log::debug!("closing idle HTTP connection in slot {slot}");
+            log::debug!("closing an idle connection in slot {slot}");
+            self.stats.net.connections_closed_idle.fetch_add(1, Ordering::Relaxed);
             self.close(slot);
         }
     }
@@ -659,6 +681,25 @@ impl Reactor {
             net.requests_inline.fetch_add(std::mem::take(&mut self.requests_inline), Ordering::Relaxed);
         }
     }
+}
+
+/// Reads from `conn`, and stamps it active at `clock` (the turn's time) when anything arrived: that is how a
+/// JSON connection's idle time is kept, and only when `idle_timeout` is on (HTTP connections stamp
+/// themselves).
+fn read_stamped(
+    conn: &mut Conn,
+    bytes_in: &mut u64,
+    peer_closed: bool,
+    clock: Option<Instant>,
+) -> ReadOutcome {
+    let before = *bytes_in;
+    let outcome = conn.read(bytes_in, peer_closed);
+    if let Some(now) = clock {
+        if *bytes_in != before {
+            conn.last_active = now;
+        }
+    }
+    outcome
 }
 
 /// The port a front listens on, as the logs name it.
