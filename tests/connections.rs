@@ -1,6 +1,6 @@
 //! Black-box tests of holding connections (issue 11, "Connections"): the descriptor limit raised at
 //! start-up, thousands of connections held, running out of descriptors without spinning or hanging
-//! clients, and `idle_timeout` on the JSON port.
+//! clients, `idle_timeout` on the JSON port, and clients that dribble their requests a byte at a time.
 
 mod common;
 
@@ -9,6 +9,8 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -299,6 +301,77 @@ fn idle_timeout_closes_silent_json_connections() {
     // Off by default: a connection as silent as those is still served.
     kept.check(PING, PONG);
     assert_eq!(stat(&stats(&mut kept), "connections_closed_idle"), 0.0);
+}
+
+/// A client that sends a large request one byte every 2 ms holds no worker and delays no one: with one
+/// worker and nothing run on the reactor, another connection's pings keep being answered while the request
+/// trickles in, and the request, once complete, is served.
+#[test]
+fn a_client_dribbling_a_request_delays_no_one() {
+    let s = TestServer::start(&["--workers", "1", "--inline-ops", "0"]);
+    let value = format!("\"{}\"", "d".repeat(20_000));
+    let request = format!("{}\n", put("b", "dribbled", &value)).into_bytes();
+    let mut dribbler = s.connect();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
+        let mut w = dribbler.writer_clone();
+        // All but the closing brace and the newline: the request cannot complete without the test.
+        let head = request[..request.len() - 2].to_vec();
+        thread::spawn(move || {
+            for byte in head {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                w.write_all(&[byte]).expect("a dribbled byte");
+                sent.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let mut pinger = s.connect();
+    assert!(eventually(Duration::from_secs(10), || sent.load(Ordering::Relaxed) >= 50));
+    let from = sent.load(Ordering::Relaxed);
+    let mut answered = 0;
+    // Ping in lockstep until the dribbler has sent another 100 bytes, and at least 50 times.
+    while answered < 50 || sent.load(Ordering::Relaxed) < from + 100 {
+        pinger.check(PING, PONG);
+        answered += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let n = sent.load(Ordering::Relaxed);
+    dribbler.send_bytes(&request[n..]);
+    dribbler.expect_line(OK_EMPTY, "the dribbled put, completed");
+    pinger.check(&get("b", "dribbled"), &ok(&value));
+    let st = stats(&mut pinger);
+    assert!(stat(&st, "ops_ping") >= answered as f64, "{st:?}");
+}
+
+/// A request dribbled a byte at a time never grows past `max_request_bytes`: without a newline, once over
+/// the limit it gets `Request too large` and the connection closes, as when it arrives at once.
+#[test]
+fn a_dribbled_request_over_max_request_bytes_is_refused_then_closed() {
+    let s = TestServer::start(&["--max-request-bytes", "256"]);
+    let mut c = s.connect();
+    let mut w = c.writer_clone();
+    let writer = thread::spawn(move || {
+        let head = br#"{"op":"put","bank":"b","key":"k","value":""#;
+        for byte in head.iter().chain([b'x'; 1000].iter()) {
+            // Stop as soon as the server has gone away.
+            if w.write_all(&[*byte]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+    c.expect_line(&err("Request too large: max_request_bytes is 256"), "a dribbled request over the limit");
+    c.expect_closed();
+    writer.join().unwrap();
+    let mut other = s.connect();
+    assert_eq!(stat(&stats(&mut other), "requests_too_large"), 1.0);
+    other.check(&get("b", "k"), &no_key("k"));
 }
 
 /// Both listeners listen with a backlog of 1024 (or `net.core.somaxconn`, if lower), not std's and mio's
