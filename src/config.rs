@@ -373,6 +373,10 @@ config_keys! {
     max_value_bytes: usize = 1024 * 1024, "N", "Longest value in bytes (of its JSON text)";
     /// Most client connections open at once.
     max_connections: usize = 10_000, "N", "Most client connections open at once";
+    /// Seconds a JSON connection may send nothing, with nothing of it in progress, before it is closed; 0
+    /// never closes (as Redis's `timeout 0`): the JSON port's clients often hold connections in pools.
+    idle_timeout: f64 = 0.0, "SECONDS",
+        "Seconds a JSON connection may send nothing before it is closed (0: never)";
     /// Interval of the background expiry sweep, in milliseconds.
     sweep_interval_ms: u64 = 100, "MS", "Interval of the background expiry sweep in milliseconds";
     /// Directory of the volume store; `None` for a memory-only cache.
@@ -505,6 +509,13 @@ impl Config {
             (0.0..1e9).contains(&timeout),
             "output_timeout",
             timeout.to_string(),
+            "between 0 and 1000000000 seconds",
+        )?;
+        let idle = self.idle_timeout;
+        check(
+            (0.0..1e9).contains(&idle),
+            "idle_timeout",
+            idle.to_string(),
             "between 0 and 1000000000 seconds",
         )?;
         let idle = self.http_idle_timeout;
@@ -748,6 +759,8 @@ mod tests {
             ("cache_after_miss_count", "255", "256"),
             ("cache_after_miss_count_duration", "0", "-0.5"),
             ("cache_after_miss_count_duration", "3999999", "4000000"),
+            ("idle_timeout", "0", "-0.5"),
+            ("idle_timeout", "999999999", "1000000000"),
             ("http_idle_timeout", "0.001", "0"),
             ("http_idle_timeout", "999999999", "1000000000"),
             ("http_bank", r#""b""#, r#""""#),

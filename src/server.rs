@@ -15,6 +15,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::cmd;
 use crate::config::Config;
 use crate::dispatch::{self, Inline, Services};
+use crate::net;
 use crate::net::reactor::{self, NetLimits, Parts, Reactor, StopFlag};
 use crate::stats::Stats;
 use crate::store::{Fsync, Maintenance, Store, StoreConfig, VolumeConfig};
@@ -96,10 +97,12 @@ impl Server {
     /// Opens the store (replaying the disk store, so the listening line appears only once the data is
     /// back) and binds the listener. Nothing is served until [`Server::run`].
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        raise_fd_limit(&config);
         let addr = resolve(&config.listen)?;
         let store = Arc::new(open_store(&config)?);
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        deepen_backlog(&listener);
         let json_addr = listener.local_addr().map_err(io_error("cannot read the listener's address"))?;
         poll.registry()
             .register(&mut listener, reactor::JSON_LISTENER, Interest::READABLE)
@@ -109,6 +112,7 @@ impl Server {
             let addr = resolve(listen)?;
             let mut listener =
                 TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            deepen_backlog(&listener);
             http_addr = Some(listener.local_addr().map_err(io_error("cannot read the listener's address"))?);
             poll.registry()
                 .register(&mut listener, reactor::HTTP_LISTENER, Interest::READABLE)
@@ -207,6 +211,7 @@ impl Server {
                     max_body: config.max_value_bytes,
                 },
                 http_idle: Duration::from_secs_f64(config.http_idle_timeout),
+                idle: (config.idle_timeout > 0.0).then(|| Duration::from_secs_f64(config.idle_timeout)),
                 max_output: config.max_output_bytes,
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),
@@ -226,6 +231,54 @@ impl Server {
         }
         log::info!("stopped");
         result
+    }
+}
+
+/// Descriptors the server needs besides its connections: stdio, the poll, the waker, signals, the
+/// listeners, the spare, and slack for the odd file; the disk store adds its volume and index files.
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the process's descriptor limit as far as allowed (each connection holds one) and says what it
+/// got, warning when that is less than `max_connections` needs: a server that runs out closes new
+/// connections at once rather than serve them.
+fn raise_fd_limit(config: &Config) {
+    let store_files = if config.data_dir.is_some() { 2 * u64::from(config.volume_count) } else { 0 };
+    let needed = (config.max_connections as u64).saturating_add(RESERVED_FDS + store_files);
+    let limit = match net::fds::raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("file descriptors: cannot raise the soft limit (RLIMIT_NOFILE): {e}");
+            return;
+        }
+    };
+    if limit.after > limit.before {
+        log::info!("file descriptors: soft limit raised from {} to {}", limit.before, limit.after);
+    } else {
+        log::info!("file descriptors: soft limit {} (hard limit {})", limit.after, limit.hard);
+    }
+    if limit.after < needed {
+        log::warn!(
+            "file descriptors: the limit {} is below the {needed} that max_connections {} needs; connections \
+             past it are closed at once (raise the hard limit: ulimit -Hn, or LimitNOFILE= under systemd)",
+            limit.after,
+            config.max_connections,
+        );
+    }
+}
+
+/// Connections the kernel may hold completed for a listener before the reactor accepts them.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Deepens a listener's backlog from the 128 that mio (as std) listens with to [`LISTEN_BACKLOG`] (the
+/// kernel caps it at `net.core.somaxconn`): with 128, a burst of connections, such as a pool of clients
+/// reconnecting at once, overflows it while the reactor is busy, and each dropped handshake costs its
+/// client a one-second SYN retransmit. Listening again on a listening socket only changes the backlog.
+/// Best effort: the listener works either way.
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen takes a descriptor the listener owns and an integer; it changes only its backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        log::warn!("cannot deepen the listen backlog: {}", std::io::Error::last_os_error());
     }
 }
 

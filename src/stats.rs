@@ -79,6 +79,10 @@ pub struct NetCounters {
     pub requests_inline: AtomicU64,
     /// Clients closed for leaving `max_output_bytes` of replies unread for `output_timeout`.
     pub slow_clients_closed: AtomicU64,
+    /// Connections closed for sending nothing for `idle_timeout` (JSON) or `http_idle_timeout` (HTTP).
+    pub connections_closed_idle: AtomicU64,
+    /// Connections accepted and closed at once because the process was out of file descriptors.
+    pub connections_dropped_no_fd: AtomicU64,
 }
 
 /// Every counter of the server.
@@ -143,6 +147,10 @@ pub struct NetFigures {
     pub requests_inline: u64,
     /// Clients closed for not reading their replies.
     pub slow_clients_closed: u64,
+    /// Connections closed for sending nothing for their idle timeout.
+    pub connections_closed_idle: u64,
+    /// Connections closed at once for want of file descriptors.
+    pub connections_dropped_no_fd: u64,
 }
 
 /// Every counter summed at one instant.
@@ -183,6 +191,8 @@ impl Snapshot {
             ("bytes_out", net.bytes_out),
             ("requests_inline", net.requests_inline),
             ("slow_clients_closed", net.slow_clients_closed),
+            ("connections_closed_idle", net.connections_closed_idle),
+            ("connections_dropped_no_fd", net.connections_dropped_no_fd),
         ];
         fields.extend(OpKind::ALL.iter().map(|&kind| (kind.counter(), self.op(kind))));
         fields.extend([
@@ -260,6 +270,8 @@ impl Stats {
                 bytes_out: load(&net.bytes_out),
                 requests_inline: load(&net.requests_inline),
                 slow_clients_closed: load(&net.slow_clients_closed),
+                connections_closed_idle: load(&net.connections_closed_idle),
+                connections_dropped_no_fd: load(&net.connections_dropped_no_fd),
             },
             ops,
             errors: sum(&|w| &w.errors),

@@ -29,6 +29,11 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     family("requests_inline_total", "counter", "Requests the reactor ran itself.", &inline);
     let slow = [("", net.slow_clients_closed)];
     family("slow_clients_closed_total", "counter", "Clients closed for leaving replies unread.", &slow);
+    let idle = [("", net.connections_closed_idle)];
+    family("connections_closed_idle_total", "counter", "Connections closed for sending nothing.", &idle);
+    let no_fd = [("", net.connections_dropped_no_fd)];
+    let help = "Connections closed at once for want of file descriptors.";
+    family("connections_dropped_no_fd_total", "counter", help, &no_fd);
     let labels: Vec<String> = OpKind::ALL.iter().map(|k| format!("{{op=\"{}\"}}", k.name())).collect();
     let ops: Vec<(&str, u64)> =
         OpKind::ALL.iter().zip(&labels).map(|(k, l)| (l.as_str(), s.op(*k))).collect();

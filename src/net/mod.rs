@@ -3,4 +3,5 @@
 
 pub mod buffers;
 pub mod conn;
+pub mod fds;
 pub mod reactor;

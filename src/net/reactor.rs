@@ -6,7 +6,8 @@
 //! and wake the reactor through a [`Waker`] only when it is not already due to look, so a busy reactor is
 //! never interrupted per reply. The reactor then writes each connection's replies with one write.
 //!
-//! The reactor never touches a file; workers never touch a socket. One exception, for speed: a
+//! The reactor never touches a file (beyond holding one spare descriptor on `/dev/null`, see
+//! [`SpareFd`]); workers never touch a socket. One exception, for speed: a
 //! memory-only server runs a connection's few one-key JSON requests on the reactor thread itself
 //! ([`Inline`]), because a hand-off costs two thread wake-ups (tens of microseconds each on a small
 //! machine) and such a request well under one. Bank-wide ops, HTTP, pipelined batches and anything
@@ -25,6 +26,7 @@ use slab::Slab;
 
 use super::buffers::BufferPool;
 use super::conn::{Conn, Phase, ReadOutcome, Settled};
+use super::fds::{self, SpareFd};
 use crate::dispatch::{Front, Inline, Job, Queue};
 use crate::http::codec as http;
 use crate::stats::Stats;
@@ -55,6 +57,11 @@ const MAX_LINGERING: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
+/// How often idle connections are looked for (when an idle timeout applies).
+const IDLE_CHECK: Duration = Duration::from_millis(500);
+/// Running out of file descriptors is logged at most this often (a flood of connections would otherwise
+/// flood the log too); `connections_dropped_no_fd` counts every one.
+const NO_FD_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Limits the reactor enforces itself.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +74,8 @@ pub struct NetLimits {
     pub http: http::Limits,
     /// An HTTP connection with nothing in progress for this long is closed.
     pub http_idle: Duration,
+    /// A JSON connection with nothing in progress for this long is closed; `None` never (the default).
+    pub idle: Option<Duration>,
     /// Bytes of replies a connection may have waiting before its reading and its job stop.
     pub max_output: usize,
     /// A client that keeps `max_output` bytes unread this long is closed; `None` never.
@@ -89,6 +98,14 @@ pub struct Reactor {
     /// Open HTTP connections (they need the idle timer).
     http_conns: usize,
     last_idle_check: Instant,
+    /// When `idle_timeout` is on, the time of this turn, stamped on JSON connections that sent something
+    /// (one clock read per turn, not per read); `None` when it is off, so JSON reads read no clock.
+    turn_clock: Option<Instant>,
+    /// Closed to accept (and at once close) connections when the process is out of descriptors.
+    spare_fd: SpareFd,
+    /// When running out of descriptors was last logged, and connections dropped since.
+    no_fd_logged: Option<Instant>,
+    no_fd_dropped: u64,
     last_slow_check: Instant,
     signals: Option<Signals>,
     conns: Slab<Conn>,
@@ -153,6 +170,10 @@ impl Reactor {
             listeners: [Some(parts.listener), parts.http_listener],
             http_conns: 0,
             last_idle_check: Instant::now(),
+            turn_clock: None,
+            spare_fd: SpareFd::open(),
+            no_fd_logged: None,
+            no_fd_dropped: 0,
             last_slow_check: Instant::now(),
             signals: parts.signals,
             conns: Slab::with_capacity(1024),
@@ -192,6 +213,7 @@ impl Reactor {
                 return Err(e);
             }
             self.inline_left = self.inline.as_ref().map_or(0, Inline::max_per_turn);
+            self.turn_clock = self.limits.idle.map(|_| Instant::now());
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
@@ -234,6 +256,7 @@ impl Reactor {
             || self.accept_blocked
             || self.shutdown_deadline.is_some()
             || self.http_conns > 0
+            || (self.limits.idle.is_some() && self.counted > self.http_conns)
             || (self.limits.output_timeout.is_some() && !self.conns.is_empty())
     }
 
@@ -284,14 +307,80 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(e) if fds::out_of_fds(&e) && self.shed_backlog(proto, &e) => return,
                 Err(e) => {
-                    // Out of file descriptors, most likely: back off and retry on the next tick, since no
-                    // new readiness event will come for connections already in the backlog.
-                    log::warn!("accept failed: {e}; retrying shortly");
+                    // No spare descriptor to shed the backlog with, or another failure (ENOBUFS, ENOMEM):
+                    // back off and retry on the next tick, since no new readiness event will come for
+                    // connections already in the backlog. A tick is 50 ms, so this never spins.
+                    if !fds::out_of_fds(&e) {
+                        log::warn!("accept on the {} port failed: {e}; retrying shortly", port_name(proto));
+                    }
                     self.accept_blocked = true;
                     return;
                 }
             }
+        }
+    }
+
+    /// Out of file descriptors: closes the spare to free one, then accepts every connection waiting in the
+    /// backlog and closes it at once, telling it why, so those clients learn now instead of hanging in the
+    /// backlog, and the listener is drained (with edge-triggered readiness, a listener left undrained
+    /// would report nothing new, and retrying it at once would spin). Then takes the spare back. Returns
+    /// false when there was no spare, or the freed descriptor was taken meanwhile (the caller backs off).
+    fn shed_backlog(&mut self, proto: Front, cause: &io::Error) -> bool {
+        if !self.spare_fd.release() {
+            self.no_fd_log(proto, cause, None);
+            return false;
+        }
+        let mut dropped = 0;
+        let drained = loop {
+            let accepted = match &self.listeners[proto as usize] {
+                Some(listener) => listener.accept(),
+                None => break true,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    refuse_at_once(stream, proto);
+                    dropped += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                Err(_) => break false,
+            }
+        };
+        let restored = self.spare_fd.restore();
+        // Linux reserves the descriptor before it looks at the backlog, so an accept loop that has just
+        // taken the last connection the limit allows ends on EMFILE rather than WouldBlock: nothing was
+        // refused then, and nothing is logged.
+        if dropped > 0 {
+            self.stats.net.connections_dropped_no_fd.fetch_add(dropped, Ordering::Relaxed);
+            self.no_fd_log(proto, cause, Some(dropped));
+        }
+        drained && restored
+    }
+
+    /// Logs running out of descriptors, at most once per [`NO_FD_LOG_EVERY`]: with the connections closed
+    /// at once since the last report (`dropped`), or, without a spare descriptor (`None`), saying that
+    /// connections wait in the backlog.
+    fn no_fd_log(&mut self, proto: Front, cause: &io::Error, dropped: Option<u64>) {
+        self.no_fd_dropped += dropped.unwrap_or(0);
+        if self.no_fd_logged.is_some_and(|at| at.elapsed() < NO_FD_LOG_EVERY) {
+            return;
+        }
+        self.no_fd_logged = Some(Instant::now());
+        let (port, open) = (port_name(proto), self.conns.len());
+        let advice = "raise the descriptor limit or lower max_connections";
+        match dropped {
+            Some(_) => log::warn!(
+                "out of file descriptors accepting on the {port} port ({cause}) with {open} connections open: \
+                 {} new connections closed at once since the last report ({advice})",
+                std::mem::take(&mut self.no_fd_dropped),
+            ),
+            None => log::warn!(
+                "out of file descriptors accepting on the {port} port ({cause}) with {open} connections open, \
+                 and no spare descriptor to refuse new ones with: they wait in the backlog ({advice})"
+            ),
         }
     }
 
@@ -360,7 +449,8 @@ impl Reactor {
         if writable && !conn.flush(&mut self.bytes_out) {
             return self.close(slot);
         }
-        if readable && conn.read(&mut self.bytes_in, closed) == ReadOutcome::Broken {
+        if readable && read_stamped(conn, &mut self.bytes_in, closed, self.turn_clock) == ReadOutcome::Broken
+        {
             return self.close(slot);
         }
         self.progress(slot);
@@ -375,7 +465,9 @@ impl Reactor {
         // readiness event will report the input that waited meanwhile, so read it now, and again as long
         // as handing requests on lifts the limit.
         while conn.should_resume() || conn.continue_due() || conn.has_work() {
-            if conn.should_resume() && conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
+            if conn.should_resume()
+                && read_stamped(conn, &mut self.bytes_in, true, self.turn_clock) == ReadOutcome::Broken
+            {
                 return self.close(slot);
             }
             if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
@@ -502,10 +594,11 @@ impl Reactor {
 
     fn tick(&mut self) {
         if self.accept_blocked {
+            self.spare_fd.restore();
             self.accept(Front::Json);
             self.accept(Front::Http);
         }
-        self.close_idle_http();
+        self.close_idle();
         self.close_slow_clients();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
@@ -526,22 +619,31 @@ impl Reactor {
         }
     }
 
-    /// Closes HTTP connections that have sent nothing for `http_idle_timeout` while nothing of theirs is in
-    /// progress: idle keep-alive connections, and slow clients stuck in the middle of a request.
-    fn close_idle_http(&mut self) {
-        if self.http_conns == 0 || self.last_idle_check.elapsed() < Duration::from_millis(500) {
+    /// Closes connections that have sent nothing for their idle timeout while nothing of theirs is in
+    /// progress: idle keep-alive HTTP connections and HTTP clients stuck in the middle of a request
+    /// (`http_idle_timeout`), and silent JSON connections (`idle_timeout`, off by default).
+    fn close_idle(&mut self) {
+        let json_idle = self.limits.idle.filter(|_| self.counted > self.http_conns);
+        if (self.http_conns == 0 && json_idle.is_none()) || self.last_idle_check.elapsed() < IDLE_CHECK {
             return;
         }
         self.last_idle_check = Instant::now();
-        let idle = self.limits.http_idle;
+        let http_idle = self.limits.http_idle;
         let stale: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.front == Front::Http && c.is_idle() && c.last_active.elapsed() > idle)
+            .filter(|(_, c)| {
+                let limit = match c.front {
+                    Front::Http => Some(http_idle),
+                    Front::Json => json_idle,
+                };
+                limit.is_some_and(|limit| c.is_idle() && c.last_active.elapsed() > limit)
+            })
             .map(|(slot, _)| slot)
             .collect();
         for slot in stale {
-            log::debug!("closing idle HTTP connection in slot {slot}");
+            log::debug!("closing an idle connection in slot {slot}");
+            self.stats.net.connections_closed_idle.fetch_add(1, Ordering::Relaxed);
             self.close(slot);
         }
     }
@@ -582,6 +684,50 @@ impl Reactor {
             net.requests_inline.fetch_add(std::mem::take(&mut self.requests_inline), Ordering::Relaxed);
         }
     }
+}
+
+/// Reads from `conn`, and stamps it active at `clock` (the turn's time) when anything arrived: that is how a
+/// JSON connection's idle time is kept, and only when `idle_timeout` is on (HTTP connections stamp
+/// themselves).
+fn read_stamped(
+    conn: &mut Conn,
+    bytes_in: &mut u64,
+    peer_closed: bool,
+    clock: Option<Instant>,
+) -> ReadOutcome {
+    let before = *bytes_in;
+    let outcome = conn.read(bytes_in, peer_closed);
+    if let Some(now) = clock {
+        if *bytes_in != before {
+            conn.last_active = now;
+        }
+    }
+    outcome
+}
+
+/// The port a front listens on, as the logs name it.
+fn port_name(proto: Front) -> &'static str {
+    match proto {
+        Front::Json => "JSON",
+        Front::Http => "HTTP",
+    }
+}
+
+/// Closes a connection accepted when the process had no descriptor to serve it with, telling it why
+/// first (best effort: one non-blocking write, which a fresh socket's empty send buffer takes). Input
+/// already waiting is read first, so the close sends a FIN after the line rather than a reset that could
+/// destroy it.
+fn refuse_at_once(stream: TcpStream, proto: Front) {
+    let why = "Too many connections: the server is out of file descriptors";
+    let mut line = Vec::new();
+    match proto {
+        Front::Json => reply::error(&mut line, why),
+        Front::Http => {
+            http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
+        }
+    }
+    let _ = io::Write::write(&mut &stream, &line);
+    let _ = io::Read::read(&mut &stream, &mut [0; 4096]);
 }
 
 /// How many leading jobs of `jobs` make up at least `spans` requests.

@@ -355,6 +355,12 @@ impl TestServer {
     /// Starts the server with `config` as the contents of its config file
     /// and exactly the flags in `args` (no implicit `--listen`).
     pub fn start_with_config(config: &str, args: &[&str]) -> TestServer {
+        TestServer::start_prepared(config, args, |_| {})
+    }
+
+    /// Like [`TestServer::start_with_config`], with `prepare` given the command before it is spawned (to
+    /// set limits on the child with `pre_exec`, say).
+    pub fn start_prepared(config: &str, args: &[&str], prepare: impl FnOnce(&mut Command)) -> TestServer {
         // The HTTP port defaults to 1234: give every test server its own free port instead.
         let mut args = args.to_vec();
         if !args.contains(&"--http-listen") {
@@ -366,15 +372,16 @@ impl TestServer {
         fs::write(&config_path, config).unwrap();
         let stderr_path = dir.path().join("stderr.log");
         let stderr = File::create(&stderr_path).unwrap();
-        let mut child = Command::new(server_program())
+        let mut command = Command::new(server_program());
+        command
             .args(args)
             .arg(&config_path)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_program()));
+            .stderr(Stdio::from(stderr));
+        prepare(&mut command);
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", server_program()));
 
         // Forward stdout lines through a channel so the first one can be
         // awaited with a timeout and the rest inspected later.
