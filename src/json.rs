@@ -242,4 +242,33 @@ mod tests {
         }
         assert_eq!(run(&c, r#"{"op":"bank.keys","bank":"b"}"#), "{\"status\": \"ok\", \"data\": [\"k\"]}\n");
     }
+
+    /// On the reactor thread an op whose bank is locked by a worker is declined, not waited for: the
+    /// worker runs it instead.
+    #[test]
+    fn the_reactor_declines_an_op_whose_bank_is_busy() {
+        let c = ctx();
+        run(&c, r#"{"op":"put","bank":"b","key":"k","value":1}"#);
+        let gate = |c: &Context, request: &str| run_gated(c, request, Gate::BoundedNoWait);
+        let (store, stats) = (Arc::clone(&c.store), Arc::clone(&c.stats));
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            // A worker in the middle of an op on bank "b", held still.
+            store.hold_bank_for_test("b", || {
+                locked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+            stats
+        });
+        locked_rx.recv().unwrap();
+        assert_eq!(gate(&c, r#"{"op":"get","bank":"b","key":"k"}"#), (Ran::Declined, String::new()));
+        assert_eq!(gate(&c, r#"{"op":"get","bank":"other","key":"k"}"#).0, Ran::Answered);
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(
+            gate(&c, r#"{"op":"get","bank":"b","key":"k"}"#),
+            (Ran::Answered, "{\"status\": \"ok\", \"data\": 1}\n".into())
+        );
+    }
 }

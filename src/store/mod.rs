@@ -812,6 +812,14 @@ impl Store {
         pass
     }
 
+    /// Holds bank `name`'s lock while `f` runs, as a long op would (for tests of what must not wait on it).
+    #[doc(hidden)]
+    pub fn hold_bank_for_test(&self, name: &str, f: impl FnOnce()) {
+        let bank = self.table(Access::Wait).ok().and_then(|t| t.get(name).cloned());
+        let _held = bank.as_ref().map(|bank| bank.lock_wait());
+        f();
+    }
+
     /// Writes buffered index entries and, unless the policy is `never`, fsyncs.
     pub fn sync(&self) -> Result<(), StoreError> {
         match &self.disk {
@@ -1068,5 +1076,119 @@ mod tests {
         s.put("files", b"f", b"new body", 1, Ttl::Forever, 0, Access::Wait).unwrap();
         assert_eq!(get(&s, "files", "f"), Some((b"new body".to_vec(), Tier::Disk)));
         assert_eq!(s.ram_bytes(), 0);
+    }
+
+    /// Before, each pass of the sweep started at the first bank and spent its budget there, so expired
+    /// entries in later banks were never reclaimed. Now it visits only banks with deadlines, in turn, from
+    /// where the last pass stopped.
+    #[test]
+    fn the_sweep_reaches_every_bank_with_deadlines_whatever_comes_first() {
+        let store = Store::new();
+        for i in 0..300_000u32 {
+            store.put("big", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        }
+        for b in 0..20 {
+            for i in 0..2_000u32 {
+                store
+                    .put(&format!("b{b}"), &i.to_be_bytes(), b"1", 0, Ttl::Millis(1), 0, Access::Wait)
+                    .unwrap();
+            }
+        }
+        assert_eq!(store.expiring.len(), 20, "the big bank has no deadlines");
+        let mut removed = 0;
+        for _ in 0..1000 {
+            removed += store.sweep(10, Duration::from_millis(5)).removed;
+            if removed == 40_000 {
+                break;
+            }
+        }
+        assert_eq!(removed, 40_000);
+        assert_eq!(store.totals().keys, 300_000);
+        assert_eq!(store.expiring.len(), 0, "banks with nothing left to expire leave the ring");
+    }
+
+    /// Eviction visits only banks that hold entries: a hundred thousand empty banks cost it nothing, where
+    /// before every eviction walked the whole bank list.
+    #[test]
+    fn eviction_ignores_empty_banks() {
+        let store = Store::memory_only(StoreConfig { memory_max_bytes: 64 << 20, ..StoreConfig::default() });
+        for b in 0..100_000 {
+            let bank = format!("empty{b}");
+            store.put(&bank, b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store.reset(&bank).unwrap();
+        }
+        // Reset banks are left in the ring until an eviction pass finds them empty: one pass clears them.
+        store.make_room(usize::MAX / 2, Access::Wait);
+        assert_eq!(store.evictable.len(), 0);
+        for i in 0..1000u32 {
+            store.put("hot", &i.to_be_bytes(), &[0; 100], 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        }
+        assert_eq!(store.evictable.len(), 1);
+        let used = store.memory_bytes();
+        assert!(used > 100_000 * BANK_BYTES, "empty banks still count: {used}");
+    }
+
+    /// `bank.keys` walks a slice at a time and lets go of the bank between slices: writes to the same bank
+    /// get in while it walks (before, the whole walk held the lock).
+    #[test]
+    fn listing_keys_lets_writes_to_the_bank_in_between_slices() {
+        let store = Arc::new(Store::new());
+        for i in 0..200_000u32 {
+            store.put("b", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        }
+        let walking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writer = {
+            let (store, walking) = (Arc::clone(&store), Arc::clone(&walking));
+            thread::spawn(move || {
+                let mut during = 0u32;
+                while walking.load(Ordering::Acquire) {
+                    let key = (1_000_000 + during).to_be_bytes();
+                    store.put("b", &key, b"2", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+                    during += 1;
+                }
+                during
+            })
+        };
+        // Let the writer start, then walk.
+        while store.totals().keys == 200_000 {
+            std::hint::spin_loop();
+        }
+        let before = store.totals().keys;
+        let keys = store.keys("b", 0, usize::MAX).unwrap();
+        let after = store.totals().keys;
+        walking.store(false, Ordering::Release);
+        writer.join().unwrap();
+        assert!(
+            after > before,
+            "no write got in while the keys were listed ({before} keys before and after)"
+        );
+        assert!(keys.len() as u64 >= before && keys.len() as u64 <= after, "{} keys listed", keys.len());
+    }
+
+    /// The reactor's access: a bank that is locked is `Busy` at once, never waited for, and nothing is done.
+    #[test]
+    fn try_access_never_waits_and_changes_nothing() {
+        let store = Store::new();
+        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        let table = store.table(Access::Wait).unwrap();
+        let bank = Arc::clone(table.get("b").unwrap());
+        drop(table);
+        let held = bank.lock_wait();
+        assert!(matches!(store.put("b", b"k", b"2", 0, Ttl::Forever, 0, Access::Try), Err(StoreError::Busy)));
+        assert!(matches!(
+            store.get("b", b"k", 0, false, Access::Try, |v, _| v.to_vec()),
+            Err(StoreError::Busy)
+        ));
+        assert!(matches!(store.delete("b", b"k", 0, Access::Try), Err(StoreError::Busy)));
+        drop(held);
+        assert_eq!(get(&store, "b", "k").unwrap().0, b"1");
+        // A new bank needs the table's write lock: held for reading elsewhere, the reactor does not wait.
+        let reading = store.table(Access::Wait).unwrap();
+        assert!(matches!(
+            store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try),
+            Err(StoreError::Busy)
+        ));
+        drop(reading);
+        assert!(store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try).is_ok());
     }
 }
