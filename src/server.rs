@@ -304,6 +304,7 @@ fn open_store(config: &Config) -> Result<Store, ServerError> {
         volume_size: config.volume_size,
         volume_count: config.volume_count,
         fsync,
+        disk: None,
     });
     let store_config = StoreConfig {
         volumes,

@@ -40,7 +40,9 @@ use memory::{Usage, UsageFigures, BANK_BYTES};
 use record::{Kind, Meta};
 pub use table::{Access, Bank};
 use table::{Ring, RingKind, Table};
-pub use volume::{Fsync, Location, ReadMiss, Recovered, RecoveryReport, VolumeConfig, VolumeError, Volumes};
+pub use volume::{
+    DiskBudget, Fsync, Location, ReadMiss, Recovered, RecoveryReport, VolumeConfig, VolumeError, Volumes,
+};
 
 /// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.
 pub fn now_ms() -> u64 {
@@ -891,6 +893,7 @@ mod tests {
                 volume_size: 1 << 20,
                 volume_count: 3,
                 fsync: Fsync::Never,
+                disk: None,
             }),
             memory_max_bytes: 1 << 20,
             admit_after_reads: 3,

@@ -47,6 +47,55 @@ pub struct VolumeConfig {
     pub volume_count: u32,
     /// fsync policy.
     pub fsync: Fsync,
+    /// A disk that fills up, for tests: every write the store makes draws on it, and fails with "no space
+    /// left" (after writing what is left) once it is spent. `None` in the server.
+    pub disk: Option<Arc<DiskBudget>>,
+}
+
+/// Bytes that may still be written, shared by every write of the store: a test's full disk.
+#[derive(Debug)]
+pub struct DiskBudget {
+    left: AtomicU64,
+}
+
+impl DiskBudget {
+    /// A disk with `bytes` of room.
+    pub fn new(bytes: u64) -> DiskBudget {
+        DiskBudget { left: AtomicU64::new(bytes) }
+    }
+
+    /// Sets the room left (refilling a full disk, or filling an empty one).
+    pub fn set(&self, bytes: u64) {
+        self.left.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Room left.
+    pub fn left(&self) -> u64 {
+        self.left.load(Ordering::SeqCst)
+    }
+
+    /// Takes room for a write of `len` bytes: how many of them fit.
+    fn take(&self, len: usize) -> usize {
+        let mut left = self.left.load(Ordering::SeqCst);
+        loop {
+            let granted = left.min(len as u64);
+            match self.left.compare_exchange(left, left - granted, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return granted as usize,
+                Err(now) => left = now,
+            }
+        }
+    }
+}
+
+/// The error a full disk gives.
+fn no_space() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+/// Room for a write of `len` bytes on `disk`: `Ok(len)` when it all fits (always without a budget), else the
+/// bytes that fit, to be written before failing with [`no_space`].
+fn room(disk: Option<&DiskBudget>, len: usize) -> usize {
+    disk.map_or(len, |d| d.take(len))
 }
 
 /// Where a record lies: enough to read it back and to tell whether it is still there.
@@ -64,7 +113,24 @@ pub struct Location {
 
 /// Writes every byte of `parts` at `offset`, normally in one `pwritev`: a put's value goes from the request
 /// buffer to the page cache with no copy behind the record header first.
-fn write_all_vectored_at(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+fn write_all_vectored_at(
+    file: &File,
+    disk: Option<&DiskBudget>,
+    parts: &mut [IoSlice<'_>],
+    offset: u64,
+) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let fits = room(disk, total);
+    if fits < total {
+        // A full disk: what fits is written, then the write fails, as a real one does.
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        file.write_all_at(&joined[..fits], offset)?;
+        return Err(no_space());
+    }
+    pwritev_all(file, parts, offset)
+}
+
+fn pwritev_all(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
     IoSlice::advance_slices(&mut parts, 0);
     while !parts.is_empty() {
         let count = parts.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
@@ -236,6 +302,8 @@ struct Writer {
 /// The volume store.
 pub struct Volumes {
     dir: PathBuf,
+    /// The test hook for a full disk.
+    disk: Option<Arc<DiskBudget>>,
     size: u64,
     fsync: Fsync,
     vols: Box<[Volume]>,
@@ -313,8 +381,15 @@ impl Volumes {
             let generation = generations[n as usize];
             vols[n as usize].generation.store(generation, Ordering::Relaxed);
             report.volumes += 1;
-            let replayed =
-                replay(&dir, n, generation, &vols[n as usize].files().file, config.volume_size, &mut apply);
+            let replayed = replay(
+                &dir,
+                config.disk.as_deref(),
+                n,
+                generation,
+                &vols[n as usize].files().file,
+                config.volume_size,
+                &mut apply,
+            );
             report.add(&replayed);
         }
 
@@ -324,14 +399,21 @@ impl Volumes {
         let offset = if current_generation == 0 {
             current_generation = next_generation;
             next_generation += 1;
-            best_effort_rewrite_index(&dir, current, current_generation, &[]);
+            best_effort_rewrite_index(&dir, current, current_generation, &[], config.disk.as_deref());
             0
         } else {
             report.volumes += 1;
             let vol = &vols[current as usize];
             let files = vol.files();
-            let replayed =
-                replay(&dir, current, current_generation, &files.file, config.volume_size, &mut apply);
+            let replayed = replay(
+                &dir,
+                config.disk.as_deref(),
+                current,
+                current_generation,
+                &files.file,
+                config.volume_size,
+                &mut apply,
+            );
             report.add(&replayed);
             let end = replayed.end;
             let mut scan = Scanner::new(&files.file, config.volume_size);
@@ -351,13 +433,14 @@ impl Volumes {
         vols[current as usize].generation.store(current_generation, Ordering::Relaxed);
         if meta_current != Some(current) {
             // Best effort: the generations, not META.txt, decide at the next start-up.
-            if let Err(e) = write_meta(&dir, current) {
+            if let Err(e) = write_meta(&dir, current, config.disk.as_deref()) {
                 log::warn!("cannot update META.txt: {e}");
             }
         }
         let index = open_index_for_append(&dir, current)?;
         let volumes = Volumes {
             dir,
+            disk: config.disk.clone(),
             size: config.volume_size,
             fsync: config.fsync,
             vols: vols.into_boxed_slice(),
@@ -407,6 +490,7 @@ impl Volumes {
         let vol = &self.vols[w.current as usize];
         let written = write_all_vectored_at(
             &vol.files().file,
+            self.disk.as_deref(),
             &mut [IoSlice::new(&head), IoSlice::new(value)],
             w.offset,
         );
@@ -418,7 +502,15 @@ impl Volumes {
             &mut entry,
             &Entry { meta, offset: location.offset, len: location.len, bank, key },
         );
-        w.index.write_all(&entry).map_err(io_err("cannot write the index"))?;
+        let fits = room(self.disk.as_deref(), entry.len());
+        let appended = w.index.write_all(&entry[..fits]).and_then(|()| {
+            if fits < entry.len() {
+                Err(no_space())
+            } else {
+                Ok(())
+            }
+        });
+        appended.map_err(io_err("cannot write the index"))?;
         w.offset += len as u64;
         w.dirty = true;
         if self.fsync == Fsync::Always {
@@ -441,9 +533,9 @@ impl Volumes {
         // From here on, every location in the reused volume reads as recycled.
         let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
         w.next_generation += 1;
-        rewrite_index(&self.dir, next, generation, &[])?;
+        rewrite_index(&self.dir, next, generation, &[], self.disk.as_deref())?;
         w.index = open_index_for_append(&self.dir, next)?;
-        write_meta(&self.dir, next)?;
+        write_meta(&self.dir, next, self.disk.as_deref())?;
         w.current = next;
         w.offset = 0;
         if held_data {
@@ -533,7 +625,7 @@ impl Volumes {
             let generation = w.next_generation;
             w.next_generation += 1;
             vol.generation.store(generation, Ordering::Release);
-            rewrite_index(&self.dir, n, generation, &[])?;
+            rewrite_index(&self.dir, n, generation, &[], self.disk.as_deref())?;
             w.index = open_index_for_append(&self.dir, n)?;
             w.offset = 0;
         } else {
@@ -689,6 +781,7 @@ struct Replayed {
 /// effort: on a full disk the next start-up scans again).
 fn replay(
     dir: &Path,
+    disk: Option<&DiskBudget>,
     n: u32,
     generation: u32,
     file: &File,
@@ -711,7 +804,7 @@ fn replay(
                     log::error!(
                         "data/{n} does not hold the records index/{n} lists: the volume is treated as empty"
                     );
-                    best_effort_rewrite_index(dir, n, generation, &[]);
+                    best_effort_rewrite_index(dir, n, generation, &[], disk);
                     out.rebuilt = true;
                     return out;
                 }
@@ -795,7 +888,7 @@ fn replay(
         at += len as u64;
     }
     if out.rebuilt {
-        best_effort_rewrite_index(dir, n, generation, &entries);
+        best_effort_rewrite_index(dir, n, generation, &entries, disk);
     }
     out.end = at;
     out
@@ -870,25 +963,40 @@ fn read_index_header(dir: &Path, n: u32) -> Option<u32> {
     index::decode_header(&header)
 }
 
-fn best_effort_rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8]) {
-    if let Err(e) = rewrite_index(dir, n, generation, entries) {
+fn best_effort_rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8], disk: Option<&DiskBudget>) {
+    if let Err(e) = rewrite_index(dir, n, generation, entries, disk) {
         log::warn!("cannot rewrite index/{n} ({e}); the next start-up will scan data/{n} again");
     }
 }
 
 /// Replaces an index file atomically (write a temporary file, fsync, rename).
-fn rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8]) -> Result<(), VolumeError> {
+fn rewrite_index(
+    dir: &Path,
+    n: u32,
+    generation: u32,
+    entries: &[u8],
+    disk: Option<&DiskBudget>,
+) -> Result<(), VolumeError> {
     let path = index_path(dir, n);
     let tmp = path.with_extension("tmp");
     let mut buf = Vec::with_capacity(index::HEADER_LEN + entries.len());
     index::encode_header(&mut buf, generation);
     buf.extend_from_slice(entries);
-    write_file_atomically(&tmp, &path, &buf)
+    write_file_atomically(&tmp, &path, &buf, disk)
 }
 
-fn write_file_atomically(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), VolumeError> {
+fn write_file_atomically(
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+    disk: Option<&DiskBudget>,
+) -> Result<(), VolumeError> {
     let mut file = File::create(tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
-    file.write_all(bytes).map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    let fits = room(disk, bytes.len());
+    let written =
+        file.write_all(&bytes[..fits])
+            .and_then(|()| if fits < bytes.len() { Err(no_space()) } else { Ok(()) });
+    written.map_err(io_err(format!("cannot write {}", tmp.display())))?;
     file.sync_data().map_err(io_err(format!("cannot fsync {}", tmp.display())))?;
     fs::rename(tmp, path).map_err(io_err(format!("cannot rename {} to {}", tmp.display(), path.display())))
 }
@@ -908,8 +1016,13 @@ fn read_meta(dir: &Path) -> Option<u32> {
     fs::read_to_string(dir.join("META.txt")).ok()?.trim().parse().ok()
 }
 
-fn write_meta(dir: &Path, current: u32) -> Result<(), VolumeError> {
-    write_file_atomically(&dir.join("META.txt.tmp"), &dir.join("META.txt"), current.to_string().as_bytes())
+fn write_meta(dir: &Path, current: u32, disk: Option<&DiskBudget>) -> Result<(), VolumeError> {
+    write_file_atomically(
+        &dir.join("META.txt.tmp"),
+        &dir.join("META.txt"),
+        current.to_string().as_bytes(),
+        disk,
+    )
 }
 
 #[cfg(test)]
@@ -920,7 +1033,13 @@ mod tests {
     const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 0 };
 
     fn config(dir: &Path, size: u64, count: u32) -> VolumeConfig {
-        VolumeConfig { dir: dir.to_owned(), volume_size: size, volume_count: count, fsync: Fsync::Never }
+        VolumeConfig {
+            dir: dir.to_owned(),
+            volume_size: size,
+            volume_count: count,
+            fsync: Fsync::Never,
+            disk: None,
+        }
     }
 
     fn open(cfg: &VolumeConfig) -> (Volumes, Vec<Recovered<'static>>, RecoveryReport) {
