@@ -315,14 +315,21 @@ fn open_store(config: &Config) -> Result<Store, ServerError> {
     let started = std::time::Instant::now();
     let (store, report) = Store::open(store_config).map_err(ServerError::Store)?;
     if let (Some(report), Some(dir)) = (report, &config.data_dir) {
+        for line in &report.lines {
+            log::info!("recovered {line}");
+        }
         log::info!(
-            "disk store {}: {} records from {} volumes recovered in {:.1} ms ({} indexes rebuilt, {} torn bytes cut)",
+            "disk store {}: {} records from {} volumes recovered in {:.1} ms ({} indexes rewritten, {} torn bytes cut); \
+             dropped: {} damaged, {} unprovable, {} stale index entries",
             dir.display(),
             report.records,
             report.volumes,
             started.elapsed().as_secs_f64() * 1000.0,
             report.rebuilt_indexes,
             report.torn_tail_bytes,
+            report.damaged_records,
+            report.unprovable_keys,
+            report.recycled_entries,
         );
     }
     Ok(store)

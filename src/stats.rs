@@ -126,6 +126,12 @@ pub struct StoreFigures {
     pub crc_failures: u64,
     /// Volumes reused since start.
     pub volume_reuses: u64,
+    /// At start-up, damaged records and unreadable regions found.
+    pub recovery_damaged: u64,
+    /// At start-up, keys dropped because a gap in the log made their value unprovable.
+    pub recovery_unprovable: u64,
+    /// At start-up, stale index entries ignored.
+    pub recovery_recycled: u64,
 }
 
 /// The reactor's counters at one instant.
@@ -214,6 +220,9 @@ impl Snapshot {
             ("reads_disk", store.reads_disk),
             ("crc_failures", store.crc_failures),
             ("volume_reuses", store.volume_reuses),
+            ("recovery_damaged", store.recovery_damaged),
+            ("recovery_unprovable", store.recovery_unprovable),
+            ("recovery_recycled", store.recovery_recycled),
         ]);
         fields
     }

@@ -303,9 +303,9 @@ fn ok_b64(bytes: &[u8]) -> String {
     format!("{{\"status\": \"ok\", \"data\": \"{}\", \"encoding\": \"base64\"}}\n", b64(bytes))
 }
 
-/// The size of a record on disk: 48-byte header, bank, key, value.
+/// The size of a record on disk: 64-byte header, bank, key, value.
 fn record_size(bank: &str, key: &str, value_len: usize) -> usize {
-    48 + bank.len() + key.len() + value_len
+    64 + bank.len() + key.len() + value_len
 }
 
 /// Starts a server with a fresh data directory (returned so it outlives the server).
@@ -359,8 +359,8 @@ fn file_api_memory_only() {
     h.delete("/foo").expect("HTTP/1.1 404 Not Found", b"key foo does not exist");
 }
 
-/// With a data dir, PUT answers `X-Position: <volume>,<offset>,<size>` with size = 48 + bank + key +
-/// body: the first record at `0,0,67`, the next right after it; GET from disk repeats it with
+/// With a data dir, PUT answers `X-Position: <volume>,<offset>,<size>` with size = 64 + bank + key +
+/// body: the first record at `0,0,83`, the next right after it; GET from disk repeats it with
 /// `X-Cache: DISK`.
 #[test]
 fn file_api_positions_with_data_dir() {
@@ -368,10 +368,10 @@ fn file_api_positions_with_data_dir() {
     let mut h = Http::connect(s.http_addr());
 
     let first = record_size("files", "foo", 11);
-    assert_eq!(first, 67);
+    assert_eq!(first, 83);
     let r = h.put("/foo", b"hello world");
     r.expect("HTTP/1.1 200 OK", b"ok");
-    r.expect_header("x-position", Some("0,0,67"));
+    r.expect_header("x-position", Some("0,0,83"));
 
     let second = record_size("files", "bar", 13);
     let r = h.put("/bar", b"what the hell");
@@ -381,7 +381,7 @@ fn file_api_positions_with_data_dir() {
     let r = h.get("/foo");
     r.expect("HTTP/1.1 200 OK", b"hello world");
     r.expect_header("x-cache", Some("DISK"));
-    r.expect_header("x-position", Some("0,0,67"));
+    r.expect_header("x-position", Some("0,0,83"));
     let r = h.get("/bar");
     r.expect("HTTP/1.1 200 OK", b"what the hell");
     r.expect_header("x-position", Some(&format!("0,{first},{second}")));

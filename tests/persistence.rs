@@ -6,7 +6,7 @@
 //! admission after N disk reads, and a full disk.
 //!
 //! Every test owns a fresh temporary data directory and restarts the real
-//! binary on it. A record on disk is a 48-byte header followed by the bank,
+//! binary on it. A record on disk is a 64-byte header followed by the bank,
 //! the key and the value's JSON text, and a record never spans volumes; the
 //! arithmetic in the FIFO tests relies on exactly that.
 
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------
 
 /// Bytes of a record's header on disk.
-const HEADER: usize = 48;
+const HEADER: usize = 64;
 
 /// A data directory that outlives the servers started on it.
 struct DataDir {
@@ -524,8 +524,8 @@ fn fifo_rotate_drops_the_oldest_volume() {
 }
 
 /// CacheFS's `test_multi_files` with JSON values: 1 MiB × 2 volumes, nine
-/// values of 600 KiB of JSON text. Each record (48 + 1 + 1 + 614400 =
-/// 614450 bytes) fills a volume on its own, since two (1228900) exceed
+/// values of 600 KiB of JSON text. Each record (64 + 1 + 1 + 614400 =
+/// 614466 bytes) fills a volume on its own, since two (1228932) exceed
 /// 1048576, so key n lands in volume (n-1) % 2 and every put from the third
 /// on reuses a volume: only keys 8 and 9 survive. (The seed kept 7–9
 /// because its volumes grew past `volume_size` by one file: two 600 KiB
@@ -538,7 +538,7 @@ fn fifo_multi_files_keeps_only_the_newest_volumes() {
     let mut c = s.connect();
     let entries: Vec<(String, String)> =
         (1..=9).map(|n| (n.to_string(), text_value(600 * 1024, char::from(b'0' + n as u8)))).collect();
-    assert_eq!(record_len("b", "1", &entries[0].1), 614450);
+    assert_eq!(record_len("b", "1", &entries[0].1), 614466);
     put_all(&mut c, "b", &entries);
 
     let check = |c: &mut Conn| {
@@ -557,7 +557,7 @@ fn fifo_multi_files_keeps_only_the_newest_volumes() {
 }
 
 /// Seed bugs B.7-3 and B.7-2. Volumes of 4096 bytes × 2, records of 1000
-/// bytes (a delete's tombstone is 48 + 1 + 1 = 50). Volume 0 gets A(old),
+/// bytes (a delete's tombstone is 64 + 1 + 1 = 66). Volume 0 gets A(old),
 /// B, C, D; volume 1 gets A(new), the tombstone of B, E, F, G (4050
 /// bytes); H reuses volume 0. A, rewritten into volume 1 since, survives
 /// with its new value (B.7-3: the seed dropped it); B, deleted before the

@@ -11,10 +11,7 @@ use crate::store::Store;
 /// list would be longer than a reply may be.
 pub fn keys(ctx: &Context, bank: &str, now: u64, respond: impl FnOnce(Outcome<'_>)) {
     match ctx.store.keys(bank, now, ctx.max_reply_bytes) {
-        Ok(keys) => {
-            let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            respond(Outcome::Keys(&keys))
-        }
+        Ok(keys) => respond(Outcome::Keys(&keys.names())),
         Err(too_large) => respond(Outcome::Failed(Failure::TooLarge(too_large))),
     }
 }

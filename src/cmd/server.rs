@@ -34,5 +34,8 @@ pub fn snapshot(ctx: &Context) -> Snapshot {
         reads_disk: load(&counters.reads_disk),
         crc_failures: disk.map_or(0, |d| d.damaged_reads()),
         volume_reuses: disk.map_or(0, |d| d.reuses()),
+        recovery_damaged: load(&counters.recovery_damaged),
+        recovery_unprovable: load(&counters.recovery_unprovable),
+        recovery_recycled: load(&counters.recovery_recycled),
     })
 }

@@ -1,5 +1,8 @@
 //! Jobs: what travels between the reactor and the workers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 /// The protocol a connection speaks, which decides how its requests are run and answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
@@ -39,11 +42,19 @@ pub struct Job {
     /// Set when a reply asked to close the connection (HTTP `Connection: close`); requests after it were
     /// not run.
     pub close_after: bool,
+    /// Set by the reactor when the connection is gone: the rest of the job is for no one, so a worker stops
+    /// running it rather than spend itself on a client that left.
+    pub abandoned: Arc<AtomicBool>,
 }
 
 impl Job {
     /// True once every request has been run (or skipped after a close).
     pub fn finished(&self) -> bool {
         self.close_after || self.next >= self.spans.len()
+    }
+
+    /// True when the connection it came from is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 }

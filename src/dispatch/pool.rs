@@ -179,6 +179,10 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         if job.next >= job.spans.len() || job.close_after {
             return Stop::Finished;
         }
+        if job.is_abandoned() {
+            job.next = job.spans.len();
+            return Stop::Finished;
+        }
         if job.output.len() >= services.max_output {
             return Stop::Full;
         }
@@ -266,7 +270,17 @@ mod tests {
             next: 0,
             output: Vec::new(),
             close_after: false,
+            abandoned: Arc::default(),
         }
+    }
+
+    #[test]
+    fn a_job_whose_connection_is_gone_stops() {
+        let services = services();
+        let mut j = job(0, &[r#"{"op":"ping"}"#, r#"{"op":"ping"}"#]);
+        j.abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(run_guarded(&services, services.cmd.stats.worker(0), &mut j, Gate::Any), Stop::Finished);
+        assert!(j.output.is_empty(), "nothing run for no one");
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     family("stored_bytes", "gauge", "Bytes of keys and values held, in RAM or on disk.", &stored);
     family("volume_reuses_total", "counter", "Volumes reused.", &[("", store.volume_reuses)]);
     family("crc_failures_total", "counter", "Damaged records found.", &[("", store.crc_failures)]);
+    let dropped = [
+        ("{cause=\"damaged\"}", store.recovery_damaged),
+        ("{cause=\"unprovable\"}", store.recovery_unprovable),
+        ("{cause=\"recycled\"}", store.recovery_recycled),
+    ];
+    family("recovery_dropped", "gauge", "What start-up dropped, by cause.", &dropped);
     let (buckets, sum_us) = latency;
     let _ = writeln!(out, "# HELP bankcache_request_duration_seconds Time to run one request in a worker.");
     let _ = writeln!(out, "# TYPE bankcache_request_duration_seconds histogram");

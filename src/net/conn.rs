@@ -12,6 +12,8 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bankcache_proto::{reply, Split, Splitter};
@@ -198,6 +200,8 @@ pub struct Conn<S = TcpStream> {
     parked: Option<Job>,
     /// Bytes of replies that may wait for the socket before reading and running stop.
     max_output: usize,
+    /// Shared with the connection's jobs: set when it closes, so a worker stops running a job for no one.
+    abandoned: Arc<AtomicBool>,
     input: Vec<u8>,
     framer: Framer,
     /// Complete requests not yet handed to a worker, as ranges of `input`.
@@ -233,6 +237,7 @@ impl<S: Socket> Conn<S> {
             phase: Phase::Reading { job: JobState::Idle, intake: Intake::Open },
             parked: None,
             max_output: max_output.max(1),
+            abandoned: Arc::default(),
             input: buffers.take(),
             framer,
             spans: Vec::new(),
@@ -338,9 +343,10 @@ impl<S: Socket> Conn<S> {
         self.phase = Phase::Lingering { until };
     }
 
-    /// The connection is done.
+    /// The connection is done; a job of it still with a worker is abandoned.
     pub fn close(&mut self) {
         self.phase = Phase::Closed;
+        self.abandoned.store(true, Ordering::Relaxed);
     }
 
     // ---- events ----
@@ -534,6 +540,7 @@ impl<S: Socket> Conn<S> {
             next: 0,
             output: buffers.take(),
             close_after: false,
+            abandoned: Arc::clone(&self.abandoned),
         })
     }
 

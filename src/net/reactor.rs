@@ -522,6 +522,7 @@ impl Reactor {
             return;
         }
         let mut conn = self.conns.remove(slot);
+        conn.close();
         let _ = self.poll.registry().deregister(conn.socket_mut());
         if conn.counted {
             self.counted -= 1;

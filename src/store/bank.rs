@@ -341,6 +341,8 @@ pub struct BankMap {
     logged: u64,
     /// Bytes the entries' allocations take, as the allocator hands them out.
     entry_bytes: usize,
+    /// Entries added and removed so far (see [`BankMap::changes`]).
+    changes: u64,
 }
 
 impl BankMap {
@@ -480,6 +482,7 @@ impl BankMap {
             TableEntry::Vacant(vacant) => {
                 let seq = seq.unwrap_or_else(|| take_seq(&mut self.next_seq));
                 self.entry_bytes += alloc_size(data.len());
+                self.changes += 1;
                 let mut slot = Slot::new(data, flags, key.len(), seq);
                 slot.set_deadline(deadline, &mut self.expiring);
                 let i = slots.insert(slot);
@@ -670,6 +673,7 @@ impl BankMap {
         self.bytes = self.bytes.saturating_sub(slot.key_len() + value_len_of(&slot, self.name_len));
         self.expiring -= usize::from(slot.deadline() != NEVER);
         self.entry_bytes -= alloc_size(slot.data.len());
+        self.changes += 1;
     }
 
     /// Calls `f` with every live key in insertion order. Expired entries and entries whose disk copy is
@@ -690,10 +694,30 @@ impl BankMap {
         order.into_iter().map(|(_, i)| self.slots[i].key()).collect()
     }
 
+    /// Removes every entry whose record lies before log position `floor` (or that has no record), and
+    /// returns how many: at start-up, after a gap in the log, their values cannot be proven newest.
+    pub fn drop_written_before(&mut self, floor: u64) -> usize {
+        let doomed: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.location().is_none_or(|at| at.log_position() < floor))
+            .map(|(i, _)| i)
+            .collect();
+        for &i in &doomed {
+            self.remove_slot(i);
+        }
+        doomed.len()
+    }
+
     /// Removes every entry, and hands them back so the caller can free them after dropping the lock
     /// (freeing millions of allocations takes a while).
     pub fn take_all(&mut self) -> BankMap {
-        let empty = BankMap { next_seq: self.next_seq, name_len: self.name_len, ..BankMap::default() };
+        let empty = BankMap {
+            next_seq: self.next_seq,
+            name_len: self.name_len,
+            changes: self.changes + 1,
+            ..BankMap::default()
+        };
         std::mem::replace(self, empty)
     }
 
@@ -711,17 +735,23 @@ impl BankMap {
         max_visit: usize,
         now: u64,
         gone: impl Fn(Location) -> bool,
-        out: &mut Vec<(u64, Box<[u8]>)>,
+        out: &mut KeyList,
     ) -> Option<usize> {
         let end = self.slots.span().min(from.saturating_add(max_visit));
         for i in from..end {
             if let Some(slot) = self.slots.get(i) {
                 if !slot.expired(now) && !slot.location().is_some_and(&gone) {
-                    out.push((slot.seq(), slot.key().into()));
+                    out.push(slot.seq(), slot.key());
                 }
             }
         }
         (end < self.slots.span()).then_some(end)
+    }
+
+    /// Entries added and removed since the bank was made: a listing walked in slices compares it before
+    /// and after to know whether the bank changed in between.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// One bounded step of `bank.scan`: from slot `from` on, visits at most `max_visit` slots and hands
@@ -854,6 +884,54 @@ impl BankMap {
             evicted += 1;
         }
         (freed, evicted)
+    }
+}
+
+/// Keys copied out of a bank, with their places in its insertion order: one buffer for all the names, so
+/// that a listing of millions of keys costs a few allocations, not one per key.
+#[derive(Debug, Default)]
+pub struct KeyList {
+    bytes: Vec<u8>,
+    /// Per key: its insertion order, where its name starts in `bytes`, and its length.
+    items: Vec<(u64, usize, usize)>,
+}
+
+impl KeyList {
+    fn push(&mut self, seq: u64, key: &[u8]) {
+        self.items.push((seq, self.bytes.len(), key.len()));
+        self.bytes.extend_from_slice(key);
+    }
+
+    /// Keys listed.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes of the names.
+    pub fn name_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Puts the keys in insertion order. With `dedup`, a key seen twice (removed and put again while the
+    /// list was being made) is kept once, at its newest place.
+    pub fn sort(&mut self, dedup: bool) {
+        if dedup {
+            let bytes = &self.bytes;
+            let name = |&(_, at, len): &(u64, usize, usize)| &bytes[at..at + len];
+            self.items.sort_unstable_by(|a, b| name(a).cmp(name(b)).then(b.0.cmp(&a.0)));
+            self.items.dedup_by(|later, first| name(later) == name(first));
+        }
+        self.items.sort_unstable_by_key(|&(seq, _, _)| seq);
+    }
+
+    /// The names, in the list's order.
+    pub fn names(&self) -> Vec<&[u8]> {
+        self.items.iter().map(|&(_, at, len)| &self.bytes[at..at + len]).collect()
     }
 }
 
@@ -1263,12 +1341,12 @@ mod tests {
             b.put(format!("k{i}").as_bytes(), ram(b"v"), Ttl::Forever, 0);
         }
         b.delete(b"k50", 0, NOT_GONE);
-        let (mut out, mut from) = (Vec::new(), Some(0));
+        let (mut out, mut from) = (KeyList::default(), Some(0));
         while let Some(at) = from {
             from = b.keys_step(at, 7, 0, NOT_GONE, &mut out);
         }
-        out.sort();
-        let names: Vec<Vec<u8>> = out.into_iter().map(|(_, k)| k.into_vec()).collect();
+        out.sort(false);
+        let names: Vec<Vec<u8>> = out.names().into_iter().map(<[u8]>::to_vec).collect();
         let want: Vec<Vec<u8>> =
             (0..100).filter(|i| *i != 50).map(|i| format!("k{i}").into_bytes()).collect();
         assert_eq!(names, want);

@@ -2,24 +2,26 @@
 //! in-memory index by reading a few bytes per key instead of every value.
 //!
 //! The file starts with a header naming the volume generation it describes (an index left over from an
-//! earlier use of the volume is recognised and ignored), and each entry carries its own CRC32C, so a torn
-//! tail ends the list cleanly rather than producing garbage. An index that is missing or does not match
-//! its volume is rebuilt by scanning the volume.
+//! earlier use of the volume, or another volume's index put in its place, is recognised and ignored), and
+//! each entry carries its own CRC32C and the LSN of its record, so a torn or damaged entry ends the list
+//! cleanly and the LSNs prove the entries follow each other. An index is only ever a faster way to read
+//! its volume's headers: where it ends, start-up reads the volume itself.
 //!
 //! ```text
-//! header: magic "BCI1" | version u32 = 1 | generation u32 | crc32c of the 12 bytes before   (16 bytes)
+//! header: magic "BCI2" | version u32 = 2 | generation u32 | crc32c of the 12 bytes before   (16 bytes)
 //! entry:  crc32c u32 over 4..len | len u32 | kind u8 | flags u8 | bank_len u16 | key_len u16 | 0 u16
-//!         | offset u32 | record_len u32 | deadline u64 | lifetime u64 | seq u64 | bank | key   (48 + names)
+//!         | offset u32 | record_len u32 | lsn u64 | deadline u64 | lifetime u64 | seq u64
+//!         | bank | key                                                                   (56 + names)
 //! ```
 
 use super::record::{u16_at, u32_at as le32, u64_at as le64, Kind, Meta};
 
 /// First four bytes of an index file.
-pub const MAGIC: [u8; 4] = *b"BCI1";
-const VERSION: u32 = 1;
+pub const MAGIC: [u8; 4] = *b"BCI2";
+const VERSION: u32 = 2;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 16;
-const ENTRY_HEADER: usize = 48;
+const ENTRY_HEADER: usize = 56;
 
 /// One index entry, borrowing its names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub struct Entry<'a> {
     pub offset: u32,
     /// The record's whole length.
     pub len: u32,
+    /// The record's place in the store's log.
+    pub lsn: u64,
     /// Bank name.
     pub bank: &'a [u8],
     /// Key (empty for a reset).
@@ -67,6 +71,7 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry<'_>) {
     out.extend_from_slice(&[0; 2]);
     out.extend_from_slice(&entry.offset.to_le_bytes());
     out.extend_from_slice(&entry.len.to_le_bytes());
+    out.extend_from_slice(&entry.lsn.to_le_bytes());
     out.extend_from_slice(&entry.meta.deadline.to_le_bytes());
     out.extend_from_slice(&entry.meta.lifetime.to_le_bytes());
     out.extend_from_slice(&entry.meta.seq.to_le_bytes());
@@ -97,12 +102,13 @@ pub fn decode_entry(buf: &[u8]) -> Option<(Entry<'_>, usize)> {
             meta: Meta {
                 kind,
                 flags: buf[9],
-                deadline: le64(buf, 24),
-                lifetime: le64(buf, 32),
-                seq: le64(buf, 40),
+                deadline: le64(buf, 32),
+                lifetime: le64(buf, 40),
+                seq: le64(buf, 48),
             },
             offset: le32(buf, 16),
             len: le32(buf, 20),
+            lsn: le64(buf, 24),
             bank: &buf[ENTRY_HEADER..bank_end],
             key: &buf[bank_end..len],
         },
@@ -120,6 +126,7 @@ mod tests {
             meta: Meta { kind, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 7 },
             offset,
             len: 77,
+            lsn: u64::from(offset) + 1000,
             bank: bank.as_bytes(),
             key: key.as_bytes(),
         }

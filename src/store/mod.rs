@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, TryLockError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use bank::{BankMap, Evict, Lookup, NewValue, NewValueMeta, Swept, Ttl, View};
+pub use bank::{BankMap, Evict, KeyList, Lookup, NewValue, NewValueMeta, Swept, Ttl, View};
 pub use maintenance::Maintenance;
 use memory::{Usage, UsageFigures, BANK_BYTES};
 use record::{Kind, Meta};
@@ -163,6 +163,12 @@ pub struct StoreCounters {
     pub reads_memory: AtomicU64,
     /// Reads served from disk.
     pub reads_disk: AtomicU64,
+    /// At start-up: damaged records and unreadable regions found (each lost its key or showed a gap).
+    pub recovery_damaged: AtomicU64,
+    /// At start-up: keys dropped because a gap in the log made their value unprovable.
+    pub recovery_unprovable: AtomicU64,
+    /// At start-up: index entries ignored as describing an earlier use of their volume, or another volume.
+    pub recovery_recycled: AtomicU64,
 }
 
 /// Totals over every bank, for `stats`: read from store-wide tallies, so they cost the same with one bank
@@ -271,7 +277,21 @@ impl Store {
         let Some(volumes) = &config.volumes else { return Ok((store, None)) };
         let now = now_ms();
         let mut table = Table::default();
-        let (disk, report) = Volumes::open(volumes, |r| replay(&mut table, r, now))?;
+        let (disk, mut report) = Volumes::open(volumes, |r| replay(&mut table, r, now))?;
+        if let Some(floor) = report.floor() {
+            // A gap in the log: no value written before it can be proven to be its key's newest.
+            for bank in table.order() {
+                report.unprovable_keys += bank.lock_wait().drop_written_before(floor) as u64;
+            }
+            log::warn!(
+                "records were lost from the log: {} keys whose value predates the loss were dropped",
+                report.unprovable_keys
+            );
+        }
+        let counters = &store.counters;
+        counters.recovery_damaged.store(report.damaged_records, Ordering::Relaxed);
+        counters.recovery_unprovable.store(report.unprovable_keys, Ordering::Relaxed);
+        counters.recovery_recycled.store(report.recycled_entries, Ordering::Relaxed);
         for bank in table.order() {
             store.usage.add_bank(bank_cost(bank.name()));
             let map = bank.lock_wait();
@@ -674,28 +694,28 @@ impl Store {
     /// slots at a time with the bank's lock dropped in between, so that ops on the bank keep flowing. A
     /// key present throughout is listed once; one added or removed meanwhile may or may not be. Refused
     /// once the listing would take more than `max_bytes` (a reply must not grow without bound).
-    pub fn keys(&self, bank: &str, now: u64, max_bytes: usize) -> Result<Vec<Box<[u8]>>, TooLarge> {
-        let bank = match self.table(Access::Wait).ok().and_then(|t| t.get(bank).cloned()) {
-            Some(bank) => bank,
-            None => return Ok(Vec::new()),
+    pub fn keys(&self, bank: &str, now: u64, max_bytes: usize) -> Result<KeyList, TooLarge> {
+        let mut found = KeyList::default();
+        let Some(bank) = self.table(Access::Wait).ok().and_then(|t| t.get(bank).cloned()) else {
+            return Ok(found);
         };
-        let mut found: Vec<(u64, Box<[u8]>)> = Vec::new();
-        let (mut from, mut bytes) = (Some(0), 0usize);
+        let (mut from, mut changes) = (Some(0), None);
+        let mut changed = false;
         while let Some(at) = from {
-            let before = found.len();
-            from = bank.lock_wait().keys_step(at, SLICE, now, self.gone(), &mut found);
+            let map = bank.lock_wait();
+            changed |= changes.is_some_and(|c| c != map.changes());
+            changes = Some(map.changes());
+            from = map.keys_step(at, SLICE, now, self.gone(), &mut found);
+            drop(map);
             // A key's text in the reply: itself, its quotes and a separator.
-            bytes += found[before..].iter().map(|(_, k)| k.len() + 4).sum::<usize>();
-            if bytes > max_bytes {
+            if found.name_bytes() + 4 * found.len() > max_bytes {
                 return Err(TooLarge { max: max_bytes, listed: found.len() });
             }
         }
-        // A key removed and put again between two slices can have been seen twice, in two slots: keep its
-        // newest place in the order.
-        found.sort_unstable_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
-        found.dedup_by(|later, first| later.1 == first.1);
-        found.sort_unstable_by_key(|(seq, _)| *seq);
-        Ok(found.into_iter().map(|(_, key)| key).collect())
+        // A key removed and put again between two slices can have been seen twice, in two slots: then keep
+        // its newest place in the order.
+        found.sort(changed);
+        Ok(found)
     }
 
     /// Empties a bank (it stays listed); with a disk store a reset record makes it hold after a restart.
@@ -870,6 +890,7 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
                 b.lock_wait().clear();
             }
         }
+        Kind::Void => {}
     }
 }
 
@@ -1057,7 +1078,7 @@ mod tests {
         assert_eq!(get(&s, "a", "counter").unwrap().0, b"50");
         assert_eq!(get(&s, "b", "gone"), None);
         let keys = s.keys("b", now, 1 << 20).unwrap();
-        assert_eq!(keys, [Box::from(&b"after-reset"[..])]);
+        assert_eq!(keys.names(), [&b"after-reset"[..]]);
         // The touch moved the deadline 50 s on: alive at +120 s, gone at +160 s.
         let alive = s.get("a", b"short", now + 120_000, false, Access::Wait, |_, _| ()).unwrap();
         assert!(matches!(alive, Lookup::Hit(_)));

@@ -1,29 +1,39 @@
-//! Volume files: the CacheFS layout, `data/<n>`, `index/<n>` and `META.txt`, used cyclically.
+//! Volume files: the CacheFS layout, `data/<n>`, `index/<n>` and `META.txt`, used cyclically, plus a
+//! `CHECKPOINT` of how far the log has gone.
 //!
 //! Records are appended to the current volume with one positioned write each (so a reply is sent only
-//! after its record is in the kernel: a killed process loses nothing acknowledged) and read back through
-//! one memory map per volume, mapped once at start-up. When the current volume is full the next one, the
-//! oldest, is reused from offset 0 under a new *generation*: every index entry that points into it carries
-//! the old generation and reads as a miss from then on, without a scan of the index.
+//! after its record is in the kernel: a killed process loses nothing acknowledged) and read back with
+//! positioned reads. When the current volume is full the next one, the oldest, is reused from offset 0
+//! under a new *generation*: every location that points into it carries the old generation and reads as a
+//! miss from then on, without a scan of the index.
 //!
-//! Each volume file is sized to `volume_size` up front (sparse), so a map never has to grow. The generation
-//! of a volume is the one in its first record; `META.txt` names the current volume, as in CacheFS, but the
-//! generations decide when the two disagree (a crash between the steps of a rotation).
+//! The data write is the commit point of a mutation. Its index entry is only a faster way to find it at
+//! start-up: a failure to write the index (a full disk) stops that volume's index there and fails nothing,
+//! since start-up reads the volume past the end of its index. A write that fails leaves the writer where it
+//! was, so the next record overwrites whatever part of it reached the file, and takes its LSN.
+//!
+//! Each volume file is sized to `volume_size` up front (sparse). The generation of a volume is the newer of
+//! the one in its first record and the one its index names (a reused volume's index is rewritten before its
+//! first record); `META.txt` names the current volume, as in CacheFS, but the generations decide. How
+//! start-up proves what it recovers is in [`replay`].
+
+mod io;
+mod replay;
 
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, IoSlice, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::io::{BufWriter, IoSlice, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use memmap2::Mmap;
+pub use io::DiskBudget;
+pub use replay::RecoveryReport;
 
 use super::index::{self, Entry};
-use super::record::{self, Meta, Record};
+use super::record::{self, Kind, Meta, Record};
+use replay::Chain;
 
 /// When data reaches the disk itself, not only the kernel, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,52 +62,6 @@ pub struct VolumeConfig {
     pub disk: Option<Arc<DiskBudget>>,
 }
 
-/// Bytes that may still be written, shared by every write of the store: a test's full disk.
-#[derive(Debug)]
-pub struct DiskBudget {
-    left: AtomicU64,
-}
-
-impl DiskBudget {
-    /// A disk with `bytes` of room.
-    pub fn new(bytes: u64) -> DiskBudget {
-        DiskBudget { left: AtomicU64::new(bytes) }
-    }
-
-    /// Sets the room left (refilling a full disk, or filling an empty one).
-    pub fn set(&self, bytes: u64) {
-        self.left.store(bytes, Ordering::SeqCst);
-    }
-
-    /// Room left.
-    pub fn left(&self) -> u64 {
-        self.left.load(Ordering::SeqCst)
-    }
-
-    /// Takes room for a write of `len` bytes: how many of them fit.
-    fn take(&self, len: usize) -> usize {
-        let mut left = self.left.load(Ordering::SeqCst);
-        loop {
-            let granted = left.min(len as u64);
-            match self.left.compare_exchange(left, left - granted, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return granted as usize,
-                Err(now) => left = now,
-            }
-        }
-    }
-}
-
-/// The error a full disk gives.
-fn no_space() -> io::Error {
-    io::Error::from_raw_os_error(libc::ENOSPC)
-}
-
-/// Room for a write of `len` bytes on `disk`: `Ok(len)` when it all fits (always without a budget), else the
-/// bytes that fit, to be written before failing with [`no_space`].
-fn room(disk: Option<&DiskBudget>, len: usize) -> usize {
-    disk.map_or(len, |d| d.take(len))
-}
-
 /// Where a record lies: enough to read it back and to tell whether it is still there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -109,48 +73,6 @@ pub struct Location {
     pub len: u32,
     /// Generation of the volume when the record was written.
     pub generation: u32,
-}
-
-/// Writes every byte of `parts` at `offset`, normally in one `pwritev`: a put's value goes from the request
-/// buffer to the page cache with no copy behind the record header first.
-fn write_all_vectored_at(
-    file: &File,
-    disk: Option<&DiskBudget>,
-    parts: &mut [IoSlice<'_>],
-    offset: u64,
-) -> io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let fits = room(disk, total);
-    if fits < total {
-        // A full disk: what fits is written, then the write fails, as a real one does.
-        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
-        file.write_all_at(&joined[..fits], offset)?;
-        return Err(no_space());
-    }
-    pwritev_all(file, parts, offset)
-}
-
-fn pwritev_all(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
-    IoSlice::advance_slices(&mut parts, 0);
-    while !parts.is_empty() {
-        let count = parts.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
-        let at = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and every slice outlives the call.
-        let n = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr().cast::<libc::iovec>(), count, at) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero));
-        }
-        offset += n as u64;
-        IoSlice::advance_slices(&mut parts, n as usize);
-    }
-    Ok(())
 }
 
 impl Location {
@@ -169,7 +91,7 @@ pub enum VolumeError {
         /// What was being done, with the path.
         context: String,
         /// The system's error.
-        source: io::Error,
+        source: std::io::Error,
     },
     /// A record that can never fit in a volume.
     TooLarge {
@@ -203,7 +125,7 @@ impl std::error::Error for VolumeError {
     }
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> VolumeError {
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VolumeError {
     let context = context.into();
     move |source| VolumeError::Io { context, source }
 }
@@ -220,7 +142,8 @@ pub enum ReadMiss {
 /// One record found at start-up, in the order records must be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered<'a> {
-    /// Kind, flags, deadline, lifetime.
+    /// Kind, flags, deadline, lifetime. A record whose value was found damaged comes as a delete of its
+    /// key: its newest value is lost.
     pub meta: Meta,
     /// Bank name (borrowed from the index file while it is read: start-up allocates nothing per record).
     pub bank: Cow<'a, [u8]>,
@@ -242,47 +165,19 @@ impl Recovered<'_> {
     }
 }
 
-/// What start-up found, for the log.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Volumes holding data of their current generation.
-    pub volumes: u32,
-    /// Records recovered.
-    pub records: u64,
-    /// Index files that were missing or did not match and were rebuilt from their volume.
-    pub rebuilt_indexes: u32,
-    /// Bytes at the end of the current volume that did not form a valid record and were cut off.
-    pub torn_tail_bytes: u64,
-    /// Damaged records stepped over; their keys are treated as deleted.
-    pub damaged_records: u64,
-}
-
-impl RecoveryReport {
-    fn add(&mut self, replayed: &Replayed) {
-        self.records += replayed.records;
-        self.damaged_records += replayed.damaged;
-        self.rebuilt_indexes += u32::from(replayed.rebuilt);
-    }
-}
-
-/// A volume's open file and its map. Swapped for fresh ones when the file vanishes under the server; readers
-/// hold an `Arc` while they copy, so a map is never unmapped under a read.
-struct Files {
-    file: File,
-    map: Mmap,
-}
-
 struct Volume {
     path: PathBuf,
-    files: RwLock<Arc<Files>>,
+    /// The open file; swapped for a fresh one when the file vanishes under the server. Readers hold an
+    /// `Arc` while they read.
+    file: RwLock<Arc<File>>,
     generation: AtomicU32,
     /// A file found cut short under the server has been reported (once, not on every read).
     reported_short: AtomicBool,
 }
 
 impl Volume {
-    fn files(&self) -> Arc<Files> {
-        Arc::clone(&self.files.read().unwrap_or_else(PoisonError::into_inner))
+    fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -290,22 +185,28 @@ struct Writer {
     current: u32,
     offset: u64,
     next_generation: u32,
-    index: BufWriter<File>,
+    /// The LSN the next record takes.
+    next_lsn: u64,
+    /// The current volume's index, while it can be written: `None` once a write of it failed (the rest of
+    /// the volume is found by reading the volume at start-up).
+    index: Option<BufWriter<File>>,
     /// Written since the last fsync.
     dirty: bool,
     /// Volumes left by a rotation with writes not yet fsynced: the next `sync` does them, outside the lock.
     unsynced: Vec<u32>,
     /// The header, bank and key of the record being written; reused.
     scratch: Vec<u8>,
+    /// The LSN the checkpoint last recorded.
+    checkpointed: u64,
 }
 
 /// The volume store.
 pub struct Volumes {
     dir: PathBuf,
-    /// The test hook for a full disk.
-    disk: Option<Arc<DiskBudget>>,
     size: u64,
     fsync: Fsync,
+    /// The test hook for a full disk.
+    disk: Option<Arc<DiskBudget>>,
     vols: Box<[Volume]>,
     writer: Mutex<Writer>,
     /// Reads (and start-up scans) that found damaged records.
@@ -314,33 +215,33 @@ pub struct Volumes {
     reuses: AtomicU64,
 }
 
-/// How far past the end of valid data start-up looks for torn bytes to count and clear.
-const TORN_TAIL_WINDOW: usize = 1 << 20;
-
-fn data_path(dir: &Path, n: u32) -> PathBuf {
+pub(super) fn data_path(dir: &Path, n: u32) -> PathBuf {
     dir.join("data").join(n.to_string())
 }
 
-fn index_path(dir: &Path, n: u32) -> PathBuf {
+pub(super) fn index_path(dir: &Path, n: u32) -> PathBuf {
     dir.join("index").join(n.to_string())
 }
 
 impl Volumes {
     /// Opens (or creates) the store and replays what it holds: `apply` is called once per record, oldest
-    /// first, so applying them in turn rebuilds the state the store had.
+    /// first, so applying them in turn rebuilds the state the store had. The report's
+    /// [`RecoveryReport::floor`] says which values the replay could not prove newest: the caller drops
+    /// them.
     pub fn open(
         config: &VolumeConfig,
         mut apply: impl FnMut(&Recovered<'_>),
     ) -> Result<(Volumes, RecoveryReport), VolumeError> {
         if config.volume_count == 0 || config.volume_size < record::HEADER_LEN as u64 {
             return Err(VolumeError::Config(
-                "volume_count must be at least 1 and volume_size at least 48".into(),
+                "volume_count must be at least 1 and volume_size at least 64".into(),
             ));
         }
         if config.volume_size > u64::from(u32::MAX) {
             return Err(VolumeError::Config("volume_size must be at most 4 GiB".into()));
         }
         let dir = config.dir.clone();
+        let disk = config.disk.as_deref();
         for sub in ["data", "index"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(io_err(format!("cannot create {}", path.display())))?;
@@ -350,17 +251,21 @@ impl Volumes {
             vols.push(open_volume(&data_path(&dir, n), config.volume_size)?);
         }
         // A reused volume's index is rewritten with the new generation before any record of it is written,
-        // so the index can be newer than the data; a volume's generation is the newer of the two. Start-up
-        // reads the files, never the maps: reading a hole of a sparse file through a map can fault (SIGBUS on
-        // a full tmpfs), a plain read returns zeroes.
-        let generations: Vec<u32> = (0..config.volume_count)
+        // so the index can be newer than the data; a volume's generation is the newer of the two.
+        let mut generations: Vec<u32> = (0..config.volume_count)
             .map(|n| {
-                let indexed = read_index_header(&dir, n);
-                let files = vols[n as usize].files();
-                let mut scan = Scanner::new(&files.file, config.volume_size);
-                scan.first_generation().max(indexed.unwrap_or(0))
+                let indexed = read_index_header(&dir, n).unwrap_or(0);
+                replay::first_generation(&vols[n as usize].file(), config.volume_size).max(indexed)
             })
             .collect();
+        // Two volumes cannot hold the same generation: one was put in the other's place. The later one
+        // (by number) is treated as empty; if it held records that mattered, the LSNs show the gap.
+        for n in 0..generations.len() {
+            if generations[n] != 0 && generations[..n].contains(&generations[n]) {
+                log::warn!("data/{n} holds the same generation as another volume; it is treated as empty");
+                generations[n] = 0;
+            }
+        }
         let newest = (0..config.volume_count).max_by_key(|&n| generations[n as usize]).unwrap_or(0);
         let meta_current = read_meta(&dir);
         let current = if generations[newest as usize] == 0 {
@@ -374,86 +279,88 @@ impl Volumes {
         let mut next_generation = generations.iter().copied().max().unwrap_or(0) + 1;
 
         let mut report = RecoveryReport::default();
-        let mut order: Vec<u32> =
-            (0..config.volume_count).filter(|&n| n != current && generations[n as usize] > 0).collect();
+        let mut chain = Chain::default();
+        if let Some(lsn) = replay::read_checkpoint(&dir) {
+            chain.evidence(lsn);
+        }
+        let mut order: Vec<u32> = (0..config.volume_count).filter(|&n| generations[n as usize] > 0).collect();
         order.sort_by_key(|&n| generations[n as usize]);
+        let mut offset = 0;
         for &n in &order {
             let generation = generations[n as usize];
             vols[n as usize].generation.store(generation, Ordering::Relaxed);
+            let file = vols[n as usize].file();
+            let replayed =
+                replay::replay(&dir, disk, n, generation, &file, config.volume_size, &mut chain, &mut apply);
             report.volumes += 1;
-            let replayed = replay(
-                &dir,
-                config.disk.as_deref(),
-                n,
-                generation,
-                &vols[n as usize].files().file,
-                config.volume_size,
-                &mut apply,
+            report.records += replayed.records;
+            report.damaged_records += replayed.damaged;
+            report.rebuilt_indexes += u32::from(replayed.rebuilt);
+            report.recycled_entries += replayed.recycled;
+            let mut line = format!(
+                "data/{n} (generation {generation}): {} records, {} damaged",
+                replayed.records, replayed.damaged
             );
-            report.add(&replayed);
-        }
-
-        // The current volume: its index may lag its data (entries are buffered), so the data after the last
-        // indexed record is scanned; whatever does not form a valid record after that is a torn tail.
-        let mut current_generation = generations[current as usize];
-        let offset = if current_generation == 0 {
-            current_generation = next_generation;
-            next_generation += 1;
-            best_effort_rewrite_index(&dir, current, current_generation, &[], config.disk.as_deref());
-            0
-        } else {
-            report.volumes += 1;
-            let vol = &vols[current as usize];
-            let files = vol.files();
-            let replayed = replay(
-                &dir,
-                config.disk.as_deref(),
-                current,
-                current_generation,
-                &files.file,
-                config.volume_size,
-                &mut apply,
-            );
-            report.add(&replayed);
-            let end = replayed.end;
-            let mut scan = Scanner::new(&files.file, config.volume_size);
-            let window = scan.read(end, TORN_TAIL_WINDOW).to_vec();
-            // Records of an earlier use of the volume also lie past the end; only other bytes are torn.
-            let old_record = matches!(record::decode(&window), Ok(r) if r.generation != current_generation);
-            if let Some(last) = window.iter().rposition(|&b| b != 0).filter(|_| !old_record) {
-                report.torn_tail_bytes = last as u64 + 1;
-                // Zero the torn bytes so that a later scan does not find them again behind new records
-                // (best effort: on a full disk the next start-up simply cuts them again).
-                if let Err(e) = files.file.write_all_at(&vec![0; last + 1], end) {
-                    log::warn!("cannot clear the torn tail of {}: {e}", vol.path.display());
+            if replayed.rebuilt {
+                line.push_str(", index rewritten");
+            }
+            if replayed.recycled > 0 {
+                line.push_str(&format!(", {} stale index entries ignored", replayed.recycled));
+            }
+            if n == current {
+                // Whatever does not form a record after the data of the current volume is a write cut short.
+                offset = replayed.end;
+                let torn = replay::clear_torn_tail(&file, disk, replayed.end, config.volume_size, generation);
+                report.torn_tail_bytes = torn;
+                if torn > 0 {
+                    line.push_str(&format!(", {torn} torn bytes cut at offset {}", replayed.end));
                 }
             }
-            end
-        };
+            report.lines.push(line);
+        }
+        report.floor = chain.finish();
+        let mut current_generation = generations[current as usize];
+        if current_generation == 0 {
+            current_generation = next_generation;
+            next_generation += 1;
+            if let Err(e) = rewrite_index(&dir, current, current_generation, disk) {
+                log::warn!("cannot write index/{current}: {e}");
+            }
+            offset = 0;
+        }
         vols[current as usize].generation.store(current_generation, Ordering::Relaxed);
         if meta_current != Some(current) {
             // Best effort: the generations, not META.txt, decide at the next start-up.
-            if let Err(e) = write_meta(&dir, current, config.disk.as_deref()) {
+            if let Err(e) = write_meta(&dir, current, disk) {
                 log::warn!("cannot update META.txt: {e}");
             }
         }
-        let index = open_index_for_append(&dir, current)?;
+        let index = match open_index_for_append(&dir, current) {
+            Ok(index) => Some(index),
+            Err(e) => {
+                log::warn!("{e}; data/{current} will be read at the next start-up instead");
+                None
+            }
+        };
+        let next_lsn = chain.highest + 1;
         let volumes = Volumes {
             dir,
-            disk: config.disk.clone(),
             size: config.volume_size,
             fsync: config.fsync,
+            disk: config.disk.clone(),
             vols: vols.into_boxed_slice(),
             writer: Mutex::new(Writer {
                 current,
                 offset,
                 next_generation,
+                next_lsn,
                 index,
                 dirty: false,
                 unsynced: Vec::new(),
                 scratch: Vec::new(),
+                checkpointed: next_lsn - 1,
             }),
-            // Damaged records stepped over at start-up count with those found by reads.
+            // Damaged records found at start-up count with those found by reads.
             damaged_reads: AtomicU64::new(report.damaged_records),
             reuses: AtomicU64::new(0),
         };
@@ -465,7 +372,8 @@ impl Volumes {
     }
 
     /// Appends one record and returns where it lies. The record is in the kernel when this returns (and on
-    /// the disk with `fsync: always`); a failed write leaves the store as it was.
+    /// the disk with `fsync: always`). A write that fails leaves nothing that counts: the writer stays
+    /// where it was, so the next record overwrites whatever part of it reached the file.
     pub fn append(&self, meta: Meta, bank: &[u8], key: &[u8], value: &[u8]) -> Result<Location, VolumeError> {
         let len = record::encoded_len(bank, key, value);
         if len as u64 > self.size {
@@ -473,12 +381,13 @@ impl Volumes {
         }
         let mut w = self.writer();
         if w.offset + len as u64 > self.size {
-            self.rotate(&mut w)?;
+            self.rotate(&mut w);
         }
         let generation = self.vols[w.current as usize].generation.load(Ordering::Relaxed);
+        let lsn = w.next_lsn;
         let mut head = std::mem::take(&mut w.scratch);
         head.clear();
-        let encoded = record::encode_head(&mut head, generation, meta, bank, key, value);
+        let encoded = record::encode_head(&mut head, generation, lsn, meta, bank, key, value);
         if encoded.is_err() {
             w.scratch = head;
             return Err(VolumeError::Config(format!(
@@ -488,43 +397,72 @@ impl Volumes {
             )));
         }
         let vol = &self.vols[w.current as usize];
-        let written = write_all_vectored_at(
-            &vol.files().file,
+        let written = io::write_parts_at(
+            &vol.file(),
             self.disk.as_deref(),
             &mut [IoSlice::new(&head), IoSlice::new(value)],
             w.offset,
         );
         w.scratch = head;
         written.map_err(io_err(format!("cannot write {}", vol.path.display())))?;
+        // The record is in the kernel: from here on it counts.
         let location = Location { volume: w.current, offset: w.offset as u32, len: len as u32, generation };
-        let mut entry = Vec::with_capacity(64 + bank.len() + key.len());
-        index::encode_entry(
-            &mut entry,
-            &Entry { meta, offset: location.offset, len: location.len, bank, key },
-        );
-        let fits = room(self.disk.as_deref(), entry.len());
-        let appended = w.index.write_all(&entry[..fits]).and_then(|()| {
-            if fits < entry.len() {
-                Err(no_space())
-            } else {
-                Ok(())
-            }
-        });
-        appended.map_err(io_err("cannot write the index"))?;
+        w.next_lsn += 1;
         w.offset += len as u64;
         w.dirty = true;
+        self.index_entry(&mut w, &Entry { meta, offset: location.offset, len: location.len, lsn, bank, key });
         if self.fsync == Fsync::Always {
             drop(w);
-            self.sync()?;
+            if let Err(e) = self.sync() {
+                // The reply will be an error, so the record must not count: make it a void record, which
+                // keeps its LSN (the log stays whole) and does nothing. Best effort: the disk is failing.
+                self.void(location, lsn, meta, bank, key, value.len());
+                return Err(e);
+            }
         }
         Ok(location)
     }
 
-    /// Moves to the next volume, the oldest, and reuses it under a new generation.
-    fn rotate(&self, w: &mut Writer) -> Result<(), VolumeError> {
+    /// Adds the entry of a record just written to the current volume's index. A failure stops the index:
+    /// the rest of the volume is read from the volume itself at start-up.
+    fn index_entry(&self, w: &mut Writer, entry: &Entry<'_>) {
+        let Some(index) = &mut w.index else { return };
+        let mut buf = Vec::with_capacity(64 + entry.bank.len() + entry.key.len());
+        index::encode_entry(&mut buf, entry);
+        if let Err(e) = io::append(index, self.disk.as_deref(), &buf) {
+            log::warn!(
+                "cannot write index/{} ({e}); start-up will read data/{} past its end",
+                w.current,
+                w.current
+            );
+            w.index = None;
+        }
+    }
+
+    /// Overwrites the header of the record at `at` with a void record of the same length and LSN.
+    fn void(&self, at: Location, lsn: u64, meta: Meta, bank: &[u8], key: &[u8], value_len: usize) {
+        let mut head = Vec::new();
+        let zeros = vec![0; value_len];
+        let void = Meta { kind: Kind::Void, ..meta };
+        if record::encode(&mut head, at.generation, lsn, void, bank, key, &zeros).is_err() {
+            return;
+        }
+        let vol = &self.vols[at.volume as usize];
+        if let Err(e) = io::write_at(&vol.file(), self.disk.as_deref(), &head, u64::from(at.offset)) {
+            log::error!("cannot void a record whose write failed in {}: {e}", vol.path.display());
+        }
+    }
+
+    /// Moves to the next volume, the oldest, and reuses it under a new generation. Nothing here can fail
+    /// the write that asked for it: the index and `META.txt` are conveniences.
+    fn rotate(&self, w: &mut Writer) {
         // The fsync of the volume left behind (a whole volume's worth of page cache) would hold every
         // writer for as long as it takes; the next `sync` does it outside the lock instead.
-        w.index.flush().map_err(io_err("cannot write the index"))?;
+        if let Some(index) = &mut w.index {
+            if let Err(e) = index.flush() {
+                log::warn!("cannot write index/{}: {e}", w.current);
+            }
+        }
         if std::mem::take(&mut w.dirty) && !w.unsynced.contains(&w.current) {
             w.unsynced.push(w.current);
         }
@@ -533,29 +471,49 @@ impl Volumes {
         // From here on, every location in the reused volume reads as recycled.
         let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
         w.next_generation += 1;
-        rewrite_index(&self.dir, next, generation, &[], self.disk.as_deref())?;
-        w.index = open_index_for_append(&self.dir, next)?;
-        write_meta(&self.dir, next, self.disk.as_deref())?;
+        let disk = self.disk.as_deref();
+        w.index = match rewrite_index(&self.dir, next, generation, disk)
+            .and_then(|()| open_index_for_append(&self.dir, next))
+        {
+            Ok(index) => Some(index),
+            Err(e) => {
+                log::warn!("{e}; data/{next} will be read at the next start-up instead");
+                None
+            }
+        };
+        if let Err(e) = write_meta(&self.dir, next, disk) {
+            log::warn!("cannot update META.txt: {e}");
+        }
         w.current = next;
         w.offset = 0;
         if held_data {
             self.reuses.fetch_add(1, Ordering::Relaxed);
         }
         log::info!("now writing volume {next} (generation {generation})");
-        Ok(())
     }
 
-    /// Flushes buffered index entries and fsyncs the current volume and its index, if anything was written.
+    /// Flushes buffered index entries, fsyncs (unless the policy is `never`) the current volume and its
+    /// index if anything was written, and records the checkpoint.
     ///
     /// Only the flush of the index buffer happens under the writer's lock; the fsyncs themselves (which can
     /// take many milliseconds) run after it is dropped, so appends go on meanwhile.
     pub fn sync(&self) -> Result<(), VolumeError> {
-        let (current, dirty, left_behind) = {
+        let (current, dirty, left_behind, lsn) = {
             let mut w = self.writer();
-            w.index.flush().map_err(io_err("cannot write the index"))?;
-            (w.current, std::mem::take(&mut w.dirty), std::mem::take(&mut w.unsynced))
+            if let Some(index) = &mut w.index {
+                if let Err(e) = index.flush() {
+                    log::warn!(
+                        "cannot write index/{} ({e}); start-up will read data/{} past its end",
+                        w.current,
+                        w.current
+                    );
+                    w.index = None;
+                }
+            }
+            (w.current, std::mem::take(&mut w.dirty), std::mem::take(&mut w.unsynced), w.next_lsn - 1)
         };
-        if self.fsync != Fsync::Never {
+        let durable = self.fsync != Fsync::Never;
+        if durable {
             for n in left_behind {
                 self.fsync_volume(n)?;
             }
@@ -563,16 +521,27 @@ impl Volumes {
                 self.fsync_volume(current)?;
             }
         }
+        // Only once the records are as durable as the policy makes them: the checkpoint must never claim
+        // more than the volumes hold.
+        let mut w = self.writer();
+        if lsn > w.checkpointed {
+            match replay::write_checkpoint(&self.dir, lsn, self.disk.as_deref(), durable) {
+                Ok(()) => w.checkpointed = lsn,
+                Err(e) => log::warn!("cannot write the checkpoint: {e}"),
+            }
+        }
         Ok(())
     }
 
     fn fsync_volume(&self, n: u32) -> Result<(), VolumeError> {
         let vol = &self.vols[n as usize];
-        vol.files().file.sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
+        vol.file().sync_data().map_err(io_err(format!("cannot fsync {}", vol.path.display())))?;
         let index = index_path(&self.dir, n);
-        File::open(&index)
-            .and_then(|f| f.sync_data())
-            .map_err(io_err(format!("cannot fsync {}", index.display())))
+        if let Err(e) = File::open(&index).and_then(|f| f.sync_data()) {
+            // The index only speeds start-up up.
+            log::warn!("cannot fsync {}: {e}", index.display());
+        }
+        Ok(())
     }
 
     /// Checks that every volume file is still the one the server opened. A file that vanished or was
@@ -582,21 +551,21 @@ impl Volumes {
     /// cut read as misses. Called by the maintenance thread once a second.
     pub fn check_files(&self) {
         for (n, vol) in self.vols.iter().enumerate() {
-            let files = vol.files();
-            let ours = files.file.metadata().map(|m| (m.ino(), m.dev())).ok();
+            let file = vol.file();
+            let ours = file.metadata().map(|m| (m.ino(), m.dev())).ok();
             let problem = match fs::metadata(&vol.path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Some("vanished"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("vanished"),
                 Err(_) => None,
                 Ok(m) if Some((m.ino(), m.dev())) != ours => Some("was replaced"),
                 Ok(m) if m.len() < self.size => {
                     // Cut short: what was cut is lost (those reads fail their check and are misses); the
-                    // file is sized again so the map stays readable and writes go on.
+                    // file is sized again so writes go on.
                     log::error!(
                         "{} was cut short under the server; the records past {} bytes are lost",
                         vol.path.display(),
                         m.len()
                     );
-                    if let Err(e) = files.file.set_len(self.size) {
+                    if let Err(e) = file.set_len(self.size) {
                         log::error!("cannot size {} again: {e}", vol.path.display());
                     }
                     None
@@ -604,7 +573,7 @@ impl Volumes {
                 Ok(_) => None,
             };
             let Some(problem) = problem else { continue };
-            drop(files);
+            drop(file);
             let n = n as u32;
             log::error!("{} {problem} under the server; the volume is treated as empty", vol.path.display());
             if let Err(e) = self.replace_volume(n) {
@@ -614,19 +583,27 @@ impl Volumes {
     }
 
     /// Gives volume `n` a fresh empty file. The current volume starts again at offset 0 under a new
-    /// generation; any other volume becomes unused (generation 0), as if never written.
+    /// generation; any other volume becomes unused (generation 0), as if never written. The LSNs go on, so
+    /// the next start-up sees the records that were lost as a gap.
     fn replace_volume(&self, n: u32) -> Result<(), VolumeError> {
         let vol = &self.vols[n as usize];
         let mut w = self.writer();
-        let fresh = open_files(&vol.path, self.size)?;
-        *vol.files.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        let fresh = open_file(&vol.path, self.size)?;
+        *vol.file.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         vol.reported_short.store(false, Ordering::Relaxed);
         if n == w.current {
             let generation = w.next_generation;
             w.next_generation += 1;
             vol.generation.store(generation, Ordering::Release);
-            rewrite_index(&self.dir, n, generation, &[], self.disk.as_deref())?;
-            w.index = open_index_for_append(&self.dir, n)?;
+            w.index = match rewrite_index(&self.dir, n, generation, self.disk.as_deref())
+                .and_then(|()| open_index_for_append(&self.dir, n))
+            {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    log::warn!("{e}");
+                    None
+                }
+            };
             w.offset = 0;
         } else {
             vol.generation.store(0, Ordering::Release);
@@ -652,7 +629,7 @@ impl Volumes {
         record::decode(&copy).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
     }
 
-    /// Copies the record at `at` out of its volume's map and checks it (magic, CRC, generation, names):
+    /// Reads the record at `at` with one positioned read and checks it (magic, CRCs, generation, names):
     /// the copy, and where the value lies in it.
     fn read_copy(
         &self,
@@ -664,22 +641,20 @@ impl Volumes {
         if vol.generation.load(Ordering::Acquire) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        let (start, end) = (at.offset as usize, at.offset as usize + at.len as usize);
-        let files = vol.files();
-        // A file cut short under the server would turn a read of the map past its end into SIGBUS.
-        let file_len = files.file.metadata().map_or(0, |m| m.len());
-        if end as u64 > file_len || end > files.map.len() {
+        let mut copy = vec![0; at.len as usize];
+        let got = io::read_at(&vol.file(), &mut copy, u64::from(at.offset)).unwrap_or(0);
+        if got < copy.len() {
+            // The file was cut short under the server.
             self.damaged();
             if !vol.reported_short.swap(true, Ordering::Relaxed) {
                 log::error!(
-                    "{} was cut short under the server ({file_len} bytes); the records past its end are lost",
+                    "{} was cut short under the server; the records past its end are lost",
                     vol.path.display()
                 );
             }
             return Err(ReadMiss::Damaged);
         }
-        // Copy first, then check the copy: the writer may be reusing this volume at this very moment.
-        let copy = files.map[start..end].to_vec();
+        // Checked after the read: the writer may be reusing this volume at this very moment.
         if vol.generation.load(Ordering::Acquire) != at.generation {
             return Err(ReadMiss::Recycled);
         }
@@ -739,13 +714,13 @@ impl Volumes {
 fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
     Ok(Volume {
         path: path.to_owned(),
-        files: RwLock::new(Arc::new(open_files(path, size)?)),
+        file: RwLock::new(Arc::new(open_file(path, size)?)),
         generation: AtomicU32::new(0),
         reported_short: AtomicBool::new(false),
     })
 }
 
-fn open_files(path: &Path, size: u64) -> Result<Files, VolumeError> {
+fn open_file(path: &Path, size: u64) -> Result<File, VolumeError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -757,248 +732,22 @@ fn open_files(path: &Path, size: u64) -> Result<Files, VolumeError> {
     if len < size {
         file.set_len(size).map_err(io_err(format!("cannot size {}", path.display())))?;
     }
-    // SAFETY: the map is only read through copies that are checked (CRC, generation, names) before use, so
-    // concurrent writes to the file by this process or others cannot produce unchecked data.
-    let map = unsafe { Mmap::map(&file) }.map_err(io_err(format!("cannot map {}", path.display())))?;
-    Ok(Files { file, map })
-}
-
-/// What replaying one volume found.
-struct Replayed {
-    records: u64,
-    damaged: u64,
-    /// Where valid data ends.
-    end: u64,
-    /// The index did not cover the volume and was written anew.
-    rebuilt: bool,
-}
-
-/// Replays one volume, oldest record first. Its index is used while its entries follow each other from
-/// offset 0 without a gap (an index is only a faster way to read the volume's headers); from the first
-/// gap, or from the end of the index, the volume itself is scanned until its data ends. A damaged record
-/// whose header still hangs together is stepped over and its key treated as deleted, so neither the records
-/// after it nor an older value of that key come back. If the index had to be completed it is rewritten (best
-/// effort: on a full disk the next start-up scans again).
-fn replay(
-    dir: &Path,
-    disk: Option<&DiskBudget>,
-    n: u32,
-    generation: u32,
-    file: &File,
-    size: u64,
-    apply: &mut impl FnMut(&Recovered<'_>),
-) -> Replayed {
-    let mut out = Replayed { records: 0, damaged: 0, end: 0, rebuilt: false };
-    let mut scan = Scanner::new(file, size);
-    let mut entries: Vec<u8> = Vec::new();
-    let index_file = fs::read(index_path(dir, n)).ok();
-    let indexed = index_file.as_deref().filter(|buf| index::decode_header(buf) == Some(generation));
-    let mut at = 0u64;
-    match indexed {
-        Some(buf) => {
-            let mut pos = index::HEADER_LEN;
-            // An index whose first record has vanished from the data (the volume file was lost or replaced
-            // while the server was down) describes nothing that can be read: the volume is empty.
-            if let Some((first, _)) = index::decode_entry(&buf[pos..]) {
-                if scan.read(u64::from(first.offset), record::HEADER_LEN).iter().all(|&b| b == 0) {
-                    log::error!(
-                        "data/{n} does not hold the records index/{n} lists: the volume is treated as empty"
-                    );
-                    best_effort_rewrite_index(dir, n, generation, &[], disk);
-                    out.rebuilt = true;
-                    return out;
-                }
-            }
-            while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
-                if u64::from(e.offset) != at {
-                    break;
-                }
-                let location = Location { volume: n, offset: e.offset, len: e.len, generation };
-                apply(&Recovered {
-                    meta: e.meta,
-                    bank: Cow::Borrowed(e.bank),
-                    key: Cow::Borrowed(e.key),
-                    location,
-                });
-                out.records += 1;
-                at += u64::from(e.len);
-                pos += used;
-            }
-            entries.extend_from_slice(&buf[index::HEADER_LEN..pos]);
-            out.rebuilt = pos < buf.len();
-        }
-        None => {
-            log::warn!("index/{n} is missing or stale; rebuilding it from data/{n}");
-            out.rebuilt = true;
-        }
-    }
-    loop {
-        let bytes = scan.read(at, record::HEADER_LEN);
-        let Some((len, record_generation)) = record::peek_len(bytes) else { break };
-        if record_generation != generation || at + len as u64 > size {
-            break; // zeroes, or a record of an earlier use of the volume: the end
-        }
-        let bytes = scan.read(at, len);
-        let location = Location { volume: n, offset: at as u32, len: len as u32, generation };
-        let recovered = match record::decode(bytes) {
-            Ok(r) => {
-                Recovered { meta: r.meta, bank: r.bank.to_vec().into(), key: r.key.to_vec().into(), location }
-            }
-            Err(_) => {
-                let Some((_, _, bank, key)) = record::peek(bytes) else { break };
-                let (bank, key) = (bank.to_vec(), key.to_vec());
-                // Damage with valid records after it is stepped over; a damaged last record is a torn tail
-                // (a write that never completed, so never acknowledged) and is cut off with the rest.
-                let next = at + len as u64;
-                let header = scan.read(next, record::HEADER_LEN);
-                let followed = match record::peek_len(header) {
-                    Some((next_len, g)) if g == generation => {
-                        record::decode(scan.read(next, next_len)).is_ok()
-                    }
-                    _ => false,
-                };
-                if !followed {
-                    break;
-                }
-                log::warn!("data/{n}: damaged record at offset {at}; its key is treated as deleted");
-                out.damaged += 1;
-                let meta = Meta {
-                    kind: record::Kind::Delete,
-                    flags: 0,
-                    deadline: record::NO_DEADLINE,
-                    lifetime: 0,
-                    seq: 0,
-                };
-                Recovered { meta, bank: bank.into(), key: key.into(), location }
-            }
-        };
-        apply(&recovered);
-        index::encode_entry(
-            &mut entries,
-            &Entry {
-                meta: recovered.meta,
-                offset: location.offset,
-                len: location.len,
-                bank: &recovered.bank,
-                key: &recovered.key,
-            },
-        );
-        out.records += 1;
-        out.rebuilt = true;
-        at += len as u64;
-    }
-    if out.rebuilt {
-        best_effort_rewrite_index(dir, n, generation, &entries, disk);
-    }
-    out.end = at;
-    out
-}
-
-/// Reads a volume file through a large buffer, for start-up scans.
-struct Scanner<'a> {
-    file: &'a File,
-    size: u64,
-    buf: Vec<u8>,
-    /// File offset of `buf[0]`.
-    start: u64,
-}
-
-impl<'a> Scanner<'a> {
-    const CHUNK: usize = 4 << 20;
-
-    fn new(file: &'a File, size: u64) -> Self {
-        Scanner { file, size, buf: Vec::new(), start: 0 }
-    }
-
-    /// Up to `len` bytes from `offset` (fewer at the end of the volume, or where the file is short).
-    fn read(&mut self, offset: u64, len: usize) -> &[u8] {
-        let want_end = (offset + len as u64).min(self.size);
-        let have_end = self.start + self.buf.len() as u64;
-        if offset < self.start || want_end > have_end {
-            let read_len = (want_end.saturating_sub(offset) as usize).max(Self::CHUNK);
-            let read_len = read_len.min(self.size.saturating_sub(offset) as usize);
-            if self.buf.len() < read_len {
-                // Zeroed by the allocator (calloc), not byte by byte.
-                self.buf = vec![0; read_len];
-            }
-            self.buf.truncate(read_len);
-            let mut filled = 0;
-            while filled < read_len {
-                match self.file.read_at(&mut self.buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(k) => filled += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            self.buf.truncate(filled);
-            self.start = offset;
-        }
-        let from = (offset - self.start) as usize;
-        let to = ((want_end - self.start) as usize).min(self.buf.len());
-        &self.buf[from.min(to)..to]
-    }
-
-    /// The generation of the first record that can be read at the start of the volume, 0 if none: a damaged
-    /// first record is stepped over.
-    fn first_generation(&mut self) -> u32 {
-        let mut at = 0u64;
-        for _ in 0..16 {
-            let header = self.read(at, record::HEADER_LEN);
-            let Some((len, _)) = record::peek_len(header) else { return 0 };
-            if let Ok(r) = record::decode(self.read(at, len)) {
-                return r.generation;
-            }
-            at += len as u64;
-        }
-        0
-    }
+    Ok(file)
 }
 
 /// The generation an index file's header names, reading only the header.
 fn read_index_header(dir: &Path, n: u32) -> Option<u32> {
     let mut header = [0; index::HEADER_LEN];
     let mut file = File::open(index_path(dir, n)).ok()?;
-    io::Read::read_exact(&mut file, &mut header).ok()?;
+    std::io::Read::read_exact(&mut file, &mut header).ok()?;
     index::decode_header(&header)
 }
 
-fn best_effort_rewrite_index(dir: &Path, n: u32, generation: u32, entries: &[u8], disk: Option<&DiskBudget>) {
-    if let Err(e) = rewrite_index(dir, n, generation, entries, disk) {
-        log::warn!("cannot rewrite index/{n} ({e}); the next start-up will scan data/{n} again");
-    }
-}
-
-/// Replaces an index file atomically (write a temporary file, fsync, rename).
-fn rewrite_index(
-    dir: &Path,
-    n: u32,
-    generation: u32,
-    entries: &[u8],
-    disk: Option<&DiskBudget>,
-) -> Result<(), VolumeError> {
-    let path = index_path(dir, n);
-    let tmp = path.with_extension("tmp");
-    let mut buf = Vec::with_capacity(index::HEADER_LEN + entries.len());
+/// Starts an empty index file for a volume generation (atomically, durably).
+fn rewrite_index(dir: &Path, n: u32, generation: u32, disk: Option<&DiskBudget>) -> Result<(), VolumeError> {
+    let mut buf = Vec::with_capacity(index::HEADER_LEN);
     index::encode_header(&mut buf, generation);
-    buf.extend_from_slice(entries);
-    write_file_atomically(&tmp, &path, &buf, disk)
-}
-
-fn write_file_atomically(
-    tmp: &Path,
-    path: &Path,
-    bytes: &[u8],
-    disk: Option<&DiskBudget>,
-) -> Result<(), VolumeError> {
-    let mut file = File::create(tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
-    let fits = room(disk, bytes.len());
-    let written =
-        file.write_all(&bytes[..fits])
-            .and_then(|()| if fits < bytes.len() { Err(no_space()) } else { Ok(()) });
-    written.map_err(io_err(format!("cannot write {}", tmp.display())))?;
-    file.sync_data().map_err(io_err(format!("cannot fsync {}", tmp.display())))?;
-    fs::rename(tmp, path).map_err(io_err(format!("cannot rename {} to {}", tmp.display(), path.display())))
+    io::write_file_atomically(&index_path(dir, n), &buf, disk, true)
 }
 
 fn open_index_for_append(dir: &Path, n: u32) -> Result<BufWriter<File>, VolumeError> {
@@ -1017,18 +766,14 @@ fn read_meta(dir: &Path) -> Option<u32> {
 }
 
 fn write_meta(dir: &Path, current: u32, disk: Option<&DiskBudget>) -> Result<(), VolumeError> {
-    write_file_atomically(
-        &dir.join("META.txt.tmp"),
-        &dir.join("META.txt"),
-        current.to_string().as_bytes(),
-        disk,
-    )
+    io::write_file_atomically(&dir.join("META.txt"), current.to_string().as_bytes(), disk, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::record::{Kind, NO_DEADLINE};
+    use std::os::unix::fs::FileExt;
 
     const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 0 };
 
@@ -1129,7 +874,7 @@ mod tests {
         // k0,k1 in volume 0; k2,k3 in volume 1. Force the move to volume 0 without writing to it.
         {
             let mut w = v.writer();
-            v.rotate(&mut w).unwrap();
+            v.rotate(&mut w);
         }
         drop(v);
         let (v, seen, _) = open(&cfg);

@@ -1,0 +1,439 @@
+//! Start-up: rebuilding the store's state from its volumes, trusting nothing that cannot be proven.
+//!
+//! The invariant recovery keeps: after any crash and any damage to the files, every key holds the value of
+//! its newest acknowledged write (with its newest acknowledged lifetime), or nothing. Never an older value,
+//! never bytes that were not written as that key's value. Forgetting is allowed (it is a cache); lying is
+//! not. How the log proves what is newest:
+//!
+//! - **Every record carries an LSN**, one more than the record written before it, store-wide. Replayed in
+//!   generation and offset order, the LSNs of what survives must follow each other. Where they do not, the
+//!   records in between are lost (unreadable damage, a volume deleted or replaced, a file cut short), and
+//!   any of them may have been a newer write of any key. So every key whose value was written before the
+//!   last such gap is *unprovable* and is dropped; keys written after it stand. Volumes that were reused
+//!   (the oldest, in turn) are not a gap: everything before them was recycled, older values included.
+//! - **Two checksums per record.** A record whose header (with its key and LSN) is sound but whose value
+//!   is damaged is a known loss: that key's newest value is gone, so the key is dropped, and nothing else.
+//!   A record whose header is damaged could have been for any key: the scan finds the next sound record of
+//!   the volume's generation and the LSNs show the gap.
+//! - **Index files are only a faster way to read headers.** An index is used when its header names the
+//!   volume's generation, its entries' offsets and LSNs follow each other, and its first and last entries
+//!   agree with the records they point to (a sound header that disagrees means the index or the volume was
+//!   replaced); past its end the volume itself is read. Entries have their own CRCs, so a torn or damaged
+//!   entry simply ends the index. A damaged record under a sound entry is found when it is read: a miss.
+//! - **Newer evidence than the data.** The checkpoint (the LSN of the last record written, saved with
+//!   every sync) and the LSNs of index entries that describe more than the volumes hold prove that records
+//!   existed past the end of what could be read: then the tail of the log was lost and every key is
+//!   unprovable.
+//! - **A torn tail is not a gap.** A write cut short by a crash was never acknowledged: it is the last thing
+//!   in the log, and nothing after it proves it existed. Its bytes are cleared so that they are not found
+//!   again behind the records written next.
+//!
+//! The cost stays what it was for an undamaged store: the index files are read, plus the part of each
+//! volume past its index and one record header per end of an index.
+
+use std::borrow::Cow;
+use std::fs::{self, File};
+use std::path::Path;
+
+use super::io::{self, Scanner};
+use super::{index_path, Location, Recovered, VolumeError};
+use crate::store::index::{self, Entry};
+use crate::store::record::{self, Head, Kind, Meta};
+
+/// Why recovery dropped what it dropped, and what it found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Volumes holding data of their current generation.
+    pub volumes: u32,
+    /// Records recovered.
+    pub records: u64,
+    /// Index files that were missing, did not match, or stopped short, and were rewritten.
+    pub rebuilt_indexes: u32,
+    /// Bytes at the end of the current volume that did not form a record (a write cut short) and were cut.
+    pub torn_tail_bytes: u64,
+    /// Damaged records and unreadable regions found (each loses its key, or shows a gap).
+    pub damaged_records: u64,
+    /// Keys dropped because a gap in the log made their value unprovable (filled in by the store).
+    pub unprovable_keys: u64,
+    /// Index entries that described an earlier use of their volume, or another volume, and were ignored.
+    pub recycled_entries: u64,
+    /// Log positions of the gaps found: every key whose value was written before the last one is dropped.
+    pub(crate) floor: Option<u64>,
+    /// One line per volume, for the start-up log.
+    pub lines: Vec<String>,
+}
+
+impl RecoveryReport {
+    /// The log position before which no value can be proven newest (`u64::MAX`: none can), if any.
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
+}
+
+/// Follows the LSNs of what is replayed, in order, and notes where they do not follow each other.
+#[derive(Debug, Default)]
+pub(super) struct Chain {
+    /// The LSN of the last record replayed.
+    last: Option<u64>,
+    /// The highest LSN seen anywhere: records, index entries, the checkpoint.
+    pub(super) highest: u64,
+    /// Position of the record after the last gap.
+    floor: Option<u64>,
+}
+
+impl Chain {
+    /// Notes a replayed record (or a known loss) with `lsn` at `at`.
+    fn note(&mut self, lsn: u64, at: Location) {
+        if let Some(last) = self.last {
+            if lsn != last + 1 {
+                log::warn!(
+                    "the log jumps from LSN {last} to {lsn} at data/{} offset {}: records in between are lost",
+                    at.volume,
+                    at.offset
+                );
+                self.floor = Some(at.log_position());
+            }
+        }
+        self.last = Some(lsn);
+        self.highest = self.highest.max(lsn);
+    }
+
+    /// Notes evidence that a record with `lsn` existed.
+    pub(super) fn evidence(&mut self, lsn: u64) {
+        self.highest = self.highest.max(lsn);
+    }
+
+    /// The floor, once everything is replayed: past the last gap; or everything, when evidence shows the
+    /// log went on past what could be read.
+    pub(super) fn finish(&self) -> Option<u64> {
+        match self.last {
+            Some(last) if self.highest > last => {
+                log::warn!(
+                    "records up to LSN {} were written but the log ends at {last}: its tail is lost",
+                    self.highest
+                );
+                Some(u64::MAX)
+            }
+            None if self.highest > 0 => Some(u64::MAX),
+            _ => self.floor,
+        }
+    }
+}
+
+/// What replaying one volume found.
+pub(super) struct Replayed {
+    /// Records (and known losses) applied.
+    pub records: u64,
+    /// Damaged records and unreadable regions.
+    pub damaged: u64,
+    /// Where valid data ends.
+    pub end: u64,
+    /// The index did not cover the volume and was written anew.
+    pub rebuilt: bool,
+    /// Index entries ignored as belonging elsewhere.
+    pub recycled: u64,
+}
+
+/// The index entries of volume `n` that recovery may use: those of its generation whose offsets and LSNs
+/// follow each other from the start of the volume, up to the last one that agrees with its record.
+fn usable_index<'a>(
+    buf: &'a [u8],
+    generation: u32,
+    scan: &mut Scanner<'_>,
+    chain: &mut Chain,
+) -> (Vec<Entry<'a>>, u64) {
+    let mut entries = Vec::new();
+    let mut pos = index::HEADER_LEN;
+    let (mut offset, mut lsn) = (0u64, None::<u64>);
+    let mut decoded = 0u64;
+    while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
+        decoded += 1;
+        chain.evidence(e.lsn);
+        let follows = u64::from(e.offset) == offset
+            && lsn.is_none_or(|l| e.lsn == l + 1)
+            && e.len as usize >= record::HEADER_LEN;
+        if !follows {
+            break;
+        }
+        offset += u64::from(e.len);
+        lsn = Some(e.lsn);
+        entries.push(e);
+        pos += used;
+    }
+    if index::decode_header(buf) != Some(generation) {
+        // Another use of the volume, or another volume's index: its LSNs are still evidence (above), its
+        // entries describe nothing here.
+        return (Vec::new(), decoded);
+    }
+    // The first and the last entries must agree with their records. A record whose header is damaged
+    // proves nothing either way (the entry stands, and a read of it is a miss); a sound header that says
+    // something else, or nothing at all where a record should be (the volume file was lost or cut short),
+    // means the index does not describe this volume's data there.
+    let agrees = |scan: &mut Scanner<'_>, e: &Entry<'_>| match read_head(scan, u64::from(e.offset)) {
+        HeadAt::Sound(h) => same(&h, e, generation),
+        HeadAt::Damaged => true,
+        HeadAt::Empty => false,
+    };
+    if entries.first().is_some_and(|e| !agrees(scan, e)) {
+        return (Vec::new(), decoded);
+    }
+    while let Some(last) = entries.last() {
+        if agrees(scan, last) {
+            break;
+        }
+        entries.pop();
+    }
+    (entries, 0)
+}
+
+fn same(h: &Head<'_>, e: &Entry<'_>, generation: u32) -> bool {
+    h.generation == generation
+        && h.lsn == e.lsn
+        && h.len == e.len as usize
+        && h.meta == e.meta
+        && h.bank == e.bank
+        && h.key == e.key
+}
+
+/// What lies at an offset.
+enum HeadAt<'a> {
+    /// A record whose header checks out.
+    Sound(Head<'a>),
+    /// Bytes that do not form a sound header.
+    Damaged,
+    /// Zeroes: no record was written here.
+    Empty,
+}
+
+fn read_head<'s>(scan: &'s mut Scanner<'_>, at: u64) -> HeadAt<'s> {
+    let first = scan.read(at, record::HEADER_LEN);
+    if first.iter().all(|&b| b == 0) {
+        return HeadAt::Empty;
+    }
+    let Some(len) = record::head_len(first) else { return HeadAt::Damaged };
+    match record::decode_head(scan.read(at, len)) {
+        Ok(h) => HeadAt::Sound(h),
+        Err(_) => HeadAt::Damaged,
+    }
+}
+
+/// Replays volume `n` of `generation`, oldest record first, calling `apply` for each record and noting
+/// LSNs in `chain`. Uses the index as far as it can be trusted, then reads the volume from there until its
+/// data ends. If the index had to be completed it is rewritten (best effort: on a full disk the next
+/// start-up reads the volume again).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn replay(
+    dir: &Path,
+    disk: Option<&io::DiskBudget>,
+    n: u32,
+    generation: u32,
+    file: &File,
+    size: u64,
+    chain: &mut Chain,
+    apply: &mut impl FnMut(&Recovered<'_>),
+) -> Replayed {
+    let mut out = Replayed { records: 0, damaged: 0, end: 0, rebuilt: false, recycled: 0 };
+    let mut scan = Scanner::new(file, size);
+    let mut entries_out: Vec<u8> = Vec::new();
+    let index_file = fs::read(index_path(dir, n)).ok();
+    let mut at = 0u64;
+    match &index_file {
+        Some(buf) if buf.len() >= index::HEADER_LEN => {
+            let (entries, recycled) = usable_index(buf, generation, &mut scan, chain);
+            out.recycled = recycled;
+            for e in &entries {
+                let location = Location { volume: n, offset: e.offset, len: e.len, generation };
+                chain.note(e.lsn, location);
+                apply(&Recovered {
+                    meta: e.meta,
+                    bank: Cow::Borrowed(e.bank),
+                    key: Cow::Borrowed(e.key),
+                    location,
+                });
+                index::encode_entry(&mut entries_out, e);
+                out.records += 1;
+                at = u64::from(e.offset) + u64::from(e.len);
+            }
+            let used_all = index::decode_header(buf) == Some(generation)
+                && entries_out.len() + index::HEADER_LEN == buf.len();
+            out.rebuilt = !used_all;
+        }
+        _ => {
+            log::warn!("index/{n} is missing; reading data/{n} instead");
+            out.rebuilt = true;
+        }
+    }
+    loop {
+        if at + record::HEADER_LEN as u64 > size {
+            break;
+        }
+        let found = match read_head(&mut scan, at) {
+            HeadAt::Empty => break,
+            HeadAt::Sound(h) if h.generation != generation => break, // an earlier use of the volume
+            HeadAt::Sound(h) if at + h.len as u64 > size => Found::Unreadable,
+            HeadAt::Sound(h) => {
+                let (meta, bank, key, lsn, len) = (h.meta, h.bank.to_vec(), h.key.to_vec(), h.lsn, h.len);
+                let names_end = len - h.value_len;
+                let whole = scan.read(at, len);
+                let value_ok = whole.len() == len
+                    && record::decode_head(whole).and_then(|h| h.with_value(&whole[names_end..])).is_ok();
+                Found::Record { meta, bank, key, lsn, len, value_ok }
+            }
+            HeadAt::Damaged => Found::Unreadable,
+        };
+        match found {
+            Found::Record { meta, bank, key, lsn, len, value_ok } => {
+                let location = Location { volume: n, offset: at as u32, len: len as u32, generation };
+                // A sound header with a damaged value: this key's newest value is lost, and only that.
+                let meta = if value_ok {
+                    meta
+                } else {
+                    log::warn!(
+                        "data/{n}: the value of the record at offset {at} is damaged; its key is dropped"
+                    );
+                    out.damaged += 1;
+                    Meta { kind: Kind::Delete, ..meta }
+                };
+                chain.note(lsn, location);
+                apply(&Recovered { meta, bank: Cow::Borrowed(&bank), key: Cow::Borrowed(&key), location });
+                index::encode_entry(
+                    &mut entries_out,
+                    &Entry { meta, offset: location.offset, len: location.len, lsn, bank: &bank, key: &key },
+                );
+                out.records += 1;
+                out.rebuilt = true;
+                at += len as u64;
+            }
+            Found::Unreadable => {
+                // Find the next sound record of this generation; what lies between is unreadable, and the
+                // LSNs will show what it held. With none after it, this is the torn tail.
+                match resync(&mut scan, at + 1, generation, size) {
+                    Some(next) => {
+                        log::warn!("data/{n}: bytes {at}..{next} are damaged and cannot be read");
+                        out.damaged += 1;
+                        out.rebuilt = true;
+                        at = next;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    if out.rebuilt {
+        let mut buf = Vec::with_capacity(index::HEADER_LEN + entries_out.len());
+        index::encode_header(&mut buf, generation);
+        buf.extend_from_slice(&entries_out);
+        if let Err(e) = io::write_file_atomically(&index_path(dir, n), &buf, disk, true) {
+            log::warn!("cannot rewrite index/{n} ({e}); the next start-up will read data/{n} again");
+        }
+    }
+    out.end = at;
+    out
+}
+
+/// What the scan found at an offset.
+enum Found {
+    /// A record with a sound header; `value_ok` whether its value checks out too.
+    Record { meta: Meta, bank: Vec<u8>, key: Vec<u8>, lsn: u64, len: usize, value_ok: bool },
+    /// Bytes that are not a sound record.
+    Unreadable,
+}
+
+/// The offset of the next record of `generation` with a sound header at or after `from`.
+fn resync(scan: &mut Scanner<'_>, from: u64, generation: u32, size: u64) -> Option<u64> {
+    let mut at = from;
+    loop {
+        let found = scan.find(at, &record::MAGIC)?;
+        if let HeadAt::Sound(h) = read_head(scan, found) {
+            if h.generation == generation && found + h.len as u64 <= size {
+                return Some(found);
+            }
+        }
+        at = found + 1;
+    }
+}
+
+/// The first generation the data of a volume holds: that of its first sound record (damaged bytes at the
+/// start are stepped over), or 0 for an empty volume.
+pub(super) fn first_generation(file: &File, size: u64) -> u32 {
+    let mut scan = Scanner::new(file, size);
+    match read_head(&mut scan, 0) {
+        HeadAt::Sound(h) => h.generation,
+        HeadAt::Empty => 0,
+        HeadAt::Damaged => match scan.find(1, &record::MAGIC) {
+            Some(_) => {
+                let mut at = 1;
+                while let Some(found) = scan.find(at, &record::MAGIC) {
+                    if let HeadAt::Sound(h) = read_head(&mut scan, found) {
+                        return h.generation;
+                    }
+                    at = found + 1;
+                }
+                0
+            }
+            None => 0,
+        },
+    }
+}
+
+/// Clears bytes past the end of the current volume's data that are not records of an earlier use (a write
+/// cut short), so that a later scan does not find them behind the records written next. Returns how many.
+pub(super) fn clear_torn_tail(
+    file: &File,
+    disk: Option<&io::DiskBudget>,
+    end: u64,
+    size: u64,
+    generation: u32,
+) -> u64 {
+    /// How far past the end of valid data to look.
+    const WINDOW: usize = 1 << 20;
+    let mut scan = Scanner::new(file, size);
+    if let HeadAt::Sound(h) = read_head(&mut scan, end) {
+        if h.generation != generation {
+            return 0; // records of an earlier use of the volume: not torn
+        }
+    }
+    let window = scan.read(end, WINDOW).to_vec();
+    let Some(last) = window.iter().rposition(|&b| b != 0) else { return 0 };
+    if let Err(e) = io::write_at(file, disk, &vec![0; last + 1], end) {
+        // On a full disk the next start-up simply finds them again.
+        log::warn!("cannot clear the torn tail of the current volume: {e}");
+    }
+    last as u64 + 1
+}
+
+/// The checkpoint file: the LSN of the last record written when the store last synced. Evidence that the
+/// log went at least that far.
+pub(super) const CHECKPOINT: &str = "CHECKPOINT";
+const CHECKPOINT_MAGIC: [u8; 4] = *b"BCK1";
+
+/// Encodes a checkpoint: magic, LSN, CRC32C of the 12 bytes before.
+pub(super) fn encode_checkpoint(lsn: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&CHECKPOINT_MAGIC);
+    out.extend_from_slice(&lsn.to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the checkpoint, if there is a sound one.
+pub(super) fn read_checkpoint(dir: &Path) -> Option<u64> {
+    let buf = fs::read(dir.join(CHECKPOINT)).ok()?;
+    if buf.len() != 16 || buf[..4] != CHECKPOINT_MAGIC {
+        return None;
+    }
+    let lsn = u64::from_le_bytes(buf[4..12].try_into().ok()?);
+    let crc = u32::from_le_bytes(buf[12..16].try_into().ok()?);
+    (crc32c::crc32c(&buf[..12]) == crc).then_some(lsn)
+}
+
+/// Writes the checkpoint (atomically; durably unless the policy is `never`).
+pub(super) fn write_checkpoint(
+    dir: &Path,
+    lsn: u64,
+    disk: Option<&io::DiskBudget>,
+    durable: bool,
+) -> Result<(), VolumeError> {
+    io::write_file_atomically(&dir.join(CHECKPOINT), &encode_checkpoint(lsn), disk, durable)
+}
