@@ -859,11 +859,9 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
     };
     let dead = r.meta.deadline <= now;
     match r.meta.kind {
-        Kind::Put if dead => {
-            if let Some(b) = table.get(bank) {
-                b.lock_wait().remove_key(&r.key, now);
-            }
-        }
+        // A put is restored even when its deadline has passed: a later touch may have moved the deadline
+        // on, and only the last record of the key says which deadline holds. Expired entries are removed
+        // by reads and by the sweep.
         Kind::Put => {
             let value_len =
                 (r.location.len as usize).saturating_sub(record::HEADER_LEN + r.bank.len() + r.key.len());
@@ -1214,5 +1212,29 @@ mod tests {
         ));
         drop(reading);
         assert!(store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try).is_ok());
+    }
+
+    /// Before, a put whose own deadline had passed by the restart was skipped, so the touch that had moved
+    /// its deadline on found nothing to apply to and the key was lost.
+    #[test]
+    fn a_touch_moves_the_deadline_for_good_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // The puts' own deadlines have passed when the store reopens; the touches' have not.
+        let t0 = now_ms() - 12_000;
+        {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            s.touch("b", b"k", t0 + 8_000, Access::Wait).unwrap();
+            s.put("b", b"g", b"2", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            let got = s.get("b", b"g", t0 + 9_000, true, Access::Wait, |v, _| v.to_vec()).unwrap();
+            assert!(matches!(got, Lookup::Hit(_)));
+            s.sync().unwrap();
+        }
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        let at = |key: &[u8], now: u64| s.get("b", key, now, false, Access::Wait, |v, _| v.to_vec()).unwrap();
+        assert!(matches!(at(b"k", t0 + 12_000), Lookup::Hit(_)), "touch");
+        assert!(matches!(at(b"g", t0 + 12_000), Lookup::Hit(_)), "getouch");
+        assert_eq!(at(b"k", t0 + 18_001), Lookup::Expired);
+        assert_eq!(at(b"g", t0 + 19_001), Lookup::Expired);
     }
 }
