@@ -134,18 +134,14 @@ pub(super) struct Replayed {
     pub recycled: u64,
 }
 
-/// The index entries of volume `n` that recovery may use: those of its generation whose offsets and LSNs
-/// follow each other from the start of the volume, up to the last one that agrees with its record.
-fn usable_index<'a>(
-    buf: &'a [u8],
-    generation: u32,
-    scan: &mut Scanner<'_>,
-    chain: &mut Chain,
-) -> (Vec<Entry<'a>>, u64) {
-    let mut entries = Vec::new();
+/// How much of an index file recovery may use: entries of its generation whose offsets and LSNs follow
+/// each other from the start of the volume, up to the last one that agrees with its record. Returns the
+/// byte length of the usable part (after the header) and how many entries were ignored as belonging to
+/// another use of the volume. Entries are not kept: the caller reads them again, already checked.
+fn usable_index(buf: &[u8], generation: u32, scan: &mut Scanner<'_>, chain: &mut Chain) -> (usize, u64) {
     let mut pos = index::HEADER_LEN;
     let (mut offset, mut lsn) = (0u64, None::<u64>);
-    let mut decoded = 0u64;
+    let (mut decoded, mut ends) = (0u64, Vec::new());
     while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
         decoded += 1;
         chain.evidence(e.lsn);
@@ -157,33 +153,46 @@ fn usable_index<'a>(
         }
         offset += u64::from(e.len);
         lsn = Some(e.lsn);
-        entries.push(e);
+        // Where each entry starts, for the last ones only: enough to step back from a bad end.
+        if ends.len() == 64 {
+            ends.remove(0);
+        }
+        ends.push(pos);
         pos += used;
     }
     if index::decode_header(buf) != Some(generation) {
         // Another use of the volume, or another volume's index: its LSNs are still evidence (above), its
         // entries describe nothing here.
-        return (Vec::new(), decoded);
+        return (0, decoded);
     }
     // The first and the last entries must agree with their records. A record whose header is damaged
     // proves nothing either way (the entry stands, and a read of it is a miss); a sound header that says
     // something else, or nothing at all where a record should be (the volume file was lost or cut short),
     // means the index does not describe this volume's data there.
-    let agrees = |scan: &mut Scanner<'_>, e: &Entry<'_>| match read_head(scan, u64::from(e.offset)) {
-        HeadAt::Sound(h) => same(&h, e, generation),
-        HeadAt::Damaged => true,
-        HeadAt::Empty => false,
+    let agrees = |scan: &mut Scanner<'_>, at: usize| {
+        let Some((e, _)) = index::decode_entry(&buf[at..]) else { return false };
+        match read_head(scan, u64::from(e.offset)) {
+            HeadAt::Sound(h) => same(&h, &e, generation),
+            HeadAt::Damaged => true,
+            HeadAt::Empty => false,
+        }
     };
-    if entries.first().is_some_and(|e| !agrees(scan, e)) {
-        return (Vec::new(), decoded);
+    if pos > index::HEADER_LEN && !agrees(scan, index::HEADER_LEN) {
+        return (0, decoded);
     }
-    while let Some(last) = entries.last() {
+    let mut end = pos;
+    while let Some(&last) = ends.last() {
         if agrees(scan, last) {
             break;
         }
-        entries.pop();
+        end = last;
+        ends.pop();
     }
-    (entries, 0)
+    if ends.is_empty() && end != pos {
+        // More than the last 64 entries disagree: the index is not to be trusted at all.
+        return (0, decoded);
+    }
+    (end - index::HEADER_LEN, 0)
 }
 
 fn same(h: &Head<'_>, e: &Entry<'_>, generation: u32) -> bool {
@@ -237,11 +246,14 @@ pub(super) fn replay(
     let mut entries_out: Vec<u8> = Vec::new();
     let index_file = fs::read(index_path(dir, n)).ok();
     let mut at = 0u64;
+    let mut indexed = 0..0;
     match &index_file {
         Some(buf) if buf.len() >= index::HEADER_LEN => {
-            let (entries, recycled) = usable_index(buf, generation, &mut scan, chain);
+            let (usable, recycled) = usable_index(buf, generation, &mut scan, chain);
             out.recycled = recycled;
-            for e in &entries {
+            indexed = index::HEADER_LEN..index::HEADER_LEN + usable;
+            let mut pos = indexed.start;
+            while let Some((e, used)) = index::decode_entry(&buf[pos..indexed.end]) {
                 let location = Location { volume: n, offset: e.offset, len: e.len, generation };
                 chain.note(e.lsn, location);
                 apply(&Recovered {
@@ -250,13 +262,11 @@ pub(super) fn replay(
                     key: Cow::Borrowed(e.key),
                     location,
                 });
-                index::encode_entry(&mut entries_out, e);
                 out.records += 1;
                 at = u64::from(e.offset) + u64::from(e.len);
+                pos += used;
             }
-            let used_all = index::decode_header(buf) == Some(generation)
-                && entries_out.len() + index::HEADER_LEN == buf.len();
-            out.rebuilt = !used_all;
+            out.rebuilt = index::decode_header(buf) != Some(generation) || indexed.end != buf.len();
         }
         _ => {
             log::warn!("index/{n} is missing; reading data/{n} instead");
@@ -320,8 +330,10 @@ pub(super) fn replay(
         }
     }
     if out.rebuilt {
-        let mut buf = Vec::with_capacity(index::HEADER_LEN + entries_out.len());
+        let kept = index_file.as_deref().map_or(&[][..], |buf| &buf[indexed]);
+        let mut buf = Vec::with_capacity(index::HEADER_LEN + kept.len() + entries_out.len());
         index::encode_header(&mut buf, generation);
+        buf.extend_from_slice(kept);
         buf.extend_from_slice(&entries_out);
         if let Err(e) = io::write_file_atomically(&index_path(dir, n), &buf, disk, true) {
             log::warn!("cannot rewrite index/{n} ({e}); the next start-up will read data/{n} again");
