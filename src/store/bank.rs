@@ -538,22 +538,26 @@ impl BankMap {
 
     /// Restarts a live entry's original lifetime from `now`, then calls `f` with the entry and its new
     /// deadline and lifetime.
-    pub fn touch<R>(
+    pub fn touch<R, E>(
         &mut self,
         key: &[u8],
         now: u64,
         gone: impl Fn(Location) -> bool,
-        f: impl FnOnce(View<'_>, u64, u64) -> R,
-    ) -> Lookup<R> {
+        f: impl FnOnce(View<'_>, u64, u64) -> Result<R, E>,
+    ) -> Lookup<Result<R, E>> {
         match self.live(key, now, &gone) {
             Lookup::Hit(i) => {
                 let slot = &mut self.slots[i];
                 let lifetime = slot.lifetime();
-                if lifetime != 0 {
-                    slot.set_deadline(now.saturating_add(lifetime), &mut self.expiring);
-                }
+                let deadline = if lifetime != 0 { now.saturating_add(lifetime) } else { slot.deadline() };
                 slot.set_flags(slot.flags() | REFERENCED);
-                Lookup::Hit(f(slot.view(), slot.deadline(), lifetime))
+                // The new deadline holds only once `f` (which logs it) has succeeded: a touch answered with
+                // an error changes nothing.
+                let result = f(slot.view(), deadline, lifetime);
+                if result.is_ok() && lifetime != 0 {
+                    slot.set_deadline(deadline, &mut self.expiring);
+                }
+                Lookup::Hit(result)
             }
             Lookup::Miss => Lookup::Miss,
             Lookup::Expired => Lookup::Expired,
@@ -1013,7 +1017,7 @@ mod tests {
         let mut b = BankMap::new();
         b.put(b"k", ram(b"1"), Ttl::Millis(2000), 10_000);
         assert!(get(&mut b, "k", 11_999).is_some());
-        assert!(b.touch(b"k", 11_500, NOT_GONE, |_, _, _| ()).hit().is_some());
+        assert!(b.touch(b"k", 11_500, NOT_GONE, |_, _, _| Ok::<_, ()>(())).hit().is_some());
         assert!(get(&mut b, "k", 13_000).is_some());
         assert_eq!(b.get(b"k", 13_500, NOT_GONE, |_| ()), Lookup::Expired);
         assert_eq!(b.get(b"k", 13_500, NOT_GONE, |_| ()), Lookup::Miss);
@@ -1047,7 +1051,7 @@ mod tests {
         assert_eq!(Ttl::from_secs(Some(f64::INFINITY)), Ttl::Millis(u64::MAX));
         let mut b = BankMap::new();
         b.put(b"k", ram(b"1"), Ttl::from_secs(Some(1e300)), 1_700_000_000_000);
-        assert!(b.touch(b"k", 1_700_000_000_001, NOT_GONE, |_, _, _| ()).hit().is_some());
+        assert!(b.touch(b"k", 1_700_000_000_001, NOT_GONE, |_, _, _| Ok::<_, ()>(())).hit().is_some());
         assert!(get(&mut b, "k", u64::MAX - 1).is_some());
     }
 
@@ -1248,25 +1252,25 @@ mod tests {
         let meta = NewValueMeta { in_ram: true, location: None, flags: 0 };
         b.update(b"k", 500, NOT_GONE, |_, _, _| Ok::<_, ()>((b"2".to_vec(), meta, ())));
         assert_eq!(
-            b.touch(b"k", 900, NOT_GONE, |_, deadline, lifetime| (deadline, lifetime)),
-            Lookup::Hit((1900, 1000))
+            b.touch(b"k", 900, NOT_GONE, |_, deadline, lifetime| Ok::<_, ()>((deadline, lifetime))),
+            Lookup::Hit(Ok((1900, 1000)))
         );
         assert_eq!(get(&mut b, "k", 1800).as_deref(), Some("2"));
         assert_eq!(b.expiring, 1);
         b.put(b"k", ram(b"3"), Ttl::Forever, 1800);
         assert_eq!(
-            b.touch(b"k", 1900, NOT_GONE, |_, deadline, lifetime| (deadline, lifetime)),
-            Lookup::Hit((NEVER, 0))
+            b.touch(b"k", 1900, NOT_GONE, |_, deadline, lifetime| Ok::<_, ()>((deadline, lifetime))),
+            Lookup::Hit(Ok((NEVER, 0)))
         );
         assert_eq!(b.expiring, 0);
         b.restore_touch(b"k", 5000, 3000);
         assert_eq!(
-            b.touch(b"k", 4000, NOT_GONE, |v, deadline, lifetime| (
+            b.touch(b"k", 4000, NOT_GONE, |v, deadline, lifetime| Ok::<_, ()>((
                 v.value.map(<[u8]>::to_vec),
                 deadline,
                 lifetime
-            )),
-            Lookup::Hit((Some(b"3".to_vec()), 7000, 3000))
+            ))),
+            Lookup::Hit(Ok((Some(b"3".to_vec()), 7000, 3000)))
         );
         assert_eq!(b.expiring, 1);
     }
@@ -1284,15 +1288,18 @@ mod tests {
         assert_eq!(b.note_disk_read(b"k", loc, b"value", 30, 3, 60), 5);
         let read = |b: &mut BankMap| {
             b.touch(b"k", 2000, NOT_GONE, |v, deadline, lifetime| {
-                (v.value.map(<[u8]>::to_vec), v.location, v.flags, v.seq, deadline, lifetime)
+                Ok::<_, ()>((v.value.map(<[u8]>::to_vec), v.location, v.flags, v.seq, deadline, lifetime))
             })
         };
-        assert_eq!(read(&mut b), Lookup::Hit((Some(b"value".to_vec()), Some(loc), 3, seq, 62_000, 60_000)));
+        assert_eq!(
+            read(&mut b),
+            Lookup::Hit(Ok((Some(b"value".to_vec()), Some(loc), 3, seq, 62_000, 60_000)))
+        );
         // Read since the hand last passed: the first pass only clears the mark.
         assert_eq!(b.evict_step(100, 1, Evict::RamCopies), (0, 0));
         // Lifetime, location and key stay (30 bytes, a 32-byte block); the value's 5 go (from 40).
         assert_eq!(b.evict_step(100, 1, Evict::RamCopies), (alloc_size(35) - alloc_size(30), 1));
-        assert_eq!(read(&mut b), Lookup::Hit((None, Some(loc), 3, seq, 62_000, 60_000)));
+        assert_eq!(read(&mut b), Lookup::Hit(Ok((None, Some(loc), 3, seq, 62_000, 60_000))));
         assert_eq!((b.ram_bytes(), b.bytes()), (0, 6));
         // The counters started over: three more reads to come back.
         assert_eq!(b.note_disk_read(b"k", loc, b"value", 40, 3, 60), 0);
@@ -1307,7 +1314,7 @@ mod tests {
         b.put(b"a", disk(at(1, 3)), Ttl::Forever, 5);
         assert_eq!(keys(&b, 100), ["a", "b"]);
         assert_eq!(b.get(b"a", 100, NOT_GONE, |v| v.location), Lookup::Hit(Some(at(1, 3))));
-        assert_eq!(b.touch(b"a", 100, NOT_GONE, |_, d, l| (d, l)), Lookup::Hit((NEVER, 0)));
+        assert_eq!(b.touch(b"a", 100, NOT_GONE, |_, d, l| Ok::<_, ()>((d, l))), Lookup::Hit(Ok((NEVER, 0))));
         assert_eq!(b.expiring, 0);
     }
 
@@ -1385,5 +1392,19 @@ mod tests {
         assert_eq!((first.as_deref(), next), (Some(&b"a0"[..]), Some(1)));
         // Past the end: done, nothing taken.
         assert_eq!(b.scan_step(1000, 10, b"", 0, NOT_GONE, |_| panic!("nothing to take")), None);
+    }
+
+    /// A touch whose record cannot be written changes nothing: before, the deadline moved in memory and
+    /// the key was served past the deadline its client had been told about.
+    #[test]
+    fn a_touch_that_fails_to_log_leaves_the_deadline() {
+        let mut b = BankMap::new();
+        b.put(b"k", ram(b"1"), Ttl::Millis(1000), 0);
+        assert_eq!(
+            b.touch(b"k", 900, NOT_GONE, |_, _, _| Err::<(), _>("disk full")),
+            Lookup::Hit(Err("disk full"))
+        );
+        assert_eq!(get(&mut b, "k", 999).as_deref(), Some("1"));
+        assert_eq!(get(&mut b, "k", 1000), None, "still expires at its first deadline");
     }
 }

@@ -834,6 +834,14 @@ impl Store {
         pass
     }
 
+    /// Drops the store as a killed process would leave its files (see [`Volumes::abandon`]).
+    #[doc(hidden)]
+    pub fn crash(self) {
+        if let Some(disk) = self.disk {
+            disk.abandon();
+        }
+    }
+
     /// Holds bank `name`'s lock while `f` runs, as a long op would (for tests of what must not wait on it).
     #[doc(hidden)]
     pub fn hold_bank_for_test(&self, name: &str, f: impl FnOnce()) {
@@ -857,7 +865,6 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
         log::warn!("skipping a record whose bank name is not UTF-8");
         return;
     };
-    let dead = r.meta.deadline <= now;
     match r.meta.kind {
         // A put is restored even when its deadline has passed: a later touch may have moved the deadline
         // on, and only the last record of the key says which deadline holds. Expired entries are removed
@@ -873,14 +880,10 @@ fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
                 b.lock_wait().remove_key(&r.key, now);
             }
         }
+        // Like a put, a touch whose deadline has passed is kept: a later touch may have moved it on again.
         Kind::Touch => {
             if let Some(b) = table.get(bank) {
-                let mut map = b.lock_wait();
-                if dead {
-                    map.remove_key(&r.key, now);
-                } else {
-                    map.restore_touch(&r.key, r.meta.deadline, r.meta.lifetime);
-                }
+                b.lock_wait().restore_touch(&r.key, r.meta.deadline, r.meta.lifetime);
             }
         }
         Kind::Reset => {
@@ -1236,5 +1239,27 @@ mod tests {
         assert!(matches!(at(b"g", t0 + 12_000), Lookup::Hit(_)), "getouch");
         assert_eq!(at(b"k", t0 + 18_001), Lookup::Expired);
         assert_eq!(at(b"g", t0 + 19_001), Lookup::Expired);
+    }
+
+    /// Only a key's last record says which deadline holds: a touch whose deadline has passed by the
+    /// restart must not delete the entry that a later touch kept alive (fault seed 2409).
+    #[test]
+    fn a_stale_touch_does_not_undo_a_later_touch_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = now_ms() - 15_000;
+        {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            // Deadline t0 + 11 s: passed when the store reopens.
+            s.touch("b", b"k", t0 + 1_000, Access::Wait).unwrap();
+            // Deadline t0 + 19 s: still ahead.
+            let got = s.get("b", b"k", t0 + 9_000, true, Access::Wait, |v, _| v.to_vec()).unwrap();
+            assert!(matches!(got, Lookup::Hit(_)));
+            s.sync().unwrap();
+        }
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        let at = |now: u64| s.get("b", b"k", now, false, Access::Wait, |v, _| v.to_vec()).unwrap();
+        assert!(matches!(at(t0 + 16_000), Lookup::Hit(_)));
+        assert_eq!(at(t0 + 19_001), Lookup::Expired);
     }
 }

@@ -196,8 +196,10 @@ struct Writer {
     unsynced: Vec<u32>,
     /// The header, bank and key of the record being written; reused.
     scratch: Vec<u8>,
-    /// The LSN the checkpoint last recorded.
-    checkpointed: u64,
+    /// The checkpoint file, rewritten in place after every record; `None` if it could not be opened.
+    checkpoint: Option<File>,
+    /// Records up to this LSN are dead (see [`replay`]): kept in every checkpoint.
+    dead_up_to: u64,
 }
 
 /// The volume store.
@@ -250,21 +252,50 @@ impl Volumes {
         for n in 0..config.volume_count {
             vols.push(open_volume(&data_path(&dir, n), config.volume_size)?);
         }
-        // A reused volume's index is rewritten with the new generation before any record of it is written,
-        // so the index can be newer than the data; a volume's generation is the newer of the two.
+        let mut chain = Chain::default();
+        let tail = replay::read_checkpoint(&dir);
+        // A volume's generation is that of its first record. The one exception is the volume being
+        // written right after a move to it, before its first record: it still holds records of its previous
+        // use, and only the checkpoint (or, without one, its index, which is rewritten first) says so.
+        let data_generations: Vec<u32> = (0..config.volume_count)
+            .map(|n| replay::first_generation(&vols[n as usize].file(), config.volume_size))
+            .collect();
         let mut generations: Vec<u32> = (0..config.volume_count)
             .map(|n| {
-                let indexed = read_index_header(&dir, n).unwrap_or(0);
-                replay::first_generation(&vols[n as usize].file(), config.volume_size).max(indexed)
+                let data = data_generations[n as usize];
+                match tail {
+                    replay::Tail::Known(ck) if ck.volume == n => data.max(ck.generation),
+                    replay::Tail::Known(_) => data,
+                    replay::Tail::Missing | replay::Tail::Damaged => {
+                        data.max(read_index_header(&dir, n).unwrap_or(0))
+                    }
+                }
             })
             .collect();
-        // Two volumes cannot hold the same generation: one was put in the other's place. The later one
-        // (by number) is treated as empty; if it held records that mattered, the LSNs show the gap.
+        // Two volumes cannot hold the same generation: one was put in the other's place, and what the
+        // replaced one held is lost, perhaps the tail of the log. The later one (by number) is treated as
+        // empty, and no value can be proven newest.
         for n in 0..generations.len() {
-            if generations[n] != 0 && generations[..n].contains(&generations[n]) {
-                log::warn!("data/{n} holds the same generation as another volume; it is treated as empty");
+            if data_generations[n] != 0 && data_generations[..n].contains(&data_generations[n]) {
+                chain.lose_tail(&format!("data/{n} holds the same generation as another volume"));
                 generations[n] = 0;
             }
+        }
+        let holds_data = data_generations.iter().any(|&g| g != 0);
+        match tail {
+            replay::Tail::Known(ck) => {
+                chain.evidence(ck.lsn);
+                chain.dead_up_to = ck.dead_up_to;
+                if generations.get(ck.volume as usize) != Some(&ck.generation) {
+                    chain.lose_tail(&format!(
+                        "the checkpoint says generation {} was being written in data/{}, which does not hold it",
+                        ck.generation, ck.volume
+                    ));
+                }
+            }
+            replay::Tail::Damaged if holds_data => chain.lose_tail("the checkpoint is damaged"),
+            replay::Tail::Missing if holds_data => chain.lose_tail("the checkpoint is missing"),
+            replay::Tail::Damaged | replay::Tail::Missing => {}
         }
         let newest = (0..config.volume_count).max_by_key(|&n| generations[n as usize]).unwrap_or(0);
         let meta_current = read_meta(&dir);
@@ -279,10 +310,6 @@ impl Volumes {
         let mut next_generation = generations.iter().copied().max().unwrap_or(0) + 1;
 
         let mut report = RecoveryReport::default();
-        let mut chain = Chain::default();
-        if let Some(lsn) = replay::read_checkpoint(&dir) {
-            chain.evidence(lsn);
-        }
         let mut order: Vec<u32> = (0..config.volume_count).filter(|&n| generations[n as usize] > 0).collect();
         order.sort_by_key(|&n| generations[n as usize]);
         let mut offset = 0;
@@ -294,6 +321,7 @@ impl Volumes {
                 replay::replay(&dir, disk, n, generation, &file, config.volume_size, &mut chain, &mut apply);
             report.volumes += 1;
             report.records += replayed.records;
+            report.dead_records += replayed.dead;
             report.damaged_records += replayed.damaged;
             report.rebuilt_indexes += u32::from(replayed.rebuilt);
             report.recycled_entries += replayed.recycled;
@@ -301,6 +329,9 @@ impl Volumes {
                 "data/{n} (generation {generation}): {} records, {} damaged",
                 replayed.records, replayed.damaged
             );
+            if replayed.dead > 0 {
+                line.push_str(&format!(", {} dead since an earlier start-up", replayed.dead));
+            }
             if replayed.rebuilt {
                 line.push_str(", index rewritten");
             }
@@ -318,7 +349,8 @@ impl Volumes {
             }
             report.lines.push(line);
         }
-        report.floor = chain.finish();
+        let (floor, dead_up_to) = chain.finish();
+        report.floor = floor;
         let mut current_generation = generations[current as usize];
         if current_generation == 0 {
             current_generation = next_generation;
@@ -343,6 +375,15 @@ impl Volumes {
             }
         };
         let next_lsn = chain.highest + 1;
+        let checkpoint = match open_checkpoint(&dir) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::warn!(
+                    "{e}; the next start-up will not know where the log ends, and will forget every key"
+                );
+                None
+            }
+        };
         let volumes = Volumes {
             dir,
             size: config.volume_size,
@@ -358,13 +399,41 @@ impl Volumes {
                 dirty: false,
                 unsynced: Vec::new(),
                 scratch: Vec::new(),
-                checkpointed: next_lsn - 1,
+                checkpoint,
+                dead_up_to,
             }),
             // Damaged records found at start-up count with those found by reads.
             damaged_reads: AtomicU64::new(report.damaged_records),
             reuses: AtomicU64::new(0),
         };
+        {
+            let mut w = volumes.writer();
+            let lsn = w.next_lsn - 1;
+            volumes.mark_tail(&mut w, lsn);
+        }
         Ok((volumes, report))
+    }
+
+    /// Records the log's tail in the checkpoint: the LSN of the last record, and the volume and generation
+    /// being written. A failure only weakens what the next start-up can prove.
+    fn mark_tail(&self, w: &mut Writer, lsn: u64) {
+        let Some(file) = &w.checkpoint else { return };
+        let generation = self.vols[w.current as usize].generation.load(Ordering::Relaxed);
+        let ck = replay::Checkpoint { lsn, generation, volume: w.current, dead_up_to: w.dead_up_to };
+        if let Err(e) = std::os::unix::fs::FileExt::write_all_at(file, &ck.encode(), 0) {
+            log::warn!("cannot write the checkpoint: {e}");
+        }
+    }
+
+    /// Drops the store as a killed process would leave it: index entries still in the buffer are lost, and
+    /// nothing is flushed or synced (for tests of crashes, without leaking the files as `mem::forget`
+    /// would).
+    #[doc(hidden)]
+    pub fn abandon(self) {
+        let writer = self.writer.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Some(index) = writer.index {
+            drop(index.into_parts());
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -404,12 +473,24 @@ impl Volumes {
             w.offset,
         );
         w.scratch = head;
-        written.map_err(io_err(format!("cannot write {}", vol.path.display())))?;
+        if let Err(e) = written {
+            // Whatever part of the record reached the file must not look like a record: clear its magic
+            // (those bytes were just written, so this needs no new space), and the next record goes here.
+            let file = vol.file();
+            if let Err(clear) = io::write_at(&file, None, &[0; 4], w.offset) {
+                log::warn!("cannot clear a record cut short in {}: {clear}", vol.path.display());
+            }
+            return Err(VolumeError::Io {
+                context: format!("cannot write {}", vol.path.display()),
+                source: e,
+            });
+        }
         // The record is in the kernel: from here on it counts.
         let location = Location { volume: w.current, offset: w.offset as u32, len: len as u32, generation };
         w.next_lsn += 1;
         w.offset += len as u64;
         w.dirty = true;
+        self.mark_tail(&mut w, lsn);
         self.index_entry(&mut w, &Entry { meta, offset: location.offset, len: location.len, lsn, bank, key });
         if self.fsync == Fsync::Always {
             drop(w);
@@ -486,6 +567,8 @@ impl Volumes {
         }
         w.current = next;
         w.offset = 0;
+        let lsn = w.next_lsn - 1;
+        self.mark_tail(w, lsn);
         if held_data {
             self.reuses.fetch_add(1, Ordering::Relaxed);
         }
@@ -498,7 +581,7 @@ impl Volumes {
     /// Only the flush of the index buffer happens under the writer's lock; the fsyncs themselves (which can
     /// take many milliseconds) run after it is dropped, so appends go on meanwhile.
     pub fn sync(&self) -> Result<(), VolumeError> {
-        let (current, dirty, left_behind, lsn) = {
+        let (current, dirty, left_behind) = {
             let mut w = self.writer();
             if let Some(index) = &mut w.index {
                 if let Err(e) = index.flush() {
@@ -510,7 +593,7 @@ impl Volumes {
                     w.index = None;
                 }
             }
-            (w.current, std::mem::take(&mut w.dirty), std::mem::take(&mut w.unsynced), w.next_lsn - 1)
+            (w.current, std::mem::take(&mut w.dirty), std::mem::take(&mut w.unsynced))
         };
         let durable = self.fsync != Fsync::Never;
         if durable {
@@ -521,13 +604,12 @@ impl Volumes {
                 self.fsync_volume(current)?;
             }
         }
-        // Only once the records are as durable as the policy makes them: the checkpoint must never claim
-        // more than the volumes hold.
-        let mut w = self.writer();
-        if lsn > w.checkpointed {
-            match replay::write_checkpoint(&self.dir, lsn, self.disk.as_deref(), durable) {
-                Ok(()) => w.checkpointed = lsn,
-                Err(e) => log::warn!("cannot write the checkpoint: {e}"),
+        if durable {
+            let checkpoint = self.writer().checkpoint.as_ref().and_then(|f| f.try_clone().ok());
+            if let Some(file) = checkpoint {
+                if let Err(e) = file.sync_data() {
+                    log::warn!("cannot fsync the checkpoint: {e}");
+                }
             }
         }
         Ok(())
@@ -588,7 +670,12 @@ impl Volumes {
     fn replace_volume(&self, n: u32) -> Result<(), VolumeError> {
         let vol = &self.vols[n as usize];
         let mut w = self.writer();
-        let fresh = open_file(&vol.path, self.size)?;
+        // A truly empty file, not whatever now has the volume's name (a copy of another volume, say).
+        let tmp = vol.path.with_extension("new");
+        let _ = fs::remove_file(&tmp);
+        let fresh = open_file(&tmp, self.size)?;
+        fs::rename(&tmp, &vol.path)
+            .map_err(io_err(format!("cannot put a fresh {} in place", vol.path.display())))?;
         *vol.file.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         vol.reported_short.store(false, Ordering::Relaxed);
         if n == w.current {
@@ -605,6 +692,8 @@ impl Volumes {
                 }
             };
             w.offset = 0;
+            let lsn = w.next_lsn - 1;
+            self.mark_tail(&mut w, lsn);
         } else {
             vol.generation.store(0, Ordering::Release);
             let _ = fs::remove_file(index_path(&self.dir, n));
@@ -758,6 +847,20 @@ fn open_index_for_append(dir: &Path, n: u32) -> Result<BufWriter<File>, VolumeEr
         .open(&path)
         .map_err(io_err(format!("cannot open {}", path.display())))?;
     Ok(BufWriter::with_capacity(64 * 1024, file))
+}
+
+/// Opens the checkpoint file for rewriting in place, creating it (at its full size) if needed.
+fn open_checkpoint(dir: &Path) -> Result<File, VolumeError> {
+    let path = dir.join(replay::CHECKPOINT);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(format!("cannot open {}", path.display())))?;
+    file.set_len(replay::CHECKPOINT_LEN as u64).map_err(io_err(format!("cannot size {}", path.display())))?;
+    Ok(file)
 }
 
 /// The current volume as `META.txt` names it: decimal, no newline, as CacheFS wrote it.
@@ -914,13 +1017,17 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(report.rebuilt_indexes, 1);
         assert!(report.torn_tail_bytes > 0);
+        // The checkpoint says record 2 was written: it could have been a newer value of any key, so no
+        // value read can be proven newest.
+        assert_eq!(report.floor(), Some(u64::MAX));
         assert_eq!(value(&v, a, "a").unwrap(), b"1");
         // The next record overwrites the torn one, and the torn bytes are gone for good.
         assert_eq!(v.append(PUT, b"b", b"c", b"3").unwrap().offset, b.offset);
         drop(v);
+        // The next start-up steps over what the first one could not prove, and keeps what came after.
         let (_, seen, report) = open(&cfg);
-        assert_eq!(seen.iter().map(|r| r.key.as_ref()).collect::<Vec<_>>(), [&b"a"[..], b"c"]);
-        assert_eq!(report.torn_tail_bytes, 0);
+        assert_eq!(seen.iter().map(|r| r.key.as_ref()).collect::<Vec<_>>(), [&b"c"[..]]);
+        assert_eq!((report.torn_tail_bytes, report.dead_records, report.floor()), (0, 1, None));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use super::io::{self, Scanner};
-use super::{index_path, Location, Recovered, VolumeError};
+use super::{index_path, Location, Recovered};
 use crate::store::index::{self, Entry};
 use crate::store::record::{self, Head, Kind, Meta};
 
@@ -57,6 +57,8 @@ pub struct RecoveryReport {
     pub unprovable_keys: u64,
     /// Index entries that described an earlier use of their volume, or another volume, and were ignored.
     pub recycled_entries: u64,
+    /// Records stepped over as dead: an earlier start-up found the log broken after them.
+    pub dead_records: u64,
     /// Log positions of the gaps found: every key whose value was written before the last one is dropped.
     pub(crate) floor: Option<u64>,
     /// One line per volume, for the start-up log.
@@ -77,25 +79,33 @@ pub(super) struct Chain {
     last: Option<u64>,
     /// The highest LSN seen anywhere: records, index entries, the checkpoint.
     pub(super) highest: u64,
-    /// Position of the record after the last gap.
-    floor: Option<u64>,
+    /// Records with an LSN up to this one are dead: an earlier start-up found the log broken after them
+    /// (the checkpoint keeps this), so they are stepped over, not applied.
+    pub(super) dead_up_to: u64,
+    /// Position of the record after the last gap found now, and the LSN before it.
+    gap: Option<(u64, u64)>,
+    /// The log's tail is known to be lost (or cannot be known): no value can be proven newest.
+    tail_lost: bool,
 }
 
 impl Chain {
-    /// Notes a replayed record (or a known loss) with `lsn` at `at`.
-    fn note(&mut self, lsn: u64, at: Location) {
+    /// Notes a record (or a known loss) with `lsn` at `at`; returns whether it is to be applied (records
+    /// declared dead by an earlier start-up are not).
+    fn note(&mut self, lsn: u64, at: Location) -> bool {
         if let Some(last) = self.last {
-            if lsn != last + 1 {
+            // Records missing up to `dead_up_to` were given up by an earlier start-up: not a new gap.
+            if lsn != last + 1 && lsn.saturating_sub(1) > self.dead_up_to {
                 log::warn!(
                     "the log jumps from LSN {last} to {lsn} at data/{} offset {}: records in between are lost",
                     at.volume,
                     at.offset
                 );
-                self.floor = Some(at.log_position());
+                self.gap = Some((at.log_position(), lsn.saturating_sub(1)));
             }
         }
         self.last = Some(lsn);
         self.highest = self.highest.max(lsn);
+        lsn > self.dead_up_to
     }
 
     /// Notes evidence that a record with `lsn` existed.
@@ -103,19 +113,34 @@ impl Chain {
         self.highest = self.highest.max(lsn);
     }
 
-    /// The floor, once everything is replayed: past the last gap; or everything, when evidence shows the
-    /// log went on past what could be read.
-    pub(super) fn finish(&self) -> Option<u64> {
-        match self.last {
-            Some(last) if self.highest > last => {
-                log::warn!(
-                    "records up to LSN {} were written but the log ends at {last}: its tail is lost",
-                    self.highest
-                );
-                Some(u64::MAX)
-            }
-            None if self.highest > 0 => Some(u64::MAX),
-            _ => self.floor,
+    /// Notes that the log's tail is lost, or cannot be known, and why.
+    pub(super) fn lose_tail(&mut self, why: &str) {
+        log::warn!("{why}: the end of the log cannot be trusted, so no value can be proven newest");
+        self.tail_lost = true;
+    }
+
+    /// Once everything is replayed: the log position before which no value can be proven newest (past the
+    /// last gap; or everything, when evidence shows the log went on past what could be read), and the LSN
+    /// up to which records are dead from now on, for the checkpoint to keep.
+    pub(super) fn finish(&self) -> (Option<u64>, u64) {
+        let lost_tail = self.tail_lost
+            || match self.last {
+                Some(last) if self.highest > last => {
+                    log::warn!(
+                        "records up to LSN {} were written but the log ends at {last}: its tail is lost",
+                        self.highest
+                    );
+                    true
+                }
+                None => self.highest > self.dead_up_to,
+                Some(_) => false,
+            };
+        if lost_tail {
+            return (Some(u64::MAX), self.highest.max(self.dead_up_to));
+        }
+        match self.gap {
+            Some((position, dead)) => (Some(position), dead.max(self.dead_up_to)),
+            None => (None, self.dead_up_to),
         }
     }
 }
@@ -124,6 +149,8 @@ impl Chain {
 pub(super) struct Replayed {
     /// Records (and known losses) applied.
     pub records: u64,
+    /// Records stepped over as dead (an earlier start-up found the log broken after them).
+    pub dead: u64,
     /// Damaged records and unreadable regions.
     pub damaged: u64,
     /// Where valid data ends.
@@ -241,7 +268,7 @@ pub(super) fn replay(
     chain: &mut Chain,
     apply: &mut impl FnMut(&Recovered<'_>),
 ) -> Replayed {
-    let mut out = Replayed { records: 0, damaged: 0, end: 0, rebuilt: false, recycled: 0 };
+    let mut out = Replayed { records: 0, dead: 0, damaged: 0, end: 0, rebuilt: false, recycled: 0 };
     let mut scan = Scanner::new(file, size);
     let mut entries_out: Vec<u8> = Vec::new();
     let index_file = fs::read(index_path(dir, n)).ok();
@@ -255,14 +282,17 @@ pub(super) fn replay(
             let mut pos = indexed.start;
             while let Some((e, used)) = index::decode_entry(&buf[pos..indexed.end]) {
                 let location = Location { volume: n, offset: e.offset, len: e.len, generation };
-                chain.note(e.lsn, location);
-                apply(&Recovered {
-                    meta: e.meta,
-                    bank: Cow::Borrowed(e.bank),
-                    key: Cow::Borrowed(e.key),
-                    location,
-                });
-                out.records += 1;
+                if chain.note(e.lsn, location) {
+                    apply(&Recovered {
+                        meta: e.meta,
+                        bank: Cow::Borrowed(e.bank),
+                        key: Cow::Borrowed(e.key),
+                        location,
+                    });
+                    out.records += 1;
+                } else {
+                    out.dead += 1;
+                }
                 at = u64::from(e.offset) + u64::from(e.len);
                 pos += used;
             }
@@ -304,8 +334,16 @@ pub(super) fn replay(
                     out.damaged += 1;
                     Meta { kind: Kind::Delete, ..meta }
                 };
-                chain.note(lsn, location);
-                apply(&Recovered { meta, bank: Cow::Borrowed(&bank), key: Cow::Borrowed(&key), location });
+                if chain.note(lsn, location) {
+                    apply(&Recovered {
+                        meta,
+                        bank: Cow::Borrowed(&bank),
+                        key: Cow::Borrowed(&key),
+                        location,
+                    });
+                } else {
+                    out.dead += 1;
+                }
                 index::encode_entry(
                     &mut entries_out,
                     &Entry { meta, offset: location.offset, len: location.len, lsn, bank: &bank, key: &key },
@@ -414,38 +452,75 @@ pub(super) fn clear_torn_tail(
     last as u64 + 1
 }
 
-/// The checkpoint file: the LSN of the last record written when the store last synced. Evidence that the
-/// log went at least that far.
+/// The checkpoint file: where the log's tail is. Rewritten in place after every record (one small positioned
+/// write into a page of the kernel's cache, which needs no new space on a full disk), so it is the
+/// evidence of how far the log went even when the volume holding the tail is damaged or replaced.
 pub(super) const CHECKPOINT: &str = "CHECKPOINT";
-const CHECKPOINT_MAGIC: [u8; 4] = *b"BCK1";
+const CHECKPOINT_MAGIC: [u8; 4] = *b"BCK3";
+/// Bytes of a checkpoint: magic, LSN, generation, volume, dead-up-to LSN, CRC32C of the bytes before it.
+pub(super) const CHECKPOINT_LEN: usize = 32;
 
-/// Encodes a checkpoint: magic, LSN, CRC32C of the 12 bytes before.
-pub(super) fn encode_checkpoint(lsn: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
-    out.extend_from_slice(&CHECKPOINT_MAGIC);
-    out.extend_from_slice(&lsn.to_le_bytes());
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+/// The log's tail as the checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Checkpoint {
+    /// The LSN of the last record written.
+    pub lsn: u64,
+    /// The generation being written.
+    pub generation: u32,
+    /// The volume being written.
+    pub volume: u32,
+    /// Records with an LSN up to this one are dead: a start-up found the log broken after them.
+    pub dead_up_to: u64,
 }
 
-/// Reads the checkpoint, if there is a sound one.
-pub(super) fn read_checkpoint(dir: &Path) -> Option<u64> {
-    let buf = fs::read(dir.join(CHECKPOINT)).ok()?;
-    if buf.len() != 16 || buf[..4] != CHECKPOINT_MAGIC {
-        return None;
+impl Checkpoint {
+    /// The checkpoint's bytes.
+    pub(super) fn encode(&self) -> [u8; CHECKPOINT_LEN] {
+        let mut out = [0u8; CHECKPOINT_LEN];
+        out[..4].copy_from_slice(&CHECKPOINT_MAGIC);
+        out[4..12].copy_from_slice(&self.lsn.to_le_bytes());
+        out[12..16].copy_from_slice(&self.generation.to_le_bytes());
+        out[16..20].copy_from_slice(&self.volume.to_le_bytes());
+        out[20..28].copy_from_slice(&self.dead_up_to.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..28]);
+        out[28..].copy_from_slice(&crc.to_le_bytes());
+        out
     }
-    let lsn = u64::from_le_bytes(buf[4..12].try_into().ok()?);
-    let crc = u32::from_le_bytes(buf[12..16].try_into().ok()?);
-    (crc32c::crc32c(&buf[..12]) == crc).then_some(lsn)
+
+    /// A checkpoint from its bytes, if they are sound.
+    pub(super) fn decode(buf: &[u8]) -> Option<Checkpoint> {
+        if buf.len() != CHECKPOINT_LEN || buf[..4] != CHECKPOINT_MAGIC {
+            return None;
+        }
+        let crc = u32::from_le_bytes(buf[28..32].try_into().ok()?);
+        if crc32c::crc32c(&buf[..28]) != crc {
+            return None;
+        }
+        Some(Checkpoint {
+            lsn: u64::from_le_bytes(buf[4..12].try_into().ok()?),
+            generation: u32::from_le_bytes(buf[12..16].try_into().ok()?),
+            volume: u32::from_le_bytes(buf[16..20].try_into().ok()?),
+            dead_up_to: u64::from_le_bytes(buf[20..28].try_into().ok()?),
+        })
+    }
 }
 
-/// Writes the checkpoint (atomically; durably unless the policy is `never`).
-pub(super) fn write_checkpoint(
-    dir: &Path,
-    lsn: u64,
-    disk: Option<&io::DiskBudget>,
-    durable: bool,
-) -> Result<(), VolumeError> {
-    io::write_file_atomically(&dir.join(CHECKPOINT), &encode_checkpoint(lsn), disk, durable)
+/// What the checkpoint file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tail {
+    /// There is none: a new store (or one whose checkpoint was deleted).
+    Missing,
+    /// There is one, but it cannot be read.
+    Damaged,
+    /// The log's tail.
+    Known(Checkpoint),
+}
+
+/// Reads the checkpoint.
+pub(super) fn read_checkpoint(dir: &Path) -> Tail {
+    match fs::read(dir.join(CHECKPOINT)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tail::Missing,
+        Err(_) => Tail::Damaged,
+        Ok(buf) => Checkpoint::decode(&buf).map_or(Tail::Damaged, Tail::Known),
+    }
 }
