@@ -191,3 +191,26 @@ fn a_listing_longer_than_max_output_bytes_is_refused() {
     let page = c.request(r#"{"op":"bank.scan","bank":"b","count":10}"#);
     assert!(page.starts_with("{\"status\": \"ok\""), "{page}");
 }
+
+/// A cache whose entries were all read recently still takes new ones. Before, eviction gave up after
+/// one slice (4,096 entries) per bank and turn, and a put into a bank of more read entries than that was
+/// refused with `Out of memory`.
+#[test]
+fn a_put_is_taken_when_every_entry_was_read() {
+    let limit = 4u64 << 20;
+    let (_server, mut stream) = server(limit, &[]);
+    let mut c = common::Conn::from_stream(stream.try_clone().expect("clone"));
+    let mut n = 0;
+    while stat(&stats(&mut c), "evictions") == 0.0 {
+        let puts =
+            (n..n + 1000).map(|i| format!(r#"{{"op":"put","bank":"b","key":"key:{i:09}","value":1}}"#));
+        assert!(pipeline(&mut stream, puts, 1000).is_empty());
+        n += 1000;
+        assert!(n < 1_000_000, "no eviction after {n} puts");
+    }
+    let gets = (0..n).map(|i| format!(r#"{{"op":"get","bank":"b","key":"key:{i:09}"}}"#));
+    pipeline(&mut stream, gets, 1000);
+    let puts = (n..n + 100).map(|i| format!(r#"{{"op":"put","bank":"b","key":"key:{i:09}","value":1}}"#));
+    let errors = pipeline(&mut stream, puts, 100);
+    assert!(errors.is_empty(), "{} puts refused, the first: {}", errors.len(), errors[0]);
+}

@@ -843,7 +843,9 @@ impl BankMap {
     }
 
     /// One step of CLOCK eviction: moves the hand over up to `max_visit` slots, giving entries read since
-    /// its last pass a second chance and evicting the others until `want` bytes of memory are freed.
+    /// its last pass a second chance and evicting the others until `want` bytes of memory are freed. A step
+    /// stops at the last slot ([`BankMap::clock_done`]) rather than go round again, so that a small bank's
+    /// entries are not visited twice in one step; the next step starts from the first slot.
     /// [`Evict::RamCopies`] drops only the RAM copy of an entry that has a disk copy, and removes an entry
     /// that has none; [`Evict::Entries`] removes entries whole. Returns the memory freed and the entries
     /// evicted.
@@ -857,12 +859,12 @@ impl BankMap {
             return (0, 0);
         }
         let end = self.slots.span();
+        if self.clock_hand >= end {
+            self.clock_hand = 0;
+        }
         for _ in 0..max_visit {
-            if freed >= want {
+            if freed >= want || self.clock_hand >= end {
                 break;
-            }
-            if self.clock_hand >= end {
-                self.clock_hand = 0;
             }
             let i = self.clock_hand;
             self.clock_hand += 1;
@@ -888,6 +890,12 @@ impl BankMap {
             evicted += 1;
         }
         (freed, evicted)
+    }
+
+    /// True when the CLOCK hand has gone past the last slot: one turn over this bank is done, and the
+    /// next [`BankMap::evict_step`] starts from the first slot again.
+    pub fn clock_done(&self) -> bool {
+        self.clock_hand >= self.slots.span()
     }
 }
 
@@ -1151,6 +1159,21 @@ mod tests {
         assert_eq!(b.ram_bytes(), 5);
         // A read of an older record of the key counts for nothing.
         assert_eq!(b.note_disk_read(b"k", at(0, 0), b"x", 203, 1, 60), 0);
+    }
+
+    /// A step stops at the last slot: in a bank smaller than the step, an entry read since the hand last
+    /// passed loses its mark and stays (before, the step went round again at once and evicted it).
+    #[test]
+    fn a_step_does_not_go_round_a_bank_twice() {
+        let mut b = BankMap::new();
+        b.put(b"a", ram(b"0123456789"), Ttl::Forever, 0);
+        get(&mut b, "a", 0);
+        assert_eq!(b.evict_step(usize::MAX, 16, Evict::Entries), (0, 0));
+        assert!(b.clock_done());
+        assert_eq!(keys(&b, 0), ["a"]);
+        // The next step starts from the first slot again, and this time takes it.
+        assert_eq!(b.evict_step(usize::MAX, 16, Evict::Entries).1, 1);
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl Store {
         store.disk = Some(disk);
         if store.usage.memory() > store.memory_max {
             let before = store.usage.figures().keys;
-            store.make_room(0, Access::Wait);
+            let _ = store.make_room(0, Access::Wait);
             let dropped = before.saturating_sub(store.usage.figures().keys);
             log::warn!(
                 "recovery found more than memory_max_bytes ({}) holds: {dropped} keys were forgotten",
@@ -378,9 +378,7 @@ impl Store {
                 return Ok(self.tracked(bank, &mut map, f));
             }
         }
-        if !self.make_room(bank_cost(name), access) {
-            return Err(StoreError::OutOfMemory { max: self.memory_max, used: self.usage.memory() });
-        }
+        self.make_room(bank_cost(name), access)?;
         let mut table = match access {
             Access::Wait => self.table.write().unwrap_or_else(PoisonError::into_inner),
             Access::Try => match self.table.try_write() {
@@ -449,9 +447,7 @@ impl Store {
         if self.disk.is_none() && cost > self.memory_max {
             return Err(StoreError::TooLargeForMemory { len: value.len(), max: self.memory_max });
         }
-        if !self.make_room(cost, access) {
-            return Err(StoreError::OutOfMemory { max: self.memory_max, used: self.usage.memory() });
-        }
+        self.make_room(cost, access)?;
         let Some(disk) = &self.disk else {
             self.with_bank_or_create(bank, access, |m| {
                 m.put(key, NewValue { value, in_ram: true, location: None, flags }, ttl, now)
@@ -562,7 +558,7 @@ impl Store {
                         // Admission is a bonus: when the bank is busy (or memory is short) the value
                         // just stays on disk.
                         let cost = memory::alloc_size(value.len());
-                        if self.make_room(cost, access) {
+                        if self.make_room(cost, access).is_ok() {
                             let admit =
                                 |m: &mut BankMap| m.note_disk_read(key, at, value, clock, count, window);
                             let _ = self.with_bank(bank, access, admit);
@@ -677,7 +673,7 @@ impl Store {
         };
         match found {
             Ok(out) => {
-                self.make_room(0, access);
+                let _ = self.make_room(0, access);
                 Ok(Lookup::Hit(Ok(out)))
             }
             Err(Fail::User(e)) => Ok(Lookup::Hit(Err(e))),
@@ -763,37 +759,75 @@ impl Store {
         Totals { banks, keys: memory.keys as u64, bytes: memory.stored as u64, memory }
     }
 
-    /// Evicts until `need` more bytes fit under `memory_max_bytes`, CLOCK bank by bank in turn over the
-    /// banks that hold entries; returns whether they fit. Memory-only, whole entries go; with a disk store,
-    /// RAM copies first and then, if that is not enough, whole entries (the keys are forgotten). With
-    /// [`Access::Try`] a bank that is locked is skipped rather than waited for.
-    fn make_room(&self, need: usize, access: Access) -> bool {
+    /// Evicts until `need` more bytes fit under `memory_max_bytes`, CLOCK a slice at a time, bank by bank in
+    /// turn over the banks that hold entries; a bank's lock is dropped between slices. Memory-only, whole
+    /// entries go; with a disk store, RAM copies first and then, if that is not enough, whole entries (the
+    /// keys are forgotten). With [`Access::Try`] a bank that is locked is skipped rather than waited for.
+    /// Banks take turns by the slice, not by the entry, so an entry of a small bank is visited as often as a
+    /// whole slice of a large bank's.
+    ///
+    /// Three turns round the ring, one slice per bank each, give the entries of banks of up to a slice
+    /// their second chance and then take them. When that is not enough (a larger bank whose entries were
+    /// all read since the hand last passed), a worker goes on round every bank to its last slot, three
+    /// times, so that room is refused ([`StoreError::OutOfMemory`]) only when nothing evictable is left, not
+    /// because everything was read lately (before, such a put was refused); the reactor, which must not
+    /// take that long, hands the op to a worker instead ([`StoreError::Busy`]).
+    fn make_room(&self, need: usize, access: Access) -> Result<(), StoreError> {
         let target = self.memory_max.saturating_sub(need);
-        let mut over = self.usage.memory().saturating_sub(target);
-        if over == 0 {
-            return true;
+        let over = || self.usage.memory().saturating_sub(target);
+        if over() == 0 {
+            return Ok(());
         }
-        // Three turns round the ring give every entry its second chance and then take it.
-        let turns = self.evictable.len() * 3 + 1;
-        for _ in 0..turns {
+        for _ in 0..self.evictable.len() * 3 + 1 {
             let Some(bank) = self.evictable.next() else { break };
             let Some(mut map) = bank.lock(access) else { continue };
-            let mode = match &self.disk {
-                Some(_) if self.usage.ram() > 0 => Evict::RamCopies,
-                _ => Evict::Entries,
-            };
-            let (_, evicted) = self.tracked(&bank, &mut map, |m| m.evict_step(over, SLICE, mode));
-            self.counters.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
-            if map.is_empty() {
-                self.evictable.leave(&bank);
-            }
+            self.evict_slice(&bank, &mut map, over());
             drop(map);
-            over = self.usage.memory().saturating_sub(target);
-            if over == 0 {
-                return true;
+            if over() == 0 {
+                return Ok(());
             }
         }
-        false
+        let out_of_memory = || StoreError::OutOfMemory { max: self.memory_max, used: self.usage.memory() };
+        if self.evictable.len() == 0 {
+            return Err(out_of_memory());
+        }
+        if matches!(access, Access::Try) {
+            return Err(StoreError::Busy);
+        }
+        for _ in 0..self.evictable.len() * 3 + 1 {
+            let Some(bank) = self.evictable.next() else { break };
+            loop {
+                let mut map = bank.lock_wait();
+                let done = self.evict_slice(&bank, &mut map, over());
+                drop(map);
+                if over() == 0 {
+                    return Ok(());
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        Err(out_of_memory())
+    }
+
+    /// One slice of eviction in a locked bank, freeing up to `want` bytes; true when the bank's hand has
+    /// reached its last slot, or the bank has nothing to evict.
+    fn evict_slice(&self, bank: &Arc<Bank>, map: &mut BankMap, want: usize) -> bool {
+        let mode = match &self.disk {
+            Some(_) if self.usage.ram() > 0 => Evict::RamCopies,
+            _ => Evict::Entries,
+        };
+        if mode == Evict::RamCopies && map.ram_bytes() == 0 {
+            return true;
+        }
+        let (_, evicted) = self.tracked(bank, map, |m| m.evict_step(want, SLICE, mode));
+        self.counters.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        if map.is_empty() {
+            self.evictable.leave(bank);
+            return true;
+        }
+        map.clock_done()
     }
 
     /// One pass of the background sweep, within `budget`: the banks that hold entries with a deadline are
@@ -1143,7 +1177,7 @@ mod tests {
             store.reset(&bank).unwrap();
         }
         // Reset banks are left in the ring until an eviction pass finds them empty: one pass clears them.
-        store.make_room(usize::MAX / 2, Access::Wait);
+        let _ = store.make_room(usize::MAX / 2, Access::Wait);
         assert_eq!(store.evictable.len(), 0);
         for i in 0..1000u32 {
             store.put("hot", &i.to_be_bytes(), &[0; 100], 0, Ttl::Forever, 0, Access::Wait).unwrap();
@@ -1151,6 +1185,47 @@ mod tests {
         assert_eq!(store.evictable.len(), 1);
         let used = store.memory_bytes();
         assert!(used > 100_000 * BANK_BYTES, "empty banks still count: {used}");
+    }
+
+    /// Fills a 4 MB memory-only store until it evicts, then reads every key, so that every entry has its
+    /// second chance to come.
+    fn full_of_entries_all_read() -> (Store, u32) {
+        let store = Store::memory_only(StoreConfig { memory_max_bytes: 4 << 20, ..StoreConfig::default() });
+        let mut n = 0u32;
+        while store.counters().evictions.load(Ordering::Relaxed) == 0 {
+            store.put("b", &n.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            n += 1;
+        }
+        for i in 0..n {
+            let _ = store.get("b", &i.to_be_bytes(), 0, false, Access::Wait, |_, _| ());
+        }
+        (store, n)
+    }
+
+    /// A cache whose entries were all read recently still takes new ones: eviction goes on until it has
+    /// given every entry its second chance. (Before, it gave up after one slice per bank and turn, and puts
+    /// into a bank of more than 16k read entries were refused with `Out of memory`.)
+    #[test]
+    fn a_put_is_not_refused_because_every_entry_was_read() {
+        let (store, n) = full_of_entries_all_read();
+        assert!(n > 4 * SLICE as u32, "{n} keys: too few to need more than four slices");
+        for i in 0..100u32 {
+            let key = (n + i).to_be_bytes();
+            if let Err(e) = store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait) {
+                panic!("put {i} refused: {e}");
+            }
+        }
+    }
+
+    /// On the reactor ([`Access::Try`]) eviction stays within three turns of one slice per bank; an op that
+    /// needs more is `Busy`, so that a worker runs it.
+    #[test]
+    fn eviction_on_the_reactor_is_bounded_and_hands_over() {
+        let (store, n) = full_of_entries_all_read();
+        assert!(n > 4 * SLICE as u32, "{n} keys: too few to need more than four slices");
+        let key = n.to_be_bytes();
+        assert!(matches!(store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Try), Err(StoreError::Busy)));
+        store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
     }
 
     /// `bank.keys` walks a slice at a time and lets go of the bank between slices: writes to the same bank
