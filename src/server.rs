@@ -161,6 +161,7 @@ impl Server {
                 .map_err(io_error("cannot start the maintenance thread"))?;
         // One block of counters per worker, and one for the reactor when it runs requests itself.
         let stats = Arc::new(Stats::new(config.workers + 1));
+        let (queue, work) = dispatch::Queue::new();
         let services = Arc::new(Services {
             cmd: cmd::Context {
                 store: Arc::clone(&store),
@@ -171,8 +172,8 @@ impl Server {
             http_bank: config.http_bank.clone(),
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             max_output: config.max_output_bytes,
+            cancelled: queue.cancel_flag(),
         });
-        let (queue, work) = dispatch::Queue::new();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let notified = Arc::new(AtomicBool::new(false));
         let notify: dispatch::Notify = {
