@@ -1,5 +1,6 @@
 //! Wiring and lifecycle: bind, start the store's sweeper and the workers, run the reactor, shut down in
-//! order (reactor finishes what is in flight → workers drain and exit → sweeper stops).
+//! order (the reactor answers what it had read and delivers the replies, within a grace period → the
+//! workers, their last jobs back, exit → the sweeper stops → the store is synced).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
