@@ -1,5 +1,5 @@
 //! Wiring and lifecycle: bind, start the store's sweeper and the workers, run the reactor, shut down in
-//! order (the reactor answers what it had read and delivers the replies, within a grace period → the
+//! order (the reactor answers what it had read and delivers the replies, within `shutdown_timeout` → the
 //! workers, their last jobs back, exit → the sweeper stops → the store is synced).
 
 use std::fmt;
@@ -217,6 +217,7 @@ impl Server {
                 max_output: config.max_output_bytes,
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),
+                shutdown_grace: Duration::from_secs_f64(config.shutdown_timeout),
             },
             stop: self.stop,
         });

@@ -30,9 +30,10 @@ const BOUND: Duration = Duration::from_secs(60);
 /// Room for more than `MAX_PUTS` records without reusing a volume (a reuse would drop answered puts).
 const STORE: &[&str] = &["--volume-size", "67108864", "--volume-count", "4", "--workers", "2"];
 
-/// The store, and a stop given all the time it needs.
+/// The store, and a stop given all the time it needs: a client that reads is done long before, and a
+/// slow test machine must not make it look as if the server had cut it off.
 fn patient() -> Vec<&'static str> {
-    STORE.to_vec()
+    [STORE, &["--shutdown-timeout", "120"]].concat()
 }
 
 fn key(i: usize) -> String {
@@ -293,4 +294,46 @@ fn sigterm_mid_stream_answers_every_executed_put_and_keeps_every_answered_one() 
 #[test]
 fn sigint_mid_stream_answers_every_executed_put_and_keeps_every_answered_one() {
     stop_mid_stream("INT", 20_000, Pace { receive_buffer: 0, stall: Duration::ZERO });
+}
+
+/// A client that pipelines puts and reads nothing cannot hold the stop past `shutdown_timeout`: the
+/// server exits 0 in time and says so, and what the client did get is replies of puts that are there
+/// after a restart.
+#[test]
+fn a_client_that_never_reads_cannot_hold_the_stop() {
+    let data = DataDir::new();
+    let flags = [STORE, &["--shutdown-timeout", "1"]].concat();
+    let mut s = data.start(&flags);
+    // A small receive buffer, so that replies wait unacknowledged on the server's side.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    socket.connect(&s.addr().into()).unwrap();
+    let socket = TcpStream::from(socket);
+    let writer = {
+        let (socket, sent) = (socket.try_clone().unwrap(), Arc::new(AtomicUsize::new(0)));
+        thread::spawn(move || write_puts(socket, sent))
+    };
+    // Puts are being run, and their replies fill the client's receive buffer, which it never reads.
+    let mut c = s.connect();
+    assert!(eventually(BOUND, || stat(&stats(&mut c), "keys") >= 20_000.0), "the puts are not being run");
+    drop(c);
+    let signalled = Instant::now();
+    s.signal("TERM");
+    let status = s.wait_exit(BOUND);
+    let took = signalled.elapsed();
+    assert!(status.success(), "exited with {status}; stderr:\n{}", s.stderr());
+    assert!(took < Duration::from_secs(30), "the stop took {took:?}");
+    let log = s.stderr();
+    assert!(log.contains("shutdown grace period over"), "the end of the grace is not logged:\n{log}");
+    drop(s);
+    let _ = socket.shutdown(Shutdown::Write);
+    writer.join().unwrap();
+    let stream = read_replies(socket, Arc::new(AtomicUsize::new(0)), usize::MAX, Duration::ZERO);
+    assert_eq!(stream.bad, None, "a reply was not the put's ok");
+
+    let s = data.start(STORE);
+    let c = s.connect();
+    let present = present_keys(&c, 0, stream.answered);
+    let lost = present.iter().filter(|&&p| !p).count();
+    assert_eq!(lost, 0, "{lost} of the {} answered puts are missing after the restart", stream.answered);
 }

@@ -53,12 +53,9 @@ const LINGER_AFTER_ERROR: Duration = Duration::from_secs(2);
 const LINGER_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 /// Most refused connections kept lingering at once; beyond this they are closed at once.
 const MAX_LINGERING: usize = 1024;
-/// How long a graceful shutdown may take: requests already read are run and answered, and each
-/// connection's replies delivered, until then at most. A client that reads its replies is done long
-/// before; one that does not cannot hold the process longer. See [`Reactor::begin_shutdown`].
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// The last part of [`SHUTDOWN_GRACE`] kept for delivering: from then on nothing more is started, and
-/// what is written is whole replies (see [`Reactor::wind_up`]).
+/// The last part of a shutdown's grace (`shutdown_timeout`) kept for delivering, at most: from then on
+/// nothing more is started, and what is written is whole replies (see [`Reactor::wind_up`]). A fifth of
+/// the grace when that is shorter.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
@@ -85,6 +82,11 @@ pub struct NetLimits {
     pub max_output: usize,
     /// A client that keeps `max_output` bytes unread this long is closed; `None` never.
     pub output_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take (`shutdown_timeout`): requests already read are run and
+    /// answered, and each connection's replies delivered, until then at most. A client that reads its
+    /// replies is done long before; one that does not cannot hold the process longer. See
+    /// [`Reactor::begin_shutdown`].
+    pub shutdown_grace: Duration,
 }
 
 /// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
@@ -267,9 +269,9 @@ impl Reactor {
         Ok(())
     }
 
-    /// The part of the grace kept for delivering.
+    /// The part of the grace kept for delivering: [`SHUTDOWN_DRAIN`], or a fifth of a shorter grace.
     fn drain(&self) -> Duration {
-        SHUTDOWN_DRAIN
+        (self.limits.shutdown_grace / 5).min(SHUTDOWN_DRAIN)
     }
 
     /// The grace is over: closes the connections left, which are those whose client has not read its
@@ -332,14 +334,14 @@ impl Reactor {
     /// A stop then goes: each connection finishes the requests it had read and writes their replies, then
     /// lingers (its write side shut, input read and dropped) until its client has closed, or has
     /// acknowledged every byte and gone quiet, and is closed; the workers are stopped only once the
-    /// reactor is done, and the caller then syncs the store. All within [`SHUTDOWN_GRACE`]: its last
-    /// second ([`SHUTDOWN_DRAIN`]) is for delivering only ([`Reactor::wind_up`]), and at its end what is
-    /// left is closed ([`Reactor::close_all`]).
+    /// reactor is done, and the caller then syncs the store. All within the grace (`shutdown_timeout`):
+    /// its last second ([`SHUTDOWN_DRAIN`]) is for delivering only ([`Reactor::wind_up`]), and at its end
+    /// what is left is closed ([`Reactor::close_all`]).
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        self.shutdown_deadline = Some(Instant::now() + self.limits.shutdown_grace);
         for listener in &mut self.listeners {
             if let Some(mut listener) = listener.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
