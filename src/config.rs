@@ -411,6 +411,10 @@ config_keys! {
     /// Seconds a client may keep `max_output_bytes` of replies unread before it is closed; 0 never closes.
     output_timeout: f64 = 60.0, "SECONDS",
         "Seconds a client may sit on max_output_bytes of unread replies before it is closed (0: never)";
+    /// Seconds a graceful stop (SIGTERM, SIGINT) may take: requests already read are run and their replies
+    /// delivered until then at most, so a client that does not read cannot hold the process.
+    shutdown_timeout: f64 = 5.0, "SECONDS",
+        "Seconds a graceful stop may take before connections still owed replies are closed";
 }
 
 impl Config {
@@ -510,6 +514,13 @@ impl Config {
             "output_timeout",
             timeout.to_string(),
             "between 0 and 1000000000 seconds",
+        )?;
+        let stop = self.shutdown_timeout;
+        check(
+            stop > 0.0 && stop < 1e9,
+            "shutdown_timeout",
+            stop.to_string(),
+            "a positive number of seconds below 1000000000",
         )?;
         let idle = self.idle_timeout;
         check(
@@ -763,6 +774,8 @@ mod tests {
             ("idle_timeout", "999999999", "1000000000"),
             ("http_idle_timeout", "0.001", "0"),
             ("http_idle_timeout", "999999999", "1000000000"),
+            ("shutdown_timeout", "0.001", "0"),
+            ("shutdown_timeout", "999999999", "1000000000"),
             ("http_bank", r#""b""#, r#""""#),
             ("http_listen", r#""h:1""#, r#""h""#),
             ("sweep_interval_ms", "1", "0"),

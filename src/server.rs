@@ -1,5 +1,6 @@
 //! Wiring and lifecycle: bind, start the store's sweeper and the workers, run the reactor, shut down in
-//! order (reactor finishes what is in flight → workers drain and exit → sweeper stops).
+//! order (the reactor answers what it had read and delivers the replies, within `shutdown_timeout` → the
+//! workers, their last jobs back, exit → the sweeper stops → the store is synced).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -161,6 +162,7 @@ impl Server {
                 .map_err(io_error("cannot start the maintenance thread"))?;
         // One block of counters per worker, and one for the reactor when it runs requests itself.
         let stats = Arc::new(Stats::new(config.workers + 1));
+        let (queue, work) = dispatch::Queue::new();
         let services = Arc::new(Services {
             cmd: cmd::Context {
                 store: Arc::clone(&store),
@@ -171,8 +173,8 @@ impl Server {
             http_bank: config.http_bank.clone(),
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             max_output: config.max_output_bytes,
+            cancelled: queue.cancel_flag(),
         });
-        let (queue, work) = dispatch::Queue::new();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let notified = Arc::new(AtomicBool::new(false));
         let notify: dispatch::Notify = {
@@ -215,6 +217,7 @@ impl Server {
                 max_output: config.max_output_bytes,
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),
+                shutdown_grace: Duration::from_secs_f64(config.shutdown_timeout),
             },
             stop: self.stop,
         });

@@ -1,6 +1,6 @@
 //! The worker pool: threads that take batches of jobs, run them, and send them back.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,6 +28,9 @@ pub struct Services {
     /// Bytes of replies a job may hold: a job stops there and goes back to wait for its client to read
     /// them, so replies are produced as the client takes them, never all at once.
     pub max_output: usize,
+    /// Set by [`Queue::cancel`] (the queue's [`Queue::cancel_flag`]): a job then stops before its next
+    /// request, unrun.
+    pub cancelled: Arc<AtomicBool>,
 }
 
 /// Called after a worker has queued finished jobs, so the reactor wakes up to write them.
@@ -44,17 +47,27 @@ pub enum Work {
 /// The workers' queue, with the count of batches given out and not yet back: the reactor sends batches,
 /// and a worker hands back the jobs queued behind one that will take long, so that another worker runs
 /// them meanwhile (one connection's slow request must not hold up other connections' requests).
+///
+/// A stop whose grace is ending cancels the queue: jobs then stop before their next request and go back
+/// unrun, so that a request is either run and answered, or not run at all, except for the requests
+/// running at that moment.
 #[derive(Clone)]
 pub struct Queue {
     tx: Sender<Work>,
     outstanding: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Queue {
     /// A queue and the receiving end the workers share.
     pub fn new() -> (Queue, Receiver<Work>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        (Queue { tx, outstanding: Arc::new(AtomicUsize::new(0)) }, rx)
+        let queue = Queue {
+            tx,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        (queue, rx)
     }
 
     /// Queues a batch; false if the workers are gone.
@@ -71,6 +84,17 @@ impl Queue {
     /// A batch came back.
     pub fn returned(&self) {
         self.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// From now on, requests not yet started are left unrun (their connections no longer wait for
+    /// replies).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// The flag [`Queue::cancel`] sets, for [`Services::cancelled`].
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancelled)
     }
 
     /// Tells `workers` workers to finish once they have run what is queued before.
@@ -168,10 +192,12 @@ pub enum Stop {
     Declined,
     /// The replies reached `max_output` bytes: the rest waits for the client to read them.
     Full,
+    /// The queue was cancelled (a stop's grace is ending): the rest is left unrun.
+    Cancelled,
 }
 
 /// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next), one that
-/// closes the connection, or `max_output` bytes of replies.
+/// closes the connection, `max_output` bytes of replies, or a cancel.
 fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
     // One clock read per request: each one's end is the next one's start.
     let mut began = Instant::now();
@@ -185,6 +211,10 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         }
         if job.output.len() >= services.max_output {
             return Stop::Full;
+        }
+        // One load per request: a cancel leaves at most the request running unanswered.
+        if services.cancelled.load(Ordering::Relaxed) {
+            return Stop::Cancelled;
         }
         let span = job.spans[job.next];
         let frame = &job.input[span.start..span.end];
@@ -249,6 +279,7 @@ mod tests {
             http_bank: "files".into(),
             slow_op: None,
             max_output: 1 << 20,
+            cancelled: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -307,6 +338,23 @@ mod tests {
             [(2, 0, 0), (3, 0, 0)]
         );
         assert_eq!(queue.outstanding(), 1, "the handed-back batch is counted out");
+    }
+
+    #[test]
+    fn a_cancelled_queue_leaves_the_requests_not_started_unrun() {
+        let (queue, _work) = Queue::new();
+        let services = Services { cancelled: queue.cancel_flag(), ..services() };
+        let counters = services.cmd.stats.worker(0);
+        let put = |key: &str| format!(r#"{{"op":"put","bank":"b","key":"{key}","value":1}}"#);
+        let mut first = job(0, &[&put("a")]);
+        assert_eq!(run_guarded(&services, counters, &mut first, Gate::Any), Stop::Finished);
+        queue.cancel();
+        let mut batch = vec![job(0, &[&put("b"), &put("c")]), job(1, &[&put("d")])];
+        run_batch(&services, counters, &queue, &mut batch);
+        for job in &batch {
+            assert_eq!((job.next, job.output.len()), (0, 0), "nothing ran, nothing answered");
+        }
+        assert_eq!(services.cmd.store.totals().keys, 1, "only the put run before the cancel was applied");
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub trait Socket {
     fn write(&mut self, data: &[u8]) -> io::Result<usize>;
     /// Shuts down the write side (the peer reads an end of stream after what was written).
     fn shutdown_write(&mut self);
+    /// Bytes written that the peer has not acknowledged yet, when the system says. Closing a socket that
+    /// has unread input resets the connection, and a reset destroys what the peer has not acknowledged,
+    /// so a stop closes a lingering connection early only once this is zero.
+    fn unacknowledged(&self) -> Option<usize>;
 }
 
 impl Socket for TcpStream {
@@ -66,15 +70,31 @@ impl Socket for TcpStream {
     fn shutdown_write(&mut self) {
         let _ = self.shutdown(Shutdown::Write);
     }
+
+    /// `TIOCOUTQ` (alias `SIOCOUTQ`): the send queue's bytes not yet acknowledged, the FIN included.
+    #[cfg(target_os = "linux")]
+    fn unacknowledged(&self) -> Option<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int through the pointer, which points at one.
+        let r = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        (r == 0).then(|| usize::try_from(queued).unwrap_or(0))
+    }
+
+    /// Unknown elsewhere: a lingering connection then waits for its peer to close, or for the deadline.
+    #[cfg(not(target_os = "linux"))]
+    fn unacknowledged(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Where a connection is in its life.
 ///
 /// ```text
-///            fatal error / Connection: close ──────────────────────────┐
-///  Reading ──end of input / shutdown──▶ Writing ──all owed written──▶ Lingering ──peer closed / deadline──▶ Closed
+///            fatal error / Connection: close / stop ──────────────────┐
+///  Reading ──────────end of input───────▶ Writing ──all owed written──▶ Lingering ──peer closed / deadline──▶ Closed
 ///     │   (job Idle ⇄ InFlight in both)    │ (then Close)                                                  ▲
 ///     └── refused at accept ──▶ Lingering  └───────────────────────────────────────────────────────────────┘
+///  Reading / Writing ──cut (a stop's grace is ending)──▶ Writing (then Drain: nothing left to run)
 ///  any phase ──socket error──▶ Closed
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,13 +149,20 @@ pub enum Intake {
 /// What a connection does once it has written everything it owes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Then {
-    /// Closes: the peer ended its side, or the server is shutting down.
+    /// Closes: the peer ended its side (so no unread input can turn the close into a reset).
     Close,
-    /// Writes `fatal` (an error reply for a request the stream cannot be read past), if any, then lingers.
+    /// Writes `fatal` (an error reply for a request the stream cannot be read past), if any, then lingers:
+    /// after an error, after `Connection: close`, and when the server stops while the peer may still be
+    /// sending.
     Linger {
         /// The error reply still to write.
         fatal: Option<Vec<u8>>,
     },
+    /// A stop's grace is ending ([`Conn::cut`]): nothing more is run, and replies are written whole. The
+    /// client has a second left to take them; once its socket refuses part of a JSON reply, that reply is
+    /// the last one written (the rest are dropped), so that the client, if it reads at all, ends with whole
+    /// lines. Then the connection lingers.
+    Drain,
 }
 
 /// What reading did.
@@ -162,6 +189,17 @@ pub enum Settled {
     },
     /// Close now.
     Close,
+}
+
+/// What [`Conn::cut`] dropped, for the stop's log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// Requests read but never run (so neither applied nor answered).
+    pub unrun: usize,
+    /// A job was out: it stops before its next request, and its replies are written whole or dropped.
+    pub job_out: bool,
+    /// Bytes of replies dropped before reaching the socket (their requests ran).
+    pub dropped_output: usize,
 }
 
 /// How a connection's byte stream is cut into requests.
@@ -208,6 +246,8 @@ pub struct Conn<S = TcpStream> {
     spans: Vec<Span>,
     output: Vec<u8>,
     written: usize,
+    /// Input arrived while lingering since [`Conn::done_lingering`] last looked.
+    heard: bool,
 }
 
 impl<S: Socket> Conn<S> {
@@ -243,6 +283,7 @@ impl<S: Socket> Conn<S> {
             spans: Vec::new(),
             output: Vec::new(),
             written: 0,
+            heard: false,
         }
     }
 
@@ -277,9 +318,32 @@ impl<S: Socket> Conn<S> {
         self.end_input(Then::Close);
     }
 
-    /// Stops reading new requests (server shutdown); requests already read are still answered.
+    /// Stops reading new requests (server shutdown); requests already read are still answered. Then the
+    /// connection lingers rather than close: the peer may still be sending, and closing a socket with
+    /// unread input resets the connection, which destroys the replies the peer has not yet received.
     pub fn stop_reading(&mut self) {
-        self.end_input(Then::Close);
+        self.end_input(Then::Linger { fatal: None });
+    }
+
+    /// A stop's grace is ending: nothing more is run, and what is written is whole replies ([`Then::Drain`]).
+    /// Requests waiting, and the rest of a parked job, are dropped unrun, as is a fatal reply not yet
+    /// queued; a job out (which the cancelled queue stops before its next request) is still waited for.
+    /// HTTP replies are written on as they are, since their ends are not known here (a client tells a
+    /// cut one by its length).
+    pub fn cut(&mut self) -> Cut {
+        let job = match &self.phase {
+            Phase::Reading { job, .. } | Phase::Writing { job, .. } => *job,
+            Phase::Lingering { .. } | Phase::Closed => return Cut::default(),
+        };
+        let mut unrun = self.spans.len();
+        self.spans.clear();
+        if let Some(parked) = self.parked.take() {
+            unrun += parked.spans.len() - parked.next;
+        }
+        let job = if job == JobState::Parked { JobState::Idle } else { job };
+        self.phase = Phase::Writing { job, then: Then::Drain };
+        let dropped_output = self.keep_whole_replies();
+        Cut { unrun, job_out: job == JobState::InFlight, dropped_output }
     }
 
     /// A reply said `Connection: close`: it is the last one. Requests after it are dropped unanswered,
@@ -315,14 +379,30 @@ impl<S: Socket> Conn<S> {
     /// The job came back: its replies are sent, and a `Connection: close` among them ends the connection.
     /// A job that stopped at `max_output` bytes of replies is kept ([`JobState::Parked`]) to run the rest
     /// once the client has read them. Returns false if the socket failed (the connection is then closed).
+    ///
+    /// While draining ([`Then::Drain`]), a job that comes back unfinished (stopped by the cancel, or at the
+    /// output cap) is done all the same: the rest of it stays unrun. A job that comes back to a connection
+    /// that no longer waits for it (lingering, closed) is dropped, replies and all.
     pub fn job_done(&mut self, mut job: Job, bytes_out: &mut u64, buffers: &mut BufferPool) -> bool {
+        let draining = match &self.phase {
+            Phase::Lingering { .. } | Phase::Closed => {
+                buffers.put_job(job);
+                return true;
+            }
+            Phase::Writing { then, .. } => *then == Then::Drain,
+            Phase::Reading { .. } => false,
+        };
         let sent = self.send_buf(&mut job.output, bytes_out);
         if !sent {
             buffers.put_job(job);
             self.close();
             return false;
         }
-        if job.finished() {
+        if draining {
+            self.set_job(JobState::Idle);
+            self.keep_whole_replies();
+            buffers.put_job(job);
+        } else if job.finished() {
             self.set_job(JobState::Idle);
             if job.close_after {
                 self.close_after_replies();
@@ -420,7 +500,7 @@ impl<S: Socket> Conn<S> {
             self.make_room();
             match self.socket.read_into(&mut self.input) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(_) => self.heard = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Ok,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
@@ -429,6 +509,24 @@ impl<S: Socket> Conn<S> {
         self.input.clear();
         self.close();
         ReadOutcome::Broken
+    }
+
+    /// While lingering during a stop: drops the input that arrived and says whether closing now can no
+    /// longer cost the peer a reply: it has closed its side (the connection is then closed), or it has
+    /// acknowledged every byte written, FIN included, and sent nothing since the last look (closing with
+    /// unread input would reset the connection; a peer still sending is given until it closes or the
+    /// grace ends).
+    pub fn done_lingering(&mut self) -> bool {
+        match self.phase {
+            Phase::Lingering { .. } => {}
+            Phase::Closed => return true,
+            Phase::Reading { .. } | Phase::Writing { .. } => return false,
+        }
+        if self.discard_input() == ReadOutcome::Broken {
+            return true;
+        }
+        let quiet = !std::mem::take(&mut self.heard);
+        quiet && self.socket.unacknowledged() == Some(0)
     }
 
     /// Cuts complete requests off the input; a request the stream cannot be read past fails the
@@ -596,6 +694,7 @@ impl<S: Socket> Conn<S> {
             self.close();
             return Settled::Close;
         }
+        self.keep_whole_replies();
         self.watch_output(Instant::now);
         let owes_nothing = self.spans.is_empty() && self.pending_output() == 0;
         match &self.phase {
@@ -603,7 +702,9 @@ impl<S: Socket> Conn<S> {
                 self.close();
                 Settled::Close
             }
-            Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: None } } if owes_nothing => {
+            Phase::Writing { job: JobState::Idle, then: Then::Linger { fatal: None } | Then::Drain }
+                if owes_nothing =>
+            {
                 Settled::Linger { failed }
             }
             Phase::Closed => Settled::Close,
@@ -616,6 +717,26 @@ impl<S: Socket> Conn<S> {
     /// Bytes queued for the socket.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// While draining a JSON connection whose socket has refused part of what was written: drops the
+    /// replies after the one being written (every reply is one line, and the client has little time left
+    /// to take even that one). Returns the bytes dropped.
+    fn keep_whole_replies(&mut self) -> usize {
+        let draining = matches!(self.phase, Phase::Writing { then: Then::Drain, .. });
+        if !draining || self.front != Front::Json || self.pending_output() == 0 {
+            return 0;
+        }
+        let at_boundary = self.written == 0 || self.output[self.written - 1] == b'\n';
+        let keep = if at_boundary {
+            self.written
+        } else {
+            memchr::memchr(b'\n', &self.output[self.written..])
+                .map_or(self.output.len(), |i| self.written + i + 1)
+        };
+        let dropped = self.output.len() - keep;
+        self.output.truncate(keep);
+        dropped
     }
 
     /// Writes `data` after whatever is pending, straight from `data` when nothing is. Returns false if
@@ -730,7 +851,8 @@ mod tests {
 
     use super::*;
 
-    /// A socket that hands out scripted reads and takes at most `room` bytes of writes before blocking.
+    /// A socket that hands out scripted reads and takes at most `room` bytes of writes before blocking;
+    /// `unacked` bytes of what it took are still on their way to the peer.
     #[derive(Default)]
     struct Fake {
         reads: VecDeque<io::Result<Vec<u8>>>,
@@ -738,6 +860,7 @@ mod tests {
         room: usize,
         write_error: bool,
         shut: bool,
+        unacked: usize,
     }
 
     impl Socket for Fake {
@@ -771,6 +894,10 @@ mod tests {
 
         fn shutdown_write(&mut self) {
             self.shut = true;
+        }
+
+        fn unacknowledged(&self) -> Option<usize> {
+            Some(self.unacked)
         }
     }
 
@@ -900,19 +1027,178 @@ mod tests {
         assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
     }
 
+    const STOPPING: Then = Then::Linger { fatal: None };
+
     #[test]
-    fn shutdown_stops_reading_but_answers_what_was_read() {
-        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+    fn shutdown_stops_reading_but_answers_what_was_read_then_lingers() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n{\"b\":2}\n"]);
         read(&mut c);
         let job = c.take_job(0, &mut buffers).expect("a job");
+        c.socket_mut().reads.push_back(Ok(b"{\"c\":3}\n".to_vec()));
+        c.read(&mut 0, false);
         c.stop_reading();
-        assert_eq!(c.phase(), &Phase::Writing { job: JobState::InFlight, then: Then::Close });
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::InFlight, then: STOPPING });
         c.socket_mut().reads.push_back(Ok(b"{\"late\":1}\n".to_vec()));
         read(&mut c);
         assert!(answer(&mut c, job));
+        // The request read before the stop, and waiting behind the job, is run and answered too.
+        let job = c.take_job(0, &mut buffers).expect("the request read before the stop");
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false }, "its reply is owed");
+        assert!(answer(&mut c, job));
         assert!(c.take_job(0, &mut buffers).is_none(), "nothing read after the stop");
-        assert_eq!(c.settle(&mut 0), Settled::Close);
+        // Not closed: the peer is still sending, and a close with unread input would reset the connection.
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+        assert_eq!(c.socket_mut().written, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n");
+    }
+
+    #[test]
+    fn during_a_stop_lingering_ends_once_the_peer_has_everything_and_is_quiet_or_has_closed() {
+        let (mut c, _) = conn(Front::Json, &[]);
+        c.stop_reading();
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+        c.linger(Instant::now() + Duration::from_secs(5));
+        assert!(c.socket_mut().shut, "the peer reads an end of stream after the replies");
+        // Replies still on their way: closing now could destroy them.
+        c.socket_mut().unacked = 10;
+        assert!(!c.done_lingering());
+        // All acknowledged, but the peer is still sending: it may not have read them yet.
+        c.socket_mut().unacked = 0;
+        c.socket_mut().reads.push_back(Ok(b"{\"more\":1}\n".to_vec()));
+        assert!(!c.done_lingering());
+        assert!(matches!(c.phase(), Phase::Lingering { .. }), "the input was dropped, not answered");
+        // Input that arrived between looks (read on a readiness event) counts too.
+        c.socket_mut().reads.push_back(Ok(b"{\"more\":2}\n".to_vec()));
+        assert_eq!(read(&mut c), ReadOutcome::Ok);
+        assert!(!c.done_lingering());
+        // Quiet since the last look, everything acknowledged: closing costs the peer nothing.
+        assert!(c.done_lingering());
+
+        // A peer that closes ends it whatever is unacknowledged.
+        let (mut c, _) = conn(Front::Json, &[]);
+        c.linger(Instant::now() + Duration::from_secs(5));
+        c.socket_mut().unacked = 10;
+        c.socket_mut().reads.push_back(Ok(Vec::new()));
+        assert!(c.done_lingering());
+        assert_eq!(c.phase(), &Phase::Closed);
+
+        // Not lingering: not done.
+        let (mut c, _) = conn(Front::Json, &[]);
+        assert!(!c.done_lingering());
+    }
+
+    const DRAIN: Then = Then::Drain;
+
+    #[test]
+    fn a_cut_drops_what_was_not_run_and_waits_for_the_job_out() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n{\"b\":2}\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        c.socket_mut().reads.push_back(Ok(b"{\"c\":3}\n".to_vec()));
+        c.read(&mut 0, false);
+        c.stop_reading();
+        assert_eq!(c.cut(), Cut { unrun: 1, job_out: true, dropped_output: 0 });
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::InFlight, then: DRAIN });
+        assert!(c.take_job(0, &mut buffers).is_none(), "the request waiting is not run");
+        assert_eq!(c.settle(&mut 0), Settled::Open { failed: false }, "the job out is waited for");
+        // The cancel stopped the job after its first request: that reply is written, the rest stays
+        // unrun (the job is not parked to go out again).
+        job.output = b"{\"a\":1}\n".to_vec();
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::Idle, then: DRAIN });
+        assert!(c.take_job(0, &mut buffers).is_none());
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
         assert_eq!(c.socket_mut().written, b"{\"a\":1}\n");
+    }
+
+    #[test]
+    fn while_draining_the_reply_the_socket_takes_part_of_is_the_last() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        // The socket takes 10 bytes of two replies: the first is cut in the middle.
+        c.socket_mut().room = 10;
+        job.output = b"{\"r\":\"first\"}\n{\"r\":\"second\"}\n".to_vec();
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        c.stop_reading();
+        assert_eq!(c.cut(), Cut { unrun: 0, job_out: false, dropped_output: 15 });
+        assert_eq!(c.pending_output(), 4, "the rest of the first reply");
+        c.socket_mut().room = usize::MAX;
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+        assert_eq!(c.socket_mut().written, b"{\"r\":\"first\"}\n");
+
+        // Replies coming back while the socket keeps up are written whole; once it refuses part of one,
+        // that one is finished and the rest dropped.
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        c.stop_reading();
+        assert_eq!(c.cut(), Cut { unrun: 0, job_out: true, dropped_output: 0 });
+        c.socket_mut().room = 16;
+        job.output = b"{\"r\":\"first\"}\n{\"r\":\"second\"}\n{\"r\":\"third\"}\n".to_vec();
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.pending_output(), 13, "the rest of the second reply");
+        c.socket_mut().room = usize::MAX;
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false });
+        assert_eq!(c.socket_mut().written, b"{\"r\":\"first\"}\n{\"r\":\"second\"}\n");
+
+        // Written up to a reply's end when the socket refuses: nothing more is written.
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        c.socket_mut().room = 14;
+        job.output = b"{\"r\":\"first\"}\n{\"r\":\"second\"}\n".to_vec();
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.cut().dropped_output, 15);
+        assert_eq!(c.pending_output(), 0);
+
+        // HTTP replies are written on whole: their ends are not known here.
+        let (mut c, mut buffers) = conn(Front::Http, &[b"GET /a HTTP/1.1\r\n\r\n"]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        c.socket_mut().room = 5;
+        job.output = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        let pending = c.pending_output();
+        assert_eq!(c.cut(), Cut::default());
+        assert_eq!(c.pending_output(), pending);
+    }
+
+    #[test]
+    fn a_cut_drops_the_rest_of_a_parked_job_unrun_and_a_pending_fatal_reply() {
+        let big = format!("{{\"v\":\"{}\"}}\n", "x".repeat(100));
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n", big.as_bytes()]);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        // The job stops at the output cap after one request, which the client does not read.
+        c.socket_mut().room = 0;
+        job.output = vec![b'x'; MAX_OUTPUT - 1];
+        job.output.push(b'\n');
+        job.next = 1;
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert!(matches!(
+            c.phase(),
+            Phase::Writing { job: JobState::Parked, then: Then::Linger { fatal: Some(_) } }
+        ));
+        assert_eq!(c.cut(), Cut { unrun: 2, job_out: false, dropped_output: MAX_OUTPUT });
+        assert_eq!(c.phase(), &Phase::Writing { job: JobState::Idle, then: DRAIN });
+        assert_eq!(c.settle(&mut 0), Settled::Linger { failed: false }, "no fatal reply is queued");
+        assert!(c.socket_mut().written.is_empty());
+    }
+
+    #[test]
+    fn a_job_that_comes_back_to_a_lingering_connection_is_dropped() {
+        let (mut c, mut buffers) = conn(Front::Json, &[b"{\"a\":1}\n"]);
+        read(&mut c);
+        let job = c.take_job(0, &mut buffers).expect("a job");
+        c.linger(Instant::now() + Duration::from_secs(1));
+        assert!(answer(&mut c, job));
+        assert!(c.socket_mut().written.is_empty());
+        assert!(matches!(c.phase(), Phase::Lingering { .. }));
     }
 
     #[test]

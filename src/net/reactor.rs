@@ -25,7 +25,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use super::buffers::BufferPool;
-use super::conn::{Conn, Phase, ReadOutcome, Settled};
+use super::conn::{Conn, Cut, Phase, ReadOutcome, Settled};
 use super::fds::{self, SpareFd};
 use crate::dispatch::{Front, Inline, Job, Queue};
 use crate::http::codec as http;
@@ -53,8 +53,10 @@ const LINGER_AFTER_ERROR: Duration = Duration::from_secs(2);
 const LINGER_AFTER_REFUSAL: Duration = Duration::from_secs(1);
 /// Most refused connections kept lingering at once; beyond this they are closed at once.
 const MAX_LINGERING: usize = 1024;
-/// How long a graceful shutdown waits for in-flight replies to be written.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The last part of a shutdown's grace (`shutdown_timeout`) kept for delivering, at most: from then on
+/// nothing more is started, and what is written is whole replies (see [`Reactor::wind_up`]). A fifth of
+/// the grace when that is shorter.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// Poll timeout while timers are pending (lingering connections, accept back-off, shutdown).
 const TICK: Duration = Duration::from_millis(50);
 /// How often idle connections are looked for (when an idle timeout applies).
@@ -80,6 +82,11 @@ pub struct NetLimits {
     pub max_output: usize,
     /// A client that keeps `max_output` bytes unread this long is closed; `None` never.
     pub output_timeout: Option<Duration>,
+    /// How long a graceful shutdown may take (`shutdown_timeout`): requests already read are run and
+    /// answered, and each connection's replies delivered, until then at most. A client that reads its
+    /// replies is done long before; one that does not cannot hold the process longer. See
+    /// [`Reactor::begin_shutdown`].
+    pub shutdown_grace: Duration,
 }
 
 /// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
@@ -128,6 +135,8 @@ pub struct Reactor {
     limits: NetLimits,
     stop: Arc<StopFlag>,
     shutdown_deadline: Option<Instant>,
+    /// The shutdown's grace is ending: nothing more is run or answered ([`Reactor::wind_up`] was called).
+    wound_up: bool,
     accept_blocked: bool,
     bytes_in: u64,
     bytes_out: u64,
@@ -193,6 +202,7 @@ impl Reactor {
             limits: parts.limits,
             stop: parts.stop,
             shutdown_deadline: None,
+            wound_up: false,
             accept_blocked: false,
             bytes_in: 0,
             bytes_out: 0,
@@ -200,8 +210,8 @@ impl Reactor {
         }
     }
 
-    /// Runs until a shutdown has finished: every in-flight request answered and flushed, or the grace
-    /// period over.
+    /// Runs until a shutdown has finished: every connection answered, its replies delivered and closed,
+    /// or the grace period over. The workers are told to stop on the way out; the caller joins them.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -232,23 +242,69 @@ impl Reactor {
             }
             self.drain_done();
             self.dispatch_turn();
-            self.tick();
+            let now = Instant::now();
+            let over = self.shutdown_deadline.is_some_and(|deadline| now >= deadline);
+            // Once the grace is over, what is left is closed below, and logged.
+            if !over {
+                self.tick();
+            }
             self.publish_counters();
             if let Some(deadline) = self.shutdown_deadline {
-                if self.conns.is_empty() || Instant::now() >= deadline {
+                if !self.wound_up && now + self.drain() >= deadline {
+                    self.wind_up();
+                }
+                if self.conns.is_empty() || over {
                     break;
                 }
             }
         }
-        let unanswered = self.conns.iter().filter(|(_, c)| c.job_in_flight()).count();
-        if unanswered > 0 {
-            log::warn!("shutdown grace period over with {unanswered} connections still waiting for replies");
-        }
-        // The workers finish what they hold, then stop.
+        self.close_all();
+        self.publish_counters();
+        // Every connection is gone, so nothing not yet started is run (it could never be answered); the
+        // workers finish the job in hand, then stop.
         if let Some(queue) = self.queue.take() {
+            queue.cancel();
             queue.stop(self.workers);
         }
         Ok(())
+    }
+
+    /// The part of the grace kept for delivering: [`SHUTDOWN_DRAIN`], or a fifth of a shorter grace.
+    fn drain(&self) -> Duration {
+        (self.limits.shutdown_grace / 5).min(SHUTDOWN_DRAIN)
+    }
+
+    /// The grace is over: closes the connections left, which are those whose client has not read its
+    /// replies (or not closed after reading them, or not acknowledged them) in time. Input waiting is read
+    /// and dropped first,
+    /// so that the close is an orderly one (closing with unread input resets the connection, and a reset
+    /// destroys what the kernel still holds for the peer), and the kernel goes on delivering what was
+    /// written after the process exits, unless the peer sends more. A client that read nothing during the
+    /// drain (the grace's last second) may find the reply it was in the middle of receiving cut.
+    fn close_all(&mut self) {
+        if self.conns.is_empty() {
+            return;
+        }
+        let unwritten = self.conns.iter().filter(|(_, c)| c.pending_output() > 0).count();
+        log::warn!(
+            "shutdown grace period over: closing {} connections whose clients have not taken all their \
+             replies ({unwritten} of them with replies not yet written to the socket)",
+            self.conns.len()
+        );
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        let now = Instant::now();
+        for slot in slots {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                if !matches!(conn.phase(), Phase::Lingering { .. }) {
+                    // One last write of what the socket takes now, whole replies as the drain writes them.
+                    let _ = conn.settle(&mut self.bytes_out);
+                    conn.linger(now);
+                    self.lingering += 1;
+                }
+                let _ = conn.read(&mut self.bytes_in, true);
+            }
+            self.close(slot);
+        }
     }
 
     fn needs_tick(&self) -> bool {
@@ -273,12 +329,19 @@ impl Reactor {
         }
     }
 
-    /// Stops accepting and reading; what was already read is still answered.
+    /// Stops accepting and reading; what was already read is still run and answered.
+    ///
+    /// A stop then goes: each connection finishes the requests it had read and writes their replies, then
+    /// lingers (its write side shut, input read and dropped) until its client has closed, or has
+    /// acknowledged every byte and gone quiet, and is closed; the workers are stopped only once the
+    /// reactor is done, and the caller then syncs the store. All within the grace (`shutdown_timeout`):
+    /// its last second ([`SHUTDOWN_DRAIN`]) is for delivering only ([`Reactor::wind_up`]), and at its end
+    /// what is left is closed ([`Reactor::close_all`]).
     fn begin_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        self.shutdown_deadline = Some(Instant::now() + self.limits.shutdown_grace);
         for listener in &mut self.listeners {
             if let Some(mut listener) = listener.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
@@ -290,6 +353,46 @@ impl Reactor {
                 conn.stop_reading();
             }
             self.progress(slot);
+        }
+    }
+
+    /// The grace is ending: nothing more is started, and what is written is whole replies. Requests not
+    /// yet run are dropped unrun (those waiting on connections, those gathered for the workers, and, as the
+    /// queue is cancelled, those of jobs in the workers' hands, which stop before their next request);
+    /// replies go on being written, but once a client's socket refuses part of a JSON reply, that reply
+    /// is its last ([`Conn::cut`]), so that the drain left delivers whole lines. Only a client that does
+    /// not keep up can thus be left with requests run and not answered; the log counts them.
+    fn wind_up(&mut self) {
+        self.wound_up = true;
+        if let Some(queue) = &self.queue {
+            queue.cancel();
+        }
+        let mut unrun: usize = 0;
+        for job in std::mem::take(&mut self.turn) {
+            unrun += job.spans.len() - job.next;
+            self.buffers.put_job(job);
+        }
+        self.turn_spans = 0;
+        let (mut cut, mut jobs_out, mut dropped_output) = (0, 0, 0);
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            let dropped = conn.cut();
+            if dropped != Cut::default() {
+                cut += 1;
+                unrun += dropped.unrun;
+                jobs_out += usize::from(dropped.job_out);
+                dropped_output += dropped.dropped_output;
+            }
+            self.progress(slot);
+        }
+        if cut > 0 {
+            log::warn!(
+                "shutdown: {:.1} s left of the grace period, and {cut} connections still owed replies: {unrun} \
+                 requests dropped unrun, {jobs_out} jobs stopped before their next request, {dropped_output} \
+                 bytes of replies dropped unsent (their clients were not keeping up)",
+                self.drain().as_secs_f64()
+            );
         }
     }
 
@@ -492,7 +595,8 @@ impl Reactor {
             Settled::Close => return self.close(slot),
             Settled::Open { failed } => failed,
             Settled::Linger { failed } => {
-                conn.linger(Instant::now() + LINGER_AFTER_ERROR);
+                // During a stop, until the peer has everything (see `tick`), within the grace.
+                conn.linger(self.shutdown_deadline.unwrap_or_else(|| Instant::now() + LINGER_AFTER_ERROR));
                 self.lingering += 1;
                 failed
             }
@@ -503,6 +607,9 @@ impl Reactor {
         if let Phase::Lingering { .. } = conn.phase() {
             // Input may already be waiting, and edge-triggered readiness will not report it again.
             if conn.read(&mut self.bytes_in, true) == ReadOutcome::Broken {
+                return self.close(slot);
+            }
+            if self.shutdown_deadline.is_some() && conn.done_lingering() {
                 return self.close(slot);
             }
         }
@@ -606,17 +713,19 @@ impl Reactor {
         }
         let now = Instant::now();
         let shutting_down = self.shutdown_deadline.is_some();
-        let expired: Vec<usize> = self
+        let lingering: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| match c.phase() {
-                Phase::Lingering { until } => shutting_down || *until <= now,
-                Phase::Reading { .. } | Phase::Writing { .. } | Phase::Closed => false,
-            })
+            .filter(|(_, c)| matches!(c.phase(), Phase::Lingering { .. }))
             .map(|(slot, _)| slot)
             .collect();
-        for slot in expired {
-            self.close(slot);
+        for slot in lingering {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            let expired = matches!(conn.phase(), Phase::Lingering { until } if *until <= now);
+            // During a stop, a connection closes as soon as closing costs its client nothing.
+            if expired || (shutting_down && conn.done_lingering()) {
+                self.close(slot);
+            }
         }
     }
 
