@@ -15,5 +15,5 @@ pub mod op;
 pub mod reply;
 
 pub use frame::{Split, Splitter};
-pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Value};
+pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Token, Value};
 pub use reply::Reply;
