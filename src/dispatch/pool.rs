@@ -276,11 +276,15 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
     }
 }
 
-/// A request as the slow log shows it, never with a token: a JSON request unless it is an `auth`, an
-/// HTTP request's line only (its headers may hold `Authorization`).
+/// A request as the slow log shows it, never with a token: a JSON request unless it is an `auth` (or
+/// mentions a token at all: a malformed `auth` is answered as bad JSON), an HTTP request's line only (its
+/// headers may hold `Authorization`).
 fn shown(front: Front, frame: &[u8], ran: Ran) -> String {
     let text = match (front, ran) {
         (Front::Json, Ran::Authenticated | Ran::AuthFailed { .. }) => return "an auth op".into(),
+        (Front::Json, _) if memchr::memmem::find(frame, b"token").is_some() => {
+            return "a request that mentions a token".into()
+        }
         (Front::Json, _) => frame,
         (Front::Http, _) => frame.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default(),
     };
@@ -422,6 +426,8 @@ mod tests {
         let http = b"GET /k HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
         assert_eq!(shown(Front::Http, http, Ran::Answered), "GET /k HTTP/1.1");
         assert_eq!(shown(Front::Json, br#"{"op":"ping"}"#, Ran::Answered), r#"{"op":"ping"}"#);
+        let malformed = br#"{"op":"auth","token":"s3cret"#;
+        assert!(!shown(Front::Json, malformed, Ran::Answered).contains("s3cret"));
     }
 
     #[test]
