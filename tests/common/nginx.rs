@@ -104,7 +104,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         .filter(|&child| {
             // `/proc/<pid>/stat`: "pid (comm) state ppid ..."; comm may hold spaces, so parse after the last ')'.
             std::fs::read_to_string(format!("/proc/{child}/stat")).ok().is_some_and(|stat| {
-                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
                     == Some(pid)
             })
         })
@@ -151,9 +152,9 @@ impl Nginx {
 
 /// Whether process `pid` still exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .is_some_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 impl Drop for Nginx {
