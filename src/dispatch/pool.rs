@@ -217,32 +217,25 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
             return Stop::Cancelled;
         }
         let span = job.spans[job.next];
+        if span.ending == Ending::LateLine {
+            // Not a request: the `\n` an earlier bare reply is owed now. Neither timed nor counted.
+            job.output.push(b'\n');
+            job.next += 1;
+            continue;
+        }
         let frame = &job.input[span.start..span.end];
         let now = crate::store::now_ms();
         let ran = match job.front {
-            Front::Json => match span.ending {
-                Ending::LateLine => {
-                    job.output.push(b'\n');
-                    Ran::Answered
+            Front::Json => {
+                let ran =
+                    json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output);
+                // The original's replies had no line end; a request without one gets its exact bytes.
+                if ran == Ran::Answered && span.ending == Ending::Bare {
+                    debug_assert_eq!(job.output.last(), Some(&b'\n'));
+                    job.output.pop();
                 }
-                Ending::Line | Ending::Bare => {
-                    let ran = json::run(
-                        &services.cmd,
-                        &services.limits,
-                        counters,
-                        frame,
-                        now,
-                        gate,
-                        &mut job.output,
-                    );
-                    // The original's replies had no line end; a request without one gets its exact bytes.
-                    if ran == Ran::Answered && span.ending == Ending::Bare {
-                        debug_assert_eq!(job.output.last(), Some(&b'\n'));
-                        job.output.pop();
-                    }
-                    ran
-                }
-            },
+                ran
+            }
             Front::Http => {
                 let head = &job.input[span.start..span.body.0];
                 let body = &job.input[span.body.0..span.body.1];
