@@ -227,10 +227,47 @@ fn a_bad_token_stops_the_server_at_start_without_showing_it() {
 /// A server on loopback without a token does not warn (the warning for other addresses is tested on
 /// the address check itself: a test does not listen beyond loopback).
 #[test]
-fn no_warning_on_loopback() {
+fn no_warning_on_loopback_and_the_start_up_summary_says_who_may_do_what() {
     let s = TestServer::start(&[]);
-    let _ = s.connect().request(r#"{"op":"ping"}"#);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || s.stderr().contains("access: ")),
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("access: open, no auth_token"), "{}", s.stderr());
     assert!(!s.stderr().contains("beyond loopback"), "{}", s.stderr());
+    let s = locked_server(&[]);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || s.stderr().contains("access: ")),
+        "{}",
+        s.stderr()
+    );
+    assert!(s.stderr().contains("access: clients must show the auth_token"), "{}", s.stderr());
+    assert!(!s.stderr().contains(TOKEN), "{}", s.stderr());
+}
+
+/// The README's curl line of the Access control section runs as written (its address aside), with the
+/// token in the environment as the README's set-up puts it.
+#[test]
+fn the_readme_s_bearer_curl_line_runs_as_written() {
+    let readme = include_str!("../README.md");
+    let prefix = "curl -H \"Authorization: Bearer $BANKCACHE_AUTH_TOKEN\" localhost:1234/";
+    let line = readme.lines().map(str::trim).find(|l| l.starts_with(prefix)).expect("the README's curl line");
+    let Some(curl) = ["/usr/bin/curl", "/usr/local/bin/curl", "/bin/curl"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("this test needs curl (scripts/test.sh installs it)");
+    };
+    let s = TestServer::start(&["--auth-token", "s3cret-T0ken"]);
+    let line = line.replacen("curl", curl, 1).replace("localhost:1234", &s.http_addr().to_string());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("{line} --silent --show-error --fail")])
+        .env("BANKCACHE_AUTH_TOKEN", "s3cret-T0ken")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{line}: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"status\": \"ok\", \"data\": []}\n");
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,6 @@ pub mod number;
 pub mod op;
 pub mod reply;
 
-pub use frame::{Split, Splitter};
+pub use frame::{Ending, Split, Splitter};
 pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Token, Value};
 pub use reply::Reply;
