@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 use common::TestServer;
 use serde_json::Value;
 
-/// The bench binary, built beside the server's by `cargo test --workspace`.
+/// The bench binary, built beside the server's by `cargo test --workspace` (tools/bench has tests of
+/// its own, which is what makes cargo build it).
 fn bench_binary() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_bankcache"));
     let bench = server.with_file_name("bankcache-bench");
