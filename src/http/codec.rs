@@ -738,6 +738,28 @@ mod tests {
         }
     }
 
+    /// Every control character (but HTAB, and LF, which ends a line) anywhere in a header value or the
+    /// target is refused.
+    #[test]
+    fn control_characters_are_refused() {
+        for c in (0u8..0x20).chain([0x7f]).filter(|&c| c != b'\t' && c != b'\n') {
+            let c = char::from(c);
+            for value in [format!("{c}ab"), format!("a{c}b"), format!("ab{c}")] {
+                let mut buf = format!("GET / HTTP/1.1\r\nX: {value}\r\nY: 1\r\n\r\n").into_bytes();
+                let got = split(&mut buf, 0, &LIMITS);
+                assert!(matches!(got, Split::Error(Status::BadRequest(_))), "{value:?} in a value: {got:?}");
+            }
+            for target in [format!("/{c}k"), format!("/k{c}"), format!("/k?{c}")] {
+                let mut buf = format!("GET {target} HTTP/1.1\r\n\r\n").into_bytes();
+                let got = split(&mut buf, 0, &LIMITS);
+                assert!(
+                    matches!(got, Split::Error(Status::BadRequest(_))),
+                    "{target:?} as the target: {got:?}"
+                );
+            }
+        }
+    }
+
     /// What is lenient on purpose: every parser on the way agrees on it, and real clients send it.
     #[test]
     fn lenient_where_parsers_agree() {
