@@ -356,7 +356,7 @@ fn every_http_route_needs_the_bearer_token() {
                 "{method} {target}: a missing token keeps the connection"
             );
             if method != "HEAD" {
-                assert_eq!(r.body, b"Authentication required: send Authorization: Bearer <token>");
+                assert_eq!(r.body, b"Authentication required: send Authorization: Bearer <token>\n");
             }
         }
     }
@@ -388,7 +388,7 @@ fn the_bearer_token_works_on_every_route_and_a_wrong_one_closes_and_counts() {
     assert_eq!(r.code, 401);
     assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"bankcache\", error=\"invalid_token\""));
     assert_eq!(r.header("connection"), Some("close"));
-    assert_eq!(r.body, b"Invalid token");
+    assert_eq!(r.body, b"Invalid token\n");
     expect_closed(&mut c);
     let mut c = http_connect(s.http_addr());
     let r = exchange(&mut c, &request("GET", "/metrics", Some(&format!("Bearer {TOKEN}")), ""));

@@ -294,6 +294,11 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The file API's 404 body: the JSON port's words for a missing key, as one line.
+fn gone(key: &str) -> Vec<u8> {
+    format!("Key {key} doesn't exist\n").into_bytes()
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -322,15 +327,15 @@ fn start_with_data_dir(flags: &[&str]) -> (TestServer, tempfile::TempDir) {
 // ---------------------------------------------------------------------------
 
 /// Without a data dir: PUT → `200 OK` `ok` with no X-Position; GET → the bytes with `X-Cache: MEMC`,
-/// no X-Position, no Content-Type; HEAD → same Content-Length, no body; DELETE → `ok`; then GET → 404
-/// `<key> does not exist` and DELETE → 404 `key <key> does not exist`. All on one connection.
+/// no X-Position, no Content-Type; HEAD → same Content-Length, no body; DELETE → `ok`; then GET and
+/// DELETE → 404 with the same line, `Key <key> doesn't exist`. All on one connection.
 #[test]
 fn file_api_memory_only() {
     let s = TestServer::start(&[]);
     let mut h = Http::connect(s.http_addr());
 
     let r = h.get("/foo");
-    r.expect("HTTP/1.1 404 Not Found", b"foo does not exist");
+    r.expect("HTTP/1.1 404 Not Found", &gone("foo"));
     r.expect_header("x-cache", None);
 
     let r = h.put("/foo", b"hello world");
@@ -351,12 +356,12 @@ fn file_api_memory_only() {
     r.expect_header("x-cache", Some("MEMC"));
     let r = h.call("HEAD", "/nope", b"");
     assert_eq!(r.status, "HTTP/1.1 404 Not Found");
-    r.expect_header("content-length", Some(&"nope does not exist".len().to_string()));
+    r.expect_header("content-length", Some(&gone("nope").len().to_string()));
 
     // The HEADs left no body bytes behind: the next response parses cleanly.
     h.delete("/foo").expect("HTTP/1.1 200 OK", b"ok");
-    h.get("/foo").expect("HTTP/1.1 404 Not Found", b"foo does not exist");
-    h.delete("/foo").expect("HTTP/1.1 404 Not Found", b"key foo does not exist");
+    h.get("/foo").expect("HTTP/1.1 404 Not Found", &gone("foo"));
+    h.delete("/foo").expect("HTTP/1.1 404 Not Found", &gone("foo"));
 }
 
 /// With a data dir, PUT answers `X-Position: <volume>,<offset>,<size>` with size = 64 + bank + key +
@@ -422,7 +427,7 @@ fn file_api_memory_admission_after_three_disk_reads() {
     r.expect_header("x-position", Some(&new_position));
 
     h.delete("/k").expect("HTTP/1.1 200 OK", b"ok");
-    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
+    h.get("/k").expect("HTTP/1.1 404 Not Found", &gone("k"));
 }
 
 /// `--cache-after-miss-count 1`: the first GET comes from disk, the second from memory.
@@ -462,24 +467,34 @@ fn file_api_keys_decode_and_ignore_the_query() {
     h.get("/caf%c3%a9").expect("HTTP/1.1 200 OK", b"utf8");
 
     // Missing-key texts show the decoded key.
-    h.get("/no%20such").expect("HTTP/1.1 404 Not Found", b"no such does not exist");
-    h.delete("/no%20such").expect("HTTP/1.1 404 Not Found", b"key no such does not exist");
+    h.get("/no%20such").expect("HTTP/1.1 404 Not Found", &gone("no such"));
+    h.delete("/no%20such").expect("HTTP/1.1 404 Not Found", &gone("no such"));
 }
 
-/// A PUT with an empty body (Content-Length 0, or none at all) → `400 Bad Request` with an empty
-/// body, and nothing is stored; the empty key (`/`) is a 400 with an empty body too (seed B.3); the
-/// connection stays usable.
+/// A PUT with an empty body (Content-Length 0, or none at all) → `400 Bad Request` saying so, and nothing
+/// is stored; a PUT or DELETE of the empty key (`/`) is a 400 saying the path is the key, while `GET /`
+/// lists the routes; the connection stays usable.
 #[test]
-fn file_api_empty_put_is_400() {
+fn file_api_empty_put_and_empty_key_are_400_saying_why() {
     let s = TestServer::start(&[]);
     let mut h = Http::connect(s.http_addr());
-    h.put("/k", b"").expect("HTTP/1.1 400 Bad Request", b"");
+    let empty = b"Bad Request: the body is empty; a file is at least one byte (DELETE removes one)\n";
+    h.put("/k", b"").expect("HTTP/1.1 400 Bad Request", empty);
     h.send(b"PUT /k HTTP/1.1\r\nHost: test\r\n\r\n");
-    h.read_response().expect("HTTP/1.1 400 Bad Request", b"");
-    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
-    h.get("/").expect("HTTP/1.1 400 Bad Request", b"");
-    h.put("/", b"v").expect("HTTP/1.1 400 Bad Request", b"");
-    h.get("/?q=1").expect("HTTP/1.1 400 Bad Request", b"");
+    h.read_response().expect("HTTP/1.1 400 Bad Request", empty);
+    h.get("/k").expect("HTTP/1.1 404 Not Found", &gone("k"));
+    let no_key = b"Bad Request: no key; the path is the key, as in PUT /<key>\n";
+    h.put("/", b"v").expect("HTTP/1.1 400 Bad Request", no_key);
+    h.delete("/?q=1").expect("HTTP/1.1 400 Bad Request", no_key);
+    for target in ["/", "/?q=1"] {
+        let r = h.get(target);
+        assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+        r.expect_header("content-type", Some("text/plain; charset=utf-8"));
+        let index = String::from_utf8(r.body).unwrap();
+        for route in ["PUT /<key>", "/bank/<bank>/entry/<key>", "/banks", "/stats", "/metrics"] {
+            assert!(index.contains(route), "GET / does not mention {route}: {index}");
+        }
+    }
     h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
 }
 
@@ -760,26 +775,69 @@ fn rest_scan_pages_by_prefix() {
 }
 
 /// `GET /api/` → 200 `Cache system API`; an unknown REST-like path → 404; a wrong method on a REST
-/// path → 405 (the connection stays open through all of it).
+/// path → 405 with the methods it takes in `Allow`; bad parameters → 400. Every one of these errors is the
+/// JSON envelope, with `Content-Type: application/json`, saying why (the connection stays open through all
+/// of it).
 #[test]
-fn rest_root_unknown_paths_and_wrong_methods() {
+fn rest_errors_are_the_json_envelope_saying_why() {
     let s = TestServer::start(&[]);
     let mut h = Http::connect(s.http_addr());
     h.get("/api/").expect("HTTP/1.1 200 OK", b"Cache system API");
     for target in ["/bank/x/nope", "/api/bank/x/nope", "/bank/x/entry/k/extra", "/api/nothing"] {
-        let r = h.get(target);
-        assert_eq!(r.status, "HTTP/1.1 404 Not Found", "GET {target}: {}", r.show());
+        let why = format!("Not Found: no route {target}; GET / lists the routes");
+        h.get(target).expect_json("HTTP/1.1 404 Not Found", &err(&why));
     }
-    for (method, target) in [
-        ("PATCH", "/bank/x/entry/k"),
-        ("POST", "/banks"),
-        ("DELETE", "/api/bank/x/entries"),
-        ("POST", "/bank/x"),
+    for (method, target, allow) in [
+        ("PATCH", "/bank/x/entry/k", "GET, HEAD, POST, PUT, DELETE"),
+        ("POST", "/banks", "GET, HEAD"),
+        ("DELETE", "/api/bank/x/entries", "GET, HEAD"),
+        ("POST", "/bank/x", "PUT"),
     ] {
         let r = h.call(method, target, b"");
-        assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{method} {target}: {}", r.show());
+        let why = format!("Method Not Allowed: {target} takes {allow}, not {method}");
+        r.expect_json("HTTP/1.1 405 Method Not Allowed", &err(&why));
+        r.expect_header("allow", Some(allow));
+    }
+    for (method, target, body, why) in [
+        ("PUT", "/bank/x/entry/k?op=bogus", &b""[..], "operation must be touch or incr: ?operation=touch"),
+        ("PUT", "/bank/x/entry/k?op=incr", b"", "incr needs a value: ?operation=incr&value=<number>"),
+        ("PUT", "/bank/x", b"", "operation must be reset: ?operation=reset"),
+        ("POST", "/bank/x/entry/k?lifetime=soon", b"v", "lifetime must be a number of seconds"),
+        ("POST", "/bank/x/entry/k", b"\xff", "the body is not UTF-8 (it is stored as a JSON string)"),
+        ("GET", "/bank/%FF/entries", b"", "the path is not UTF-8 once percent-decoded"),
+    ] {
+        h.call(method, target, body).expect_json("HTTP/1.1 400 Bad Request", &err(why));
     }
     h.get("/api/").expect("HTTP/1.1 200 OK", b"Cache system API");
+}
+
+/// Every error of the file API and of the front is one line of plain text saying why, ending in a newline,
+/// with `Content-Type: text/plain; charset=utf-8`: an empty PUT, a missing key, a wrong method, a key too
+/// long, the wrong method on `/stats`, and a request the codec refuses.
+#[test]
+fn file_api_and_front_errors_are_a_line_of_text() {
+    let s = TestServer::start(&["--max-key-bytes", "8"]);
+    let mut h = Http::connect(s.http_addr());
+    let cases: [(&str, &str, &[u8], &str); 5] = [
+        ("PUT", "/k", b"", "400 Bad Request"),
+        ("GET", "/missing", b"", "404 Not Found"),
+        ("POST", "/k", b"v", "405 Method Not Allowed"),
+        ("GET", "/much-too-long", b"", "414 URI Too Long"),
+        ("PUT", "/stats", b"v", "405 Method Not Allowed"),
+    ];
+    for (method, target, body, status) in cases {
+        let r = h.call(method, target, body);
+        assert_eq!(r.status, format!("HTTP/1.1 {status}"), "{method} {target}: {}", r.show());
+        r.expect_header("content-type", Some("text/plain; charset=utf-8"));
+        let text = String::from_utf8(r.body.clone()).unwrap();
+        assert!(text.ends_with('\n') && text.trim_end().len() > 10, "{method} {target}: {text:?}");
+        assert_eq!(text.lines().count(), 1, "{method} {target}: {text:?}");
+    }
+    h.send(b"GET /k HTTP/1.1\r\nHost: a\r\nHost : b\r\n\r\n");
+    let r = h.read_response();
+    assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "{}", r.show());
+    r.expect_header("content-type", Some("text/plain; charset=utf-8"));
+    assert!(r.body.starts_with(b"Bad Request: ") && r.body.ends_with(b"\n"), "{}", r.show());
 }
 
 /// Percent-encoded bank and key segments are decoded (`%2F` in a key is a slash inside the key).
@@ -861,12 +919,12 @@ fn pipelined_requests_are_answered_in_order() {
     h.read_response().expect("HTTP/1.1 200 OK", b"ok");
     h.read_response().expect("HTTP/1.1 200 OK", b"first");
     h.read_response().expect("HTTP/1.1 200 OK", b"second");
-    h.read_response().expect("HTTP/1.1 404 Not Found", b"missing does not exist");
+    h.read_response().expect("HTTP/1.1 404 Not Found", &gone("missing"));
     let r = h.read_response_opt(true);
     r.expect("HTTP/1.1 200 OK", b"");
     r.expect_header("content-length", Some("5"));
     h.read_response().expect("HTTP/1.1 200 OK", b"ok");
-    h.read_response().expect("HTTP/1.1 404 Not Found", b"a does not exist");
+    h.read_response().expect("HTTP/1.1 404 Not Found", &gone("a"));
     h.read_response().expect_json("HTTP/1.1 200 OK", &ok(&names(&["b"])));
     for _ in 0..30 {
         h.read_response().expect("HTTP/1.1 200 OK", b"second");
@@ -959,7 +1017,10 @@ fn body_over_max_value_bytes_is_413_then_close() {
 
     h.send(&request("PUT", "/big", &[], &noise(1001, 2)));
     let r = h.read_response();
-    r.expect("HTTP/1.1 413 Payload Too Large", b"Payload Too Large");
+    r.expect(
+        "HTTP/1.1 413 Payload Too Large",
+        b"Payload Too Large: the body is longer than max_value_bytes\n",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
 
@@ -973,12 +1034,15 @@ fn body_over_max_value_bytes_is_413_then_close() {
     req.extend_from_slice(b"0\r\n\r\n");
     h.send(&req);
     let r = h.read_response();
-    r.expect("HTTP/1.1 413 Payload Too Large", b"Payload Too Large");
+    r.expect(
+        "HTTP/1.1 413 Payload Too Large",
+        b"Payload Too Large: the body is longer than max_value_bytes\n",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
 
     let mut h = Http::connect(s.http_addr());
-    h.get("/big").expect("HTTP/1.1 404 Not Found", b"big does not exist");
+    h.get("/big").expect("HTTP/1.1 404 Not Found", &gone("big"));
 }
 
 /// A malformed request line (or Content-Length) → `400 Bad Request` with `Connection: close` and a body that
@@ -993,7 +1057,7 @@ fn malformed_request_is_400_then_close() {
     let r = h.read_response();
     r.expect(
         "HTTP/1.1 400 Bad Request",
-        b"Bad Request: unsupported HTTP version (HTTP/1.0 and HTTP/1.1 only)",
+        b"Bad Request: unsupported HTTP version (HTTP/1.0 and HTTP/1.1 only)\n",
     );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
@@ -1006,7 +1070,7 @@ fn malformed_request_is_400_then_close() {
     let r = h.read_response();
     r.expect(
         "HTTP/1.1 400 Bad Request",
-        b"Bad Request: malformed line ending (junk after the HTTP version, or a CR without an LF)",
+        b"Bad Request: malformed line ending (junk after the HTTP version, or a CR without an LF)\n",
     );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
@@ -1015,7 +1079,7 @@ fn malformed_request_is_400_then_close() {
     let mut h = Http::connect(s.http_addr());
     h.send(b"PUT /k HTTP/1.1\r\nContent-Length: lots\r\n\r\n");
     h.read_response()
-        .expect("HTTP/1.1 400 Bad Request", b"Bad Request: Content-Length must be decimal digits");
+        .expect("HTTP/1.1 400 Bad Request", b"Bad Request: Content-Length must be decimal digits\n");
     h.expect_closed();
 
     // A transfer coding other than chunked → 501, then close.
@@ -1024,7 +1088,7 @@ fn malformed_request_is_400_then_close() {
     let r = h.read_response();
     r.expect(
         "HTTP/1.1 501 Not Implemented",
-        b"Not Implemented: only the chunked transfer coding is supported",
+        b"Not Implemented: only the chunked transfer coding is supported\n",
     );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
@@ -1038,12 +1102,15 @@ fn huge_header_is_431_then_close() {
     let req = format!("GET /k HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
     h.send(req.as_bytes());
     let r = h.read_response();
-    r.expect("HTTP/1.1 431 Request Header Fields Too Large", b"Request Header Fields Too Large");
+    r.expect(
+        "HTTP/1.1 431 Request Header Fields Too Large",
+        b"Request Header Fields Too Large: the request line and headers are too long\n",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
     // The server lives on.
     let mut h = Http::connect(s.http_addr());
-    h.get("/k").expect("HTTP/1.1 404 Not Found", b"k does not exist");
+    h.get("/k").expect("HTTP/1.1 404 Not Found", &gone("k"));
 }
 
 /// `Connection: close` on a request → its response carries `Connection: close` and the server closes;
@@ -1067,7 +1134,7 @@ fn connection_close_is_honoured() {
     // `Connection: close` among other tokens, on an error response too.
     h.send(&request("GET", "/missing", &["Connection: TE, Close"], b""));
     let r = h.read_response();
-    r.expect("HTTP/1.1 404 Not Found", b"missing does not exist");
+    r.expect("HTTP/1.1 404 Not Found", &gone("missing"));
     r.expect_header("connection", Some("close"));
     h.expect_eof();
 }
@@ -1229,5 +1296,5 @@ fn curl_put_get_delete() {
 
     let (status, stdout, stderr) = curl(&["-w", "\n%{http_code}", &url]);
     assert!(status.success(), "curl GET of a deleted key failed ({status}): {stderr}");
-    assert_eq!(stdout, "dir/file.bin does not exist\n404");
+    assert_eq!(stdout, "Key dir/file.bin doesn't exist\n\n404");
 }

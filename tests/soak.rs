@@ -575,11 +575,11 @@ fn http(ctx: &Ctx) {
             "PUT" => status == 200 && got == b"ok",
             "GET" => {
                 (status == 200 && got == http_body(&key))
-                    || (status == 404 && got == format!("{key} does not exist").as_bytes())
+                    || (status == 404 && got == format!("Key {key} doesn't exist\n").as_bytes())
             }
             _ => {
                 (status == 200 && got == b"ok")
-                    || (status == 404 && got == format!("key {key} does not exist").as_bytes())
+                    || (status == 404 && got == format!("Key {key} doesn't exist\n").as_bytes())
             }
         };
         if !fine {

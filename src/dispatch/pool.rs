@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::job::{Ending, Front, Job};
 use crate::cmd;
-use crate::http::codec::response;
+use crate::http::codec::text_error;
 use crate::http::routes;
 use crate::json::{self, Gate, Ran};
 use crate::stats::WorkerCounters;
@@ -174,8 +174,8 @@ pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job
             }
             Front::Http => {
                 counters.error();
-                let body = b"Internal Server Error";
-                response(&mut job.output, 500, "Internal Server Error", &[], body, false, true);
+                let why = "Internal Server Error: the request's handler failed (see the server's log)";
+                text_error(&mut job.output, 500, "Internal Server Error", &[], why, false, true);
                 job.close_after = true;
             }
         }

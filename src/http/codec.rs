@@ -108,7 +108,8 @@ impl Status {
         match self {
             Status::BadRequest(why) => format!("{reason}: {}", why.message()),
             Status::NotImplemented => format!("{reason}: only the chunked transfer coding is supported"),
-            Status::PayloadTooLarge | Status::HeadersTooLarge => reason.to_owned(),
+            Status::PayloadTooLarge => format!("{reason}: the body is longer than max_value_bytes"),
+            Status::HeadersTooLarge => format!("{reason}: the request line and headers are too long"),
         }
     }
 }
@@ -539,12 +540,33 @@ pub fn response(
     }
 }
 
+/// An error response whose body is one line of plain text saying why, ending in a newline so that it reads
+/// well in a terminal (`curl`) and in a proxy's log. Every error of the front that is not the REST API's
+/// JSON envelope is written here, so that all of them look alike.
+pub fn text_error(
+    out: &mut Vec<u8>,
+    code: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    why: &str,
+    head_only: bool,
+    close: bool,
+) {
+    let mut all = Vec::with_capacity(headers.len() + 1);
+    all.push(("Content-Type", "text/plain; charset=utf-8"));
+    all.extend_from_slice(headers);
+    let mut body = String::with_capacity(why.len() + 1);
+    body.push_str(why);
+    body.push('\n');
+    response(out, code, reason, &all, body.as_bytes(), head_only, close);
+}
+
 /// A complete error response that closes the connection, for errors found while splitting: its body says
 /// why ([`Status::body`]).
 pub fn error_response(status: Status) -> Vec<u8> {
     let (code, reason) = status.line();
     let mut out = Vec::new();
-    response(&mut out, code, reason, &[], status.body().as_bytes(), false, true);
+    text_error(&mut out, code, reason, &[], &status.body(), false, true);
     out
 }
 
@@ -851,17 +873,19 @@ mod tests {
     }
 
     #[test]
-    fn error_responses_say_why_and_close() {
+    fn error_responses_say_why_in_a_line_of_text_and_close() {
         let out = error_response(bad(Malformed::LengthAndChunked));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 400 Bad Request\r\nContent-Length: 54\r\nConnection: close\r\n\r\n\
-             Bad Request: both Content-Length and Transfer-Encoding"
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 55\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Connection: close\r\n\r\nBad Request: both Content-Length and Transfer-Encoding\n"
         );
         let out = error_response(Status::PayloadTooLarge);
-        assert!(out.ends_with(b"Connection: close\r\n\r\nPayload Too Large"));
+        assert!(out.ends_with(
+            b"Connection: close\r\n\r\nPayload Too Large: the body is longer than max_value_bytes\n"
+        ));
         let out = error_response(Status::NotImplemented);
-        assert!(out.ends_with(b"\r\n\r\nNot Implemented: only the chunked transfer coding is supported"));
+        assert!(out.ends_with(b"\r\n\r\nNot Implemented: only the chunked transfer coding is supported\n"));
     }
 
     #[test]

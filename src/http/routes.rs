@@ -16,6 +16,7 @@ use std::cell::Cell;
 
 use bankcache_proto::number::python_float;
 use bankcache_proto::op::{scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
+use bankcache_proto::reply::{self, Reply};
 use bankcache_proto::{Limits, Op, RequestError, Value};
 use percent_encoding::percent_decode_str;
 
@@ -59,15 +60,29 @@ pub enum Handled {
 }
 
 /// One response being built.
-struct Reply<'a> {
+struct Response<'a> {
     out: &'a mut Vec<u8>,
     head_only: bool,
     close: bool,
 }
 
-impl Reply<'_> {
+impl Response<'_> {
     fn send(&mut self, code: u16, headers: &[(&str, &str)], body: &[u8]) {
         codec::response(self.out, code, reason(code), headers, body, self.head_only, self.close);
+    }
+
+    /// An error of the file API or of the front: a line of plain text saying why.
+    fn text_error(&mut self, code: u16, headers: &[(&str, &str)], why: &str) {
+        codec::text_error(self.out, code, reason(code), headers, why, self.head_only, self.close);
+    }
+
+    /// An error of the REST API: the JSON port's error envelope, as every other REST answer.
+    fn rest_error(&mut self, code: u16, headers: &[(&str, &str)], why: &str) {
+        let mut body = Vec::new();
+        Reply::Error(why).encode(&mut body);
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        self.send(code, &all, &body);
     }
 }
 
@@ -90,10 +105,18 @@ fn reason(code: u16) -> &'static str {
 pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out: &mut Vec<u8>) -> Handled {
     let Some(head) = codec::head(raw_head) else {
         env.counters.error();
-        codec::response(out, 400, "Bad Request", &[], b"Bad Request", false, true);
+        codec::text_error(
+            out,
+            400,
+            "Bad Request",
+            &[],
+            "Bad Request: the request head does not parse",
+            false,
+            true,
+        );
         return Handled::Close;
     };
-    let mut reply = Reply { out, head_only: head.method == "HEAD", close: !head.keep_alive };
+    let mut reply = Response { out, head_only: head.method == "HEAD", close: !head.keep_alive };
     if let Some(token) = &env.ctx.auth_token {
         let public = env.metrics_public && head.path == "/metrics";
         if !public && !authorized(env, token, raw_head, auth, &mut reply) {
@@ -122,7 +145,7 @@ fn authorized(
     token: &crate::auth::AuthToken,
     raw_head: &[u8],
     auth: &mut Auth,
-    reply: &mut Reply<'_>,
+    reply: &mut Response<'_>,
 ) -> bool {
     match bearer(raw_head) {
         Some(given) if token.matches(given) => {
@@ -133,14 +156,13 @@ fn authorized(
             auth.fail();
             env.counters.error();
             reply.close = true;
-            let body = b"Invalid token";
-            reply.send(401, &[("WWW-Authenticate", CHALLENGE_INVALID)], body);
+            reply.text_error(401, &[("WWW-Authenticate", CHALLENGE_INVALID)], "Invalid token");
             false
         }
         None => {
             env.counters.error();
-            let body = b"Authentication required: send Authorization: Bearer <token>";
-            reply.send(401, &[("WWW-Authenticate", CHALLENGE)], body);
+            let why = "Authentication required: send Authorization: Bearer <token>";
+            reply.text_error(401, &[("WWW-Authenticate", CHALLENGE)], why);
             false
         }
     }
@@ -170,7 +192,7 @@ struct Request<'r> {
 }
 
 impl Request<'_> {
-    fn route(&self, reply: &mut Reply<'_>) {
+    fn route(&self, reply: &mut Response<'_>) {
         let raw = self.head.path;
         if raw == "/stats" {
             return self.stats(reply);
@@ -190,13 +212,20 @@ impl Request<'_> {
             .collect();
         match decoded {
             Some(segments) => self.rest_api(&segments, reply),
-            None => self.bad(reply, "the path is not UTF-8"),
+            None => self.rest_error(reply, 400, "the path is not UTF-8 once percent-decoded"),
         }
     }
 
-    fn bad(&self, reply: &mut Reply<'_>, why: &str) {
+    /// Counts and answers an error of the file API (plain text).
+    fn file_error(&self, reply: &mut Response<'_>, code: u16, headers: &[(&str, &str)], why: &str) {
         self.env.counters.error();
-        reply.send(400, &[], why.as_bytes());
+        reply.text_error(code, headers, why);
+    }
+
+    /// Counts and answers an error of the REST API (the JSON envelope).
+    fn rest_error(&self, reply: &mut Response<'_>, code: u16, why: &str) {
+        self.env.counters.error();
+        reply.rest_error(code, &[], why);
     }
 
     /// Runs `op` if the gate lets it run here, else notes that the request was declined.
@@ -209,19 +238,31 @@ impl Request<'_> {
     }
 
     /// CacheFS's API: `PUT`, `GET`, `HEAD`, `DELETE` of `/<key>` in the HTTP bank, bodies as bytes.
-    fn file_api(&self, reply: &mut Reply<'_>) {
+    fn file_api(&self, reply: &mut Response<'_>) {
         let path = self.head.path;
         let Ok(key) = percent_decode_str(&path[1.min(path.len())..]).decode_utf8() else {
-            return self.bad(reply, "the path is not UTF-8");
+            return self.file_error(
+                reply,
+                400,
+                &[],
+                "Bad Request: the path is not UTF-8 once percent-decoded",
+            );
         };
         if key.is_empty() {
-            return self.bad(reply, "");
+            return match self.head.method {
+                "GET" | "HEAD" => reply.send(200, &[("Content-Type", "text/plain; charset=utf-8")], INDEX),
+                _ => self.file_error(
+                    reply,
+                    400,
+                    &[],
+                    "Bad Request: no key; the path is the key, as in PUT /<key>",
+                ),
+            };
         }
         let max = self.env.limits.max_key_bytes;
         if key.len() > max {
-            self.env.counters.error();
             let why = format!("Key too long: {} bytes, max_key_bytes is {max}", key.len());
-            return reply.send(414, &[], why.as_bytes());
+            return self.file_error(reply, 414, &[], &why);
         }
         let bank = Cow::Borrowed(self.env.bank);
         match self.head.method {
@@ -238,12 +279,14 @@ impl Request<'_> {
                     }
                     reply.send(200, &headers, value);
                 }
-                Outcome::Missing { key } => reply.send(404, &[], format!("{key} does not exist").as_bytes()),
+                Outcome::Missing { key } => missing(reply, key),
                 other => storage_error(reply, &other),
             }),
             "PUT" => {
                 if self.body.is_empty() {
-                    return self.bad(reply, "");
+                    let why =
+                        "Bad Request: the body is empty; a file is at least one byte (DELETE removes one)";
+                    return self.file_error(reply, 400, &[], why);
                 }
                 let value = Value::Bytes(Cow::Borrowed(self.body));
                 self.run(&Op::Put { bank, key, value, lifetime: None }, |outcome| match outcome {
@@ -258,37 +301,37 @@ impl Request<'_> {
             }
             "DELETE" => self.run(&Op::Delete { bank, key }, |outcome| match outcome {
                 Outcome::Done => reply.send(200, &[], b"ok"),
-                Outcome::Missing { key } => {
-                    reply.send(404, &[], format!("key {key} does not exist").as_bytes())
-                }
+                Outcome::Missing { key } => missing(reply, key),
                 other => storage_error(reply, &other),
             }),
-            _ => {
-                self.env.counters.error();
-                reply.send(405, &[("Allow", ALLOW)], b"Method Not Allowed");
+            method => {
+                let why = format!("Method Not Allowed: a file takes {ALLOW}, not {method}");
+                self.file_error(reply, 405, &[("Allow", ALLOW)], &why);
             }
         }
     }
 
-    fn stats(&self, reply: &mut Reply<'_>) {
+    fn stats(&self, reply: &mut Response<'_>) {
         if self.head.method != "GET" && self.head.method != "HEAD" {
-            return reply.send(405, &[("Allow", "GET, HEAD")], b"Method Not Allowed");
+            let why = format!("Method Not Allowed: {} takes GET or HEAD", self.head.path);
+            return self.file_error(reply, 405, &[("Allow", "GET, HEAD")], &why);
         }
         let mut body = Vec::new();
         json::encode(&Outcome::Stats(&cmd::snapshot(self.env.ctx)), &mut body);
         reply.send(200, &[("Content-Type", "application/json")], &body);
     }
 
-    fn metrics(&self, reply: &mut Reply<'_>) {
+    fn metrics(&self, reply: &mut Response<'_>) {
         if self.head.method != "GET" && self.head.method != "HEAD" {
-            return reply.send(405, &[("Allow", "GET, HEAD")], b"Method Not Allowed");
+            let why = format!("Method Not Allowed: {} takes GET or HEAD", self.head.path);
+            return self.file_error(reply, 405, &[("Allow", "GET, HEAD")], &why);
         }
         let body = metrics::prometheus(&cmd::snapshot(self.env.ctx), &self.env.ctx.stats.latency());
         reply.send(200, &[("Content-Type", "text/plain; version=0.0.4")], body.as_bytes());
     }
 
     /// The original CacheServer's REST API: each route is an op, answered with the JSON envelope.
-    fn rest_api(&self, segments: &[Cow<'_, str>], reply: &mut Reply<'_>) {
+    fn rest_api(&self, segments: &[Cow<'_, str>], reply: &mut Response<'_>) {
         let query: Vec<(Cow<'_, str>, Cow<'_, str>)> =
             form_urlencoded::parse(self.head.query.as_bytes()).collect();
         let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref());
@@ -317,12 +360,16 @@ impl Request<'_> {
             ("POST", ["bank", bank, "entry", key]) => {
                 // As the original: the body, as UTF-8 text, is stored as a JSON string.
                 let Ok(text) = std::str::from_utf8(self.body) else {
-                    return self.bad(reply, "the body is not UTF-8");
+                    return self.rest_error(
+                        reply,
+                        400,
+                        "the body is not UTF-8 (it is stored as a JSON string)",
+                    );
                 };
                 let lifetime = match param("lifetime").map(str::parse::<f64>) {
                     None => None,
                     Some(Ok(l)) if l.is_finite() => Some(l),
-                    Some(_) => return self.bad(reply, "lifetime must be a number"),
+                    Some(_) => return self.rest_error(reply, 400, "lifetime must be a number of seconds"),
                 };
                 let value = Value::Json(Cow::Owned(serde_json::to_vec(text).unwrap_or_default()));
                 Op::Put { bank: name(bank), key: name(key), value, lifetime }
@@ -336,21 +383,33 @@ impl Request<'_> {
                         bad_field = delta.is_none().then_some(RequestError::BadDelta);
                         Op::Incr { bank: name(bank), key: name(key), delta: delta.unwrap_or(0.0) }
                     }
-                    None => return self.bad(reply, "incr needs a value"),
+                    None => {
+                        return self.rest_error(
+                            reply,
+                            400,
+                            "incr needs a value: ?operation=incr&value=<number>",
+                        )
+                    }
                 },
-                _ => return self.bad(reply, "operation must be touch or incr"),
+                _ => return self.rest_error(reply, 400, "operation must be touch or incr: ?operation=touch"),
             },
             ("PUT", ["bank", bank]) => match operation {
                 Some("reset") => Op::BankReset { bank: name(bank) },
-                _ => return self.bad(reply, "operation must be reset"),
+                _ => return self.rest_error(reply, 400, "operation must be reset: ?operation=reset"),
             },
-            (_, ["banks"] | ["bank", _, "entries" | "scan"] | ["bank", _, "entry", _] | ["bank", _]) => {
+            (method, route) => {
                 self.env.counters.error();
-                return reply.send(405, &[("Allow", "GET, POST, PUT, DELETE")], b"Method Not Allowed");
-            }
-            _ => {
-                self.env.counters.error();
-                return reply.send(404, &[], b"Not Found");
+                let allow = match route {
+                    ["banks"] | ["bank", _, "entries" | "scan"] | [""] => "GET, HEAD",
+                    ["bank", _, "entry", _] => "GET, HEAD, POST, PUT, DELETE",
+                    ["bank", _] => "PUT",
+                    _ => {
+                        let why = format!("Not Found: no route {}; GET / lists the routes", self.head.path);
+                        return reply.rest_error(404, &[], &why);
+                    }
+                };
+                let why = format!("Method Not Allowed: {} takes {allow}, not {method}", self.head.path);
+                return reply.rest_error(405, &[("Allow", allow)], &why);
             }
         };
         if let Err(why) = op.check(self.env.limits).and(bad_field.map_or(Ok(()), Err)) {
@@ -360,13 +419,13 @@ impl Request<'_> {
     }
 
     /// Answers a REST request refused before it ran, with the JSON port's words.
-    fn refuse(&self, why: RequestError, reply: &mut Reply<'_>) {
+    fn refuse(&self, why: RequestError, reply: &mut Response<'_>) {
         cmd::refuse(self.env.counters, why, |outcome| envelope(reply, &outcome));
     }
 }
 
 /// The REST answer: the JSON envelope, with the status the outcome calls for.
-fn envelope(reply: &mut Reply<'_>, outcome: &Outcome<'_>) {
+fn envelope(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
     let code = match outcome {
         Outcome::Missing { .. } => 404,
         Outcome::Failed(_) => 400,
@@ -383,10 +442,22 @@ fn position(at: Location) -> String {
 }
 
 /// The file API's answer to an outcome other than the expected one: only a store error can be that.
-fn storage_error(reply: &mut Reply<'_>, outcome: &Outcome<'_>) {
+fn storage_error(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
     let message = match outcome {
         Outcome::Failed(failure) => failure.to_string(),
         other => format!("unexpected outcome {other:?}"),
     };
-    reply.send(507, &[], message.as_bytes());
+    reply.text_error(507, &[], &message);
 }
+
+/// The file API's 404, for GET, HEAD and DELETE alike: the JSON port's words for a missing key.
+fn missing(reply: &mut Response<'_>, key: &str) {
+    reply.text_error(404, &[], &reply::missing_message(key));
+}
+
+/// What `GET /` answers: where everything is, for whoever points curl or a browser at the port.
+const INDEX: &[u8] = b"bankcache\n\
+    files:    PUT /<key> stores the body, GET /<key> reads it, DELETE /<key> removes it\n\
+    REST API: /bank/<bank>/entry/<key>, /bank/<bank>/entries, /bank/<bank>/scan, /bank/<bank>, /banks \
+    (also under /api)\n\
+    counters: /stats (JSON), /metrics (Prometheus)\n";

@@ -541,7 +541,7 @@ impl Reactor {
             match proto {
                 Front::Json => reply::error(&mut line, &why),
                 Front::Http => {
-                    http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
+                    http::text_error(&mut line, 503, "Service Unavailable", &[], &why, false, true)
                 }
             }
             conn.send(&line, &mut self.bytes_out);
@@ -898,9 +898,7 @@ fn refuse_at_once(stream: TcpStream, proto: Front) {
     let mut line = Vec::new();
     match proto {
         Front::Json => reply::error(&mut line, why),
-        Front::Http => {
-            http::response(&mut line, 503, "Service Unavailable", &[], why.as_bytes(), false, true)
-        }
+        Front::Http => http::text_error(&mut line, 503, "Service Unavailable", &[], why, false, true),
     }
     let _ = io::Write::write(&mut &stream, &line);
     let _ = io::Read::read(&mut &stream, &mut [0; 4096]);
