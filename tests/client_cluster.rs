@@ -211,3 +211,68 @@ fn agrees_with_nginx() {
         assert_eq!(reply["data"], i);
     }
 }
+
+/// Bank-wide ops answer for the whole cluster: `bank_keys` lists a key once even when a failover left it on
+/// two servers, and `bank_reset` reaches every server, one marked down too. A server that cannot be reached
+/// makes the reset an error naming it (the others are reset all the same), since it would serve the bank's
+/// old entries once back; after it is back, a second reset empties it too.
+#[test]
+fn bank_wide_ops_cover_every_server() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |listen: &str, dir: &tempfile::TempDir| bankcache::config::Config {
+        listen: listen.into(),
+        data_dir: Some(dir.path().to_path_buf()),
+        http_listen: None,
+        ..bankcache::config::Config::default()
+    };
+    let mut servers: Vec<Option<InProcess>> =
+        dirs.iter().map(|d| Some(InProcess::start_with(config("127.0.0.1:0", d)))).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.as_ref().unwrap().addr.to_string()).collect();
+    let cluster = Cluster::builder()
+        .node(Node::new(addrs[0].clone()))
+        .node(Node::new(addrs[1].clone()))
+        .node(Node::new(addrs[2].clone()))
+        .retry_after(Duration::from_secs(60))
+        .client_options(bankcache_client::Client::builder().connect_timeout(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        cluster.put("users", k, &1, None).unwrap();
+    }
+    // A key also on a server that does not own it, as a failover leaves it.
+    let owner = cluster.node_for("users", "k0").to_owned();
+    let other = addrs.iter().find(|a| **a != owner).unwrap();
+    cluster.pool(other).unwrap().get().unwrap().put("users", "k0", &2, None).unwrap();
+    let mut listed = cluster.bank_keys("users").unwrap();
+    listed.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "each key once");
+
+    // The third server stops: the reset cannot reach it, says so, and resets the others.
+    let stopped = addrs[2].clone();
+    assert!(keys.iter().any(|k| cluster.node_for("users", k) == stopped));
+    drop(servers[2].take());
+    let err = cluster.bank_reset("users").expect_err("a reset that missed a server is an error");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains(&stopped), "the error names the server: {err}");
+    for name in &addrs[..2] {
+        assert_eq!(
+            cluster.pool(name).unwrap().get().unwrap().bank_keys("users").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    // Back, with its entries on disk, and still marked down (retry_after is a minute): the reset reaches it.
+    servers[2] = Some(InProcess::start_with(config(&stopped, &dirs[2])));
+    let back = cluster.pool(&stopped).unwrap().get().unwrap().bank_keys("users").unwrap();
+    assert!(!back.is_empty(), "the restarted server kept its entries");
+    cluster.bank_reset("users").unwrap();
+    for name in &addrs {
+        assert_eq!(
+            cluster.pool(name).unwrap().get().unwrap().bank_keys("users").unwrap(),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -160,3 +160,22 @@ fn uncomment_block(conf: &str, first: &str, last: &str) -> String {
     assert!(found, "docs/nginx.conf no longer has the commented block `{first}` … `{last}`");
     lines.join("\n")
 }
+
+/// The command at the top of `docs/nginx.conf` (also in the README) runs as written: with `-t`, nginx checks
+/// the configuration and that it can write into its prefix directory, which the command creates first.
+#[test]
+fn the_documented_nginx_command_runs_as_written() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf")).unwrap();
+    let line = doc.lines().find(|l| l.contains("nginx -c")).expect("docs/nginx.conf says how to run it");
+    let command = line.trim_start_matches('#').trim();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.lines().any(|l| l == command), "the README runs nginx as docs/nginx.conf says: {command}");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("not-yet-made");
+    let command = command
+        .replace("/tmp/bankcache-nginx", prefix.to_str().unwrap())
+        .replace("&& nginx -c", &format!("&& {} -t -c", common::nginx::nginx_binary()));
+    let out =
+        Command::new("sh").arg("-c").arg(&command).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -331,9 +331,9 @@ impl Cluster {
             match node.pool.get().and_then(|mut client| f(&mut client)) {
                 Err(e @ (Error::Connect(_) | Error::Io(_))) => {
                     node.mark(Some(Instant::now() + self.inner.retry_after));
-                    return Err(e);
+                    return Err(naming(&node.name, e));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(naming(&node.name, e)),
                 Ok(r) => results.push(r),
             }
         }
@@ -386,9 +386,13 @@ impl Cluster {
         self.with_key(bank, key, |c| c.incr(bank, key, delta))
     }
 
-    /// The bank's keys on every server that is up, server after server.
+    /// The bank's keys on every server that is up, server after server, each key once: after a failover a
+    /// key can be on two servers (the one that stood in, and its owner once back). The keys of a server that
+    /// is down are not listed, as its keys are not read.
     pub fn bank_keys(&self, bank: &str) -> Result<Vec<String>> {
-        Ok(self.each(|c| c.bank_keys(bank))?.concat())
+        let mut seen = std::collections::HashSet::new();
+        let keys = self.each(|c| c.bank_keys(bank))?.into_iter().flatten();
+        Ok(keys.filter(|key| seen.insert(key.clone())).collect())
     }
 
     /// The banks of every server that is up, each once, in order of first appearance.
@@ -402,9 +406,23 @@ impl Cluster {
         Ok(banks)
     }
 
-    /// Empties the bank on every server that is up.
+    /// Empties the bank on every server, those marked down too: a server that missed the reset would serve
+    /// the bank's old entries once back. Every server is tried; if one cannot be reached, the others are
+    /// reset all the same and the error names the one that was not (calling again is safe).
     pub fn bank_reset(&self, bank: &str) -> Result<()> {
-        self.each(|c| c.bank_reset(bank)).map(drop)
+        let mut failed = None;
+        for node in &self.inner.nodes {
+            match node.pool.get().and_then(|mut client| client.bank_reset(bank)) {
+                Ok(()) => node.mark(None),
+                Err(e) => {
+                    if e.is_retryable() {
+                        node.mark(Some(Instant::now() + self.inner.retry_after));
+                    }
+                    failed.get_or_insert(naming(&node.name, e));
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
     /// Pings every server (those marked down too); a server that answers is no longer marked down.
@@ -429,6 +447,18 @@ impl Cluster {
         let names: Vec<String> =
             self.inner.nodes.iter().filter(|n| !n.is_down(now)).map(|n| n.name.clone()).collect();
         Ok(names.into_iter().zip(self.each(|c| c.stats())?).collect())
+    }
+}
+
+/// `e` with the server's name in front of its message, for an error of one server among several.
+fn naming(node: &str, e: Error) -> Error {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{node}: {e}"));
+    match e {
+        Error::Connect(e) => Error::Connect(named(e)),
+        Error::Io(e) => Error::Io(named(e)),
+        Error::Protocol(why) => Error::Protocol(format!("{node}: {why}")),
+        // The server's own words stay exactly as sent.
+        other => other,
     }
 }
 
