@@ -417,19 +417,24 @@ fn open_store(config: &Config) -> Result<Store, ServerError> {
         for line in &report.lines {
             log::info!("recovered {line}");
         }
-        log::info!(
-            "disk store {}: {} records from {} volumes recovered in {:.1} ms ({} indexes rewritten, {} torn bytes cut); \
-             dropped: {} damaged, {} unprovable, {} stale index entries",
-            dir.display(),
-            report.records,
-            report.volumes,
-            started.elapsed().as_secs_f64() * 1000.0,
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        if report.volumes == 0 {
+            log::info!("disk store {}: new (nothing to recover), opened in {took:.1} ms", dir.display());
+        } else {
+            log::info!(
+                "disk store {}: {} records from {} volume{} recovered in {took:.1} ms ({} indexes rewritten, {} \
+                 torn bytes cut); dropped: {} damaged, {} unprovable, {} stale index entries",
+                dir.display(),
+                report.records,
+                report.volumes,
+                if report.volumes == 1 { "" } else { "s" },
             report.rebuilt_indexes,
             report.torn_tail_bytes,
             report.damaged_records,
             report.unprovable_keys,
-            report.recycled_entries,
-        );
+                report.recycled_entries,
+            );
+        }
     }
     Ok(store)
 }

@@ -271,7 +271,8 @@ fn sigint_answers_in_flight_request_and_exits_zero() {
 }
 
 /// At start the server says, on stderr at info level, which config file it read, its ports, where its
-/// data lives and how much there is (or that nothing persists), the memory limit and the fsync policy.
+/// data lives and how much there is (or that nothing persists), the memory limit and the fsync policy; with
+/// a disk store, that it is new, or what recovery found.
 #[test]
 fn startup_summary_says_what_the_server_is_doing() {
     let data = tempfile::tempdir().unwrap();
@@ -288,9 +289,18 @@ fn startup_summary_says_what_the_server_is_doing() {
         format!("disk store in {}: 10 volume files of 1 GiB (created sparse", data_dir.display()),
         "fsync always; data persists across restarts".into(),
         "memory limit 1 GiB".into(),
+        format!("disk store {}: new (nothing to recover)", data.path().display()),
     ] {
         assert!(log.contains(&part), "the start-up log lacks {part:?}:\n{log}");
     }
+    drop(s);
+    // Started again on the same directory, it says what recovery found.
+    let s = TestServer::start(&["--data-dir", data.path().to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(5), || s.stderr().contains("memory limit")), "{}", s.stderr());
+    let log = s.stderr();
+    let part = format!("disk store {}: 0 records from 1 volume recovered in ", data.path().display());
+    assert!(log.contains(&part), "the start-up log lacks {part:?}:\n{log}");
+    assert!(log.contains("dropped: 0 damaged, 0 unprovable, 0 stale index entries"), "{log}");
 
     let s = TestServer::start(&["--data-dir", "none", "--memory-max-bytes", "1572864"]);
     assert!(eventually(Duration::from_secs(5), || s.stderr().contains("memory limit")), "{}", s.stderr());
