@@ -15,12 +15,12 @@ use std::borrow::Cow;
 use std::cell::Cell;
 
 use bankcache_proto::number::python_float;
-use bankcache_proto::op::{scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
+use bankcache_proto::op::{lifetime_secs, scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
 use bankcache_proto::reply::{self, Reply};
 use bankcache_proto::{Limits, Op, RequestError, Value};
 use percent_encoding::percent_decode_str;
 
-use super::codec::{self, Head};
+use super::codec::{self, Head, Once};
 use super::metrics;
 use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
@@ -277,6 +277,11 @@ impl Request<'_> {
                     if !served.is_bytes() {
                         headers.push(("Content-Type", "application/json"));
                     }
+                    let fresh = served.deadline.map(|deadline| freshness(deadline, self.env.now));
+                    if let Some((cache_control, expires)) = &fresh {
+                        headers.push(("Cache-Control", cache_control));
+                        headers.push(("Expires", expires));
+                    }
                     reply.send(200, &headers, value);
                 }
                 Outcome::Missing { key } => missing(reply, key),
@@ -288,8 +293,12 @@ impl Request<'_> {
                         "Bad Request: the body is empty; a file is at least one byte (DELETE removes one)";
                     return self.file_error(reply, 400, &[], why);
                 }
+                let lifetime = match self.lifetime() {
+                    Ok(lifetime) => lifetime,
+                    Err(why) => return self.file_error(reply, 400, &[], why),
+                };
                 let value = Value::Bytes(Cow::Borrowed(self.body));
-                self.run(&Op::Put { bank, key, value, lifetime: None }, |outcome| match outcome {
+                self.run(&Op::Put { bank, key, value, lifetime }, |outcome| match outcome {
                     Outcome::Stored { location } => {
                         let position = location.map(position);
                         let headers: Vec<(&str, &str)> =
@@ -308,6 +317,38 @@ impl Request<'_> {
                 let why = format!("Method Not Allowed: a file takes {ALLOW}, not {method}");
                 self.file_error(reply, 405, &[("Allow", ALLOW)], &why);
             }
+        }
+    }
+
+    /// The lifetime a file API `PUT` asks for, in seconds: `?lifetime=S` or `X-Lifetime: S`, read as the
+    /// JSON port reads `lifetime` (so `0` is none, a negative one is already expired). Both may be given if
+    /// they say the same; anything else that could be read two ways is refused, saying why. The rest of the
+    /// query string is ignored, as CacheFS did.
+    fn lifetime(&self) -> Result<Option<f64>, &'static str> {
+        let mut given = form_urlencoded::parse(self.head.query.as_bytes())
+            .filter(|(name, _)| name == "lifetime")
+            .map(|(_, value)| lifetime_secs(&value));
+        let query = match (given.next(), given.next()) {
+            (None, _) => None,
+            (Some(Some(secs)), None) => Some(secs),
+            (Some(None), None) => {
+                return Err("Bad Request: lifetime must be a number of seconds (?lifetime=)")
+            }
+            (Some(_), Some(_)) => return Err("Bad Request: ?lifetime= is given more than once"),
+        };
+        let header = match self.head.lifetime {
+            Once::Absent => None,
+            Once::Value(text) => match std::str::from_utf8(text).ok().and_then(lifetime_secs) {
+                Some(secs) => Some(secs),
+                None => return Err("Bad Request: lifetime must be a number of seconds (X-Lifetime)"),
+            },
+            Once::Repeated => return Err("Bad Request: X-Lifetime is given more than once"),
+        };
+        match (query, header) {
+            (Some(q), Some(h)) if q != h => {
+                Err("Bad Request: ?lifetime= and X-Lifetime differ; give one of them, or the same number")
+            }
+            (query, header) => Ok(query.or(header)),
         }
     }
 
@@ -436,6 +477,21 @@ fn envelope(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
     reply.send(code, &[("Content-Type", "application/json")], &body);
 }
 
+/// The latest instant an IMF-fixdate can say: 9999-12-31 23:59:59 UTC, in Unix seconds.
+const LAST_HTTP_DATE_SECS: u64 = 253_402_300_799;
+/// The largest `max-age` a cache must understand (RFC 9111 §1.2.2: greater ones are sent as this).
+const MAX_AGE_CAP: u64 = 1 << 31;
+
+/// `Cache-Control` and `Expires` of a value that expires at `deadline` (Unix ms), as of `now`: `max-age`
+/// is the whole seconds left, rounded down, and `Expires` the deadline rounded down to its second, so that
+/// no cache keeps the value past its deadline. An absurd deadline is capped where each format ends.
+fn freshness(deadline: u64, now: u64) -> (String, String) {
+    let max_age = (deadline.saturating_sub(now) / 1000).min(MAX_AGE_CAP);
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs((deadline / 1000).min(LAST_HTTP_DATE_SECS));
+    (format!("max-age={max_age}"), httpdate::fmt_http_date(at))
+}
+
 /// `X-Position`: volume, offset and size of a record.
 fn position(at: Location) -> String {
     format!("{},{},{}", at.volume, at.offset, at.len)
@@ -457,7 +513,24 @@ fn missing(reply: &mut Response<'_>, key: &str) {
 
 /// What `GET /` answers: where everything is, for whoever points curl or a browser at the port.
 const INDEX: &[u8] = b"bankcache\n\
-    files:    PUT /<key> stores the body, GET /<key> reads it, DELETE /<key> removes it\n\
+    files:    PUT /<key> stores the body (?lifetime=S or X-Lifetime: S for S seconds), GET /<key> reads it, \
+    DELETE /<key> removes it\n\
     REST API: /bank/<bank>/entry/<key>, /bank/<bank>/entries, /bank/<bank>/scan, /bank/<bank>, /banks \
     (also under /api)\n\
     counters: /stats (JSON), /metrics (Prometheus)\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_rounds_down_and_caps() {
+        // RFC 9110's example date, half a second ahead.
+        let at = 784_111_777_000;
+        assert_eq!(freshness(at, at - 500), ("max-age=0".into(), "Sun, 06 Nov 1994 08:49:37 GMT".into()));
+        assert_eq!(freshness(at + 999, at - 1_001).0, "max-age=2");
+        assert_eq!(freshness(at, at + 5).0, "max-age=0", "never negative");
+        let far = freshness((1 << 56) - 2, 0);
+        assert_eq!(far, ("max-age=2147483648".into(), "Fri, 31 Dec 9999 23:59:59 GMT".into()));
+    }
+}
