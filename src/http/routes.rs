@@ -52,11 +52,20 @@ pub struct Env<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     /// Answered; the connection stays open.
-    Open,
+    Open(Sent),
     /// Answered; the connection closes after the response.
-    Close,
+    Close(Sent),
     /// Not run: the gate keeps its op from running here. Nothing was written or counted.
     Declined,
+}
+
+/// What a response said, for the access log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The status.
+    pub status: u16,
+    /// Bytes of body written (none for a HEAD).
+    pub body_bytes: usize,
 }
 
 /// One response being built.
@@ -64,16 +73,23 @@ struct Response<'a> {
     out: &'a mut Vec<u8>,
     head_only: bool,
     close: bool,
+    sent: Sent,
 }
 
 impl Response<'_> {
     fn send(&mut self, code: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.note(code, body.len());
         codec::response(self.out, code, reason(code), headers, body, self.head_only, self.close);
     }
 
     /// An error of the file API or of the front: a line of plain text saying why.
     fn text_error(&mut self, code: u16, headers: &[(&str, &str)], why: &str) {
+        self.note(code, why.len() + 1);
         codec::text_error(self.out, code, reason(code), headers, why, self.head_only, self.close);
+    }
+
+    fn note(&mut self, status: u16, body_bytes: usize) {
+        self.sent = Sent { status, body_bytes: if self.head_only { 0 } else { body_bytes } };
     }
 
     /// An error of the REST API: the JSON port's error envelope, as every other REST answer.
@@ -105,30 +121,24 @@ fn reason(code: u16) -> &'static str {
 pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out: &mut Vec<u8>) -> Handled {
     let Some(head) = codec::head(raw_head) else {
         env.counters.error();
-        codec::text_error(
-            out,
-            400,
-            "Bad Request",
-            &[],
-            "Bad Request: the request head does not parse",
-            false,
-            true,
-        );
-        return Handled::Close;
+        let mut reply = Response { out, head_only: false, close: true, sent: Sent::default() };
+        reply.text_error(400, &[], "Bad Request: the request head does not parse");
+        return Handled::Close(reply.sent);
     };
-    let mut reply = Response { out, head_only: head.method == "HEAD", close: !head.keep_alive };
+    let mut reply =
+        Response { out, head_only: head.method == "HEAD", close: !head.keep_alive, sent: Sent::default() };
     if let Some(token) = &env.ctx.auth_token {
         let public = env.metrics_public && head.path == "/metrics";
         if !public && !authorized(env, token, raw_head, auth, &mut reply) {
-            return if reply.close { Handled::Close } else { Handled::Open };
+            return if reply.close { Handled::Close(reply.sent) } else { Handled::Open(reply.sent) };
         }
     }
     let request = Request { env, head: &head, body, declined: Cell::new(false) };
     request.route(&mut reply);
     match (request.declined.get(), reply.close) {
         (true, _) => Handled::Declined,
-        (false, true) => Handled::Close,
-        (false, false) => Handled::Open,
+        (false, true) => Handled::Close(reply.sent),
+        (false, false) => Handled::Open(reply.sent),
     }
 }
 
