@@ -75,26 +75,20 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Appends one line.
+    /// Appends one line, formatted straight into the batch (writing to a `Vec` cannot fail).
     pub fn push(&mut self, entry: &Entry<'_>) {
-        use std::fmt::Write as _;
         let secs = entry.now_ms / 1000;
         if self.stamp.is_empty() || secs != self.stamp_secs {
             self.stamp_secs = secs;
             self.stamp = clf_time(secs);
         }
-        let mut head = String::with_capacity(64);
-        match entry.peer {
-            Some(ip) => {
-                let _ = write!(head, "{ip}");
-            }
-            None => head.push('-'),
-        }
-        let _ = write!(head, " - - {} \"", self.stamp);
-        self.bytes.extend_from_slice(head.as_bytes());
-        escape_into(&mut self.bytes, entry.request_line);
-        let tail = format!("\" {} {} {}\n", entry.status, entry.body_bytes, entry.micros);
-        self.bytes.extend_from_slice(tail.as_bytes());
+        let out = &mut self.bytes;
+        let _ = match entry.peer {
+            Some(ip) => write!(out, "{ip} - - {} \"", self.stamp),
+            None => write!(out, "- - - {} \"", self.stamp),
+        };
+        escape_into(out, entry.request_line);
+        let _ = writeln!(out, "\" {} {} {}", entry.status, entry.body_bytes, entry.micros);
         self.lines += 1;
     }
 
@@ -257,7 +251,7 @@ fn escape_into(out: &mut Vec<u8>, line: &[u8]) {
     };
     for &b in shown {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            out.extend_from_slice(format!("\\x{b:02X}").as_bytes());
+            let _ = write!(out, "\\x{b:02X}");
         } else {
             out.push(b);
         }
