@@ -201,7 +201,8 @@ pub fn run_guarded(
                 job.close_after = true;
                 if let (Some(_), Some(span)) = (&services.access_log, job.spans.get(job.next)) {
                     let sent = routes::Sent { status: 500, body_bytes: why.len() + 1 };
-                    lines.push(&entry(job, &job.input[span.start..span.end], sent, 0));
+                    let now = crate::store::now_ms();
+                    lines.push(&entry(job, &job.input[span.start..span.end], sent, 0, now));
                 }
             }
         }
@@ -312,8 +313,7 @@ fn run(
         began = ended;
         counters.latency(took.as_micros() as u64);
         if let (Some(_), Some(sent)) = (&services.access_log, sent) {
-            lines
-                .push(&access_log::Entry { now_ms: now, ..entry(job, frame, sent, took.as_micros() as u64) });
+            lines.push(&entry(job, frame, sent, took.as_micros() as u64, now));
         }
         if let Some(limit) = services.slow_op {
             if took > limit {
@@ -331,8 +331,15 @@ fn run(
     }
 }
 
-/// The access log's entry of the HTTP request `frame` of `job`, answered as `sent`, run in `micros`.
-fn entry<'a>(job: &Job, frame: &'a [u8], sent: routes::Sent, micros: u64) -> access_log::Entry<'a> {
+/// The access log's entry of the HTTP request `frame` of `job`, run at `now_ms` (Unix ms) in `micros`,
+/// answered as `sent`.
+fn entry<'a>(
+    job: &Job,
+    frame: &'a [u8],
+    sent: routes::Sent,
+    micros: u64,
+    now_ms: u64,
+) -> access_log::Entry<'a> {
     let line = frame.split(|&b| b == b'\n').next().unwrap_or_default();
     access_log::Entry {
         peer: job.peer,
@@ -340,7 +347,7 @@ fn entry<'a>(job: &Job, frame: &'a [u8], sent: routes::Sent, micros: u64) -> acc
         status: sent.status,
         body_bytes: sent.body_bytes,
         micros,
-        now_ms: crate::store::now_ms(),
+        now_ms,
     }
 }
 
