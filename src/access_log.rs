@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::stats::WorkerCounters;
 
@@ -112,7 +112,8 @@ impl AccessLog {
             counters.access_log_dropped(lines);
             return;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(bytes) {
+        // Full, or the writer gone: either way the lines are lost, and counted.
+        if self.tx.try_send(bytes).is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             counters.access_log_dropped(lines);
         }
