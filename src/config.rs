@@ -507,6 +507,11 @@ config_keys! {
     /// network; everything else still needs it.
     metrics_public: bool = false, "BOOL",
         "Serve /metrics without the token when auth_token is set (true or false)";
+    /// The file that gets one line per HTTP request (the Common Log Format, plus the time taken), written
+    /// by a thread of its own; `None`: no access log, and no thread.
+    access_log: Option<PathBuf> = None, "PATH",
+        "Append one line per HTTP request to this file (Common Log Format, then microseconds taken); \
+         \"none\" for no access log";
 }
 
 impl Cli {

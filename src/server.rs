@@ -13,6 +13,7 @@ use mio::{Interest, Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::access_log;
 use crate::cmd;
 use crate::config::Config;
 use crate::dispatch::{self, Inline, Services};
@@ -33,6 +34,8 @@ pub enum ServerError {
     Io { context: &'static str, source: std::io::Error },
     /// The store could not be opened.
     Store(crate::store::StoreError),
+    /// The access log could not be opened.
+    AccessLog { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl fmt::Display for ServerError {
@@ -47,6 +50,9 @@ impl fmt::Display for ServerError {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ServerError::Io { context, source } => write!(f, "{context}: {source}"),
             ServerError::Store(e) => write!(f, "cannot open the store: {e}"),
+            ServerError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
         }
     }
 }
@@ -55,7 +61,9 @@ impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServerError::Resolve { source, .. } => source.as_ref().map(|e| e as _),
-            ServerError::Bind { source, .. } | ServerError::Io { source, .. } => Some(source),
+            ServerError::Bind { source, .. }
+            | ServerError::Io { source, .. }
+            | ServerError::AccessLog { source, .. } => Some(source),
             ServerError::Store(e) => Some(e),
         }
     }
@@ -98,6 +106,8 @@ pub struct Server {
     stop: Arc<StopFlag>,
     signals: Option<Signals>,
     store: Arc<Store>,
+    /// The access log's file, opened at bind so that a bad path stops the start.
+    access_log: Option<std::fs::File>,
 }
 
 impl Server {
@@ -106,6 +116,13 @@ impl Server {
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         raise_fd_limit(&config);
         let addr = resolve(&config.listen)?;
+        let access_log = match &config.access_log {
+            Some(path) => Some(
+                access_log::open(path)
+                    .map_err(|source| ServerError::AccessLog { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
         let store = Arc::new(open_store(&config)?);
         let poll = Poll::new().map_err(io_error("cannot create the event loop"))?;
         let mut listener = TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
@@ -137,7 +154,18 @@ impl Server {
         let waker =
             Waker::new(poll.registry(), reactor::WAKER).map_err(io_error("cannot create the waker"))?;
         let stop = Arc::new(StopFlag { requested: AtomicBool::new(false), waker: Arc::new(waker) });
-        Ok(Server { config, poll, listener, json_addr, http_listener, http_addr, stop, signals: None, store })
+        Ok(Server {
+            config,
+            poll,
+            listener,
+            json_addr,
+            http_listener,
+            http_addr,
+            stop,
+            signals: None,
+            store,
+            access_log,
+        })
     }
 
     /// The configuration it runs with.
@@ -181,6 +209,13 @@ impl Server {
             }
             (None, _) => "access: open, no auth_token: anyone who reaches the ports may do anything".into(),
         });
+        if let Some(path) = &c.access_log {
+            let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            lines.push(format!(
+                "access log {}: one line per HTTP request (SIGHUP reopens it)",
+                shown.display()
+            ));
+        }
         lines
     }
 
@@ -221,6 +256,15 @@ impl Server {
         // One block of counters per worker, and one for the reactor when it runs requests itself.
         let stats = Arc::new(Stats::new(config.workers + 1));
         let (queue, work) = dispatch::Queue::new();
+        // The writer stops, after writing every line queued, when dropped: once the workers are joined.
+        let (access_log, writer) = match (self.access_log, &config.access_log) {
+            (Some(file), Some(path)) => {
+                let (log, writer) = access_log::start(path.clone(), file)
+                    .map_err(io_error("cannot start the access log's writer"))?;
+                (Some(log), Some(writer))
+            }
+            _ => (None, None),
+        };
         let services = Arc::new(Services {
             cmd: cmd::Context {
                 store: Arc::clone(&store),
@@ -233,6 +277,7 @@ impl Server {
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             max_output: config.max_output_bytes,
             metrics_public: config.metrics_public,
+            access_log,
             cancelled: queue.cancel_flag(),
         });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -289,6 +334,7 @@ impl Server {
                 log::error!("a worker thread panicked");
             }
         }
+        drop(writer);
         drop(maintenance);
         if let Err(e) = store.sync() {
             log::error!("final sync failed: {e}");

@@ -27,6 +27,7 @@ pub struct WorkerCounters {
     /// Request durations: counts per bucket of [`LATENCY_BUCKETS_US`] (and one over the last), and the sum.
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_us: AtomicU64,
+    access_log_dropped: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -48,6 +49,11 @@ impl WorkerCounters {
     /// Counts a read that did not find its key.
     pub fn miss(&self) {
         bump(&self.misses);
+    }
+
+    /// Counts access log lines dropped because the writer's queue was full.
+    pub fn access_log_dropped(&self, lines: u64) {
+        add(&self.access_log_dropped, lines);
     }
 
     /// Records how long one request took to run.
@@ -178,6 +184,8 @@ pub struct Snapshot {
     pub hits: u64,
     /// Reads that did not.
     pub misses: u64,
+    /// Access log lines dropped because the writer's queue was full.
+    pub access_log_dropped: u64,
     /// The store's figures.
     pub store: StoreFigures,
 }
@@ -210,6 +218,7 @@ impl Snapshot {
             ("errors", self.errors),
             ("hits", self.hits),
             ("misses", self.misses),
+            ("access_log_dropped", self.access_log_dropped),
             ("expired_lazy", store.expired_lazy),
             ("expired_sweep", store.expired_sweep),
             ("keys", store.keys),
@@ -292,6 +301,7 @@ impl Stats {
             errors: sum(&|w| &w.errors),
             hits: sum(&|w| &w.hits),
             misses: sum(&|w| &w.misses),
+            access_log_dropped: sum(&|w| &w.access_log_dropped),
             store,
         }
     }

@@ -1,6 +1,7 @@
 //! The server's modules depend on each other in one direction only, as `src/lib.rs` draws it:
-//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`, `auth`}. This test reads the
-//! sources and fails when a `crate::` path points up or sideways, so the layering cannot rot silently.
+//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`, `auth`}, and `dispatch` →
+//! `access_log` → `stats`. This test reads the sources and fails when a `crate::` path points up or
+//! sideways, so the layering cannot rot silently.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("http", 4),
     ("json", 3),
     ("cmd", 2),
+    ("access_log", 2),
     ("store", 1),
     ("stats", 1),
     ("auth", 1),

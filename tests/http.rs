@@ -471,6 +471,171 @@ fn file_api_keys_decode_and_ignore_the_query() {
     h.delete("/no%20such").expect("HTTP/1.1 404 Not Found", &gone("no such"));
 }
 
+/// The whole seconds of a response's `Cache-Control: max-age=N`.
+#[track_caller]
+fn max_age(r: &Response) -> u64 {
+    let value = r.header("cache-control").unwrap_or_else(|| panic!("no Cache-Control: {}", r.show()));
+    let n = value.strip_prefix("max-age=").unwrap_or_else(|| panic!("not a max-age: {}", r.show()));
+    n.parse().unwrap_or_else(|_| panic!("max-age is not whole seconds: {}", r.show()))
+}
+
+/// A response's `Expires`, read back as an IMF-fixdate, in Unix seconds.
+#[track_caller]
+fn expires(r: &Response) -> u64 {
+    let value = r.header("expires").unwrap_or_else(|| panic!("no Expires: {}", r.show()));
+    let at = httpdate::parse_http_date(value).unwrap_or_else(|e| panic!("Expires {value:?}: {e}"));
+    at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `PUT /<key>?lifetime=S` and `X-Lifetime: S` give a file a lifetime, read as the JSON port reads
+/// `lifetime`: GET and HEAD then answer `Cache-Control: max-age=<whole seconds left>` and `Expires` (an
+/// IMF-fixdate), and once it has passed the file is a 404. Without a lifetime (or with 0) neither header
+/// is sent; a negative lifetime stores a file already gone; a very long one is capped where each header's
+/// format ends, and an absurd one (past the store's deadlines) is kept as none. Other query parameters are still ignored, and both ways may be given if they agree.
+#[test]
+fn file_api_lifetime_gives_cache_control_and_expires() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+
+    let before = unix_now();
+    h.put("/short?lifetime=1", b"brief").expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/short");
+    r.expect("HTTP/1.1 200 OK", b"brief");
+    assert!(max_age(&r) <= 1, "{}", r.show());
+    assert!((before..=unix_now() + 1).contains(&expires(&r)), "{}", r.show());
+    let r = h.call("HEAD", "/short", b"");
+    r.expect("HTTP/1.1 200 OK", b"");
+    assert!(max_age(&r) <= 1 && r.header("expires").is_some(), "HEAD: {}", r.show());
+    let gone_in_time =
+        eventually(Duration::from_secs(5), || h.get("/short").status == "HTTP/1.1 404 Not Found");
+    assert!(gone_in_time, "a file put with lifetime=1 is still there after 5 s");
+    h.get("/short").expect("HTTP/1.1 404 Not Found", &gone("short"));
+
+    // The header, alone or with the same number as the parameter.
+    h.send(&request("PUT", "/header", &["X-Lifetime: 100"], b"h"));
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/header");
+    assert!((98..=100).contains(&max_age(&r)), "{}", r.show());
+    let deadline = expires(&r);
+    assert!((before + 99..=unix_now() + 100).contains(&deadline), "{}", r.show());
+    h.send(&request("PUT", "/both?x=1&lifetime=100&y", &["x-lifetime: 1e2"], b"b"));
+    h.read_response().expect("HTTP/1.1 200 OK", b"ok");
+    assert!((98..=100).contains(&max_age(&h.get("/both"))));
+
+    // No lifetime, or 0: the file never expires and says nothing about it.
+    h.put("/plain?other=1", b"p").expect("HTTP/1.1 200 OK", b"ok");
+    h.put("/zero?lifetime=0", b"z").expect("HTTP/1.1 200 OK", b"ok");
+    for key in ["/plain", "/zero"] {
+        for method in ["GET", "HEAD"] {
+            let r = h.call(method, key, b"");
+            assert_eq!(r.status, "HTTP/1.1 200 OK", "{method} {key}: {}", r.show());
+            r.expect_header("cache-control", None);
+            r.expect_header("expires", None);
+        }
+    }
+    // Overwritten without a lifetime, the file loses it (a put replaces the whole entry).
+    h.put("/header", b"h2").expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/header").expect_header("cache-control", None);
+
+    // Negative: already expired. Absurd: as far as each format reaches.
+    h.put("/dead?lifetime=-1", b"d").expect("HTTP/1.1 200 OK", b"ok");
+    h.get("/dead").expect("HTTP/1.1 404 Not Found", &gone("dead"));
+    // 1e13 s is some 300,000 years: past what either header can say.
+    h.put("/far?lifetime=1e13", b"f").expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/far");
+    r.expect_header("cache-control", Some("max-age=2147483648"));
+    r.expect_header("expires", Some("Fri, 31 Dec 9999 23:59:59 GMT"));
+    // 1e300 s is past what the store keeps a deadline for: it keeps the file as it would with none.
+    h.put("/farther?lifetime=1e300", b"f").expect("HTTP/1.1 200 OK", b"ok");
+    let r = h.get("/farther");
+    r.expect("HTTP/1.1 200 OK", b"f");
+    r.expect_header("cache-control", None);
+}
+
+/// A lifetime that is not a number, given twice, or given both ways with different numbers is a `400`
+/// with a line of text saying why, nothing is stored, and the connection goes on.
+#[test]
+fn file_api_bad_lifetimes_are_400_saying_why() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let cases: [(&str, &[&str], &str); 8] = [
+        ("/k?lifetime=soon", &[], "Bad Request: lifetime must be a number of seconds (?lifetime=)"),
+        ("/k?lifetime=", &[], "Bad Request: lifetime must be a number of seconds (?lifetime=)"),
+        ("/k?lifetime=inf", &[], "Bad Request: lifetime must be a number of seconds (?lifetime=)"),
+        ("/k", &["X-Lifetime: 10s"], "Bad Request: lifetime must be a number of seconds (X-Lifetime)"),
+        ("/k", &["X-Lifetime:"], "Bad Request: lifetime must be a number of seconds (X-Lifetime)"),
+        ("/k?lifetime=1&lifetime=1", &[], "Bad Request: ?lifetime= is given more than once"),
+        ("/k", &["X-Lifetime: 1", "X-Lifetime: 1"], "Bad Request: X-Lifetime is given more than once"),
+        (
+            "/k?lifetime=1",
+            &["X-Lifetime: 2"],
+            "Bad Request: ?lifetime= and X-Lifetime differ; give one of them, or the same number",
+        ),
+    ];
+    for (target, headers, why) in cases {
+        h.send(&request("PUT", target, headers, b"v"));
+        let r = h.read_response();
+        r.expect("HTTP/1.1 400 Bad Request", format!("{why}\n").as_bytes());
+        r.expect_header("content-type", Some("text/plain; charset=utf-8"));
+        r.expect_header("connection", None);
+        h.get("/k").expect("HTTP/1.1 404 Not Found", &gone("k"));
+    }
+    // A GET's query and X-Lifetime are not read: it is a read.
+    h.put("/k", b"v").expect("HTTP/1.1 200 OK", b"ok");
+    h.send(&request("GET", "/k?lifetime=soon", &["X-Lifetime: never"], b""));
+    h.read_response().expect("HTTP/1.1 200 OK", b"v");
+}
+
+/// With a data dir, the deadline comes with the value from either tier (the first read is from disk, the
+/// second from memory with `--cache-after-miss-count 1`); a JSON `touch` restarts it, and the GET says
+/// so; and after a restart the file still answers with the same `Expires` (deadlines are in the records).
+#[test]
+fn file_api_lifetime_with_data_dir_touch_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let flags = ["--data-dir", path.as_str(), "--cache-after-miss-count", "1"];
+    let mut s = TestServer::start(&flags);
+    let mut h = Http::connect(s.http_addr());
+    h.put("/d?lifetime=100", b"durable").expect("HTTP/1.1 200 OK", b"ok");
+    h.put("/forever", b"always").expect("HTTP/1.1 200 OK", b"ok");
+    let disk = h.get("/d");
+    disk.expect_header("x-cache", Some("DISK"));
+    let memory = h.get("/d");
+    memory.expect_header("x-cache", Some("MEMC"));
+    for r in [&disk, &memory] {
+        r.expect("HTTP/1.1 200 OK", b"durable");
+        assert!((98..=100).contains(&max_age(r)), "{}", r.show());
+    }
+    let first = expires(&disk);
+    assert_eq!(expires(&memory), first);
+    for _ in 0..2 {
+        let r = h.get("/forever");
+        r.expect_header("cache-control", None);
+        r.expect_header("expires", None);
+    }
+
+    // A touch a bit over a second later moves the deadline by that much: Expires moves by a second or more.
+    thread::sleep(Duration::from_millis(1100));
+    s.connect().check(&touch("files", "d"), OK_EMPTY);
+    let touched = expires(&h.get("/d"));
+    assert!(touched > first, "touch did not move Expires: {first} then {touched}");
+
+    drop(h);
+    s.signal("TERM");
+    assert!(s.wait_exit(Duration::from_secs(10)).success());
+    let s = TestServer::start(&flags);
+    let mut h = Http::connect(s.http_addr());
+    let r = h.get("/d");
+    r.expect("HTTP/1.1 200 OK", b"durable");
+    assert!((96..=100).contains(&max_age(&r)), "after a restart: {}", r.show());
+    assert_eq!(expires(&r), touched, "after a restart: {}", r.show());
+    h.get("/forever").expect_header("cache-control", None);
+}
+
 /// A PUT with an empty body (Content-Length 0, or none at all) → `400 Bad Request` saying so, and nothing
 /// is stored; a PUT or DELETE of the empty key (`/`) is a 400 saying the path is the key, while `GET /`
 /// lists the routes; the connection stays usable.

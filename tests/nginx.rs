@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::nginx::{http, Nginx};
+use common::nginx::{http, http_with, Nginx};
 use common::TestServer;
 
 const KEYS: usize = 300;
@@ -65,6 +65,34 @@ fn nginx_consistent_hash_spreads_keys_over_instances() {
     }
     let share = moved as f64 / KEYS as f64;
     assert!((0.2..0.5).contains(&share), "{moved} of {KEYS} keys moved");
+}
+
+/// Lifetimes behind nginx: `X-Lifetime` passes through, the PUT lands where the GET of the same key goes,
+/// and `Cache-Control` and `Expires` come back through nginx. A `?lifetime=` query, by contrast, is part
+/// of the `$request_uri` nginx hashes, so it can send a PUT to another instance than the GET (the README
+/// says to use the header behind nginx): with three instances, some of these keys do.
+#[test]
+fn nginx_passes_lifetimes_through_and_the_header_keeps_the_hash() {
+    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start(&[])).collect();
+    let backends: Vec<SocketAddr> = servers.iter().map(TestServer::http_addr).collect();
+    let nginx = Nginx::start(&backends);
+    let mut query_moved = 0;
+    for i in 0..30 {
+        let (status, put, _) =
+            http_with(nginx.addr, "PUT", &format!("/life-{i}"), &["X-Lifetime: 100"], b"v");
+        assert_eq!(status, 200, "PUT /life-{i} through nginx");
+        let (status, got, body) = http(nginx.addr, "GET", &format!("/life-{i}"), b"");
+        assert_eq!((status, body.as_slice()), (200, &b"v"[..]), "GET /life-{i} through nginx");
+        assert_eq!(put["x-upstream"], got["x-upstream"], "/life-{i}: the header does not move the key");
+        let max_age = got["cache-control"].strip_prefix("max-age=").expect("a max-age");
+        assert!((98..=100).contains(&max_age.parse::<u64>().unwrap()), "{got:?}");
+        assert!(got["expires"].ends_with(" GMT"), "{got:?}");
+
+        let (_, put, _) = http(nginx.addr, "PUT", &format!("/query-{i}?lifetime=100"), b"v");
+        let (_, got, _) = http(nginx.addr, "GET", &format!("/query-{i}"), b"");
+        query_moved += usize::from(put["x-upstream"] != got["x-upstream"]);
+    }
+    assert!(query_moved > 0, "?lifetime= never changed the instance: the README's advice would be moot");
 }
 
 /// Stopping the test's nginx leaves no process behind: its workers go with the master (SIGQUIT, not a

@@ -604,10 +604,18 @@ fn name(raw: &RawValue) -> Option<Cow<'_, str>> {
 }
 
 fn lifetime(raw: &RawValue) -> Option<f64> {
-    let json = raw.get();
-    match json.as_bytes().first() {
-        // JSON number syntax is a subset of what `f64::from_str` takes; 1e400 saturates to infinity.
-        Some(b'-' | b'0'..=b'9') => json.parse().ok(),
+    lifetime_secs(raw.get())
+}
+
+/// Reads a lifetime in seconds written as a number, as the JSON port takes it: JSON's number syntax (a sign
+/// `-` only, digits first, a fraction and an exponent allowed), so that the HTTP file API's `?lifetime=` and
+/// `X-Lifetime` accept exactly what a JSON `put` does. `inf`, `nan`, `+1` and `.5` are not numbers here; an
+/// absurd one such as `1e400` saturates to infinity, which a deadline reads as "very far away".
+pub fn lifetime_secs(text: &str) -> Option<f64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let numeric = |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+    match digits.as_bytes().first() {
+        Some(b'0'..=b'9') if digits.bytes().all(|b| numeric(&b)) => text.parse().ok(),
         _ => None,
     }
 }
@@ -787,6 +795,18 @@ mod tests {
             err(r#"{"op":"put","bank":"b","key":"k","value":1,"lifetime":"5"}"#),
             "lifetime must be a number"
         );
+    }
+
+    #[test]
+    fn lifetime_text_is_a_json_number() {
+        for (text, want) in [("1", Some(1.0)), ("0", Some(0.0)), ("-2.5", Some(-2.5)), ("1e3", Some(1000.0))]
+        {
+            assert_eq!(lifetime_secs(text), want, "{text}");
+        }
+        assert_eq!(lifetime_secs("1e400"), Some(f64::INFINITY));
+        for text in ["", "-", "soon", "inf", "-inf", "NaN", "+1", ".5", " 1", "1 ", "0x10", "1s"] {
+            assert_eq!(lifetime_secs(text), None, "{text:?}");
+        }
     }
 
     #[test]

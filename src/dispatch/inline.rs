@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::job::{Front, Job};
 use super::pool::{self, Services};
+use crate::access_log;
 use crate::json::Gate;
 
 /// Most requests of one connection's job the reactor runs itself.
@@ -45,7 +46,10 @@ impl Inline {
         }
         let before = job.next;
         let counters = self.services.cmd.stats.worker(self.counters);
-        pool::run_guarded(&self.services, counters, job, Gate::BoundedNoWait);
+        // Only JSON requests run here, and the access log shows HTTP ones: no line comes of them.
+        let mut lines = access_log::Batch::default();
+        pool::run_guarded(&self.services, counters, job, Gate::BoundedNoWait, &mut lines);
+        debug_assert!(lines.is_empty());
         let ran = job.next - before;
         *budget -= ran;
         ran

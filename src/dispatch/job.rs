@@ -1,5 +1,6 @@
 //! Jobs: what travels between the reactor and the workers.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -86,6 +87,8 @@ pub struct Job {
     /// Set by the reactor when the connection is gone: the rest of the job is for no one, so a worker stops
     /// running it rather than spend itself on a client that left.
     pub abandoned: Arc<AtomicBool>,
+    /// The client's address, for the access log (`None` when the system did not say).
+    pub peer: Option<IpAddr>,
 }
 
 impl Job {

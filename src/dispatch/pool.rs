@@ -9,6 +9,7 @@ use bankcache_proto::{reply, Limits};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::job::{Ending, Front, Job};
+use crate::access_log::{self, AccessLog};
 use crate::cmd;
 use crate::http::codec::text_error;
 use crate::http::routes;
@@ -30,6 +31,8 @@ pub struct Services {
     pub max_output: usize,
     /// `metrics_public`: `GET /metrics` needs no token.
     pub metrics_public: bool,
+    /// Where HTTP requests are logged (`access_log`), if anywhere.
+    pub access_log: Option<AccessLog>,
     /// Set by [`Queue::cancel`] (the queue's [`Queue::cancel_flag`]): a job then stops before its next
     /// request, unrun.
     pub cancelled: Arc<AtomicBool>,
@@ -123,9 +126,14 @@ pub fn spawn(
                 (Arc::clone(&services), queue.clone(), work.clone(), done.clone(), Arc::clone(&notify));
             thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
                 let counters = services.cmd.stats.worker(id);
+                // The worker's access log lines, handed over once per batch of jobs.
+                let mut lines = access_log::Batch::default();
                 for message in work.iter() {
                     let Work::Batch(mut batch) = message else { break };
-                    run_batch(&services, counters, &queue, &mut batch);
+                    run_batch(&services, counters, &queue, &mut batch, &mut lines);
+                    if let Some(log) = &services.access_log {
+                        log.send(&mut lines, counters);
+                    }
                     if done.send(batch).is_err() {
                         break;
                     }
@@ -139,11 +147,17 @@ pub fn spawn(
 /// Runs a batch's jobs in order. A job with other jobs behind it runs only ops of bounded cost; at the
 /// first op that walks a bank or the server, the jobs behind it go back to the queue for another worker,
 /// and then it runs on.
-pub fn run_batch(services: &Services, counters: &WorkerCounters, queue: &Queue, batch: &mut Vec<Job>) {
+pub fn run_batch(
+    services: &Services,
+    counters: &WorkerCounters,
+    queue: &Queue,
+    batch: &mut Vec<Job>,
+    lines: &mut access_log::Batch,
+) {
     let mut i = 0;
     while i < batch.len() {
         if i + 1 < batch.len() {
-            let stop = run_guarded(services, counters, &mut batch[i], Gate::Bounded);
+            let stop = run_guarded(services, counters, &mut batch[i], Gate::Bounded, lines);
             if stop != Stop::Declined {
                 i += 1;
                 continue;
@@ -153,15 +167,23 @@ pub fn run_batch(services: &Services, counters: &WorkerCounters, queue: &Queue, 
                 log::error!("cannot hand jobs back to the worker queue");
             }
         }
-        run_guarded(services, counters, &mut batch[i], Gate::Any);
+        run_guarded(services, counters, &mut batch[i], Gate::Any, lines);
         i += 1;
     }
 }
 
-/// Runs a job from its next request on; if a bug makes an op panic, every request of the job is answered
-/// with an error instead, so the connection still gets one reply per request and the thread lives on.
-pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(services, counters, job, gate)));
+/// Runs a job from its next request on, adding the access log's lines of its HTTP requests to `lines`; if a
+/// bug makes an op panic, every request of the job is answered with an error instead, so the connection
+/// still gets one reply per request and the thread lives on.
+pub fn run_guarded(
+    services: &Services,
+    counters: &WorkerCounters,
+    job: &mut Job,
+    gate: Gate,
+    lines: &mut access_log::Batch,
+) -> Stop {
+    let ran =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(services, counters, job, gate, lines)));
     let Ok(stop) = ran else {
         log::error!("an op panicked; answering its batch of {} requests with errors", job.spans.len());
         job.output.clear();
@@ -177,6 +199,11 @@ pub fn run_guarded(services: &Services, counters: &WorkerCounters, job: &mut Job
                 let why = "Internal Server Error: the request's handler failed (see the server's log)";
                 text_error(&mut job.output, 500, "Internal Server Error", &[], why, false, true);
                 job.close_after = true;
+                if let (Some(_), Some(span)) = (&services.access_log, job.spans.get(job.next)) {
+                    let sent = routes::Sent { status: 500, body_bytes: why.len() + 1 };
+                    let now = crate::store::now_ms();
+                    lines.push(&entry(job, &job.input[span.start..span.end], sent, 0, now));
+                }
             }
         }
         job.next = job.spans.len();
@@ -204,7 +231,13 @@ pub enum Stop {
 
 /// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next), one that
 /// closes the connection, `max_output` bytes of replies, a cancel, or a wrong token.
-fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
+fn run(
+    services: &Services,
+    counters: &WorkerCounters,
+    job: &mut Job,
+    gate: Gate,
+    lines: &mut access_log::Batch,
+) -> Stop {
     // One clock read per request: each one's end is the next one's start.
     let mut began = Instant::now();
     loop {
@@ -231,6 +264,8 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         }
         let frame = &job.input[span.start..span.end];
         let now = crate::store::now_ms();
+        // What an HTTP response said, for the access log.
+        let mut sent = None;
         let ran = match job.front {
             Front::Json => {
                 let (ctx, limits, auth) = (&services.cmd, &services.limits, &mut job.auth);
@@ -256,8 +291,12 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
                     metrics_public: services.metrics_public,
                 };
                 match routes::execute(&env, head, body, &mut job.auth, &mut job.output) {
-                    routes::Handled::Open => Ran::Answered,
-                    routes::Handled::Close => {
+                    routes::Handled::Open(said) => {
+                        sent = Some(said);
+                        Ran::Answered
+                    }
+                    routes::Handled::Close(said) => {
+                        sent = Some(said);
                         job.close_after = true;
                         Ran::Answered
                     }
@@ -273,6 +312,9 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         let took = ended.saturating_duration_since(began);
         began = ended;
         counters.latency(took.as_micros() as u64);
+        if let (Some(_), Some(sent)) = (&services.access_log, sent) {
+            lines.push(&entry(job, frame, sent, took.as_micros() as u64, now));
+        }
         if let Some(limit) = services.slow_op {
             if took > limit {
                 log::warn!(
@@ -286,6 +328,26 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
             job.close_after = close;
             return Stop::AuthFailed;
         }
+    }
+}
+
+/// The access log's entry of the HTTP request `frame` of `job`, run at `now_ms` (Unix ms) in `micros`,
+/// answered as `sent`.
+fn entry<'a>(
+    job: &Job,
+    frame: &'a [u8],
+    sent: routes::Sent,
+    micros: u64,
+    now_ms: u64,
+) -> access_log::Entry<'a> {
+    let line = frame.split(|&b| b == b'\n').next().unwrap_or_default();
+    access_log::Entry {
+        peer: job.peer,
+        request_line: line.strip_suffix(b"\r").unwrap_or(line),
+        status: sent.status,
+        body_bytes: sent.body_bytes,
+        micros,
+        now_ms,
     }
 }
 
@@ -324,6 +386,7 @@ mod tests {
             slow_op: None,
             max_output: 1 << 20,
             metrics_public: false,
+            access_log: None,
             cancelled: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -348,6 +411,7 @@ mod tests {
             close_after: false,
             auth: crate::auth::Auth::Open,
             abandoned: Arc::default(),
+            peer: None,
         }
     }
 
@@ -356,7 +420,16 @@ mod tests {
         let services = services();
         let mut j = job(0, &[r#"{"op":"ping"}"#, r#"{"op":"ping"}"#]);
         j.abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(run_guarded(&services, services.cmd.stats.worker(0), &mut j, Gate::Any), Stop::Finished);
+        assert_eq!(
+            run_guarded(
+                &services,
+                services.cmd.stats.worker(0),
+                &mut j,
+                Gate::Any,
+                &mut access_log::Batch::default()
+            ),
+            Stop::Finished
+        );
         assert!(j.output.is_empty(), "nothing run for no one");
     }
 
@@ -371,7 +444,7 @@ mod tests {
             job(2, &[r#"{"op":"get","bank":"b","key":"k"}"#]),
             job(3, &[r#"{"op":"ping"}"#]),
         ];
-        run_batch(&services, counters, &queue, &mut batch);
+        run_batch(&services, counters, &queue, &mut batch, &mut access_log::Batch::default());
         // The walk's own connection keeps its order: everything of job 1 ran, in order, here.
         assert_eq!(batch.iter().map(|j| j.slot).collect::<Vec<_>>(), [0, 1]);
         assert!(batch.iter().all(Job::finished));
@@ -393,10 +466,13 @@ mod tests {
         let counters = services.cmd.stats.worker(0);
         let put = |key: &str| format!(r#"{{"op":"put","bank":"b","key":"{key}","value":1}}"#);
         let mut first = job(0, &[&put("a")]);
-        assert_eq!(run_guarded(&services, counters, &mut first, Gate::Any), Stop::Finished);
+        assert_eq!(
+            run_guarded(&services, counters, &mut first, Gate::Any, &mut access_log::Batch::default()),
+            Stop::Finished
+        );
         queue.cancel();
         let mut batch = vec![job(0, &[&put("b"), &put("c")]), job(1, &[&put("d")])];
-        run_batch(&services, counters, &queue, &mut batch);
+        run_batch(&services, counters, &queue, &mut batch, &mut access_log::Batch::default());
         for job in &batch {
             assert_eq!((job.next, job.output.len()), (0, 0), "nothing ran, nothing answered");
         }
@@ -415,17 +491,26 @@ mod tests {
         let mut j = job(0, &[wrong, wrong, wrong, put]);
         j.auth = crate::auth::Auth::new(true);
         for failures in 1..=2 {
-            assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::AuthFailed);
+            assert_eq!(
+                run_guarded(&services, counters, &mut j, Gate::Any, &mut access_log::Batch::default()),
+                Stop::AuthFailed
+            );
             assert_eq!((j.next, j.auth.failures(), j.close_after), (failures, failures as u8, false));
         }
-        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::AuthFailed);
+        assert_eq!(
+            run_guarded(&services, counters, &mut j, Gate::Any, &mut access_log::Batch::default()),
+            Stop::AuthFailed
+        );
         assert!(j.close_after && j.finished(), "the third wrong token is the last");
         assert_eq!(services.cmd.store.totals().keys, 0, "nothing after it ran");
 
         let mut j =
             job(1, &[r#"{"op":"auth","token":"s3cret"}"#, put, r#"{"op":"get","bank":"b","key":"k"}"#]);
         j.auth = crate::auth::Auth::new(true);
-        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Finished);
+        assert_eq!(
+            run_guarded(&services, counters, &mut j, Gate::Any, &mut access_log::Batch::default()),
+            Stop::Finished
+        );
         assert_eq!(j.auth, crate::auth::Auth::Open);
         let replies = String::from_utf8(j.output.clone()).unwrap();
         assert!(replies.ends_with("{\"status\": \"ok\", \"data\": 1}\n"), "{replies}");
@@ -449,7 +534,13 @@ mod tests {
         let (queue, work) = Queue::new();
         let mut batch =
             vec![job(0, &[r#"{"op":"ping"}"#]), job(1, &[r#"{"op":"get","bank":"b","key":"k"}"#])];
-        run_batch(&services, services.cmd.stats.worker(0), &queue, &mut batch);
+        run_batch(
+            &services,
+            services.cmd.stats.worker(0),
+            &queue,
+            &mut batch,
+            &mut access_log::Batch::default(),
+        );
         assert_eq!(batch.len(), 2);
         assert!(work.try_recv().is_err());
     }
@@ -465,11 +556,17 @@ mod tests {
         let mut j = job(0, &[&put, get, get, get]);
         // Each get's reply alone crosses the cap: the job goes on one get per run, never stuck.
         for next in [2, 3] {
-            assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Full);
+            assert_eq!(
+                run_guarded(&services, counters, &mut j, Gate::Any, &mut access_log::Batch::default()),
+                Stop::Full
+            );
             assert_eq!(j.next, next);
             j.output.clear();
         }
-        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Finished);
+        assert_eq!(
+            run_guarded(&services, counters, &mut j, Gate::Any, &mut access_log::Batch::default()),
+            Stop::Finished
+        );
         assert_eq!(j.next, 4);
     }
 }

@@ -230,6 +230,20 @@ pub struct Head<'a> {
     pub keep_alive: bool,
     /// The request asked for `100 Continue`.
     pub expects_continue: bool,
+    /// The `X-Lifetime` header (the file API's lifetime of a PUT, in seconds).
+    pub lifetime: Once<'a>,
+}
+
+/// A header that means something only once: absent, given once (its value, trimmed), or given more than
+/// once, which is refused rather than guessed at (two parsers could each pick another line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Once<'a> {
+    /// No such line.
+    Absent,
+    /// One line, with this value.
+    Value(&'a [u8]),
+    /// More than one line.
+    Repeated,
 }
 
 /// Splits the request starting at `start` of `buf`, decoding a chunked body in place.
@@ -508,7 +522,13 @@ pub fn head(bytes: &[u8]) -> Option<Head<'_>> {
     let keep_alive = if version >= 1 { !has(b"close") } else { has(b"keep-alive") };
     let expects_continue =
         header(req.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    Some(Head { method, path, query, keep_alive, expects_continue })
+    let mut lifetimes = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-lifetime"));
+    let lifetime = match (lifetimes.next(), lifetimes.next()) {
+        (None, _) => Once::Absent,
+        (Some(h), None) => Once::Value(trim_ows(h.value)),
+        (Some(_), Some(_)) => Once::Repeated,
+    };
+    Some(Head { method, path, query, keep_alive, expects_continue, lifetime })
 }
 
 /// The interim response to `Expect: 100-continue`.
@@ -870,6 +890,15 @@ mod tests {
                 .unwrap()
                 .keep_alive
         );
+    }
+
+    #[test]
+    fn x_lifetime_is_read_once() {
+        assert_eq!(head(b"PUT /k HTTP/1.1\r\n\r\n").unwrap().lifetime, Once::Absent);
+        let h = head(b"PUT /k HTTP/1.1\r\nx-lifetime:  2.5 \r\n\r\n").unwrap();
+        assert_eq!(h.lifetime, Once::Value(b"2.5"));
+        let h = head(b"PUT /k HTTP/1.1\r\nX-Lifetime: 1\r\nX-LIFETIME: 1\r\n\r\n").unwrap();
+        assert_eq!(h.lifetime, Once::Repeated);
     }
 
     #[test]

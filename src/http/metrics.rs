@@ -48,6 +48,13 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     family("errors_total", "counter", "Error replies.", &[("", s.errors)]);
     family("hits_total", "counter", "Reads that found their key.", &[("", s.hits)]);
     family("misses_total", "counter", "Reads that did not find their key.", &[("", s.misses)]);
+    let dropped = [("", s.access_log_dropped)];
+    family(
+        "access_log_dropped_total",
+        "counter",
+        "Access log lines dropped: the writer's queue was full.",
+        &dropped,
+    );
     let tiers = [("{tier=\"memory\"}", store.reads_memory), ("{tier=\"disk\"}", store.reads_disk)];
     family("reads_total", "counter", "Reads served, by tier.", &tiers);
     family("evictions_total", "counter", "Values dropped from RAM.", &[("", store.evictions)]);

@@ -15,12 +15,12 @@ use std::borrow::Cow;
 use std::cell::Cell;
 
 use bankcache_proto::number::python_float;
-use bankcache_proto::op::{scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
+use bankcache_proto::op::{lifetime_secs, scan_count, scan_cursor, SCAN_COUNT_DEFAULT};
 use bankcache_proto::reply::{self, Reply};
 use bankcache_proto::{Limits, Op, RequestError, Value};
 use percent_encoding::percent_decode_str;
 
-use super::codec::{self, Head};
+use super::codec::{self, Head, Once};
 use super::metrics;
 use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
@@ -52,11 +52,20 @@ pub struct Env<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     /// Answered; the connection stays open.
-    Open,
+    Open(Sent),
     /// Answered; the connection closes after the response.
-    Close,
+    Close(Sent),
     /// Not run: the gate keeps its op from running here. Nothing was written or counted.
     Declined,
+}
+
+/// What a response said, for the access log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The status.
+    pub status: u16,
+    /// Bytes of body written (none for a HEAD).
+    pub body_bytes: usize,
 }
 
 /// One response being built.
@@ -64,16 +73,23 @@ struct Response<'a> {
     out: &'a mut Vec<u8>,
     head_only: bool,
     close: bool,
+    sent: Sent,
 }
 
 impl Response<'_> {
     fn send(&mut self, code: u16, headers: &[(&str, &str)], body: &[u8]) {
+        self.note(code, body.len());
         codec::response(self.out, code, reason(code), headers, body, self.head_only, self.close);
     }
 
     /// An error of the file API or of the front: a line of plain text saying why.
     fn text_error(&mut self, code: u16, headers: &[(&str, &str)], why: &str) {
+        self.note(code, why.len() + 1);
         codec::text_error(self.out, code, reason(code), headers, why, self.head_only, self.close);
+    }
+
+    fn note(&mut self, status: u16, body_bytes: usize) {
+        self.sent = Sent { status, body_bytes: if self.head_only { 0 } else { body_bytes } };
     }
 
     /// An error of the REST API: the JSON port's error envelope, as every other REST answer.
@@ -105,30 +121,24 @@ fn reason(code: u16) -> &'static str {
 pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out: &mut Vec<u8>) -> Handled {
     let Some(head) = codec::head(raw_head) else {
         env.counters.error();
-        codec::text_error(
-            out,
-            400,
-            "Bad Request",
-            &[],
-            "Bad Request: the request head does not parse",
-            false,
-            true,
-        );
-        return Handled::Close;
+        let mut reply = Response { out, head_only: false, close: true, sent: Sent::default() };
+        reply.text_error(400, &[], "Bad Request: the request head does not parse");
+        return Handled::Close(reply.sent);
     };
-    let mut reply = Response { out, head_only: head.method == "HEAD", close: !head.keep_alive };
+    let mut reply =
+        Response { out, head_only: head.method == "HEAD", close: !head.keep_alive, sent: Sent::default() };
     if let Some(token) = &env.ctx.auth_token {
         let public = env.metrics_public && head.path == "/metrics";
         if !public && !authorized(env, token, raw_head, auth, &mut reply) {
-            return if reply.close { Handled::Close } else { Handled::Open };
+            return if reply.close { Handled::Close(reply.sent) } else { Handled::Open(reply.sent) };
         }
     }
     let request = Request { env, head: &head, body, declined: Cell::new(false) };
     request.route(&mut reply);
     match (request.declined.get(), reply.close) {
         (true, _) => Handled::Declined,
-        (false, true) => Handled::Close,
-        (false, false) => Handled::Open,
+        (false, true) => Handled::Close(reply.sent),
+        (false, false) => Handled::Open(reply.sent),
     }
 }
 
@@ -277,6 +287,11 @@ impl Request<'_> {
                     if !served.is_bytes() {
                         headers.push(("Content-Type", "application/json"));
                     }
+                    let fresh = served.deadline.map(|deadline| freshness(deadline, self.env.now));
+                    if let Some((cache_control, expires)) = &fresh {
+                        headers.push(("Cache-Control", cache_control));
+                        headers.push(("Expires", expires));
+                    }
                     reply.send(200, &headers, value);
                 }
                 Outcome::Missing { key } => missing(reply, key),
@@ -288,8 +303,12 @@ impl Request<'_> {
                         "Bad Request: the body is empty; a file is at least one byte (DELETE removes one)";
                     return self.file_error(reply, 400, &[], why);
                 }
+                let lifetime = match self.lifetime() {
+                    Ok(lifetime) => lifetime,
+                    Err(why) => return self.file_error(reply, 400, &[], why),
+                };
                 let value = Value::Bytes(Cow::Borrowed(self.body));
-                self.run(&Op::Put { bank, key, value, lifetime: None }, |outcome| match outcome {
+                self.run(&Op::Put { bank, key, value, lifetime }, |outcome| match outcome {
                     Outcome::Stored { location } => {
                         let position = location.map(position);
                         let headers: Vec<(&str, &str)> =
@@ -308,6 +327,38 @@ impl Request<'_> {
                 let why = format!("Method Not Allowed: a file takes {ALLOW}, not {method}");
                 self.file_error(reply, 405, &[("Allow", ALLOW)], &why);
             }
+        }
+    }
+
+    /// The lifetime a file API `PUT` asks for, in seconds: `?lifetime=S` or `X-Lifetime: S`, read as the
+    /// JSON port reads `lifetime` (so `0` is none, a negative one is already expired). Both may be given if
+    /// they say the same; anything else that could be read two ways is refused, saying why. The rest of the
+    /// query string is ignored, as CacheFS did.
+    fn lifetime(&self) -> Result<Option<f64>, &'static str> {
+        let mut given = form_urlencoded::parse(self.head.query.as_bytes())
+            .filter(|(name, _)| name == "lifetime")
+            .map(|(_, value)| lifetime_secs(&value));
+        let query = match (given.next(), given.next()) {
+            (None, _) => None,
+            (Some(Some(secs)), None) => Some(secs),
+            (Some(None), None) => {
+                return Err("Bad Request: lifetime must be a number of seconds (?lifetime=)")
+            }
+            (Some(_), Some(_)) => return Err("Bad Request: ?lifetime= is given more than once"),
+        };
+        let header = match self.head.lifetime {
+            Once::Absent => None,
+            Once::Value(text) => match std::str::from_utf8(text).ok().and_then(lifetime_secs) {
+                Some(secs) => Some(secs),
+                None => return Err("Bad Request: lifetime must be a number of seconds (X-Lifetime)"),
+            },
+            Once::Repeated => return Err("Bad Request: X-Lifetime is given more than once"),
+        };
+        match (query, header) {
+            (Some(q), Some(h)) if q != h => {
+                Err("Bad Request: ?lifetime= and X-Lifetime differ; give one of them, or the same number")
+            }
+            (query, header) => Ok(query.or(header)),
         }
     }
 
@@ -436,6 +487,21 @@ fn envelope(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
     reply.send(code, &[("Content-Type", "application/json")], &body);
 }
 
+/// The latest instant an IMF-fixdate can say: 9999-12-31 23:59:59 UTC, in Unix seconds.
+const LAST_HTTP_DATE_SECS: u64 = 253_402_300_799;
+/// The largest `max-age` a cache must understand (RFC 9111 §1.2.2: greater ones are sent as this).
+const MAX_AGE_CAP: u64 = 1 << 31;
+
+/// `Cache-Control` and `Expires` of a value that expires at `deadline` (Unix ms), as of `now`: `max-age`
+/// is the whole seconds left, rounded down, and `Expires` the deadline rounded down to its second, so that
+/// no cache keeps the value past its deadline. An absurd deadline is capped where each format ends.
+fn freshness(deadline: u64, now: u64) -> (String, String) {
+    let max_age = (deadline.saturating_sub(now) / 1000).min(MAX_AGE_CAP);
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs((deadline / 1000).min(LAST_HTTP_DATE_SECS));
+    (format!("max-age={max_age}"), httpdate::fmt_http_date(at))
+}
+
 /// `X-Position`: volume, offset and size of a record.
 fn position(at: Location) -> String {
     format!("{},{},{}", at.volume, at.offset, at.len)
@@ -457,7 +523,24 @@ fn missing(reply: &mut Response<'_>, key: &str) {
 
 /// What `GET /` answers: where everything is, for whoever points curl or a browser at the port.
 const INDEX: &[u8] = b"bankcache\n\
-    files:    PUT /<key> stores the body, GET /<key> reads it, DELETE /<key> removes it\n\
+    files:    PUT /<key> stores the body (?lifetime=S or X-Lifetime: S for S seconds), GET /<key> reads it, \
+    DELETE /<key> removes it\n\
     REST API: /bank/<bank>/entry/<key>, /bank/<bank>/entries, /bank/<bank>/scan, /bank/<bank>, /banks \
     (also under /api)\n\
     counters: /stats (JSON), /metrics (Prometheus)\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_rounds_down_and_caps() {
+        // RFC 9110's example date, half a second ahead.
+        let at = 784_111_777_000;
+        assert_eq!(freshness(at, at - 500), ("max-age=0".into(), "Sun, 06 Nov 1994 08:49:37 GMT".into()));
+        assert_eq!(freshness(at + 999, at - 1_001).0, "max-age=2");
+        assert_eq!(freshness(at, at + 5).0, "max-age=0", "never negative");
+        let far = freshness((1 << 56) - 2, 0);
+        assert_eq!(far, ("max-age=2147483648".into(), "Fri, 31 Dec 9999 23:59:59 GMT".into()));
+    }
+}

@@ -10,7 +10,7 @@
 //! without sockets (see the tests at the end).
 
 use std::io;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -251,6 +251,8 @@ pub struct Conn<S = TcpStream> {
     heard: bool,
     /// Where the connection stands with access control; its jobs carry it out and back.
     auth: Auth,
+    /// The client's address, which its jobs carry for the access log.
+    pub peer: Option<IpAddr>,
 }
 
 impl<S: Socket> Conn<S> {
@@ -290,6 +292,7 @@ impl<S: Socket> Conn<S> {
             written: 0,
             heard: false,
             auth,
+            peer: None,
         }
     }
 
@@ -658,6 +661,7 @@ impl<S: Socket> Conn<S> {
             close_after: false,
             auth: self.auth,
             abandoned: Arc::clone(&self.abandoned),
+            peer: self.peer,
         })
     }
 

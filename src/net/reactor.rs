@@ -14,6 +14,7 @@
 //! touching the disk store go to the workers.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -416,8 +417,8 @@ impl Reactor {
                 None => return,
             };
             match accepted {
-                Ok((stream, _)) => {
-                    self.admit(stream, proto);
+                Ok((stream, peer)) => {
+                    self.admit(stream, peer, proto);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -499,7 +500,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, proto: Front) {
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, proto: Front) {
         let _ = stream.set_nodelay(true);
         self.next_generation += 1;
         let net = &self.stats.net;
@@ -526,6 +527,7 @@ impl Reactor {
             Auth::new(limits.auth_required),
             &mut self.buffers,
         );
+        conn.peer = Some(peer.ip().to_canonical());
         let token = Token(FIRST_CONN + slot);
         if let Err(e) = self.poll.registry().register(conn.socket_mut(), token, Interest::READABLE) {
             log::warn!("cannot register a new connection: {e}");

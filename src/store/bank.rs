@@ -84,6 +84,9 @@ pub struct View<'a> {
     pub flags: u8,
     /// The entry's place in the bank's insertion order.
     pub seq: u64,
+    /// When the entry expires, Unix ms; `None` for an entry without a lifetime. Read from the slot the
+    /// lookup already holds, so that a front can say how long a value stays fresh at no extra cost.
+    pub deadline: Option<u64>,
 }
 
 /// What a sweep or eviction step did.
@@ -296,6 +299,7 @@ impl Slot {
             location: self.location(),
             flags: self.flags() & VALUE_FLAGS,
             seq: self.seq(),
+            deadline: Some(self.deadline()).filter(|&d| d != NEVER),
         }
     }
 
@@ -553,7 +557,9 @@ impl BankMap {
                 slot.set_flags(slot.flags() | REFERENCED);
                 // The new deadline holds only once `f` (which logs it) has succeeded: a touch answered with
                 // an error changes nothing.
-                let result = f(slot.view(), deadline, lifetime);
+                // `f` sees the deadline the touch sets (what a `getouch` answers holds from now on).
+                let view = View { deadline: (lifetime != 0).then_some(deadline), ..slot.view() };
+                let result = f(view, deadline, lifetime);
                 if result.is_ok() && lifetime != 0 {
                     slot.set_deadline(deadline, &mut self.expiring);
                 }
@@ -1266,6 +1272,20 @@ mod tests {
         assert_eq!((slot.deadline(), expiring), (DEADLINE_BITS - 1, 1));
         slot.set_deadline(NEVER, &mut expiring);
         assert_eq!((slot.deadline(), expiring), (NEVER, 0));
+    }
+
+    #[test]
+    fn a_lookup_sees_the_deadline_and_a_touch_the_new_one() {
+        let mut b = BankMap::new();
+        b.put(b"t", ram(b"1"), Ttl::Millis(1000), 0);
+        b.put(b"f", ram(b"2"), Ttl::Forever, 0);
+        assert_eq!(b.get(b"t", 10, NOT_GONE, |v| v.deadline), Lookup::Hit(Some(1000)));
+        assert_eq!(b.get(b"f", 10, NOT_GONE, |v| v.deadline), Lookup::Hit(None));
+        let touched = b.touch(b"t", 500, NOT_GONE, |v, _, _| Ok::<_, ()>(v.deadline));
+        assert_eq!(touched, Lookup::Hit(Ok(Some(1500))));
+        assert_eq!(b.get(b"t", 600, NOT_GONE, |v| v.deadline), Lookup::Hit(Some(1500)));
+        let touched = b.touch(b"f", 500, NOT_GONE, |v, _, _| Ok::<_, ()>(v.deadline));
+        assert_eq!(touched, Lookup::Hit(Ok(None)));
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub struct Served {
     pub location: Option<Location>,
     /// Value flags.
     pub flags: u8,
+    /// When the entry expires, Unix ms (`None`: never), so that the HTTP front can answer `Cache-Control`
+    /// and `Expires`; read from the entry the lookup found, in either tier.
+    pub deadline: Option<u64>,
 }
 
 impl Served {
@@ -492,7 +495,7 @@ impl Store {
     ) -> Result<Lookup<(R, Served)>, StoreError> {
         enum Step<R> {
             Done(R, Served),
-            FromDisk(Location, u8),
+            FromDisk(Location, u8, Option<u64>),
             /// Neither in RAM nor on disk: cannot happen (eviction keeps disk-less entries whole), but a
             /// miss is the safe answer.
             Nowhere,
@@ -502,10 +505,11 @@ impl Store {
             let mut visit = |view: View<'_>| match (view.value, view.location) {
                 (Some(value), location) => {
                     let f = f.take().expect("called once");
-                    let served = Served { tier: Tier::Memory, location, flags: view.flags };
+                    let served =
+                        Served { tier: Tier::Memory, location, flags: view.flags, deadline: view.deadline };
                     Step::Done(f(value, &served), served)
                 }
-                (None, Some(at)) => Step::FromDisk(at, view.flags),
+                (None, Some(at)) => Step::FromDisk(at, view.flags, view.deadline),
                 (None, None) => Step::Nowhere,
             };
             if !touch {
@@ -544,13 +548,13 @@ impl Store {
                 Ok(Lookup::Hit((r, served)))
             }
             Step::Nowhere => Ok(Lookup::Miss),
-            Step::FromDisk(at, flags) => {
+            Step::FromDisk(at, flags, deadline) => {
                 let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
                 match disk.read_value(at, bank.as_bytes(), key) {
                     Ok((record, range)) => {
                         let value = &record[range];
                         self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
-                        let served = Served { tier: Tier::Disk, location: Some(at), flags };
+                        let served = Served { tier: Tier::Disk, location: Some(at), flags, deadline };
                         let r = (f.take().expect("called once"))(value, &served);
                         // Wraps after 49 days; the window only compares nearby instants.
                         let clock = self.started.elapsed().as_millis() as u32;

@@ -14,10 +14,22 @@ pub fn http(
     path: &str,
     body: &[u8],
 ) -> (u16, HashMap<String, String>, Vec<u8>) {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with extra header lines (`"Name: value"`).
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &[u8],
+) -> (u16, HashMap<String, String>, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
