@@ -1,6 +1,6 @@
 //! `bankcache_client::Cluster`: the consistent-hash ring's distribution and stability, routing and failover
 //! against three in-process servers, and agreement with a real nginx running `docs/nginx.conf`
-//! (`hash $request_uri consistent`). nginx is a dependency of this test: it fails, never skips, when nginx
+//! (`hash $uri consistent`). nginx is a dependency of this test: it fails, never skips, when nginx
 //! is missing.
 
 mod common;
@@ -199,6 +199,17 @@ fn agrees_with_nginx() {
         assert_eq!(cluster.get_bytes("files", &key).unwrap(), Some(format!("value {i}").into_bytes()));
     }
     assert_eq!(per_server.len(), 3, "{per_server:?}");
+
+    // Keys written percent-encoded, with slashes (doubled too) and a query: nginx hashes the decoded path,
+    // as the cluster does with the key itself, and the query never moves a key.
+    for i in 0..60 {
+        let key = format!("dir//sub/f {i} é?");
+        let encoded = format!("dir//sub/f%20{i}%20%C3%A9%3F");
+        let (status, headers, _) = http(nginx.addr, "PUT", &format!("/{encoded}?lifetime=600"), b"v");
+        assert_eq!(status, 200, "PUT /{encoded} through nginx");
+        assert_eq!(cluster.node_for_http_key(&key), headers["x-upstream"], "nginx sent /{encoded} elsewhere");
+        assert_eq!(cluster.get_bytes("files", &key).unwrap(), Some(b"v".to_vec()), "{key}");
+    }
 
     // Another bank: the cluster writes, nginx routes the REST URI to the same server, which has the entry.
     for i in 0..100 {

@@ -122,7 +122,7 @@ impl ClusterBuilder {
 }
 
 /// Keys sharded over several servers by a consistent hash ring, the same ring as nginx's
-/// `hash $request_uri consistent` (see [`Cluster::node_for`]); a cheap `Clone + Send + Sync` handle with a
+/// `hash $uri consistent` (see [`Cluster::node_for`]); a cheap `Clone + Send + Sync` handle with a
 /// [`Pool`] per server.
 ///
 /// **Routing.** Each `(bank, key)` maps to a URI: `/<key>` for the HTTP bank (`files` unless
@@ -240,7 +240,7 @@ impl Cluster {
     }
 
     /// The name of the server that owns `key` of the HTTP file API: the one nginx's
-    /// `hash $request_uri consistent` over the same `server` names sends `/<key>` to.
+    /// `hash $uri consistent` over the same `server` names sends `/<key>` to.
     pub fn node_for_http_key(&self, key: &str) -> &str {
         self.node_for_uri(&format!("/{key}"))
     }

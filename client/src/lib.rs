@@ -1,6 +1,6 @@
 //! A blocking client for bankcache's JSON protocol: one connection ([`Client`]), pipelines ([`Pipeline`]), a
 //! thread-safe connection pool ([`Pool`]) and a sharded cluster ([`Cluster`]) that routes keys exactly as
-//! nginx's `hash $request_uri consistent` does.
+//! nginx's `hash $uri consistent` does.
 //!
 //! The protocol is one JSON request per line and one reply line per request,
 //! `{"status": "ok", "data": ...}` or `{"status": "error", "message": "..."}` (see the server's README).
