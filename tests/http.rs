@@ -968,6 +968,9 @@ fn rest_errors_are_the_json_envelope_saying_why() {
         ("PUT", "/bank/x/entry/k?op=incr", b"", "incr needs a value: ?operation=incr&value=<number>"),
         ("PUT", "/bank/x", b"", "operation must be reset: ?operation=reset"),
         ("POST", "/bank/x/entry/k?lifetime=soon", b"v", "lifetime must be a number of seconds"),
+        ("POST", "/bank/x/entry/k?lifetime=%2B5", b"v", "lifetime must be a number of seconds"),
+        ("POST", "/bank/x/entry/k?lifetime=.5", b"v", "lifetime must be a number of seconds"),
+        ("POST", "/bank/x/entry/k?lifetime=inf", b"v", "lifetime must be a number of seconds"),
         ("POST", "/bank/x/entry/k", b"\xff", "the body is not UTF-8 (it is stored as a JSON string)"),
         ("GET", "/bank/%FF/entries", b"", "the path is not UTF-8 once percent-decoded"),
     ] {

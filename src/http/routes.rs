@@ -417,10 +417,11 @@ impl Request<'_> {
                         "the body is not UTF-8 (it is stored as a JSON string)",
                     );
                 };
-                let lifetime = match param("lifetime").map(str::parse::<f64>) {
+                // Read as the JSON port and the file API read a lifetime.
+                let lifetime = match param("lifetime").map(lifetime_secs) {
                     None => None,
-                    Some(Ok(l)) if l.is_finite() => Some(l),
-                    Some(_) => return self.rest_error(reply, 400, "lifetime must be a number of seconds"),
+                    Some(Some(l)) => Some(l),
+                    Some(None) => return self.rest_error(reply, 400, "lifetime must be a number of seconds"),
                 };
                 let value = Value::Json(Cow::Owned(serde_json::to_vec(text).unwrap_or_default()));
                 Op::Put { bank: name(bank), key: name(key), value, lifetime }
