@@ -398,6 +398,23 @@ fn the_bearer_token_works_on_every_route_and_a_wrong_one_closes_and_counts() {
     assert!(s.stderr().contains("authentication failed on the HTTP port from 127.0.0.1:"), "{}", s.stderr());
 }
 
+/// Two `Authorization` lines are no token, even when one holds the right one: `401`, and nothing runs (two
+/// parsers in a chain could each read another line).
+#[test]
+fn two_authorization_lines_are_no_token() {
+    let s = locked_server(&[]);
+    let mut c = http_connect(s.http_addr());
+    let right = format!("Authorization: Bearer {TOKEN}\r\n");
+    for twice in [format!("{right}{right}"), format!("{right}Authorization: Bearer guess\r\n")] {
+        let put = format!("PUT /twice HTTP/1.1\r\nHost: t\r\n{twice}Content-Length: 1\r\n\r\nv");
+        let r = exchange(&mut c, &put);
+        assert_eq!(r.code, 401, "{twice:?}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"bankcache\""));
+    }
+    let r = exchange(&mut c, &request("GET", "/twice", Some(&format!("Bearer {TOKEN}")), ""));
+    assert_eq!(r.code, 404, "a PUT with two Authorization lines stored the file");
+}
+
 #[test]
 fn metrics_public_serves_metrics_alone_without_the_token() {
     let s = locked_server(&["--metrics-public", "true"]);

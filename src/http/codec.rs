@@ -232,6 +232,9 @@ pub struct Head<'a> {
     pub expects_continue: bool,
     /// The `X-Lifetime` header (the file API's lifetime of a PUT, in seconds).
     pub lifetime: Once<'a>,
+    /// The `Authorization` header (read here, with the rest of the head, so that checking a bearer token
+    /// costs no second parse).
+    pub authorization: Once<'a>,
 }
 
 /// A header that means something only once: absent, given once (its value, trimmed), or given more than
@@ -522,13 +525,16 @@ pub fn head(bytes: &[u8]) -> Option<Head<'_>> {
     let keep_alive = if version >= 1 { !has(b"close") } else { has(b"keep-alive") };
     let expects_continue =
         header(req.headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
-    let mut lifetimes = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-lifetime"));
-    let lifetime = match (lifetimes.next(), lifetimes.next()) {
-        (None, _) => Once::Absent,
-        (Some(h), None) => Once::Value(trim_ows(h.value)),
-        (Some(_), Some(_)) => Once::Repeated,
+    let once = |name: &str| {
+        let mut lines = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+        match (lines.next(), lines.next()) {
+            (None, _) => Once::Absent,
+            (Some(h), None) => Once::Value(trim_ows(h.value)),
+            (Some(_), Some(_)) => Once::Repeated,
+        }
     };
-    Some(Head { method, path, query, keep_alive, expects_continue, lifetime })
+    let (lifetime, authorization) = (once("x-lifetime"), once("authorization"));
+    Some(Head { method, path, query, keep_alive, expects_continue, lifetime, authorization })
 }
 
 /// The interim response to `Expect: 100-continue`.
@@ -899,6 +905,15 @@ mod tests {
         assert_eq!(h.lifetime, Once::Value(b"2.5"));
         let h = head(b"PUT /k HTTP/1.1\r\nX-Lifetime: 1\r\nX-LIFETIME: 1\r\n\r\n").unwrap();
         assert_eq!(h.lifetime, Once::Repeated);
+    }
+
+    #[test]
+    fn authorization_is_read_once() {
+        assert_eq!(head(b"GET /k HTTP/1.1\r\n\r\n").unwrap().authorization, Once::Absent);
+        let h = head(b"GET /k HTTP/1.1\r\nauthorization:  Bearer t \r\n\r\n").unwrap();
+        assert_eq!(h.authorization, Once::Value(b"Bearer t"));
+        let h = head(b"GET /k HTTP/1.1\r\nAuthorization: a\r\nAUTHORIZATION: a\r\n\r\n").unwrap();
+        assert_eq!(h.authorization, Once::Repeated);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out
         Response { out, head_only: head.method == "HEAD", close: !head.keep_alive, sent: Sent::default() };
     if let Some(token) = &env.ctx.auth_token {
         let public = env.metrics_public && head.path == "/metrics";
-        if !public && !authorized(env, token, raw_head, auth, &mut reply) {
+        if !public && !authorized(env, token, head.authorization, auth, &mut reply) {
             return if reply.close { Handled::Close(reply.sent) } else { Handled::Open(reply.sent) };
         }
     }
@@ -153,11 +153,11 @@ const CHALLENGE_INVALID: &str = "Bearer realm=\"bankcache\", error=\"invalid_tok
 fn authorized(
     env: &Env<'_>,
     token: &crate::auth::AuthToken,
-    raw_head: &[u8],
+    authorization: Once<'_>,
     auth: &mut Auth,
     reply: &mut Response<'_>,
 ) -> bool {
-    match bearer(raw_head) {
+    match bearer(authorization) {
         Some(given) if token.matches(given) => {
             *auth = Auth::Open;
             true
@@ -179,14 +179,9 @@ fn authorized(
 }
 
 /// The token of the request's `Authorization: Bearer <token>` header, if it has one (the scheme is
-/// case-insensitive; another scheme is no token). The head is read again here rather than in `codec`,
-/// and only when a token is set, so that a server without one pays nothing for it.
-fn bearer(raw_head: &[u8]) -> Option<&[u8]> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    request.parse(raw_head).ok()?;
-    let value = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("authorization"))?.value;
-    let value = value.trim_ascii();
+/// case-insensitive; another scheme is no token, and so are two `Authorization` lines).
+fn bearer(authorization: Once<'_>) -> Option<&[u8]> {
+    let Once::Value(value) = authorization else { return None };
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
     scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
 }
