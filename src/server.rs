@@ -323,7 +323,7 @@ impl Server {
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),
                 shutdown_grace: Duration::from_secs_f64(config.shutdown_timeout),
-                auth_required: config.auth_token.is_some(),
+                auth_token: config.auth_token.clone(),
             },
             stop: self.stop,
         });

@@ -415,6 +415,55 @@ fn two_authorization_lines_are_no_token() {
     assert_eq!(r.code, 404, "a PUT with two Authorization lines stored the file");
 }
 
+/// A request that asks for `100 Continue` has its token checked before the body is asked for: without the
+/// token or with a wrong one it is answered `401` at once (no `100 Continue`, the connection closes after
+/// it, a wrong token counts), so a client never uploads a body only to have it refused; with the right
+/// token it gets `100 Continue` and runs.
+#[test]
+fn expect_100_continue_is_refused_before_the_body_without_the_token() {
+    let s = locked_server(&[]);
+    let head = |auth: &str| {
+        format!("PUT /expect HTTP/1.1\r\nHost: t\r\n{auth}Expect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    };
+    for (auth, challenge, body) in [
+        (
+            "".to_owned(),
+            "Bearer realm=\"bankcache\"",
+            "Authentication required: send Authorization: Bearer <token>\n",
+        ),
+        (
+            "Authorization: Bearer guess\r\n".to_owned(),
+            "Bearer realm=\"bankcache\", error=\"invalid_token\"",
+            "Invalid token\n",
+        ),
+    ] {
+        let mut c = http_connect(s.http_addr());
+        // Only the head: the answer must come without the body.
+        let r = exchange(&mut c, &head(&auth));
+        assert_eq!(r.code, 401, "{auth:?}");
+        assert_eq!(r.header("www-authenticate"), Some(challenge));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_eq!(String::from_utf8_lossy(&r.body), body);
+        expect_closed(&mut c);
+    }
+    let mut c = http_connect(s.http_addr());
+    let right = format!("Authorization: Bearer {TOKEN}\r\n");
+    c.get_mut().write_all(head(&right).as_bytes()).unwrap();
+    let mut interim = String::new();
+    c.read_line(&mut interim).unwrap();
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n");
+    c.read_line(&mut interim).unwrap();
+    let r = exchange(&mut c, "hello");
+    assert_eq!(r.code, 200);
+    let r = exchange(&mut c, &request("GET", "/expect", Some(&format!("Bearer {TOKEN}")), ""));
+    assert_eq!((r.code, r.body.as_slice()), (200, &b"hello"[..]));
+    let r = exchange(&mut c, &request("GET", "/metrics", Some(&format!("Bearer {TOKEN}")), ""));
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(metrics.contains("\nbankcache_auth_failures_total 1\n"), "{metrics}");
+    assert!(s.stderr().contains("wrong token before 100 Continue"), "{}", s.stderr());
+    assert!(!s.stderr().contains("guess"), "the log shows the token");
+}
+
 #[test]
 fn metrics_public_serves_metrics_alone_without_the_token() {
     let s = locked_server(&["--metrics-public", "true"]);

@@ -178,6 +178,39 @@ fn authorized(
     }
 }
 
+/// A final answer to a request that asked for `100 Continue` without the right bearer token.
+pub struct ContinueRefusal {
+    /// The `401` response; the connection closes after it.
+    pub response: Vec<u8>,
+    /// The request carried a token, and it was wrong: a failed attempt, to count.
+    pub wrong_token: bool,
+}
+
+/// Checks the bearer token of a request that waits for `100 Continue` (its `head`, perhaps followed by body
+/// bytes), before the client is told to send the body: `None` when it carries `token` (or the head cannot
+/// be read, which the request's own run then answers), else the `401` to send instead, as a worker would
+/// answer it (with `Connection: close`).
+pub fn refuse_continue(token: &crate::auth::AuthToken, head: &[u8]) -> Option<ContinueRefusal> {
+    let head = codec::head(head)?;
+    let head_only = head.method == "HEAD";
+    let (challenge, why, wrong_token) = match bearer(head.authorization) {
+        Some(given) if token.matches(given) => return None,
+        Some(_) => (CHALLENGE_INVALID, "Invalid token", true),
+        None => (CHALLENGE, "Authentication required: send Authorization: Bearer <token>", false),
+    };
+    let mut response = Vec::new();
+    codec::text_error(
+        &mut response,
+        401,
+        "Unauthorized",
+        &[("WWW-Authenticate", challenge)],
+        why,
+        head_only,
+        true,
+    );
+    Some(ContinueRefusal { response, wrong_token })
+}
+
 /// The token of the request's `Authorization: Bearer <token>` header, if it has one (the scheme is
 /// case-insensitive; another scheme is no token, and so are two `Authorization` lines).
 fn bearer(authorization: Once<'_>) -> Option<&[u8]> {

@@ -601,6 +601,26 @@ impl<S: Socket> Conn<S> {
             && self.pending_output() == 0
     }
 
+    /// The head of the request waiting for `100 Continue` (followed by whatever of its body has arrived).
+    pub fn waiting_head(&self) -> Option<&[u8]> {
+        match &self.framer {
+            Framer::Http(f) if f.wants_continue => self.input.get(f.pos..),
+            _ => None,
+        }
+    }
+
+    /// Answers the request waiting for `100 Continue` with a final `response` instead, and closes the
+    /// connection after it: the client may send the body all the same, so the stream cannot be read past
+    /// it. Returns false if the socket failed.
+    pub fn refuse_continue(&mut self, response: &[u8], bytes_out: &mut u64) -> bool {
+        if let Framer::Http(f) = &mut self.framer {
+            f.wants_continue = false;
+        }
+        let sent = self.send(response, bytes_out);
+        self.close_after_replies();
+        sent
+    }
+
     /// Sends `100 Continue` for the request being read. Returns false if the socket failed.
     pub fn send_continue(&mut self, bytes_out: &mut u64) -> bool {
         if let Framer::Http(f) = &mut self.framer {
@@ -1305,6 +1325,22 @@ mod tests {
         assert!(!c.continue_due(), "its job is out");
         assert!(answer(&mut c, job));
         assert!(c.continue_due());
+    }
+
+    /// A request waiting for `100 Continue` may be refused with a final response instead: it is written,
+    /// nothing more is asked for or read as a request, and the connection lingers once it is out.
+    #[test]
+    fn a_refused_continue_answers_and_then_lingers() {
+        let expect = b"PUT /k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        let (mut c, _) = conn(Front::Http, &[expect]);
+        read(&mut c);
+        assert_eq!(c.waiting_head(), Some(&expect[..]));
+        assert!(c.refuse_continue(b"HTTP/1.1 401 Unauthorized\r\n\r\n", &mut 0));
+        assert_eq!(c.waiting_head(), None);
+        assert!(!c.continue_due());
+        assert_eq!(c.socket_mut().written, b"HTTP/1.1 401 Unauthorized\r\n\r\n");
+        assert!(matches!(c.settle(&mut 0), Settled::Linger { failed: false }));
+        assert!(!c.has_work(), "the refused request is not run");
     }
 
     #[test]

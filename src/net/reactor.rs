@@ -28,9 +28,10 @@ use slab::Slab;
 use super::buffers::BufferPool;
 use super::conn::{Conn, Cut, Phase, ReadOutcome, Settled};
 use super::fds::{self, SpareFd};
-use crate::auth::{Auth, Throttle};
+use crate::auth::{Auth, AuthToken, Throttle};
 use crate::dispatch::{Front, Inline, Job, Queue};
 use crate::http::codec as http;
+use crate::http::routes;
 use crate::stats::Stats;
 use bankcache_proto::reply;
 
@@ -68,7 +69,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 const NO_FD_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Limits the reactor enforces itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NetLimits {
     /// Most counted connections open at once.
     pub max_connections: usize,
@@ -89,8 +90,9 @@ pub struct NetLimits {
     /// replies is done long before; one that does not cannot hold the process longer. See
     /// [`Reactor::begin_shutdown`].
     pub shutdown_grace: Duration,
-    /// An `auth_token` is set: new connections start locked ([`Auth::Locked`]).
-    pub auth_required: bool,
+    /// The `auth_token`, if one is set: new connections then start locked ([`Auth::Locked`]), and a request
+    /// that asks for `100 Continue` has its bearer token checked before the body is asked for.
+    pub auth_token: Option<AuthToken>,
 }
 
 /// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
@@ -524,7 +526,7 @@ impl Reactor {
             limits.max_request_bytes,
             limits.http,
             limits.max_output,
-            Auth::new(limits.auth_required),
+            Auth::new(limits.auth_token.is_some()),
             &mut self.buffers,
         );
         conn.peer = Some(peer.ip().to_canonical());
@@ -588,8 +590,32 @@ impl Reactor {
             {
                 return self.close(slot);
             }
-            if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
-                return self.close(slot);
+            if conn.continue_due() {
+                // With a token, the body is asked for only with the right one: a client without it is
+                // answered 401 at once instead of uploading a body to be refused. A connection that has
+                // not authenticated waits for the throttle first, as its requests would.
+                let refusal = match (&self.limits.auth_token, conn.waiting_head()) {
+                    (Some(_), Some(_))
+                        if conn.auth().is_locked() && !self.throttle.admits(Instant::now()) =>
+                    {
+                        self.held_for_auth = true;
+                        break;
+                    }
+                    (Some(token), Some(head)) => routes::refuse_continue(token, head),
+                    _ => None,
+                };
+                let sent = match refusal {
+                    None => conn.send_continue(&mut self.bytes_out),
+                    Some(refusal) => {
+                        if refusal.wrong_token {
+                            note_continue_failure(&self.stats, &mut self.throttle, conn);
+                        }
+                        conn.refuse_continue(&refusal.response, &mut self.bytes_out)
+                    }
+                };
+                if !sent {
+                    return self.close(slot);
+                }
             }
             // A connection that has not authenticated runs nothing while failures come too fast: it
             // waits, unread requests and all, and the tick moves it on once the throttle opens.
@@ -770,7 +796,7 @@ impl Reactor {
         let held: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.auth().is_locked() && c.has_work())
+            .filter(|(_, c)| c.auth().is_locked() && (c.has_work() || c.continue_due()))
             .map(|(slot, _)| slot)
             .collect();
         for slot in held {
@@ -880,6 +906,17 @@ fn note_failures(stats: &Stats, throttle: &mut Throttle, conn: &mut Conn, job: &
         "authentication failed on the {} port from {peer}: wrong token, {} on this connection{closing}",
         port_name(conn.front),
         job.auth.failures(),
+    );
+}
+
+/// Counts, throttles and logs a wrong token seen in a request waiting for `100 Continue` (answered 401, and
+/// the connection closes), as [`note_failures`] does for one a worker saw.
+fn note_continue_failure(stats: &Stats, throttle: &mut Throttle, conn: &mut Conn) {
+    stats.net.auth_failures.fetch_add(1, Ordering::Relaxed);
+    throttle.failed(Instant::now(), 1);
+    let peer = conn.socket_mut().peer_addr().map_or_else(|_| "an unknown peer".into(), |a| a.to_string());
+    log::warn!(
+        "authentication failed on the HTTP port from {peer}: wrong token before 100 Continue; closing it"
     );
 }
 
