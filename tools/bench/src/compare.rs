@@ -1237,7 +1237,8 @@ fn find_programs(args: &CompareArgs, servers: &[ServerKind]) -> Result<(Programs
                 path.display()
             ));
         }
-        programs.bankcache = Some(path);
+        // Absolute, since each server runs in its own directory.
+        programs.bankcache = Some(std::path::absolute(&path).unwrap_or(path));
     }
     for (kind, program) in [(ServerKind::Redis, "redis-server"), (ServerKind::Memcached, "memcached")] {
         if !servers.contains(&kind) {
