@@ -1148,7 +1148,7 @@ fn cell_text(value: Option<String>, width: usize) -> String {
 /// key), then bankcache's ratios to each other server (a dash where a cell
 /// does not run it), and last the disk's dd line when it was measured.
 pub fn format_table(summaries: &[CellSummary], servers: &[ServerKind], dd: Option<&DdFigure>) -> String {
-    const LABEL: usize = 30;
+    const LABEL: usize = 32;
     const NUM: usize = 11;
     const RATIO: usize = 9;
     let others: Vec<ServerKind> = if servers.contains(&ServerKind::Bankcache) {
@@ -1334,7 +1334,7 @@ pub fn format_targets(summaries: &[CellSummary], dd: Option<f64>) -> String {
             Some(false) => "MISSED",
             None => "n/a   ",
         };
-        let _ = writeln!(out, "  {:<8} {verdict}  {}", format!("{}:", summary.cell.id.name()), target.detail);
+        let _ = writeln!(out, "  {:<10}{verdict}  {}", format!("{}:", summary.cell.id.name()), target.detail);
     }
     out
 }
@@ -1988,9 +1988,9 @@ mod tests {
         assert_eq!(judge(&no_redis, None).holds, None);
         let text = format_targets(&s, None);
         assert!(
-            text.contains("a:       holds")
-                && text.contains("e:       MISSED")
-                && text.contains("f:       holds"),
+            text.contains("\n  a:        holds   ops/s 1.07x redis")
+                && text.contains("\n  e:        MISSED  ops/s")
+                && text.contains("\n  f:        holds "),
             "{text}"
         );
         // Cell b asks for 1.2x: 1.07x misses it.
