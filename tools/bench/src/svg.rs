@@ -187,7 +187,7 @@ fn throughput_panel(svg: &mut String, width: f64, chart: &Chart, top: f64) {
         svg,
         top,
         &format!(
-            "Throughput, normalized to the cell's peer ({base_name}) = 1.0 (labels: ops/s; bars: target)"
+            "Throughput, normalized to the cell's peer ({base_name}) = 1.0 (labels: ops/s; orange line: target)"
         ),
     );
     let mut norms = Vec::with_capacity(chart.cells.len());
