@@ -1,7 +1,9 @@
 //! `bankcache-bench` (built from tools/bench/) against real bankcache servers: the
 //! run mode's `--verify` and `--requests`, and `compare` end to end with
 //! bankcache alone (CI has neither redis nor memcached, so these tests hide
-//! them even where they are installed). No test asserts a timing.
+//! them even where they are installed) and with nginx in the file cells (CI
+//! installs nginx; like tests/nginx.rs, that test fails without it). No test
+//! asserts a timing.
 
 mod common;
 
@@ -197,4 +199,96 @@ fn compare_runs_bankcache_with_a_token() {
     let c = &report["medians"]["c"]["bankcache"];
     assert!(c["ops_per_sec"].as_f64().is_some_and(|v| v > 0.0), "c: {c}");
     assert_eq!(report["runs"][0]["figures"]["errors"], 0, "{}", report["runs"]);
+}
+
+fn read_report(dir: &std::path::Path) -> Value {
+    let json_text = std::fs::read_to_string(dir.join("compare.json")).expect("compare.json");
+    serde_json::from_str(&json_text).expect("compare.json parses")
+}
+
+fn positive(value: &Value) -> bool {
+    value.as_f64().is_some_and(|v| v > 0.0)
+}
+
+/// The file cells against nginx: bankcache's HTTP file API and nginx (static files written beforehand,
+/// WebDAV PUT) both give figures, with every byte read back checked on both, and the ratios, the
+/// targets and dd's figure are in the table and in compare.json.
+#[test]
+fn compare_runs_the_file_cells_against_nginx() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bench_binary())
+        .args(["compare", "--servers", "bankcache,nginx", "--cells", "file-get,file-put", "--rounds", "1"])
+        .args(["--duration", "0.5", "--warmup", "0", "--file-keys", "40", "--dd-mib", "8", "--verify"])
+        .arg("--bankcache")
+        .arg(env!("CARGO_BIN_EXE_bankcache"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .expect("bankcache-bench compare runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("bankcache/nginx") && stdout.contains("\ndd "), "{stdout}");
+    assert!(stdout.contains("\n  file-get:") && stdout.contains("\n  file-put:"), "{stdout}");
+
+    let report = read_report(out_dir.path());
+    for cell in ["file-get", "file-put"] {
+        for server in ["bankcache", "nginx"] {
+            let m = &report["medians"][cell][server];
+            assert!(positive(&m["ops_per_sec"]) && positive(&m["mb_per_sec"]), "{cell} {server}: {m}");
+        }
+        let target = &report["targets"][cell];
+        assert!(positive(&target["ratio"]), "{cell}: {target}");
+        assert_eq!(target["peer"], "nginx");
+        assert!(target["holds"].is_boolean(), "{cell}: judged either way: {target}");
+    }
+    assert_eq!(report["targets"]["file-put"]["needs"], ">= 2.00x, MB/s >= 0.50x dd");
+    assert!(positive(&report["dd"]["mb_per_sec"]), "{}", report["dd"]);
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for run in runs {
+        let figures = &run["figures"];
+        assert_eq!(run["proto"], "http");
+        for count in ["errors", "misses", "verify_failures", "connection_failures", "prefill_failures"] {
+            assert_eq!(figures[count], 0, "{count}: {run}");
+        }
+    }
+    let svg = std::fs::read_to_string(out_dir.path().join("compare.svg")).expect("compare.svg");
+    assert!(svg.contains(">file-get</text>") && svg.contains(">file-put</text>"));
+}
+
+/// A disk-store cell with bankcache alone: it runs with its disk store, and a missing redis is reported
+/// with how to install it, its target left unjudged. (One cell: a-d differ only in their loads.)
+#[test]
+fn compare_runs_the_disk_cells_with_bankcache_alone() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let out = Command::new(bench_binary())
+        .args(["compare", "--servers", "bankcache,redis", "--cells", "a-disk", "--rounds", "1"])
+        .args(["--duration", "0.3", "--warmup", "0"])
+        .arg("--bankcache")
+        .arg(env!("CARGO_BIN_EXE_bankcache"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("PATH", empty_path.path())
+        .output()
+        .expect("bankcache-bench compare runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("redis-server is not installed"), "{stderr}");
+    assert!(stderr.contains("sudo apt-get install redis-server memcached"), "{stderr}");
+    assert!(!stderr.contains("memcached is not installed"), "the disk cells do not run memcached: {stderr}");
+    assert!(stdout.contains("\na-disk 50 conn, p1, 32 B, disk"), "{stdout}");
+
+    let report = read_report(out_dir.path());
+    assert_eq!(report["missing"], serde_json::json!(["redis"]));
+    let m = &report["medians"]["a-disk"]["bankcache"];
+    assert!(positive(&m["ops_per_sec"]) && positive(&m["p99_us"]), "{m}");
+    assert_eq!(report["targets"]["a-disk"]["holds"], Value::Null);
+    assert_eq!(report["targets"]["a-disk"]["detail"], "needs bankcache and redis figures");
+    let cell = &report["cells"][0];
+    assert!(cell["disk_store"] == true && cell["redis_aof_everysec"] == true, "{cell}");
+    for run in report["runs"].as_array().expect("runs") {
+        assert_eq!(run["figures"]["errors"], 0, "{run}");
+        assert_eq!(run["figures"]["misses"], 0, "{run}");
+    }
 }

@@ -1,12 +1,16 @@
 //! `bankcache-bench compare`: the issue's comparison in one command.
 //!
 //! Starts bankcache (the release build beside this executable, or
-//! `--bankcache PATH`), `redis-server` and `memcached` (from PATH; a missing
-//! one is skipped with the command that installs it) on free loopback ports,
-//! each in its own temporary directory and fresh for every run, and drives
-//! each through the matrix of cells with the run mode's own driver, called
-//! in-process. Every round runs every server once per cell, in an order that
-//! alternates between rounds so that neither goes first every time; the table
+//! `--bankcache PATH`), `redis-server` and `memcached` (from PATH) and, in the
+//! file cells, `nginx` (from /usr/sbin or PATH; a missing peer is skipped with
+//! the command that installs it) on free loopback ports, each in its own
+//! temporary directory and fresh for every run, and drives each through the
+//! matrix of cells with the run mode's own driver, called in-process; each
+//! cell names the servers it runs and how (bankcache's disk store, Redis's
+//! AOF). Cell file-put's target needs the disk's write bandwidth too: `dd`
+//! measures it once per round, just before that cell. Every round runs every
+//! server once per cell, in an order that alternates between rounds so that
+//! neither goes first every time; the table
 //! shows medians over rounds. Servers are killed and reaped when a run ends,
 //! when it fails, on ctrl-c (a handler stops the driver at its next turn) and,
 //! should this process die some other way, by the kernel (`PR_SET_PDEATHSIG`).
@@ -43,8 +47,24 @@ const RSS_CONNECTIONS: usize = 20;
 const RSS_PIPELINE: usize = 64;
 /// The issue's targets: ops/s at least Redis's, p99 at most this times Redis's.
 const P99_TARGET: f64 = 1.2;
+/// Issue 15: cell b's ops/s at least this times Redis's.
+const B_OPS_TARGET: f64 = 1.2;
+/// Issue 15: cell file-put's ops/s at least this times nginx's WebDAV PUT's.
+const PUT_OPS_TARGET: f64 = 2.0;
+/// Issue 15: cell file-put's value bytes per second at least this share of dd's.
+const DD_SHARE_TARGET: f64 = 0.5;
+/// bankcache's disk store in the cells that use it: volumes of this many bytes, this many of them, so
+/// that a long run rotates through at most 2 GiB of the temp dir (volumes are sparse files).
+const VOLUME_SIZE: u64 = 512 << 20;
+const VOLUME_COUNT: u32 = 4;
 /// How to get the servers that are not bankcache, told whenever one is missing.
 const INSTALL_HINT: &str = "sudo apt-get install redis-server memcached";
+/// How to get nginx, told when the file cells would run it and it is missing.
+const NGINX_HINT: &str = "sudo apt-get install nginx";
+/// Where Debian puts nginx, often not on a user's PATH.
+const NGINX_SBIN: &str = "/usr/sbin/nginx";
+/// How long nginx may take to finish after SIGQUIT before it is killed.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The servers `compare` knows how to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
@@ -52,6 +72,8 @@ pub enum ServerKind {
     Bankcache,
     Redis,
     Memcached,
+    /// Only in the file cells: static files (`sendfile on`) and WebDAV PUT.
+    Nginx,
 }
 
 impl ServerKind {
@@ -61,30 +83,45 @@ impl ServerKind {
             ServerKind::Bankcache => "bankcache",
             ServerKind::Redis => "redis",
             ServerKind::Memcached => "memcached",
+            ServerKind::Nginx => "nginx",
         }
     }
 }
 
-/// The cells of the issue's matrix.
+/// The cells of the issue's matrix: a-f of issue 6, then issue 15's disk-store variants of a-d and the
+/// two file cells. Each is a cell of its own (rather than a `--disk` mode over a-d) so that one run
+/// shows every figure and target in one table, and a cell's name says how its servers ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
 pub enum CellId {
     A,
     B,
     C,
     D,
+    ADisk,
+    BDisk,
+    CDisk,
+    DDisk,
     E,
+    FileGet,
+    FilePut,
     F,
 }
 
 impl CellId {
-    /// The cell's letter, as the issue names it.
+    /// The cell's name, as the issue names it (the letter) or as `--cells` takes it.
     pub fn name(self) -> &'static str {
         match self {
             CellId::A => "a",
             CellId::B => "b",
             CellId::C => "c",
             CellId::D => "d",
+            CellId::ADisk => "a-disk",
+            CellId::BDisk => "b-disk",
+            CellId::CDisk => "c-disk",
+            CellId::DDisk => "d-disk",
             CellId::E => "e",
+            CellId::FileGet => "file-get",
+            CellId::FilePut => "file-put",
             CellId::F => "f",
         }
     }
@@ -92,15 +129,21 @@ impl CellId {
 
 /// `compare`'s flags.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = CELLS_HELP)]
 pub struct CompareArgs {
     /// Rounds; each runs every server once per cell, the order alternating between rounds.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Cells to run, a subset of a,b,c,d,e,f.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
+    /// Cells to run (see below).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "a,b,c,d,a-disk,b-disk,c-disk,d-disk,e,file-get,file-put,f"
+    )]
     pub cells: Vec<CellId>,
-    /// Servers to run, a subset of bankcache,redis,memcached.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "bankcache,redis,memcached")]
+    /// Servers to run; each runs only in the cells that name it (nginx in file-get and file-put only).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bankcache,redis,memcached,nginx")]
     pub servers: Vec<ServerKind>,
     /// Measured seconds per run.
     #[arg(long, default_value_t = 5.0)]
@@ -111,6 +154,13 @@ pub struct CompareArgs {
     /// Keys loaded in cell f, the RSS per key cell.
     #[arg(long, default_value_t = 1_000_000)]
     pub rss_keys: u64,
+    /// Keys (200 KB files) of cells file-get and file-put, CacheFS's benchmark's 2,000 by default.
+    #[arg(long, default_value_t = 2_000)]
+    pub file_keys: u64,
+    /// MiB that `dd` writes (with `conv=fdatasync`) to measure the disk's sequential write bandwidth,
+    /// once per round, for cell file-put's target.
+    #[arg(long, default_value_t = 256)]
+    pub dd_mib: u64,
     /// Directory for compare.json and compare.svg.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -136,6 +186,28 @@ pub struct CompareArgs {
     pub auth_token: Option<String>,
 }
 
+/// `compare --help`'s account of the cells, their servers and their targets.
+const CELLS_HELP: &str = "\
+Cells (bankcache against its peers; targets of issues 6 and 15):
+  a         50 connections, pipeline 1, 32 B values, 100k keys, 90% get; all memory-only;
+            target: ops/s >= 1.0x redis, p99 <= 1.2x redis
+  b         as a, pipeline 16; target: ops/s >= 1.2x redis, p99 <= 1.2x redis
+  c         as a, 1 connection; d: as a, 4 KB values; targets as a
+  a-disk .. d-disk
+            a..d with bankcache's disk store (fsync every_sec) against redis-server with
+            --appendonly yes --appendfsync everysec (memcached does not run); target: ops/s >= 1.0x redis
+  e         20 connections, 200 KB values, 2,000 keys, 50% get; bankcache's disk store (HTTP file API
+            unless --e-front json) against memory-only redis and memcached; target as a
+  file-get  GET of 200 KB files, 20 connections, after a prefill: bankcache's HTTP file API (disk store)
+            against nginx serving the same bytes from files (sendfile on); target: ops/s >= 1.0x nginx
+  file-put  PUT of 200 KB files, 20 connections: bankcache's HTTP file API (disk store) against nginx's
+            WebDAV PUT (dav_methods PUT); target: ops/s >= 2.0x nginx, and bankcache's MB/s at least half
+            of the disk's sequential write bandwidth, which dd measures in the same run (--dd-mib)
+  f         RSS bytes per key after loading 1M keys of 32 B (--rss-keys); target: below memcached
+Each server starts fresh per run in its own temp dir: nginx as one process (master_process off) from a
+generated configuration. Servers come from PATH (nginx also from /usr/sbin/nginx); a missing one is
+skipped with how to install it.";
+
 /// A bankcache front for cell e.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Front {
@@ -143,6 +215,17 @@ pub enum Front {
     Http,
     /// The JSON port.
     Json,
+}
+
+/// What a cell's target asks of bankcache, and of which peer: `ops` times the peer's ops/s at least, a
+/// p99 of at most `p99` times the peer's if given, and value bytes per second of at least `dd_share` of
+/// the disk's sequential write bandwidth if given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Goal {
+    pub peer: ServerKind,
+    pub ops: f64,
+    pub p99: Option<f64>,
+    pub dd_share: Option<f64>,
 }
 
 /// One cell's workload.
@@ -159,45 +242,112 @@ pub struct Cell {
     pub get_ratio: f64,
     /// bankcache runs with the disk store on.
     pub disk: bool,
+    /// redis runs with its append-only file, fsynced every second.
+    pub redis_aof: bool,
+    /// bankcache is driven through its HTTP file API whatever `--e-front` says.
+    pub files: bool,
+    /// Every key is stored before the run (cell file-put only writes, so it has nothing to read back).
+    pub prefill: bool,
+    /// The servers this cell runs, of those asked for.
+    pub servers: &'static [ServerKind],
+    /// `None` for cell f, which is judged by bytes per key.
+    pub goal: Option<Goal>,
 }
 
 impl Cell {
-    /// The matrix of issue 6; `rss_keys` sizes cell f.
-    pub fn of(id: CellId, rss_keys: u64) -> Cell {
+    /// The matrix of issues 6 and 15; `rss_keys` sizes cell f, `file_keys` the file cells.
+    pub fn of(id: CellId, rss_keys: u64, file_keys: u64) -> Cell {
+        use CellId::*;
+        use ServerKind::*;
+        const KV: &[ServerKind] = &[Bankcache, Redis, Memcached];
+        const PERSISTENT: &[ServerKind] = &[Bankcache, Redis];
+        const FILES: &[ServerKind] = &[Bankcache, Nginx];
         // connections, pipeline, value bytes, keys, get ratio, disk store
         let (connections, pipeline, value_size, keys, get_ratio, disk) = match id {
-            CellId::A => (50, 1, 32, 100_000, 0.9, false),
-            CellId::B => (50, 16, 32, 100_000, 0.9, false),
-            CellId::C => (1, 1, 32, 100_000, 0.9, false),
-            CellId::D => (50, 1, 4096, 100_000, 0.9, false),
-            CellId::E => (20, 1, 204_800, 2_000, 0.5, true),
-            CellId::F => (RSS_CONNECTIONS, RSS_PIPELINE, 32, rss_keys, 1.0, false),
+            A | ADisk => (50, 1, 32, 100_000, 0.9, id == ADisk),
+            B | BDisk => (50, 16, 32, 100_000, 0.9, id == BDisk),
+            C | CDisk => (1, 1, 32, 100_000, 0.9, id == CDisk),
+            D | DDisk => (50, 1, 4096, 100_000, 0.9, id == DDisk),
+            E => (20, 1, 204_800, 2_000, 0.5, true),
+            FileGet => (20, 1, 204_800, file_keys, 1.0, true),
+            FilePut => (20, 1, 204_800, file_keys, 0.0, true),
+            F => (RSS_CONNECTIONS, RSS_PIPELINE, 32, rss_keys, 1.0, false),
+        };
+        let redis_aof = matches!(id, ADisk | BDisk | CDisk | DDisk);
+        let files = matches!(id, FileGet | FilePut);
+        let goal = |peer, ops, p99, dd_share| Some(Goal { peer, ops, p99, dd_share });
+        let (servers, goal) = match id {
+            A | C | D | E => (KV, goal(Redis, 1.0, Some(P99_TARGET), None)),
+            B => (KV, goal(Redis, B_OPS_TARGET, Some(P99_TARGET), None)),
+            ADisk | BDisk | CDisk | DDisk => (PERSISTENT, goal(Redis, 1.0, None, None)),
+            FileGet => (FILES, goal(Nginx, 1.0, None, None)),
+            FilePut => (FILES, goal(Nginx, PUT_OPS_TARGET, None, Some(DD_SHARE_TARGET))),
+            F => (KV, None),
         };
         let size = size_text(value_size);
-        let (title, short) = if id == CellId::F {
-            (
-                format!("RSS bytes per key after loading {} keys of {size} values", grouped(keys as f64)),
-                format!("RSS/key, {} keys", grouped(keys as f64)),
-            )
-        } else {
-            let plural = if connections == 1 { "" } else { "s" };
-            let percent = get_ratio * 100.0;
-            let disk_text = if disk { ", bankcache with the disk store" } else { "" };
-            (
+        let n = grouped(keys as f64);
+        let (title, short) = match id {
+            F => (
+                format!("RSS bytes per key after loading {n} keys of {size} values"),
+                format!("RSS/key, {n} keys"),
+            ),
+            FileGet => (
                 format!(
-                    "{connections} connection{plural}, pipeline {pipeline}, {size} values, {} keys, \
-                     {percent:.0}% get{disk_text}",
-                    grouped(keys as f64)
+                    "GET of {size} files over HTTP, {connections} connections, {n} keys: bankcache's file API \
+                     (disk store) vs nginx static files (sendfile on)"
                 ),
-                format!("{connections} conn, p{pipeline}, {size}{}", if disk { ", disk" } else { "" }),
-            )
+                format!("{connections} conn, {size} GET"),
+            ),
+            FilePut => (
+                format!(
+                    "PUT of {size} files over HTTP, {connections} connections, {n} keys: bankcache's file API \
+                     (disk store) vs nginx WebDAV PUT; dd for the disk"
+                ),
+                format!("{connections} conn, {size} PUT"),
+            ),
+            _ => {
+                let plural = if connections == 1 { "" } else { "s" };
+                let percent = get_ratio * 100.0;
+                let disk_text = match (disk, redis_aof) {
+                    (true, true) => ", bankcache with the disk store, redis with AOF everysec",
+                    (true, false) => ", bankcache with the disk store",
+                    _ => "",
+                };
+                (
+                    format!(
+                        "{connections} connection{plural}, pipeline {pipeline}, {size} values, {n} keys, \
+                         {percent:.0}% get{disk_text}"
+                    ),
+                    format!("{connections} conn, p{pipeline}, {size}{}", if disk { ", disk" } else { "" }),
+                )
+            }
         };
-        Cell { id, title, short, connections, pipeline, value_size, keys, get_ratio, disk }
+        Cell {
+            id,
+            title,
+            short,
+            connections,
+            pipeline,
+            value_size,
+            keys,
+            get_ratio,
+            disk,
+            redis_aof,
+            files,
+            prefill: id != FilePut,
+            servers,
+            goal,
+        }
     }
 
     /// Cell f measures memory, not rates.
     fn is_rss(&self) -> bool {
         self.id == CellId::F
+    }
+
+    /// Whether `kind` runs in this cell.
+    fn runs(&self, kind: ServerKind) -> bool {
+        self.servers.contains(&kind)
     }
 }
 
@@ -240,6 +390,7 @@ struct Programs {
     bankcache: Option<PathBuf>,
     redis: Option<PathBuf>,
     memcached: Option<PathBuf>,
+    nginx: Option<PathBuf>,
 }
 
 impl Programs {
@@ -248,6 +399,7 @@ impl Programs {
             ServerKind::Bankcache => self.bankcache.as_deref(),
             ServerKind::Redis => self.redis.as_deref(),
             ServerKind::Memcached => self.memcached.as_deref(),
+            ServerKind::Nginx => self.nginx.as_deref(),
         }
     }
 }
@@ -255,9 +407,11 @@ impl Programs {
 /// An executable file named `name` in one of PATH's directories.
 fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
-        fs::metadata(candidate).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 /// How a server is started for a run.
@@ -269,6 +423,8 @@ struct Launch<'a> {
     http: bool,
     /// bankcache: its `auth_token`.
     auth_token: Option<&'a str>,
+    /// redis: the append-only file on, fsynced every second.
+    redis_aof: bool,
 }
 
 /// A server child process, killed and reaped on drop; then its directory goes.
@@ -284,6 +440,9 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.kind == ServerKind::Nginx {
+            self.quit();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -297,6 +456,21 @@ impl Server {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// nginx's graceful stop: SIGQUIT, then up to `QUIT_TIMEOUT` for it to finish; `drop` kills it if
+    /// it has not.
+    fn quit(&mut self) {
+        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else { return };
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill has no memory preconditions; the child is not reaped yet, so the pid is still ours.
+        unsafe { libc::kill(pid, libc::SIGQUIT) };
+        let deadline = Instant::now() + QUIT_TIMEOUT;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -360,7 +534,8 @@ fn start_server(kind: ServerKind, program: &Path, launch: Launch<'_>) -> Result<
         let dir = TempDir::new(name).map_err(|e| format!("{name}: {e}"))?;
         let result = match kind {
             ServerKind::Bankcache => start_bankcache(program, launch, dir),
-            ServerKind::Redis | ServerKind::Memcached => start_other(kind, program, dir),
+            ServerKind::Nginx => start_nginx(program, dir),
+            ServerKind::Redis | ServerKind::Memcached => start_other(kind, program, launch, dir),
         };
         match result {
             Ok(server) => return Ok(server),
@@ -385,6 +560,8 @@ fn start_bankcache(program: &Path, launch: Launch<'_>, dir: TempDir) -> Result<S
     command.args(["--http-listen", if launch.http { "127.0.0.1:0" } else { "none" }]);
     if launch.disk {
         command.arg("--data-dir").arg(dir.path().join("data")).args(["--fsync", "every_sec"]);
+        command.arg("--volume-size").arg(VOLUME_SIZE.to_string());
+        command.arg("--volume-count").arg(VOLUME_COUNT.to_string());
     } else {
         command.args(["--data-dir", "none"]);
     }
@@ -450,8 +627,9 @@ fn check_starting(server: &mut Server, deadline: Instant, what: &str) -> Result<
     Ok(())
 }
 
-/// redis-server or memcached on a free port, ready once it answers a ping.
-fn start_other(kind: ServerKind, program: &Path, dir: TempDir) -> Result<Server, String> {
+/// redis-server (memory-only, or with its AOF fsynced every second) or memcached on a free port, ready
+/// once it answers a ping.
+fn start_other(kind: ServerKind, program: &Path, launch: Launch<'_>, dir: TempDir) -> Result<Server, String> {
     let name = kind.name();
     let fail = |e: io::Error| format!("{name}: starting {}: {e}", program.display());
     let port = free_port().map_err(fail)?;
@@ -459,7 +637,12 @@ fn start_other(kind: ServerKind, program: &Path, dir: TempDir) -> Result<Server,
     let port_text = port.to_string();
     let (probe, answer): (&[u8], &[u8]) = match kind {
         ServerKind::Redis => {
-            command.args(["--bind", "127.0.0.1", "--port", &port_text, "--save", "", "--appendonly", "no"]);
+            command.args(["--bind", "127.0.0.1", "--port", &port_text, "--save", ""]);
+            if launch.redis_aof {
+                command.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
+            } else {
+                command.args(["--appendonly", "no"]);
+            }
             command.arg("--dir").arg(dir.path());
             (b"PING\r\n", b"+PONG")
         }
@@ -488,6 +671,86 @@ fn start_other(kind: ServerKind, program: &Path, dir: TempDir) -> Result<Server,
         check_starting(&mut server, deadline, "accept connections")?;
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// nginx's configuration: one process (`master_process off`, so that no worker outlives it and the
+/// kernel's `PR_SET_PDEATHSIG` reaches the process that serves), static files from `www` with `sendfile
+/// on`, and WebDAV PUT into the same directory. Everything it writes stays in `dir`.
+fn nginx_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        "daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    default_type application/octet-stream;
+    keepalive_requests 1000000000;
+    client_max_body_size 2m;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {d}/www;
+        location / {{
+            dav_methods PUT;
+            create_full_put_path on;
+        }}
+    }}
+}}
+"
+    )
+}
+
+/// nginx from a generated configuration on a free port, ready once it answers HTTP.
+fn start_nginx(program: &Path, dir: TempDir) -> Result<Server, String> {
+    let fail = |e: io::Error| format!("nginx: starting {}: {e}", program.display());
+    let port = free_port().map_err(fail)?;
+    for sub in ["www", "tmp"] {
+        let path = dir.path().join(sub);
+        // nginx runs as one process, which keeps this process's user (a master run as root would hand
+        // the work to workers running as nobody, who could not write here).
+        fs::create_dir(&path).map_err(fail)?;
+    }
+    let conf = dir.path().join("nginx.conf");
+    fs::write(&conf, nginx_conf(dir.path(), port)).map_err(fail)?;
+    let mut command = server_command(program, dir.path()).map_err(fail)?;
+    // -e: the log nginx opens before it has read the configuration, which is otherwise under /var/log.
+    command.arg("-p").arg(dir.path()).arg("-c").arg(&conf).args(["-e", "stderr"]);
+    let child = command.spawn().map_err(fail)?;
+    let mut server = Server {
+        kind: ServerKind::Nginx,
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        http_addr: None,
+        stderr_path: dir.path().join("stderr.log"),
+        dir,
+    };
+    server.http_addr = Some(server.addr);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if answers(server.addr, b"HEAD / HTTP/1.0\r\n\r\n", b"HTTP/1.") {
+            return Ok(server);
+        }
+        check_starting(&mut server, deadline, "accept connections")?;
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes every key's value, as the driver's sets would store it, as a file named after the key in
+/// `root`: nginx then serves the bytes bankcache serves.
+fn write_files(cfg: &BenchConfig, root: &Path) -> Result<(), String> {
+    driver::each_value(cfg, |key, value| {
+        let path = root.join(key);
+        fs::write(&path, value).map_err(|e| format!("writing {}: {e}", path.display()))
+    })
 }
 
 /// Whether the server at `addr` answers `probe` with a line starting `answer`.
@@ -525,6 +788,8 @@ pub struct Figures {
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
+    /// Value bytes of hits and sets per second, in MB (10^6 B).
+    pub mb_per_sec: f64,
     pub ops: u64,
     pub hits: u64,
     pub misses: u64,
@@ -540,9 +805,12 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn from_report(report: &Report) -> Figures {
+    fn from_report(report: &Report, value_size: usize) -> Figures {
         let stats = &report.stats;
+        let secs = report.elapsed.as_secs_f64();
+        let moved = (stats.hits + stats.stored) as f64 * value_size as f64;
         Figures {
+            mb_per_sec: if secs > 0.0 { moved / secs / 1e6 } else { 0.0 },
             ops_per_sec: report.ops_per_sec(),
             p50_us: stats.latency_us(0.5),
             p99_us: stats.latency_us(0.99),
@@ -577,6 +845,7 @@ impl Figures {
             "p99_us": self.p99_us,
             "p999_us": self.p999_us,
             "max_us": self.max_us,
+            "mb_per_sec": self.mb_per_sec,
             "ops": self.ops,
             "hits": self.hits,
             "misses": self.misses,
@@ -622,7 +891,7 @@ fn bench_config(
             Stop::Duration(Duration::from_secs_f64(duration))
         },
         warmup: if cell.is_rss() { Duration::ZERO } else { Duration::from_secs_f64(warmup) },
-        prefill: true,
+        prefill: cell.prefill,
         seed: args.seed,
         verify: args.verify,
         threads: args.threads,
@@ -639,6 +908,7 @@ fn proto_of(kind: ServerKind, http: bool) -> Proto {
         ServerKind::Bankcache => Proto::Json,
         ServerKind::Redis => Proto::Resp,
         ServerKind::Memcached => Proto::Memcache,
+        ServerKind::Nginx => Proto::Http,
     }
 }
 
@@ -654,12 +924,17 @@ fn run_once(
 ) -> Result<Figures, String> {
     let bankcache = kind == ServerKind::Bankcache;
     let auth_token = args.auth_token.as_deref().filter(|_| bankcache);
-    let launch = Launch { disk: cell.disk && bankcache, http, auth_token };
+    let launch = Launch { disk: cell.disk && bankcache, http, auth_token, redis_aof: cell.redis_aof };
     let server = start_server(kind, program, launch)?;
     let proto = proto_of(kind, http);
     let addr = if proto == Proto::Http { server.http_addr.unwrap_or(server.addr) } else { server.addr };
     let mut cfg = bench_config(cell, args, addr, proto, timing.0, timing.1);
     cfg.auth_token = auth_token.map(str::to_owned);
+    if kind == ServerKind::Nginx && cell.prefill {
+        // Static files cannot be PUT: the same bytes go into nginx's root beforehand instead.
+        write_files(&cfg, &server.dir.path().join("www"))?;
+        cfg.prefill = false;
+    }
     let before = if cell.is_rss() { Some(rss_anon_kb(server.pid())?) } else { None };
     let report = driver::run_bench(&cfg).map_err(|e| {
         if interrupted() {
@@ -668,7 +943,7 @@ fn run_once(
             format!("{} at {addr}: {e}{}", kind.name(), server.stderr_tail())
         }
     })?;
-    let mut figures = Figures::from_report(&report);
+    let mut figures = Figures::from_report(&report, cell.value_size);
     if let Some(before) = before {
         let after = rss_anon_kb(server.pid())?;
         if report.prefill_failures > 0 {
@@ -685,6 +960,40 @@ fn run_once(
     }
     drop(server);
     Ok(figures)
+}
+
+/// The disk's sequential write bandwidth, in MB/s (10^6 B), as `dd` measures it writing `mib` MiB of
+/// zeros into a file in the temp dir (where bankcache's volumes and nginx's files go) with
+/// `conv=fdatasync`, so that the figure is the disk's and not the page cache's. The file is removed.
+fn measure_dd(mib: u64) -> Result<f64, String> {
+    let dir = TempDir::new("dd").map_err(|e| format!("dd: {e}"))?;
+    let file = dir.path().join("dd.bin");
+    let output = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args(["bs=1M", &format!("count={mib}"), "conv=fdatasync"])
+        // Its summary in the C locale: a decimal point, and English units.
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running dd: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("dd failed ({}): {}", output.status, stderr.trim()));
+    }
+    parse_dd(&stderr).ok_or_else(|| format!("no rate in dd's summary: {}", stderr.trim()))
+}
+
+/// MB/s from dd's summary line, `268435456 bytes (268 MB, 256 MiB) copied, 0.5 s, 537 MB/s`, computed
+/// from its bytes and seconds (its own rate is rounded, and its unit varies with the speed).
+fn parse_dd(summary: &str) -> Option<f64> {
+    let line = summary.lines().find(|line| line.contains(" bytes") && line.contains("copied"))?;
+    let bytes: f64 = line.split_whitespace().next()?.parse().ok()?;
+    let secs: f64 = line.split(", ").find_map(|part| {
+        let number = part.strip_suffix(" s").or_else(|| part.strip_suffix(" seconds"))?;
+        number.trim().parse().ok()
+    })?;
+    (secs > 0.0 && bytes > 0.0).then(|| bytes / secs / 1e6)
 }
 
 /// A value size as the issue writes it: 32 B, 4 KB, 200 KB.
@@ -771,6 +1080,7 @@ pub struct Median {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub mb_per_sec: f64,
     pub bytes_per_key: Option<f64>,
 }
 
@@ -783,6 +1093,7 @@ fn median_of(runs: &[&Figures]) -> Option<Median> {
         p50_us: pick(|f| f.p50_us)?,
         p99_us: pick(|f| f.p99_us)?,
         p999_us: pick(|f| f.p999_us)?,
+        mb_per_sec: pick(|f| f.mb_per_sec)?,
         bytes_per_key: median(&runs.iter().filter_map(|r| r.bytes_per_key).collect::<Vec<_>>()),
     })
 }
@@ -834,9 +1145,10 @@ fn cell_text(value: Option<String>, width: usize) -> String {
 }
 
 /// The table: per cell, each server's median ops/s and p99 (f: bytes per
-/// key), then bankcache's ratios to redis and to memcached.
-pub fn format_table(summaries: &[CellSummary], servers: &[ServerKind]) -> String {
-    const LABEL: usize = 30;
+/// key), then bankcache's ratios to each other server (a dash where a cell
+/// does not run it), and last the disk's dd line when it was measured.
+pub fn format_table(summaries: &[CellSummary], servers: &[ServerKind], dd: Option<&DdFigure>) -> String {
+    const LABEL: usize = 32;
     const NUM: usize = 11;
     const RATIO: usize = 9;
     let others: Vec<ServerKind> = if servers.contains(&ServerKind::Bankcache) {
@@ -898,6 +1210,16 @@ pub fn format_table(summaries: &[CellSummary], servers: &[ServerKind]) -> String
         out.truncate(out.trim_end().len());
         out.push('\n');
     }
+    if let Some(dd) = dd {
+        let figure = dd.mb_per_sec.map_or_else(|| "-".to_string(), |mb| format!("{mb:.1} MB/s"));
+        let _ = writeln!(
+            out,
+            "{:<LABEL$} {figure} (the disk's sequential write: dd bs=1M count={} conv=fdatasync, median of {})",
+            "dd",
+            dd.mib,
+            dd.runs.len()
+        );
+    }
     out
 }
 
@@ -907,15 +1229,21 @@ pub struct Target {
     /// `None` when it cannot be judged (a server or figure is missing).
     pub holds: Option<bool>,
     pub detail: String,
+    /// bankcache's ops/s over the peer's (f: bytes per key over memcached's), when both are known.
+    pub ratio: Option<f64>,
+    /// What the ratio must be, as `>= 1.00x`.
+    pub needs: String,
 }
 
-/// a–e: ops/s at least Redis's and p99 at most 1.2 times Redis's;
-/// f: bytes per key below memcached's.
-pub fn judge(summary: &CellSummary) -> Target {
+/// The cell's target (its [`Goal`]): ops/s at least `ops` times the peer's,
+/// p99 at most `p99` times its if set, and for file-put value MB/s at least
+/// `dd_share` of `dd`'s; f: bytes per key below memcached's.
+pub fn judge(summary: &CellSummary, dd: Option<f64>) -> Target {
     let bc = summary.of(ServerKind::Bankcache);
-    if summary.cell.is_rss() {
+    let Some(goal) = summary.cell.goal else {
         let ours = bc.and_then(|m| m.bytes_per_key);
         let theirs = summary.of(ServerKind::Memcached).and_then(|m| m.bytes_per_key);
+        let needs = "< 1.00x".to_string();
         return match (ours, theirs) {
             (Some(ours), Some(theirs)) => Target {
                 holds: Some(ours < theirs),
@@ -923,43 +1251,124 @@ pub fn judge(summary: &CellSummary) -> Target {
                     "bankcache {ours:.1} B/key vs memcached {theirs:.1} B/key ({:.2}x; needs < 1.00x)",
                     ours / theirs
                 ),
+                ratio: Some(ours / theirs),
+                needs,
             },
-            _ => Target { holds: None, detail: "needs bankcache and memcached figures".to_string() },
+            _ => Target {
+                holds: None,
+                detail: "needs bankcache and memcached figures".to_string(),
+                ratio: None,
+                needs,
+            },
         };
-    }
-    let redis = summary.of(ServerKind::Redis);
-    let (Some(bc), Some(redis)) = (bc, redis) else {
-        return Target { holds: None, detail: "needs bankcache and redis figures".to_string() };
     };
-    let ops = bc.ops_per_sec / redis.ops_per_sec;
-    let p99 = bc.p99_us / redis.p99_us;
-    let ops_ok = ops >= 1.0;
-    let p99_ok = p99 <= P99_TARGET;
-    let mut detail =
-        format!("ops/s {ops:.2}x redis (needs >= 1.00x), p99 {p99:.2}x redis (needs <= {P99_TARGET:.2}x)");
+    let peer_name = goal.peer.name();
+    let mut needs = format!(">= {:.2}x", goal.ops);
+    if let Some(p99) = goal.p99 {
+        let _ = write!(needs, ", p99 <= {p99:.2}x");
+    }
+    if let Some(share) = goal.dd_share {
+        let _ = write!(needs, ", MB/s >= {share:.2}x dd");
+    }
+    let (Some(bc), Some(peer)) = (bc, summary.of(goal.peer)) else {
+        return Target {
+            holds: None,
+            detail: format!("needs bankcache and {peer_name} figures"),
+            ratio: None,
+            needs,
+        };
+    };
+    let ops = bc.ops_per_sec / peer.ops_per_sec;
+    let ops_ok = ops >= goal.ops;
+    let mut detail = format!("ops/s {ops:.2}x {peer_name} (needs >= {:.2}x)", goal.ops);
+    let mut shortfalls = String::new();
     if !ops_ok {
-        let _ = write!(detail, "; ops/s short by {:.1}%", (1.0 - ops) * 100.0);
+        let _ = write!(shortfalls, "; ops/s short by {:.1}%", (1.0 - ops / goal.ops) * 100.0);
     }
-    if !p99_ok {
-        let _ = write!(detail, "; p99 over by {:.1}%", (p99 / P99_TARGET - 1.0) * 100.0);
+    let mut holds = Some(ops_ok);
+    if let Some(target) = goal.p99 {
+        let p99 = bc.p99_us / peer.p99_us;
+        let _ = write!(detail, ", p99 {p99:.2}x {peer_name} (needs <= {target:.2}x)");
+        if p99 > target {
+            holds = Some(false);
+            let _ = write!(shortfalls, "; p99 over by {:.1}%", (p99 / target - 1.0) * 100.0);
+        }
     }
-    Target { holds: Some(ops_ok && p99_ok), detail }
+    if let Some(share) = goal.dd_share {
+        match dd {
+            Some(dd) if dd > 0.0 => {
+                let of_dd = bc.mb_per_sec / dd;
+                let _ = write!(
+                    detail,
+                    ", {:.1} MB/s = {of_dd:.2}x dd's {dd:.1} MB/s (needs >= {share:.2}x)",
+                    bc.mb_per_sec
+                );
+                if of_dd < share {
+                    holds = Some(false);
+                    let _ = write!(shortfalls, "; MB/s short by {:.1}%", (1.0 - of_dd / share) * 100.0);
+                }
+            }
+            // Half a target is no verdict: without dd's figure the cell cannot hold.
+            _ => {
+                let _ = write!(detail, ", {:.1} MB/s (no dd figure to judge it by)", bc.mb_per_sec);
+                if holds == Some(true) {
+                    holds = None;
+                }
+            }
+        }
+    }
+    detail.push_str(&shortfalls);
+    Target { holds, detail, ratio: Some(ops), needs }
 }
 
 /// One line per cell saying whether the issue's target holds there.
-pub fn format_targets(summaries: &[CellSummary]) -> String {
-    let mut out =
-        String::from("targets (a-e: ops/s >= redis and p99 <= 1.2x redis; f: bytes/key < memcached):\n");
+pub fn format_targets(summaries: &[CellSummary], dd: Option<f64>) -> String {
+    let mut out = String::from(
+        "targets (ops/s against the cell's peer >= 1.00x, b >= 1.20x, file-put >= 2.00x and MB/s >= half \
+         of dd's; a-e also p99 <= 1.20x; f: bytes/key < memcached):\n",
+    );
     for summary in summaries {
-        let target = judge(summary);
+        let target = judge(summary, dd);
         let verdict = match target.holds {
             Some(true) => "holds ",
             Some(false) => "MISSED",
             None => "n/a   ",
         };
-        let _ = writeln!(out, "  {}: {verdict}  {}", summary.cell.id.name(), target.detail);
+        let _ = writeln!(out, "  {:<10}{verdict}  {}", format!("{}:", summary.cell.id.name()), target.detail);
     }
     out
+}
+
+/// The disk's sequential write bandwidth as dd measured it, once per round.
+#[derive(Clone, Debug)]
+pub struct DdFigure {
+    pub mib: u64,
+    pub runs: Vec<Result<f64, String>>,
+    /// The median of the successful runs.
+    pub mb_per_sec: Option<f64>,
+}
+
+impl DdFigure {
+    fn of(mib: u64, runs: Vec<Result<f64, String>>) -> DdFigure {
+        let ok: Vec<f64> = runs.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        DdFigure { mib, mb_per_sec: median(&ok), runs }
+    }
+
+    fn to_json(&self) -> Value {
+        let runs: Vec<Value> = self
+            .runs
+            .iter()
+            .map(|r| match r {
+                Ok(mb) => json!({ "mb_per_sec": mb }),
+                Err(e) => json!({ "error": e }),
+            })
+            .collect();
+        json!({
+            "command": format!("dd if=/dev/zero of=<temp dir>/dd.bin bs=1M count={} conv=fdatasync", self.mib),
+            "mb_per_sec": self.mb_per_sec,
+            "runs": runs,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -974,10 +1383,12 @@ struct Machine {
     versions: Vec<(ServerKind, Option<String>)>,
 }
 
-/// The first line a program prints for `--version`.
-fn version_of(program: &Path) -> Option<String> {
-    let output = Command::new(program).arg("--version").stdin(Stdio::null()).output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
+/// The first line a program prints for `--version` (nginx: `-v`, on stderr).
+fn version_of(kind: ServerKind, program: &Path) -> Option<String> {
+    let flag = if kind == ServerKind::Nginx { "-v" } else { "--version" };
+    let output = Command::new(program).arg(flag).stdin(Stdio::null()).output().ok()?;
+    let text =
+        String::from_utf8_lossy(if output.stdout.is_empty() { &output.stderr } else { &output.stdout });
     text.lines().next().map(|line| line.trim().to_string()).filter(|line| !line.is_empty())
 }
 
@@ -1012,7 +1423,10 @@ fn machine(programs: &Programs, servers: &[ServerKind]) -> Machine {
         cpu,
         kernel,
         date: utc_date(now),
-        versions: servers.iter().map(|&kind| (kind, programs.get(kind).and_then(version_of))).collect(),
+        versions: servers
+            .iter()
+            .map(|&kind| (kind, programs.get(kind).and_then(|program| version_of(kind, program))))
+            .collect(),
     }
 }
 
@@ -1025,6 +1439,8 @@ struct Outcome<'a> {
     front: Option<&'a FrontChoice>,
     records: &'a [RunRecord],
     summaries: &'a [CellSummary],
+    /// The disk's dd figure, when cell file-put ran.
+    dd: Option<&'a DdFigure>,
     interrupted: bool,
 }
 
@@ -1041,6 +1457,9 @@ fn to_json(o: &Outcome) -> Value {
             json!({
                 "id": c.id.name(), "title": c.title, "connections": c.connections, "pipeline": c.pipeline,
                 "value_size": c.value_size, "keys": c.keys, "get_ratio": c.get_ratio, "disk_store": c.disk,
+                "redis_aof_everysec": c.redis_aof, "http_file_api": c.files, "prefill": c.prefill,
+                "servers": c.servers.iter().map(|s| s.name()).collect::<Vec<_>>(),
+                "peer": c.goal.map(|g| g.peer.name()),
             })
         })
         .collect();
@@ -1074,15 +1493,19 @@ fn to_json(o: &Outcome) -> Value {
                     } else {
                         json!({
                             "runs": m.runs, "ops_per_sec": m.ops_per_sec, "p50_us": m.p50_us,
-                            "p99_us": m.p99_us, "p999_us": m.p999_us,
+                            "p99_us": m.p99_us, "p999_us": m.p999_us, "mb_per_sec": m.mb_per_sec,
                         })
                     },
                 )
             })
             .collect();
         medians.insert(s.cell.id.name().to_string(), Value::Object(per_server));
-        let t = judge(s);
-        targets.insert(s.cell.id.name().to_string(), json!({ "holds": t.holds, "detail": t.detail }));
+        let t = judge(s, o.dd.and_then(|d| d.mb_per_sec));
+        let peer = s.cell.goal.map_or(ServerKind::Memcached, |g| g.peer).name();
+        targets.insert(
+            s.cell.id.name().to_string(),
+            json!({ "holds": t.holds, "peer": peer, "ratio": t.ratio, "needs": t.needs, "detail": t.detail }),
+        );
     }
     json!({
         "machine": {
@@ -1090,7 +1513,8 @@ fn to_json(o: &Outcome) -> Value {
         },
         "settings": {
             "rounds": o.args.rounds, "duration_s": o.args.duration, "warmup_s": o.args.warmup,
-            "rss_keys": o.args.rss_keys, "threads": o.args.threads, "verify": o.args.verify,
+            "rss_keys": o.args.rss_keys, "file_keys": o.args.file_keys, "dd_mib": o.args.dd_mib,
+            "threads": o.args.threads, "verify": o.args.verify,
             "seed": o.args.seed, "bankcache_auth_token": o.args.auth_token.is_some(),
         },
         "servers": o.servers.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -1100,14 +1524,17 @@ fn to_json(o: &Outcome) -> Value {
         "runs": runs,
         "medians": medians,
         "targets": targets,
+        "dd": o.dd.map(DdFigure::to_json),
         "interrupted": o.interrupted,
     })
 }
 
-/// The chart's data: medians of cells a-e per server, and f's bytes per key.
+/// The chart's data: medians of every rate cell per server, each normalized to its cell's peer with its
+/// target and verdict, and f's bytes per key.
 fn chart(o: &Outcome) -> svg::Chart {
     let m = o.machine;
     let series: Vec<String> = o.servers.iter().map(|s| s.name().to_string()).collect();
+    let dd = o.dd.and_then(|d| d.mb_per_sec);
     let cells = o
         .summaries
         .iter()
@@ -1115,6 +1542,9 @@ fn chart(o: &Outcome) -> svg::Chart {
         .map(|s| svg::Cell {
             id: s.cell.id.name().to_string(),
             label: s.cell.short.clone(),
+            baseline: s.cell.goal.and_then(|g| o.servers.iter().position(|&k| k == g.peer)),
+            target: s.cell.goal.map(|g| g.ops),
+            verdict: verdict_text(&judge(s, dd)),
             points: s
                 .medians
                 .iter()
@@ -1130,16 +1560,31 @@ fn chart(o: &Outcome) -> svg::Chart {
             s.medians.iter().map(|(_, m)| m.and_then(|m| m.bytes_per_key)).collect(),
         )
     });
+    let peers: Vec<&str> =
+        o.servers.iter().filter(|&&s| s != ServerKind::Bankcache).map(|s| s.name()).collect();
+    let dd_text = dd.map_or_else(String::new, |mb| format!("; dd {mb:.0} MB/s"));
     svg::Chart {
-        title: format!("bankcache vs Redis vs memcached on {}, {} cores, {}", m.cpu, m.nproc, m.date),
+        title: format!("bankcache vs {} on {}, {} cores, {}", peers.join(" vs "), m.cpu, m.nproc, m.date),
         subtitle: format!(
-            "Linux {}; medians of {} round(s), {} s runs, driver on {} thread(s); bankcache-bench compare",
+            "Linux {}; medians of {} round(s), {} s runs, driver on {} thread(s){dd_text}; bankcache-bench compare",
             m.kernel, o.args.rounds, o.args.duration, o.args.threads
         ),
         series,
-        baseline: o.servers.iter().position(|&s| s == ServerKind::Redis),
         cells,
         rss,
+    }
+}
+
+/// A target's verdict in a few words, for the chart: `holds`, `MISSED by 12%`, `n/a`.
+fn verdict_text(target: &Target) -> String {
+    match target.holds {
+        Some(true) => "holds".to_string(),
+        None => "n/a".to_string(),
+        Some(false) => {
+            // The first shortfall the detail names: "ops/s short by 12.0%" and the like.
+            let by = target.detail.split("; ").nth(1).and_then(|s| s.split(" by ").nth(1));
+            by.map_or_else(|| "MISSED".to_string(), |by| format!("MISSED by {by}"))
+        }
     }
 }
 
@@ -1204,8 +1649,9 @@ fn dedup<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
 
 /// Refuses flags that cannot make a comparison.
 fn validate(args: &CompareArgs) -> Result<(), String> {
-    if args.rounds == 0 || args.threads == 0 || args.rss_keys == 0 {
-        return Err("--rounds, --threads and --rss-keys must be positive".into());
+    if args.rounds == 0 || args.threads == 0 || args.rss_keys == 0 || args.file_keys == 0 || args.dd_mib == 0
+    {
+        return Err("--rounds, --threads, --rss-keys, --file-keys and --dd-mib must be positive".into());
     }
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         return Err("--duration must be a positive number of seconds".into());
@@ -1219,10 +1665,10 @@ fn validate(args: &CompareArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Finds the servers: bankcache must be there if asked for; a missing redis
-/// or memcached is reported with how to install it, and skipped.
+/// Finds the servers: bankcache must be there if asked for; a missing redis,
+/// memcached or nginx is reported with how to install it, and skipped.
 fn find_programs(args: &CompareArgs, servers: &[ServerKind]) -> Result<(Programs, Vec<ServerKind>), String> {
-    let mut programs = Programs { bankcache: None, redis: None, memcached: None };
+    let mut programs = Programs { bankcache: None, redis: None, memcached: None, nginx: None };
     let mut missing = Vec::new();
     if servers.contains(&ServerKind::Bankcache) {
         let path = match &args.bankcache {
@@ -1237,7 +1683,8 @@ fn find_programs(args: &CompareArgs, servers: &[ServerKind]) -> Result<(Programs
                 path.display()
             ));
         }
-        programs.bankcache = Some(path);
+        // Absolute, since each server runs in its own directory.
+        programs.bankcache = Some(std::path::absolute(&path).unwrap_or(path));
     }
     for (kind, program) in [(ServerKind::Redis, "redis-server"), (ServerKind::Memcached, "memcached")] {
         if !servers.contains(&kind) {
@@ -1258,6 +1705,17 @@ fn find_programs(args: &CompareArgs, servers: &[ServerKind]) -> Result<(Programs
             }
         }
     }
+    if servers.contains(&ServerKind::Nginx) {
+        let sbin = Path::new(NGINX_SBIN);
+        programs.nginx = if is_executable(sbin) { Some(sbin.to_path_buf()) } else { find_in_path("nginx") };
+        if programs.nginx.is_none() {
+            eprintln!(
+                "bankcache-bench compare: nginx is not installed (not at {NGINX_SBIN} nor on PATH); install it \
+                 with `{NGINX_HINT}`. Carrying on without nginx."
+            );
+            missing.push(ServerKind::Nginx);
+        }
+    }
     Ok((programs, missing))
 }
 
@@ -1269,7 +1727,10 @@ pub fn main(args: &CompareArgs) -> ExitCode {
     }
     let mut cells_ids = dedup(&args.cells);
     cells_ids.sort();
-    let mut requested = dedup(&args.servers);
+    let cells: Vec<Cell> = cells_ids.iter().map(|&id| Cell::of(id, args.rss_keys, args.file_keys)).collect();
+    // Only the servers some chosen cell runs: nginx is not looked for without a file cell.
+    let mut requested: Vec<ServerKind> =
+        dedup(&args.servers).into_iter().filter(|&s| cells.iter().any(|c| c.runs(s))).collect();
     requested.sort();
     let (programs, missing) = match find_programs(args, &requested) {
         Ok(found) => found,
@@ -1280,12 +1741,15 @@ pub fn main(args: &CompareArgs) -> ExitCode {
     };
     let servers: Vec<ServerKind> = requested.iter().copied().filter(|s| !missing.contains(s)).collect();
     if servers.is_empty() {
-        eprintln!("bankcache-bench compare: no server to run; install them with `{INSTALL_HINT}`");
+        eprintln!(
+            "bankcache-bench compare: no server to run in cells {}; install them with `{INSTALL_HINT}` \
+             (nginx: `{NGINX_HINT}`)",
+            cells.iter().map(|c| c.id.name()).collect::<Vec<_>>().join(",")
+        );
         return ExitCode::FAILURE;
     }
     install_signal_handlers();
     let machine = machine(&programs, &servers);
-    let cells: Vec<Cell> = cells_ids.iter().map(|&id| Cell::of(id, args.rss_keys)).collect();
     eprintln!(
         "bankcache-bench compare: {} on {} ({} cores, Linux {}); servers {}; cells {}; \
          {} round(s) of {} s (+{} s warmup)",
@@ -1304,20 +1768,33 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         .then_some(FrontChoice { http: args.e_front == Front::Http });
 
     let mut records = Vec::new();
+    let mut dd_runs = Vec::new();
     'rounds: for round in 1..=args.rounds {
         let mut order = servers.clone();
         if round % 2 == 0 {
             order.reverse();
         }
         for cell in &cells {
-            for &kind in &order {
+            if cell.goal.is_some_and(|g| g.dd_share.is_some()) && !interrupted() {
+                // Just before the PUTs, on the disk they go to.
+                let dd = measure_dd(args.dd_mib);
+                match &dd {
+                    Ok(mb) => {
+                        eprintln!("bankcache-bench compare: round {round}/{} dd {mb:.1} MB/s", args.rounds)
+                    }
+                    Err(e) => {
+                        eprintln!("bankcache-bench compare: round {round}/{} dd FAILED: {e}", args.rounds)
+                    }
+                }
+                dd_runs.push(dd);
+            }
+            for &kind in order.iter().filter(|&&kind| cell.runs(kind)) {
                 if interrupted() {
                     break 'rounds;
                 }
                 let Some(program) = programs.get(kind) else { continue };
                 let http = kind == ServerKind::Bankcache
-                    && cell.id == CellId::E
-                    && front.as_ref().is_some_and(|f| f.http);
+                    && (cell.files || cell.id == CellId::E && front.as_ref().is_some_and(|f| f.http));
                 let outcome = run_once(kind, program, cell, args, http, (args.duration, args.warmup));
                 let record =
                     RunRecord { cell: cell.id, server: kind, round, proto: proto_of(kind, http), outcome };
@@ -1329,6 +1806,11 @@ pub fn main(args: &CompareArgs) -> ExitCode {
     let was_interrupted = interrupted();
 
     let summaries = summarize(&cells, &servers, &records);
+    let dd = cells
+        .iter()
+        .any(|c| c.goal.is_some_and(|g| g.dd_share.is_some()))
+        .then(|| DdFigure::of(args.dd_mib, dd_runs));
+    let dd_mb = dd.as_ref().and_then(|d| d.mb_per_sec);
     let outcome = Outcome {
         args,
         machine: &machine,
@@ -1337,6 +1819,7 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         front: front.as_ref(),
         records: &records,
         summaries: &summaries,
+        dd: dd.as_ref(),
         interrupted: was_interrupted,
     };
     println!(
@@ -1349,6 +1832,13 @@ pub fn main(args: &CompareArgs) -> ExitCode {
     for cell in &cells {
         println!("  {}: {}", cell.id.name(), cell.title);
     }
+    if cells.iter().any(|c| c.disk) {
+        println!(
+            "  bankcache's disk store: fsync every_sec, {} volumes of {} MiB in the temp dir",
+            VOLUME_COUNT,
+            VOLUME_SIZE >> 20
+        );
+    }
     if let Some(choice) = &front {
         println!("  e: bankcache over {} (--e-front)", if choice.http { "HTTP" } else { "JSON" });
     }
@@ -1358,9 +1848,9 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         );
     }
     println!();
-    print!("{}", format_table(&summaries, &servers));
+    print!("{}", format_table(&summaries, &servers, dd.as_ref()));
     println!();
-    print!("{}", format_targets(&summaries));
+    print!("{}", format_targets(&summaries, dd_mb));
     let written = write_results(&outcome);
     match &written {
         Ok((json_path, svg_path)) => println!("\nwrote {} and {}", json_path.display(), svg_path.display()),
@@ -1370,7 +1860,8 @@ pub fn main(args: &CompareArgs) -> ExitCode {
         eprintln!("bankcache-bench compare: interrupted; the results above are partial");
         return ExitCode::from(130);
     }
-    let failed = records.iter().filter(|r| r.outcome.is_err()).count();
+    let failed = records.iter().filter(|r| r.outcome.is_err()).count()
+        + dd.as_ref().map_or(0, |d| d.runs.iter().filter(|r| r.is_err()).count());
     let bad_values: u64 =
         records.iter().filter_map(|r| r.outcome.as_ref().ok()).map(|f| f.verify_failures).sum();
     if failed > 0 || bad_values > 0 || written.is_err() {
@@ -1402,6 +1893,7 @@ mod tests {
             p50_us: p99 / 2.0,
             p99_us: p99,
             p999_us: p99 * 2.0,
+            mb_per_sec: ops * 0.2,
             bytes_per_key: None,
         })
     }
@@ -1413,6 +1905,7 @@ mod tests {
             p50_us: 0.0,
             p99_us: 0.0,
             p999_us: 0.0,
+            mb_per_sec: 0.0,
             bytes_per_key: Some(b),
         })
     }
@@ -1421,7 +1914,7 @@ mod tests {
         use ServerKind::*;
         vec![
             CellSummary {
-                cell: Cell::of(CellId::A, 1000),
+                cell: Cell::of(CellId::A, 1000, 2000),
                 medians: vec![
                     (Bankcache, m(150_000.0, 500.0)),
                     (Redis, m(140_000.0, 450.0)),
@@ -1429,7 +1922,7 @@ mod tests {
                 ],
             },
             CellSummary {
-                cell: Cell::of(CellId::E, 1000),
+                cell: Cell::of(CellId::E, 1000, 2000),
                 medians: vec![
                     (Bankcache, m(20_000.0, 3000.0)),
                     (Redis, m(25_000.0, 2000.0)),
@@ -1437,7 +1930,7 @@ mod tests {
                 ],
             },
             CellSummary {
-                cell: Cell::of(CellId::F, 1_000_000),
+                cell: Cell::of(CellId::F, 1_000_000, 2000),
                 medians: vec![(Bankcache, bytes(60.0)), (Redis, bytes(133.0)), (Memcached, bytes(125.0))],
             },
         ]
@@ -1446,7 +1939,7 @@ mod tests {
     #[test]
     fn the_table_has_medians_and_ratios() {
         let servers = [ServerKind::Bankcache, ServerKind::Redis, ServerKind::Memcached];
-        let table = format_table(&summaries(), &servers);
+        let table = format_table(&summaries(), &servers, None);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 5, "{table}");
         assert!(
@@ -1472,31 +1965,141 @@ mod tests {
         assert_eq!(lines[0].len(), lines[1].len());
         assert_eq!(lines[2].len(), lines[1].len());
         // bankcache alone: no ratio columns.
-        let alone = format_table(&summaries()[..1], &[ServerKind::Bankcache]);
+        let alone = format_table(&summaries()[..1], &[ServerKind::Bankcache], None);
         assert!(!alone.contains("bankcache/"), "{alone}");
     }
 
     #[test]
     fn targets_are_judged_as_the_issue_says() {
         let s = summaries();
-        let a = judge(&s[0]);
+        let a = judge(&s[0], None);
         assert_eq!(a.holds, Some(true), "{}", a.detail);
-        let e = judge(&s[1]);
+        assert_eq!(a.ratio, Some(150_000.0 / 140_000.0));
+        let e = judge(&s[1], None);
         assert_eq!(e.holds, Some(false));
         assert!(
             e.detail.contains("short by 20.0%") && e.detail.contains("p99 over by 25.0%"),
             "{}",
             e.detail
         );
-        assert_eq!(judge(&s[2]).holds, Some(true));
+        assert_eq!(judge(&s[2], None).holds, Some(true));
         let mut no_redis = s[0].clone();
         no_redis.medians.retain(|(k, _)| *k != ServerKind::Redis);
-        assert_eq!(judge(&no_redis).holds, None);
-        let text = format_targets(&s);
+        assert_eq!(judge(&no_redis, None).holds, None);
+        let text = format_targets(&s, None);
         assert!(
-            text.contains("a: holds") && text.contains("e: MISSED") && text.contains("f: holds"),
+            text.contains("\n  a:        holds   ops/s 1.07x redis")
+                && text.contains("\n  e:        MISSED  ops/s")
+                && text.contains("\n  f:        holds "),
             "{text}"
         );
+        // Cell b asks for 1.2x: 1.07x misses it.
+        let mut b = s[0].clone();
+        b.cell = Cell::of(CellId::B, 1000, 2000);
+        let b = judge(&b, None);
+        assert_eq!(b.holds, Some(false));
+        assert!(b.detail.contains("needs >= 1.20x") && b.detail.contains("short by 10.7%"), "{}", b.detail);
+    }
+
+    /// The file cells: bankcache against nginx, and file-put against dd too.
+    #[test]
+    fn file_and_disk_targets() {
+        use ServerKind::*;
+        let put = |bc: f64, nginx: f64| CellSummary {
+            cell: Cell::of(CellId::FilePut, 1000, 2000),
+            medians: vec![(Bankcache, m(bc, 5000.0)), (Nginx, m(nginx, 9000.0))],
+        };
+        // 3,000 PUTs/s of 200 KB: m() gives 600 MB/s.
+        let holds = judge(&put(3000.0, 1000.0), Some(1000.0));
+        assert_eq!(holds.holds, Some(true), "{}", holds.detail);
+        assert_eq!(holds.ratio, Some(3.0));
+        assert!(holds.detail.contains("0.60x dd's 1000.0 MB/s"), "{}", holds.detail);
+        let slow_disk_write = judge(&put(3000.0, 1000.0), Some(1500.0));
+        assert_eq!(slow_disk_write.holds, Some(false));
+        assert!(slow_disk_write.detail.contains("MB/s short by 20.0%"), "{}", slow_disk_write.detail);
+        let few_puts = judge(&put(1500.0, 1000.0), Some(100.0));
+        assert_eq!(few_puts.holds, Some(false));
+        assert!(few_puts.detail.contains("ops/s short by 25.0%"), "{}", few_puts.detail);
+        assert_eq!(judge(&put(3000.0, 1000.0), None).holds, None, "no dd, no verdict");
+        assert_eq!(judge(&put(1000.0, 1000.0), None).holds, Some(false), "a miss is a miss without dd");
+        // Disk cells: ops/s only, against redis; the p99 does not count.
+        let disk = CellSummary {
+            cell: Cell::of(CellId::DDisk, 1000, 2000),
+            medians: vec![(Bankcache, m(100.0, 9000.0)), (Redis, m(100.0, 10.0))],
+        };
+        assert_eq!(judge(&disk, None).holds, Some(true));
+        let get = CellSummary {
+            cell: Cell::of(CellId::FileGet, 1000, 2000),
+            medians: vec![(Bankcache, m(900.0, 1.0)), (Nginx, None)],
+        };
+        assert_eq!(judge(&get, None).detail, "needs bankcache and nginx figures");
+        let servers = [Bankcache, Nginx];
+        let dd = DdFigure::of(256, vec![Ok(500.0), Err("no".into()), Ok(700.0)]);
+        assert_eq!(dd.mb_per_sec, Some(600.0));
+        let table = format_table(&[put(3000.0, 1000.0)], &servers, Some(&dd));
+        assert!(table.contains("bankcache/nginx") && table.contains("3.00x"), "{table}");
+        assert!(
+            table.lines().last().is_some_and(|l| l.starts_with("dd") && l.contains("600.0 MB/s")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn cells_name_their_servers_and_peers() {
+        for id in [CellId::ADisk, CellId::BDisk, CellId::CDisk, CellId::DDisk] {
+            let cell = Cell::of(id, 1000, 2000);
+            assert!(cell.disk && cell.redis_aof && !cell.files && cell.prefill, "{id:?}");
+            assert_eq!(cell.servers, [ServerKind::Bankcache, ServerKind::Redis]);
+            assert!(cell.short.ends_with(", disk"), "{}", cell.short);
+        }
+        let a = Cell::of(CellId::A, 1000, 2000);
+        let a_disk = Cell::of(CellId::ADisk, 1000, 2000);
+        assert_eq!((a.connections, a.pipeline, a.value_size, a.keys), (50, 1, 32, 100_000));
+        assert_eq!((a_disk.connections, a_disk.pipeline, a_disk.value_size), (50, 1, 32));
+        let get = Cell::of(CellId::FileGet, 1000, 30);
+        let put = Cell::of(CellId::FilePut, 1000, 30);
+        assert_eq!((get.keys, get.get_ratio, get.prefill, get.value_size), (30, 1.0, true, 204_800));
+        assert_eq!((put.keys, put.get_ratio, put.prefill), (30, 0.0, false));
+        assert!(get.files && put.files && !Cell::of(CellId::E, 1000, 30).files);
+        assert_eq!(put.servers, [ServerKind::Bankcache, ServerKind::Nginx]);
+        assert_eq!(put.goal.and_then(|g| g.dd_share), Some(0.5));
+        assert_eq!(CellId::from_str("a-disk", false), Ok(CellId::ADisk));
+        assert_eq!(CellId::from_str("file-put", false), Ok(CellId::FilePut));
+        for id in CellId::value_variants() {
+            assert_eq!(CellId::from_str(id.name(), false).as_ref(), Ok(id), "names round-trip");
+        }
+    }
+
+    #[test]
+    fn dd_summaries() {
+        let gnu = "256+0 records in\n256+0 records out\n268435456 bytes (268 MB, 256 MiB) copied, 0.5 s, 537 MB/s\n";
+        assert_eq!(parse_dd(gnu), Some(268435456.0 / 0.5 / 1e6));
+        let slow = "1048576 bytes (1.0 MB, 1.0 MiB) copied, 2 s, 524 kB/s";
+        assert_eq!(parse_dd(slow), Some(0.524288));
+        let busybox = "268435456 bytes (256.0MB) copied, 0.25 seconds, 1.0GB/s";
+        assert_eq!(parse_dd(busybox), Some(268435456.0 / 0.25 / 1e6));
+        assert_eq!(parse_dd("dd: failed to open 'x': No such file or directory"), None);
+        assert_eq!(parse_dd("0 bytes copied, 0 s, 0 B/s"), None);
+    }
+
+    #[test]
+    fn nginx_serves_files_and_takes_puts_from_its_dir() {
+        let conf = nginx_conf(Path::new("/tmp/x"), 8080);
+        for line in [
+            "daemon off;",
+            "master_process off;",
+            "worker_processes 1;",
+            "pid /tmp/x/nginx.pid;",
+            "sendfile on;",
+            "dav_methods PUT;",
+            "create_full_put_path on;",
+            "client_max_body_size 2m;",
+            "client_body_temp_path /tmp/x/tmp/body;",
+            "listen 127.0.0.1:8080;",
+            "root /tmp/x/www;",
+        ] {
+            assert!(conf.contains(line), "{line} in\n{conf}");
+        }
     }
 
     #[test]
@@ -1529,6 +2132,8 @@ mod tests {
             duration: 1.0,
             warmup: 0.0,
             rss_keys: 1_000_000,
+            file_keys: 2_000,
+            dd_mib: 256,
             out: PathBuf::from("unused"),
             bankcache: None,
             threads: 1,
@@ -1560,6 +2165,7 @@ mod tests {
             front: None,
             records: &records,
             summaries: &summaries,
+            dd: None,
             interrupted: false,
         };
         let value = to_json(&outcome);
@@ -1567,6 +2173,10 @@ mod tests {
         assert_eq!(value["medians"]["f"]["memcached"]["bytes_per_key"], 125.0);
         assert_eq!(value["runs"][0]["error"], "boom");
         assert_eq!(value["targets"]["e"]["holds"], false);
+        assert_eq!(value["targets"]["e"]["ratio"], 0.8);
+        assert_eq!(value["targets"]["e"]["peer"], "redis");
+        assert_eq!(value["targets"]["a"]["needs"], ">= 1.00x, p99 <= 1.20x");
+        assert_eq!(value["dd"], Value::Null);
         let svg = svg::render(&chart(&outcome));
         assert!(svg.contains("Test CPU, 2 cores, 2025-01-01"));
         assert!(svg.contains(">a</text>") && svg.contains(">e</text>") && svg.contains("RSS bytes per key"));

@@ -907,14 +907,31 @@ pub fn validate(cfg: &BenchConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The run's codec, and the generator that then seeds the connections: the
+/// filler comes first from the seed, so a run and [`each_value`] agree on it.
+fn codec_and_rng(cfg: &BenchConfig) -> (Codec, Rng) {
+    let mut master = Rng(cfg.seed);
+    let value = make_value(cfg.value_size, &mut master);
+    (Codec::new(cfg.proto, cfg.keys, &value, &cfg.http_prefix, cfg.auth_token.as_deref()), master)
+}
+
+/// Calls `f` with every key's name and value as this configuration's sets
+/// store them, so that a server can be given the same bytes some other way
+/// (`compare` writes them as nginx's files) and `--verify` holds there too.
+pub fn each_value<E>(cfg: &BenchConfig, mut f: impl FnMut(&str, &[u8]) -> Result<(), E>) -> Result<(), E> {
+    let (codec, _) = codec_and_rng(cfg);
+    for key in 0..cfg.keys {
+        f(&codec.key_name(key), &codec.value_of(key))?;
+    }
+    Ok(())
+}
+
 /// Runs one benchmark: `cfg.threads` driver threads (at most one per
 /// connection), each over its share of the connections, and merges what they
 /// measured. The calling thread prints the summed progress line.
 pub fn run_bench(cfg: &BenchConfig) -> io::Result<Report> {
     validate(cfg).map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
-    let mut master = Rng(cfg.seed);
-    let value = make_value(cfg.value_size, &mut master);
-    let codec = Codec::new(cfg.proto, cfg.keys, &value, &cfg.http_prefix, cfg.auth_token.as_deref());
+    let (codec, mut master) = codec_and_rng(cfg);
     let seeds: Vec<u64> = (0..cfg.connections).map(|_| master.next_u64()).collect();
     let threads = cfg.threads.min(cfg.connections);
     let shared = Shared {

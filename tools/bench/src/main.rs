@@ -14,9 +14,11 @@
 //!   runs. Exit codes: 0 done, 1 the run failed, 2 bad flags, 3 values failed
 //!   verification.
 //! - **compare** (`bankcache-bench compare [flags]`): starts bankcache,
-//!   redis-server and memcached fresh for every run, drives each through the
-//!   issue's matrix of cells with the same driver code in-process, and prints
-//!   one table of medians with ratios, plus `compare.json` and `compare.svg`.
+//!   redis-server, memcached and (for the file cells) nginx fresh for every
+//!   run, drives each through the issues' matrix of cells with the same driver
+//!   code in-process, and prints one table of medians with ratios, the disk's
+//!   `dd` bandwidth and every cell's target, plus `compare.json` and
+//!   `compare.svg`.
 //!
 //! Module map: `proto` (encoding, parsing, verification), `driver` (threads,
 //! event loops, measurement), `compare` (servers, matrix, table, JSON),
@@ -64,7 +66,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start bankcache, redis-server and memcached in turn and run the benchmark matrix against each.
+    /// Start bankcache and its peers (redis-server, memcached, nginx) in turn and run the benchmark matrix against each.
     Compare(compare::CompareArgs),
 }
 
@@ -316,6 +318,18 @@ mod tests {
             Cli::try_parse_from(["bankcache-bench", "compare", "--cells", "c,f", "--servers", "bankcache"])
                 .expect("compare");
         assert!(matches!(cli.command, Some(Command::Compare(_))));
+        let cli = Cli::try_parse_from([
+            "bankcache-bench",
+            "compare",
+            "--cells",
+            "a-disk,file-get,file-put",
+            "--servers",
+            "bankcache,nginx",
+        ])
+        .expect("compare with issue 15's cells");
+        let Some(Command::Compare(args)) = cli.command else { panic!("compare") };
+        assert_eq!(args.cells, [compare::CellId::ADisk, compare::CellId::FileGet, compare::CellId::FilePut]);
+        assert_eq!(args.servers, [compare::ServerKind::Bankcache, compare::ServerKind::Nginx]);
         assert!(Cli::try_parse_from(["bankcache-bench"]).is_err(), "--addr is required without compare");
         assert!(Cli::try_parse_from(["bankcache-bench", "--addr", "x:1", "compare"]).is_err());
         assert!(Cli::try_parse_from([

@@ -253,9 +253,16 @@ impl Codec {
         }
     }
 
-    /// The value `key` holds, as sets write it (tests and diagnostics; the
-    /// verify path compares in place instead).
-    #[cfg(test)]
+    /// The key's name, as requests carry it: `key:` and its fixed-width digits.
+    pub fn key_name(&self, key: u64) -> String {
+        let mut digits = [0u8; MAX_KEY_DIGITS];
+        let all = &mut digits[..self.key_digits];
+        write_digits(all, key);
+        format!("key:{}", String::from_utf8_lossy(all))
+    }
+
+    /// The value `key` holds, as sets write it (tests, and `compare`'s files
+    /// for nginx; the verify path compares in place instead).
     pub fn value_of(&self, key: u64) -> Vec<u8> {
         let mut digits = [0u8; MAX_KEY_DIGITS];
         let mut value = self.value.clone();
@@ -1038,6 +1045,8 @@ mod tests {
         codec.encode(&mut out, Op::Set, 7);
         assert_eq!(out, b"PUT /files/key:00000007 HTTP/1.1\r\nHost: bench\r\nContent-Length: 3\r\n\r\n007");
         assert_eq!(out.len(), codec.request_len(Op::Set));
+        assert_eq!(codec.key_name(7), "key:00000007", "the name a file of the key is written under");
+        assert_eq!(codec.value_of(7), b"007");
     }
 
     #[test]

@@ -25,3 +25,16 @@ fn bad_flags_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// `compare --help` names every cell, the peers and how the disk is measured.
+#[test]
+fn compare_help_names_cells_and_peers() {
+    let out = Command::new(BENCH).args(["compare", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in
+        ["a-disk", "d-disk", "file-get", "file-put", "nginx", "--appendfsync everysec", "dd", "sendfile on"]
+    {
+        assert!(help.contains(word), "compare --help does not mention {word}:\n{help}");
+    }
+}
