@@ -84,6 +84,8 @@
 #![deny(missing_docs)]
 
 mod cluster;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pipeline;
 mod pool;
 mod scan;
@@ -312,11 +314,8 @@ impl Conn {
     }
 }
 
-fn read_replies(
-    reader: &mut BufReader<TcpStream>,
-    count: usize,
-    line: &mut Vec<u8>,
-) -> Result<Vec<RawReply>> {
+/// Reads `count` reply lines from `reader` (a connection's, or a fuzz input's).
+fn read_replies(reader: &mut impl BufRead, count: usize, line: &mut Vec<u8>) -> Result<Vec<RawReply>> {
     let mut replies = Vec::with_capacity(count);
     for _ in 0..count {
         line.clear();
@@ -381,6 +380,11 @@ pub(crate) fn decode_typed<T: DeserializeOwned>(data: &RawValue, base64: bool) -
     } else {
         serde_json::from_str(data.get()).map_err(|e| Error::Protocol(format!("unexpected value: {e}")))
     }
+}
+
+/// The `data` of an `incr` reply: the new value.
+pub(crate) fn incr_result(data: &RawValue) -> Result<f64> {
+    serde_json::from_str(data.get()).map_err(|_| Error::Protocol(format!("incr answered {}", data.get())))
 }
 
 /// The bytes of a `data`: decoded base64, or the JSON text itself.
@@ -615,7 +619,7 @@ impl Client {
     /// with the missing-key message ([`proto::reply::missing_message`]): `incr` creates nothing.
     pub fn incr(&mut self, bank: &str, key: &str, delta: f64) -> Result<f64> {
         let (data, _) = self.call(&Op::Incr { bank: bank.into(), key: key.into(), delta })?.into_data()?;
-        serde_json::from_str(data.get()).map_err(|_| Error::Protocol(format!("incr answered {}", data.get())))
+        incr_result(&data)
     }
 
     /// Lists a bank's live keys in insertion order (empty for a bank that does not exist).

@@ -10,6 +10,8 @@
 //! Nothing here does I/O or touches a store, so each piece is tested alone and fuzzable.
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod number;
 pub mod op;
 pub mod reply;

@@ -30,6 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use io::DiskBudget;
 pub use replay::RecoveryReport;
+/// The checkpoint's codec, for the fuzz targets (`crate::fuzzing`); nothing else outside this module
+/// needs it.
+#[doc(hidden)]
+pub use replay::{Checkpoint, CHECKPOINT_LEN};
 
 use super::index::{self, Entry};
 use super::record::{self, Kind, Meta, Record};
@@ -865,7 +869,14 @@ fn open_checkpoint(dir: &Path) -> Result<File, VolumeError> {
 
 /// The current volume as `META.txt` names it: decimal, no newline, as CacheFS wrote it.
 fn read_meta(dir: &Path) -> Option<u32> {
-    fs::read_to_string(dir.join("META.txt")).ok()?.trim().parse().ok()
+    parse_meta(&fs::read(dir.join("META.txt")).ok()?)
+}
+
+/// Reads the contents of `META.txt`: a volume number in decimal, surrounding whitespace allowed; `None` for
+/// anything else. Public (hidden) for the fuzz targets.
+#[doc(hidden)]
+pub fn parse_meta(bytes: &[u8]) -> Option<u32> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 fn write_meta(dir: &Path, current: u32, disk: Option<&DiskBudget>) -> Result<(), VolumeError> {

@@ -458,11 +458,11 @@ pub(super) fn clear_torn_tail(
 pub(super) const CHECKPOINT: &str = "CHECKPOINT";
 const CHECKPOINT_MAGIC: [u8; 4] = *b"BCK3";
 /// Bytes of a checkpoint: magic, LSN, generation, volume, dead-up-to LSN, CRC32C of the bytes before it.
-pub(super) const CHECKPOINT_LEN: usize = 32;
+pub const CHECKPOINT_LEN: usize = 32;
 
 /// The log's tail as the checkpoint records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Checkpoint {
+pub struct Checkpoint {
     /// The LSN of the last record written.
     pub lsn: u64,
     /// The generation being written.
@@ -475,7 +475,7 @@ pub(super) struct Checkpoint {
 
 impl Checkpoint {
     /// The checkpoint's bytes.
-    pub(super) fn encode(&self) -> [u8; CHECKPOINT_LEN] {
+    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut out = [0u8; CHECKPOINT_LEN];
         out[..4].copy_from_slice(&CHECKPOINT_MAGIC);
         out[4..12].copy_from_slice(&self.lsn.to_le_bytes());
@@ -488,7 +488,7 @@ impl Checkpoint {
     }
 
     /// A checkpoint from its bytes, if they are sound.
-    pub(super) fn decode(buf: &[u8]) -> Option<Checkpoint> {
+    pub fn decode(buf: &[u8]) -> Option<Checkpoint> {
         if buf.len() != CHECKPOINT_LEN || buf[..4] != CHECKPOINT_MAGIC {
             return None;
         }

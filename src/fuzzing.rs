@@ -1,0 +1,638 @@
+//! The checks the server's fuzz targets run (`fuzz/`, with `cargo fuzz`), written once here so that
+//! `tests/fuzz_corpus.rs` runs exactly the same checks on every saved input and crash, in plain
+//! `cargo test`. The protocol's checks live in `bankcache_proto::fuzzing`, the client's in
+//! `bankcache_client::fuzzing`. Not part of the API: hidden from the docs, free to change with the fuzzers.
+//!
+//! Each check takes arbitrary bytes. It returns normally when the decoder behaved: it answered or refused
+//! the input with a typed error and kept the properties stated on the check. It panics (an assertion, or
+//! the decoder's own panic) when it did not, which is what libFuzzer reports as a crash.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bankcache_proto::fuzzing::Input;
+
+use crate::http::codec::{self, Framed, Limits, Split};
+use crate::store::index::{self, Entry};
+use crate::store::record::{self, Kind, Meta, RecordError, NO_DEADLINE};
+use crate::store::volume::{self, Checkpoint, CHECKPOINT_LEN};
+use crate::store::{now_ms, Access, Fsync, Lookup, Store, StoreConfig, Ttl, VolumeConfig};
+
+// ---- HTTP ----
+
+/// HTTP request splitting ([`codec::split`]): the first four bytes pick the limits, the rest is the
+/// stream, split request after request as a connection is.
+///
+/// - A split request lies in the buffer in order (start, head, body, end), within the limits; its head is
+///   one [`codec::head`] reads; its body is the `Content-Length` bytes where they lie, or the chunked body
+///   decoded (as a plain decoder of the chunked coding decodes it); nothing past its end was touched.
+/// - What arrives in pieces is split the same: every prefix of a request that is shorter than the request
+///   waits for more (never an error, never another request), with a `total` that is the request's length
+///   when it gives one, and any prefix that holds the whole request splits it the same.
+pub fn http(data: &[u8]) {
+    let mut input = Input::new(data);
+    let limits =
+        Limits { max_head: 16 + usize::from(input.u16() % 2048), max_body: usize::from(input.u16() % 4096) };
+    let mut buf = input.rest().to_vec();
+    let mut at = 0;
+    loop {
+        let before = buf.clone();
+        let result = codec::split(&mut buf, at, &limits);
+        check_pieces(&before[at..], &limits, result, at);
+        let Split::Request(f) = result else { return };
+        assert!(
+            f.start == at && f.start < f.head_end && f.head_end <= f.body.0,
+            "request {f:?} split at {at}"
+        );
+        assert!(f.body.0 <= f.body.1 && f.body.1 <= f.end && f.end <= buf.len(), "request {f:?}");
+        assert!(f.head_end - f.start <= limits.max_head, "a head over the limit: {f:?}");
+        assert!(f.body.1 - f.body.0 <= limits.max_body, "a body over the limit: {f:?}");
+        assert_eq!(buf[f.start..f.head_end], before[f.start..f.head_end], "the head was changed");
+        assert_eq!(buf[f.end..], before[f.end..], "bytes past the request were changed");
+        let head = codec::head(&buf[f.start..f.head_end]);
+        assert!(head.is_some(), "the splitter took a head codec::head refuses: {f:?}");
+        let body = &buf[f.body.0..f.body.1];
+        if is_chunked(&before[f.start..f.head_end]) {
+            let plain = dechunk_plainly(&before[f.head_end..f.end]);
+            assert_eq!(plain.as_deref(), Some(body), "chunked body of {f:?}");
+        } else {
+            assert_eq!(body, &before[f.head_end..f.end], "body of {f:?}");
+        }
+        at = f.end;
+    }
+}
+
+/// Splits prefixes of `request` (the bytes from where a request starts), as if it had arrived in pieces,
+/// and checks each against `whole`, the split of everything there is (made at offset `at`).
+fn check_pieces(request: &[u8], limits: &Limits, whole: Split, at: usize) {
+    let whole_len = match whole {
+        Split::Request(f) => f.end - at,
+        Split::NeedMore { .. } | Split::Error(_) => request.len(),
+    };
+    for cut in cuts(request.len()) {
+        let mut piece = request[..cut].to_vec();
+        let got = codec::split(&mut piece, 0, limits);
+        match (whole, got) {
+            (Split::Request(f), Split::Request(g)) => {
+                assert!(cut >= whole_len, "a request of {whole_len} bytes split from {cut} of them");
+                let shift = |x: usize| x - at;
+                let expected = Framed {
+                    start: 0,
+                    head_end: shift(f.head_end),
+                    body: (shift(f.body.0), shift(f.body.1)),
+                    end: shift(f.end),
+                };
+                assert_eq!(g, expected, "split from {cut} bytes");
+            }
+            (Split::Request(_), Split::NeedMore { total, .. }) => {
+                assert!(cut < whole_len, "{cut} bytes hold the whole request, yet more are wanted");
+                if let Some(total) = total {
+                    assert_eq!(total, whole_len, "the total announced from {cut} bytes");
+                }
+            }
+            (Split::Request(_), Split::Error(status)) => {
+                panic!("the first {cut} of a request's {whole_len} bytes are refused with {status:?}")
+            }
+            (Split::NeedMore { .. }, got) => {
+                assert!(matches!(got, Split::NeedMore { .. }), "a prefix of {cut} bytes split as {got:?}")
+            }
+            (Split::Error(_), Split::NeedMore { .. } | Split::Error(_)) => {}
+            (Split::Error(status), Split::Request(g)) => {
+                panic!("{cut} bytes split as {g:?}, all of them are refused with {status:?}")
+            }
+        }
+    }
+}
+
+/// The prefix lengths to try: all of them for a short request, else the first and last bytes and a spread
+/// in between (a long body changes nothing between its first and last bytes).
+fn cuts(len: usize) -> Vec<usize> {
+    if len <= 256 {
+        return (0..=len).collect();
+    }
+    let mut cuts: Vec<usize> = (0..128).chain(len - 64..=len).collect();
+    cuts.extend((1..64).map(|i| 128 + (len - 192) * i / 64));
+    cuts
+}
+
+/// Whether a head (already split, so well-formed) says its body is chunked.
+fn is_chunked(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return false;
+    }
+    req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+}
+
+/// The chunked coding (RFC 9112 §7.1) decoded into a new buffer, with httparse reading the size lines:
+/// the data of every chunk up to the last, then trailer lines up to a blank one, using every byte.
+fn dechunk_plainly(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let httparse::Status::Complete((used, size)) = httparse::parse_chunk_size(rest).ok()? else {
+            return None;
+        };
+        rest = &rest[used..];
+        if size == 0 {
+            break;
+        }
+        let size = usize::try_from(size).ok()?;
+        let data = rest.get(..size)?;
+        body.extend_from_slice(data);
+        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
+    }
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        rest = &rest[line_end + 2..];
+        if line_end == 0 {
+            return rest.is_empty().then_some(body);
+        }
+    }
+}
+
+// ---- records ----
+
+/// A record's fields read from fuzz input.
+fn record_fields<'a>(input: &mut Input<'a>) -> (u32, u64, Meta, &'a [u8], &'a [u8], &'a [u8]) {
+    let generation = input.u32();
+    let lsn = input.u64();
+    let kinds = [Kind::Put, Kind::Delete, Kind::Reset, Kind::Touch, Kind::Void];
+    let kind = kinds[usize::from(input.u8()) % kinds.len()];
+    let meta =
+        Meta { kind, flags: input.u8(), deadline: input.u64(), lifetime: input.u64(), seq: input.u64() };
+    (generation, lsn, meta, input.short(40), input.short(40), input.short(255))
+}
+
+/// A nonzero byte to flip bits with.
+fn flip(input: &mut Input<'_>) -> u8 {
+    input.u8().max(1)
+}
+
+/// On-disk records ([`record::decode`], [`record::decode_head`], [`record::head_len`]). The first byte
+/// picks: raw bytes decoded as a record, or a record built from the input, round-tripped, then damaged once.
+///
+/// - Any bytes decode to a record or a [`RecordError`], never a panic. A record decoded from them is
+///   exactly what [`record::encode`] writes for its fields (but for the reserved field, which the header's
+///   checksum covers), and `decode_head` agrees with `decode`.
+/// - Any record round-trips. Any single damage to it, one byte changed anywhere or the record cut short at
+///   any length, is refused: read as damaged, never as a record. A change in the value leaves the header
+///   standing (the key's loss is known) and is `BadValue`; a change before it leaves no header.
+pub fn record(data: &[u8]) {
+    let mut input = Input::new(data);
+    if input.u8() % 2 == 0 {
+        return record_bytes(input.rest());
+    }
+    let (generation, lsn, meta, bank, key, value) = record_fields(&mut input);
+    let mut buf = Vec::new();
+    let encoded = record::encode(&mut buf, generation, lsn, meta, bank, key, value);
+    assert_eq!(encoded, Ok(()));
+    let r = record::decode(&buf).unwrap_or_else(|e| panic!("a record just written does not decode: {e}"));
+    assert_eq!((r.generation, r.lsn, r.meta), (generation, lsn, meta));
+    assert_eq!((r.bank, r.key, r.value, r.len), (bank, key, value, buf.len()));
+    let names_end = buf.len() - value.len();
+
+    let at = usize::from(input.u16()) % buf.len();
+    let mut bad = buf.clone();
+    bad[at] ^= flip(&mut input);
+    let decoded = record::decode(&bad);
+    assert!(decoded.is_err(), "byte {at} changed, yet the record decodes: {decoded:?}");
+    if at >= names_end {
+        assert_eq!(decoded, Err(RecordError::BadValue), "byte {at} of the value changed");
+        let head = record::decode_head(&bad).map(|h| (h.bank, h.key, h.lsn));
+        assert_eq!(head, Ok((bank, key, lsn)), "a change in the value lost the header");
+    } else {
+        assert!(record::decode_head(&bad).is_err(), "byte {at} of the header changed, yet it decodes");
+    }
+
+    let cut = usize::from(input.u16()) % buf.len();
+    assert!(record::decode(&buf[..cut]).is_err(), "the record cut to {cut} bytes decodes");
+    assert_eq!(record::decode_head(&buf[..cut]).is_ok(), cut >= names_end, "the header cut to {cut} bytes");
+}
+
+fn record_bytes(buf: &[u8]) {
+    let head = record::decode_head(buf);
+    let claimed = record::head_len(buf);
+    let r = match record::decode(buf) {
+        Ok(r) => r,
+        Err(e) => {
+            if head.is_ok() {
+                assert!(
+                    matches!(e, RecordError::Truncated | RecordError::BadValue),
+                    "{e:?} past a sound header"
+                );
+            }
+            return;
+        }
+    };
+    let h = head.unwrap_or_else(|e| panic!("decode took a record whose header decode_head refuses: {e}"));
+    assert_eq!((h.meta, h.generation, h.lsn, h.bank, h.key), (r.meta, r.generation, r.lsn, r.bank, r.key));
+    assert_eq!((h.len, h.value_len), (r.len, r.value.len()));
+    assert!(r.len <= buf.len());
+    assert_eq!(claimed, Some(r.len - r.value.len()), "head_len disagrees with the record");
+    let mut again = Vec::new();
+    let encoded = record::encode(&mut again, r.generation, r.lsn, r.meta, r.bank, r.key, r.value);
+    assert_eq!(encoded, Ok(()));
+    let mut read = buf[..r.len].to_vec();
+    if read[30..32] != [0, 0] {
+        // A reserved field that is not 0 is covered by the header's checksum: the record was written so.
+        read[4..8].copy_from_slice(&again[4..8]);
+        read[30..32].copy_from_slice(&[0, 0]);
+    }
+    assert_eq!(read, again, "a record decoded from bytes that its encoding does not give");
+}
+
+// ---- index files ----
+
+/// Index files ([`index::decode_header`], [`index::decode_entry`]). The first byte picks: raw bytes read
+/// as an index file (a header, then entries as start-up reads them), or a header and an entry built from
+/// the input, round-tripped, then damaged once.
+///
+/// - Any bytes give a generation or nothing, entries or the end of the usable list, never a panic; an
+///   entry read from them is exactly what [`index::encode_entry`] writes for its fields (but for the
+///   reserved field, which the entry's checksum covers) and never runs past the bytes.
+/// - Any header and any entry round-trip. Any single damage to them (one byte changed, or cut short at any
+///   length) is refused: read as the end of the list, never as another entry.
+pub fn index(data: &[u8]) {
+    let mut input = Input::new(data);
+    if input.u8() % 2 == 0 {
+        return index_bytes(input.rest());
+    }
+    let generation = input.u32();
+    let mut header = Vec::new();
+    index::encode_header(&mut header, generation);
+    assert_eq!(header.len(), index::HEADER_LEN);
+    assert_eq!(index::decode_header(&header), Some(generation));
+    let at = usize::from(input.u8()) % header.len();
+    let mut bad = header.clone();
+    bad[at] ^= flip(&mut input);
+    assert_eq!(index::decode_header(&bad), None, "byte {at} of the header changed, yet it reads");
+    let cut = usize::from(input.u8()) % header.len();
+    assert_eq!(index::decode_header(&header[..cut]), None, "the header cut to {cut} bytes reads");
+
+    let (_, lsn, meta, bank, key, _) = record_fields(&mut input);
+    let entry = Entry { meta, offset: input.u32(), len: input.u32(), lsn, bank, key };
+    let mut buf = Vec::new();
+    index::encode_entry(&mut buf, &entry);
+    assert_eq!(index::decode_entry(&buf), Some((entry, buf.len())), "an entry just written");
+    let at = usize::from(input.u16()) % buf.len();
+    let mut bad = buf.clone();
+    bad[at] ^= flip(&mut input);
+    let read = index::decode_entry(&bad);
+    assert_eq!(read, None, "byte {at} of the entry changed, yet it reads");
+    let cut = usize::from(input.u16()) % buf.len();
+    assert_eq!(index::decode_entry(&buf[..cut]), None, "the entry cut to {cut} bytes reads");
+}
+
+fn index_bytes(buf: &[u8]) {
+    let _ = index::decode_header(buf);
+    let mut pos = index::HEADER_LEN.min(buf.len());
+    while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
+        assert!(used <= buf.len() - pos, "an entry of {used} bytes past the end");
+        let mut again = Vec::new();
+        index::encode_entry(&mut again, &e);
+        let mut read = buf[pos..pos + used].to_vec();
+        if read[14..16] != [0, 0] {
+            // As for records: the reserved field is covered by the entry's checksum.
+            read[..4].copy_from_slice(&again[..4]);
+            read[14..16].copy_from_slice(&[0, 0]);
+        }
+        assert_eq!(read, again, "an entry decoded from bytes that its encoding does not give");
+        pos += used;
+    }
+}
+
+// ---- CHECKPOINT and META.txt ----
+
+/// The `CHECKPOINT` file ([`Checkpoint::decode`]). The first byte picks: raw bytes read as the file, or a
+/// checkpoint built from the input, round-tripped, then damaged once.
+///
+/// - Any bytes give a checkpoint or nothing, never a panic; a checkpoint read from them is exactly what
+///   [`Checkpoint::encode`] writes for it.
+/// - Any checkpoint round-trips; any single damage (one byte changed, cut short, one byte too many) is
+///   refused.
+pub fn checkpoint(data: &[u8]) {
+    let mut input = Input::new(data);
+    if input.u8() % 2 == 0 {
+        let buf = input.rest();
+        if let Some(ck) = Checkpoint::decode(buf) {
+            assert_eq!(ck.encode()[..], *buf, "a checkpoint read from bytes its encoding does not give");
+        }
+        return;
+    }
+    let ck = Checkpoint {
+        lsn: input.u64(),
+        generation: input.u32(),
+        volume: input.u32(),
+        dead_up_to: input.u64(),
+    };
+    let buf = ck.encode();
+    assert_eq!(Checkpoint::decode(&buf), Some(ck));
+    let at = usize::from(input.u8()) % CHECKPOINT_LEN;
+    let mut bad = buf;
+    bad[at] ^= flip(&mut input);
+    assert_eq!(Checkpoint::decode(&bad), None, "byte {at} changed, yet the checkpoint reads");
+    let cut = usize::from(input.u8()) % CHECKPOINT_LEN;
+    assert_eq!(Checkpoint::decode(&buf[..cut]), None, "cut to {cut} bytes, yet the checkpoint reads");
+    let mut longer = buf.to_vec();
+    longer.push(input.u8());
+    assert_eq!(Checkpoint::decode(&longer), None, "a byte too many, yet the checkpoint reads");
+}
+
+/// `META.txt` ([`volume::parse_meta`]): any bytes give a volume number or nothing, never a panic; a
+/// number read back from what the store writes (its decimal text) is that number, and only text that is
+/// a number (with whitespace around it) reads as one.
+pub fn meta(data: &[u8]) {
+    let got = volume::parse_meta(data);
+    if let Some(n) = got {
+        assert_eq!(volume::parse_meta(n.to_string().as_bytes()), Some(n));
+        let text = std::str::from_utf8(data).map(str::trim);
+        assert!(
+            text.is_ok_and(|t| t.trim_start_matches('+').bytes().all(|b| b.is_ascii_digit())),
+            "{data:?}"
+        );
+    }
+    let n = u32::from_le_bytes([0, 1, 2, 3].map(|i| data.get(i).copied().unwrap_or(0)));
+    assert_eq!(volume::parse_meta(n.to_string().as_bytes()), Some(n));
+}
+
+// ---- a whole data directory ----
+
+/// A directory for one check, removed when dropped: under `/dev/shm` where there is one (a check writes
+/// and fsyncs a few files, which costs nothing there), else the system's temporary directory.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> ScratchDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() { shm.to_owned() } else { std::env::temp_dir() };
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("bankcache-fuzz-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        ScratchDir(dir)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The files of a data directory, as the volume target builds them.
+struct Files {
+    data: Vec<Option<Vec<u8>>>,
+    index: Vec<Option<Vec<u8>>>,
+    checkpoint: Option<Vec<u8>>,
+    meta: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn write(&self, dir: &Path) {
+        let put = |path: PathBuf, bytes: &[u8]| {
+            fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()))
+        };
+        for sub in ["data", "index"] {
+            let _ = fs::create_dir_all(dir.join(sub));
+        }
+        for (n, bytes) in self.data.iter().enumerate() {
+            if let Some(bytes) = bytes {
+                put(dir.join("data").join(n.to_string()), bytes);
+            }
+        }
+        for (n, bytes) in self.index.iter().enumerate() {
+            if let Some(bytes) = bytes {
+                put(dir.join("index").join(n.to_string()), bytes);
+            }
+        }
+        if let Some(bytes) = &self.checkpoint {
+            put(dir.join("CHECKPOINT"), bytes);
+        }
+        if let Some(bytes) = &self.meta {
+            put(dir.join("META.txt"), bytes);
+        }
+    }
+}
+
+/// A value the store may return: a sound put record of its bank and key holds it, with these flags.
+type Written = (Vec<u8>, Vec<u8>, Vec<u8>, u8);
+
+/// Every put record that decodes, at any offset of any volume file: all the values that were ever written
+/// (as far as the files can tell).
+fn written_values(files: &Files) -> HashSet<Written> {
+    let mut found = HashSet::new();
+    for bytes in files.data.iter().flatten() {
+        for at in memchr::memmem::find_iter(bytes, &record::MAGIC) {
+            if let Ok(r) = record::decode(&bytes[at..]) {
+                if r.meta.kind == Kind::Put {
+                    found.insert((r.bank.to_vec(), r.key.to_vec(), r.value.to_vec(), r.meta.flags));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Banks and keys the volume target's records use mostly, so records meet each other's keys.
+const NAMES: [&[u8]; 4] = [b"b", b"c", b"k1", b"k2"];
+
+/// A whole data directory ([`Store::open`] and what it replays): the input builds the files, records
+/// (valid, so that replay has something to do) in volumes of a few hundred bytes, their index entries,
+/// a checkpoint and `META.txt`, then damages them (bytes changed or overwritten, files cut short or
+/// missing, stale or garbage indexes and checkpoints). Then the store is opened, read, written and
+/// opened again.
+///
+/// - The store opens, whatever the files hold: it never panics and never refuses to start.
+/// - It never lies: every key it lists has a put record in the files, and every value it returns (twice,
+///   from disk and then from RAM) is the value of a sound put record of that bank and key in the files,
+///   with its flags; never bytes that were not written as that key's value.
+/// - It goes on working: a value put after the start is read back, and after a restart the store again
+///   returns only values that were written.
+pub fn volume(data: &[u8]) {
+    let mut input = Input::new(data);
+    let count = 1 + usize::from(input.u8() % 3);
+    let size = 128 + u64::from(input.u16() % 1024);
+    let now = now_ms();
+    let mut files =
+        Files { data: vec![Some(Vec::new()); count], index: vec![None; count], checkpoint: None, meta: None };
+    let (mut lsn, mut last) = (0u64, None::<(u32, u32)>);
+    let mut checkpoint_set = false;
+    let mut steps = 0;
+    while !input.is_empty() && steps < 64 {
+        steps += 1;
+        let v = usize::from(input.u8()) % count;
+        match input.u8() % 12 {
+            0..=4 => {
+                let g = input.u8();
+                let generation = if g >= 0xf0 { input.u32() } else { u32::from(g % 4) + 1 };
+                let step = input.u8();
+                lsn = match step {
+                    0..=199 => lsn.wrapping_add(1),
+                    200..=239 => lsn.wrapping_add(u64::from(step - 198)),
+                    _ => input.u64(),
+                };
+                let kinds =
+                    [Kind::Put, Kind::Put, Kind::Put, Kind::Delete, Kind::Touch, Kind::Reset, Kind::Void];
+                let kind = kinds[usize::from(input.u8()) % kinds.len()];
+                let name = |input: &mut Input<'_>| match input.u8() {
+                    n @ 0..=239 => NAMES[usize::from(n) % NAMES.len()].to_vec(),
+                    _ => input.short(6).to_vec(),
+                };
+                let (bank, key) = (name(&mut input), name(&mut input));
+                let value = input.short(24).to_vec();
+                let deadline = match input.u8() % 4 {
+                    0 | 1 => NO_DEADLINE,
+                    2 => now.saturating_add(600_000),
+                    _ => input.u64(),
+                };
+                let lifetime = if deadline == NO_DEADLINE { 0 } else { u64::from(input.u16()) * 1000 };
+                let seq = match input.u8() {
+                    s @ 0..=239 => u64::from(s),
+                    _ => input.u64(),
+                };
+                let meta = Meta { kind, flags: input.u8() & 1, deadline, lifetime, seq };
+                let volume = files.data[v].get_or_insert_with(Vec::new);
+                let offset = volume.len() as u32;
+                if record::encode(volume, generation, lsn, meta, &bank, &key, &value).is_err() {
+                    continue;
+                }
+                let len = volume.len() as u32 - offset;
+                last = Some((generation, v as u32));
+                if input.u8() % 4 != 0 {
+                    let index = files.index[v].get_or_insert_with(|| {
+                        let mut header = Vec::new();
+                        index::encode_header(&mut header, generation);
+                        header
+                    });
+                    index::encode_entry(index, &Entry { meta, offset, len, lsn, bank: &bank, key: &key });
+                }
+            }
+            5 => {
+                let mut header = Vec::new();
+                index::encode_header(&mut header, u32::from(input.u8() % 6));
+                files.index[v] = Some(header);
+            }
+            6 => {
+                let file = if input.u8() % 4 == 0 { &mut files.index[v] } else { &mut files.data[v] };
+                if let Some(bytes) = file.as_mut().filter(|b| !b.is_empty()) {
+                    let at = usize::from(input.u16()) % bytes.len();
+                    bytes[at] ^= flip(&mut input);
+                }
+            }
+            7 => {
+                let at = usize::from(input.u16() % 2048);
+                let patch = input.short(32);
+                let bytes = files.data[v].get_or_insert_with(Vec::new);
+                if bytes.len() < at + patch.len() {
+                    bytes.resize(at + patch.len(), 0);
+                }
+                bytes[at..at + patch.len()].copy_from_slice(patch);
+            }
+            8 => {
+                checkpoint_set = true;
+                files.checkpoint = match input.u8() % 4 {
+                    0 => None,
+                    1 => Some(input.short(40).to_vec()),
+                    _ => {
+                        let (generation, volume) = last.unwrap_or((1, 0));
+                        let ck = Checkpoint {
+                            lsn: if input.u8() % 2 == 0 { lsn } else { input.u64() },
+                            generation: if input.u8() % 2 == 0 { generation } else { input.u32() },
+                            volume: if input.u8() % 2 == 0 { volume } else { input.u32() },
+                            dead_up_to: if input.u8() % 2 == 0 { 0 } else { input.u64() },
+                        };
+                        Some(ck.encode().to_vec())
+                    }
+                };
+            }
+            9 => {
+                files.meta = Some(if input.u8() % 2 == 0 {
+                    v.to_string().into_bytes()
+                } else {
+                    input.short(12).to_vec()
+                })
+            }
+            10 => {
+                let file = if input.u8() % 2 == 0 { &mut files.index[v] } else { &mut files.data[v] };
+                match file.as_mut() {
+                    Some(bytes) if input.u8() % 4 != 0 => {
+                        bytes.truncate(usize::from(input.u16()) % (bytes.len() + 1))
+                    }
+                    _ => *file = None,
+                }
+            }
+            _ => {
+                let junk = input.short(64).to_vec();
+                let file = if input.u8() % 2 == 0 { &mut files.index[v] } else { &mut files.data[v] };
+                file.get_or_insert_with(Vec::new).extend_from_slice(&junk);
+            }
+        }
+    }
+    if !checkpoint_set {
+        // As the store leaves it: the last record written is the log's tail.
+        let (generation, volume) = last.unwrap_or((1, 0));
+        files.checkpoint = Some(Checkpoint { lsn, generation, volume, dead_up_to: 0 }.encode().to_vec());
+    }
+
+    let mut written = written_values(&files);
+    let dir = ScratchDir::new();
+    files.write(&dir.0);
+    let config = StoreConfig {
+        volumes: Some(VolumeConfig {
+            dir: dir.0.clone(),
+            volume_size: size,
+            volume_count: count as u32,
+            fsync: Fsync::Never,
+            disk: None,
+        }),
+        memory_max_bytes: 1 << 20,
+        admit_after_reads: 1,
+        admit_window_ms: 60_000,
+    };
+    let (store, _) = Store::open(config.clone()).unwrap_or_else(|e| panic!("the store did not open: {e}"));
+    reads_only_written(&store, &written, now);
+
+    let (bank, key, value) = ("fuzz", b"fresh".as_slice(), b"\"fresh value\"".as_slice());
+    let put = store.put(bank, key, value, 0, Ttl::Forever, now, Access::Wait);
+    put.unwrap_or_else(|e| panic!("a put after the start failed: {e}"));
+    let read = store.get(bank, key, now, false, Access::Wait, |v, _| v.to_vec());
+    assert!(matches!(read, Ok(Lookup::Hit((ref v, _))) if v == value), "a put was read back as {read:?}");
+    written.insert((bank.as_bytes().to_vec(), key.to_vec(), value.to_vec(), 0));
+    drop(store);
+
+    let (store, _) = Store::open(config).unwrap_or_else(|e| panic!("the store did not open again: {e}"));
+    reads_only_written(&store, &written, now);
+}
+
+/// Every key `store` lists has a put record, and every value it returns was written as that key's value.
+fn reads_only_written(store: &Store, written: &HashSet<Written>, now: u64) {
+    let banks = store.bank_names(usize::MAX).unwrap_or_else(|e| panic!("bank.list refused: {e:?}"));
+    for bank in banks {
+        let keys = store.keys(&bank, now, usize::MAX).unwrap_or_else(|e| panic!("bank.keys refused: {e:?}"));
+        for key in keys.names() {
+            let bytes = (bank.as_bytes(), key);
+            assert!(
+                written.iter().any(|(b, k, _, _)| (b.as_slice(), k.as_slice()) == bytes),
+                "bank {bank:?} lists key {:?}, which no put record holds",
+                String::from_utf8_lossy(key)
+            );
+            // Twice: the first read comes from disk and admits the value to RAM, the second from RAM.
+            for _ in 0..2 {
+                let read =
+                    store.get(&bank, key, now, false, Access::Wait, |v, served| (v.to_vec(), served.flags));
+                match read {
+                    Ok(Lookup::Hit(((value, flags), _))) => {
+                        let found = (bank.as_bytes().to_vec(), key.to_vec(), value, flags);
+                        assert!(written.contains(&found), "a value that was never written: {found:?}");
+                    }
+                    Ok(Lookup::Miss | Lookup::Expired) => {}
+                    Err(e) => panic!("a read failed: {e}"),
+                }
+            }
+        }
+    }
+}
