@@ -94,7 +94,7 @@ impl Chain {
     fn note(&mut self, lsn: u64, at: Location) -> bool {
         if let Some(last) = self.last {
             // Records missing up to `dead_up_to` were given up by an earlier start-up: not a new gap.
-            if lsn != last + 1 && lsn.saturating_sub(1) > self.dead_up_to {
+            if last.checked_add(1) != Some(lsn) && lsn.saturating_sub(1) > self.dead_up_to {
                 log::warn!(
                     "the log jumps from LSN {last} to {lsn} at data/{} offset {}: records in between are lost",
                     at.volume,
@@ -173,7 +173,7 @@ fn usable_index(buf: &[u8], generation: u32, scan: &mut Scanner<'_>, chain: &mut
         decoded += 1;
         chain.evidence(e.lsn);
         let follows = u64::from(e.offset) == offset
-            && lsn.is_none_or(|l| e.lsn == l + 1)
+            && lsn.is_none_or(|l| l.checked_add(1) == Some(e.lsn))
             && e.len as usize >= record::HEADER_LEN;
         if !follows {
             break;
