@@ -232,7 +232,7 @@ impl<'a> Op<'a> {
                 }
                 if let Some(lifetime) = lifetime {
                     out.extend_from_slice(b",\"lifetime\":");
-                    json_number(out, *lifetime);
+                    json_lifetime(out, *lifetime);
                 }
             }
             Op::Incr { delta, .. } => {
@@ -300,6 +300,18 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 /// A JSON number, as serde_json writes it (`null` for a non-finite one, which the server refuses).
 fn json_number(out: &mut Vec<u8>, n: f64) {
     let _ = serde_json::to_writer(&mut *out, &n);
+}
+
+/// A lifetime as a JSON number. An infinite one (parsed from `1e400`, or made by a client) is written as a
+/// number too large for a float, which parses back as the same infinity: `null` would mean no lifetime,
+/// turning an already expired put (`-inf`) into one that never expires. NaN, which no request parses to,
+/// is `null`.
+fn json_lifetime(out: &mut Vec<u8>, lifetime: f64) {
+    match lifetime {
+        f64::INFINITY => out.extend_from_slice(b"1e999"),
+        f64::NEG_INFINITY => out.extend_from_slice(b"-1e999"),
+        finite_or_nan => json_number(out, finite_or_nan),
+    }
 }
 
 /// A JSON integer.
@@ -846,6 +858,25 @@ mod tests {
         }
         assert_eq!(scan_count("0"), Err(RequestError::BadCount));
         assert_eq!(scan_count("000"), Err(RequestError::BadCount));
+    }
+
+    /// A lifetime too large for a float (`1e400`) parses as infinite, and a client may hold one too: it is
+    /// encoded so that it parses back the same, not as `null` (no lifetime), which made a put meant to
+    /// be already expired (`-1e400`) live forever. Found by the `op` fuzz target.
+    #[test]
+    fn infinite_lifetimes_encode_as_they_parse() {
+        for lifetime in [f64::INFINITY, f64::NEG_INFINITY] {
+            let op = Op::Put {
+                bank: "b".into(),
+                key: "k".into(),
+                value: Value::Json(Cow::Borrowed(b"1")),
+                lifetime: Some(lifetime),
+            };
+            let mut line = Vec::new();
+            op.encode(&mut line);
+            assert_eq!(line.pop(), Some(b'\n'));
+            assert_eq!(parse(&line, &LIMITS), Ok(op), "{}", String::from_utf8_lossy(&line));
+        }
     }
 
     #[test]
