@@ -248,7 +248,7 @@ const LARGE: Limits = Limits { max_key_bytes: 1 << 16, max_value_bytes: 1 << 20 
 /// - An op that parses passes [`op::Op::check`] (every front refuses the same requests), and survives
 ///   [`op::Op::into_owned`] unchanged.
 /// - Its encoding ([`op::Op::encode`], what clients send) is one line that the splitter takes as exactly
-///   one frame, and that parses back to the same op.
+///   one frame, and that parses back to the same op (with a JSON value's line breaks made spaces).
 pub fn op(data: &[u8]) {
     for limits in [SMALL, LARGE] {
         let parsed = match op::parse(data, &limits) {
@@ -270,7 +270,15 @@ pub fn op(data: &[u8]) {
         let mut splitter = Splitter::new(framed.len());
         assert_eq!(splitter.next(&framed), Split::Frame { start: 0, end: line.len() }, "{:?}", lossy(&line));
         assert_eq!(splitter.next(&framed), Split::NeedMore);
-        assert_eq!(op::parse(&line, &limits), Ok(parsed.clone()), "encoded as {:?}", lossy(&line));
+        // The same op, but for line breaks in a JSON value, which the encoding makes spaces (the server
+        // never parses a frame with a line break: the splitter cuts there).
+        let mut expected = parsed.clone();
+        if let op::Op::Put { value: op::Value::Json(text), .. } = &mut expected {
+            if text.contains(&b'\n') {
+                *text = text.iter().map(|&b| if b == b'\n' { b' ' } else { b }).collect::<Vec<u8>>().into();
+            }
+        }
+        assert_eq!(op::parse(&line, &limits), Ok(expected), "encoded as {:?}", lossy(&line));
     }
 }
 

@@ -204,7 +204,8 @@ impl<'a> Op<'a> {
     }
 
     /// Writes the op as one request line (its JSON object and `\n`), as a client sends it. A
-    /// [`Value::Json`] must hold valid JSON text; it is written as it is.
+    /// [`Value::Json`] must hold valid JSON text; it is written as it is, but for line breaks between its
+    /// tokens, which become spaces (the request must stay one line).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"op\":");
         json_string(out, self.kind().name());
@@ -220,7 +221,18 @@ impl<'a> Op<'a> {
             Op::Put { value, lifetime, .. } => {
                 out.extend_from_slice(b",\"value\":");
                 match value {
-                    Value::Json(text) => out.extend_from_slice(text),
+                    Value::Json(text) => {
+                        // A request is one line. In valid JSON a line break can only lie between tokens
+                        // (strings write theirs as `\n`), so it becomes a space: sent as it was, the server
+                        // would read each line as a request, and answer one op with several replies.
+                        let start = out.len();
+                        out.extend_from_slice(text);
+                        for b in &mut out[start..] {
+                            if *b == b'\n' {
+                                *b = b' ';
+                            }
+                        }
+                    }
                     Value::Bytes(bytes) => {
                         out.push(b'"');
                         let start = out.len();
@@ -877,6 +889,26 @@ mod tests {
             assert_eq!(line.pop(), Some(b'\n'));
             assert_eq!(parse(&line, &LIMITS), Ok(op), "{}", String::from_utf8_lossy(&line));
         }
+    }
+
+    /// A request is one line, so a JSON value laid out over several (as `serde_json::to_vec_pretty`
+    /// writes it) is sent with its line breaks as spaces: sent as they were, the server read each line
+    /// as a request of its own, and every reply after it answered the wrong request. Found by the `op`
+    /// fuzz target.
+    #[test]
+    fn line_breaks_in_a_json_value_do_not_split_the_request() {
+        let op = Op::Put {
+            bank: "b".into(),
+            key: "k".into(),
+            value: Value::Json(Cow::Borrowed(b"{\n  \"a\": [1,\r\n 2]\n}")),
+            lifetime: None,
+        };
+        let mut line = Vec::new();
+        op.encode(&mut line);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "{}", String::from_utf8_lossy(&line));
+        assert_eq!(line.pop(), Some(b'\n'));
+        let Ok(Op::Put { value, .. }) = parse(&line, &LIMITS) else { panic!("{line:?}") };
+        assert_eq!(value, Value::Json(Cow::Borrowed(b"{   \"a\": [1,\r  2] }")));
     }
 
     #[test]
