@@ -418,23 +418,44 @@ impl Files {
     }
 }
 
-/// A value the store may return: a sound put record of its bank and key holds it, with these flags.
-type Written = (Vec<u8>, Vec<u8>, Vec<u8>, u8);
+/// What the files say was written: the values of the sound put records at any offset of any volume file
+/// (bank, key, value, flags), and the keys a put was written for, by those records or by the sound put
+/// entries of an index (a record damaged under a sound entry loses its value, not its key: it is listed,
+/// and read as a miss).
+#[derive(Default)]
+struct Written {
+    values: HashSet<(Vec<u8>, Vec<u8>, Vec<u8>, u8)>,
+    keys: HashSet<(Vec<u8>, Vec<u8>)>,
+}
 
-/// Every put record that decodes, at any offset of any volume file: all the values that were ever written
-/// (as far as the files can tell).
-fn written_values(files: &Files) -> HashSet<Written> {
-    let mut found = HashSet::new();
-    for bytes in files.data.iter().flatten() {
-        for at in memchr::memmem::find_iter(bytes, &record::MAGIC) {
-            if let Ok(r) = record::decode(&bytes[at..]) {
-                if r.meta.kind == Kind::Put {
-                    found.insert((r.bank.to_vec(), r.key.to_vec(), r.value.to_vec(), r.meta.flags));
+impl Written {
+    fn from_files(files: &Files) -> Written {
+        let mut written = Written::default();
+        for bytes in files.data.iter().flatten() {
+            for at in memchr::memmem::find_iter(bytes, &record::MAGIC) {
+                if let Ok(r) = record::decode(&bytes[at..]) {
+                    if r.meta.kind == Kind::Put {
+                        written.put(r.bank, r.key, r.value, r.meta.flags);
+                    }
                 }
             }
         }
+        for bytes in files.index.iter().flatten() {
+            let mut pos = index::HEADER_LEN.min(bytes.len());
+            while let Some((e, used)) = index::decode_entry(&bytes[pos..]) {
+                if e.meta.kind == Kind::Put {
+                    written.keys.insert((e.bank.to_vec(), e.key.to_vec()));
+                }
+                pos += used;
+            }
+        }
+        written
     }
-    found
+
+    fn put(&mut self, bank: &[u8], key: &[u8], value: &[u8], flags: u8) {
+        self.values.insert((bank.to_vec(), key.to_vec(), value.to_vec(), flags));
+        self.keys.insert((bank.to_vec(), key.to_vec()));
+    }
 }
 
 /// Banks and keys the volume target's records use mostly, so records meet each other's keys.
@@ -447,9 +468,9 @@ const NAMES: [&[u8]; 4] = [b"b", b"c", b"k1", b"k2"];
 /// opened again.
 ///
 /// - The store opens, whatever the files hold: it never panics and never refuses to start.
-/// - It never lies: every key it lists has a put record in the files, and every value it returns (twice,
-///   from disk and then from RAM) is the value of a sound put record of that bank and key in the files,
-///   with its flags; never bytes that were not written as that key's value.
+/// - It never lies: every key it lists had a put written (a record or an index entry says so), and every
+///   value it returns (twice, from disk and then from RAM) is the value of a sound put record of that
+///   bank and key in the files, with its flags; never bytes that were not written as that key's value.
 /// - It goes on working: a value put after the start is read back, and after a restart the store again
 ///   returns only values that were written.
 pub fn volume(data: &[u8]) {
@@ -578,7 +599,7 @@ pub fn volume(data: &[u8]) {
         files.checkpoint = Some(Checkpoint { lsn, generation, volume, dead_up_to: 0 }.encode().to_vec());
     }
 
-    let mut written = written_values(&files);
+    let mut written = Written::from_files(&files);
     let dir = ScratchDir::new();
     files.write(&dir.0);
     let config = StoreConfig {
@@ -601,7 +622,7 @@ pub fn volume(data: &[u8]) {
     put.unwrap_or_else(|e| panic!("a put after the start failed: {e}"));
     let read = store.get(bank, key, now, false, Access::Wait, |v, _| v.to_vec());
     assert!(matches!(read, Ok(Lookup::Hit((ref v, _))) if v == value), "a put was read back as {read:?}");
-    written.insert((bank.as_bytes().to_vec(), key.to_vec(), value.to_vec(), 0));
+    written.put(bank.as_bytes(), key, value, 0);
     drop(store);
 
     let (store, _) = Store::open(config).unwrap_or_else(|e| panic!("the store did not open again: {e}"));
@@ -609,15 +630,14 @@ pub fn volume(data: &[u8]) {
 }
 
 /// Every key `store` lists has a put record, and every value it returns was written as that key's value.
-fn reads_only_written(store: &Store, written: &HashSet<Written>, now: u64) {
+fn reads_only_written(store: &Store, written: &Written, now: u64) {
     let banks = store.bank_names(usize::MAX).unwrap_or_else(|e| panic!("bank.list refused: {e:?}"));
     for bank in banks {
         let keys = store.keys(&bank, now, usize::MAX).unwrap_or_else(|e| panic!("bank.keys refused: {e:?}"));
         for key in keys.names() {
-            let bytes = (bank.as_bytes(), key);
             assert!(
-                written.iter().any(|(b, k, _, _)| (b.as_slice(), k.as_slice()) == bytes),
-                "bank {bank:?} lists key {:?}, which no put record holds",
+                written.keys.contains(&(bank.as_bytes().to_vec(), key.to_vec())),
+                "bank {bank:?} lists key {:?}, for which no put was written",
                 String::from_utf8_lossy(key)
             );
             // Twice: the first read comes from disk and admits the value to RAM, the second from RAM.
@@ -627,7 +647,7 @@ fn reads_only_written(store: &Store, written: &HashSet<Written>, now: u64) {
                 match read {
                     Ok(Lookup::Hit(((value, flags), _))) => {
                         let found = (bank.as_bytes().to_vec(), key.to_vec(), value, flags);
-                        assert!(written.contains(&found), "a value that was never written: {found:?}");
+                        assert!(written.values.contains(&found), "a value that was never written: {found:?}");
                     }
                     Ok(Lookup::Miss | Lookup::Expired) => {}
                     Err(e) => panic!("a read failed: {e}"),
