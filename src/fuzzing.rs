@@ -418,13 +418,16 @@ impl Files {
     }
 }
 
+/// A value as written: bank, key, value and flags.
+type Value = (Vec<u8>, Vec<u8>, Vec<u8>, u8);
+
 /// What the files say was written: the values of the sound put records at any offset of any volume file
 /// (bank, key, value, flags), and the keys a put was written for, by those records or by the sound put
 /// entries of an index (a record damaged under a sound entry loses its value, not its key: it is listed,
 /// and read as a miss).
 #[derive(Default)]
 struct Written {
-    values: HashSet<(Vec<u8>, Vec<u8>, Vec<u8>, u8)>,
+    values: HashSet<Value>,
     keys: HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
