@@ -302,6 +302,79 @@ mod tests {
         assert_eq!(s.finish(buf), None);
     }
 
+    mod properties {
+        use super::super::*;
+        use crate::op::{parse, Limits, Op};
+        use crate::strategies::op;
+        use proptest::prelude::*;
+
+        const LIMITS: Limits = Limits { max_key_bytes: 1 << 16, max_value_bytes: 1 << 20 };
+
+        /// What may come between requests: newlines (LF or CRLF), blank lines, spaces, or nothing at all.
+        fn separator() -> impl Strategy<Value = &'static [u8]> {
+            const SEPARATORS: &[&[u8]] = &[b"\n", b"\r\n", b"", b" ", b"\n\n", b"\t\r\n", b"\r\n\r\n"];
+            prop::sample::select(SEPARATORS)
+        }
+
+        /// Splits `stream` arriving as the reads `cuts` marks (each cut starts a read), cutting the consumed
+        /// front off the buffer after every read as the reactor may, and parses each frame.
+        fn ops_read_in_pieces(stream: &[u8], cuts: &[usize]) -> Vec<Op<'static>> {
+            let mut splitter = Splitter::new(1 << 20);
+            let mut buf = Vec::new();
+            let mut ops = Vec::new();
+            let mut from = 0;
+            for &to in cuts.iter().chain([&stream.len()]) {
+                buf.extend_from_slice(&stream[from..to]);
+                from = to;
+                while let Split::Frame { start, end } = splitter.next(&buf) {
+                    ops.push(parse(&buf[start..end], &LIMITS).map(Op::into_owned).expect("a frame parses"));
+                }
+                let keep = splitter.keep_from();
+                buf.drain(..keep);
+                splitter.rebase(keep);
+            }
+            if let Some((start, end)) = splitter.finish(&buf) {
+                ops.push(
+                    parse(&buf[start..end], &LIMITS).map(Op::into_owned).expect("the last frame parses"),
+                );
+            }
+            ops
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            /// Ops as clients encode them (names and values with `\r`, quotes, escapes and non-ASCII,
+            /// values laid out with tabs and raw carriage returns, large values), separated every way the
+            /// protocol allows, give the same ops however the stream is cut into reads: in one read, a byte
+            /// per read (every byte boundary at once), and in two reads at any boundary.
+            #[test]
+            fn split_at_every_byte_boundary_gives_the_same_ops(
+                ops in prop::collection::vec(op(), 1..6),
+                separators in prop::collection::vec(separator(), 6),
+                boundary in any::<prop::sample::Index>(),
+            ) {
+                let mut stream = Vec::new();
+                for (op, separator) in ops.iter().zip(&separators) {
+                    op.encode(&mut stream);
+                    prop_assert_eq!(stream.pop(), Some(b'\n'));
+                    stream.extend_from_slice(separator);
+                }
+                prop_assert_eq!(&ops_read_in_pieces(&stream, &[]), &ops);
+                let every: Vec<usize> = (1..stream.len()).collect();
+                prop_assert_eq!(&ops_read_in_pieces(&stream, &every), &ops);
+                // Two reads at every boundary costs the stream's length squared: all of them for a short
+                // stream, a spread and a drawn one for a long one.
+                let step = (stream.len() / 256).max(1);
+                let mut twos: Vec<usize> = (0..=stream.len()).step_by(step).collect();
+                twos.push(boundary.index(stream.len() + 1));
+                for cut in twos {
+                    prop_assert_eq!(&ops_read_in_pieces(&stream, &[cut]), &ops, "cut at {}", cut);
+                }
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_costs_nothing() {
         let mut input = vec![b'['; 100_000];

@@ -15,6 +15,8 @@ pub mod fuzzing;
 pub mod number;
 pub mod op;
 pub mod reply;
+#[cfg(test)]
+mod strategies;
 
 pub use frame::{Split, Splitter};
 pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Value};
