@@ -215,7 +215,7 @@ trait KeyName {
 /// Declares one marker type per key name.
 macro_rules! key_names {
     ($($name:ident),+) => {$(
-        #[allow(non_camel_case_types)]
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         pub(super) enum $name {}
         impl super::KeyName for $name {
             const NAME: &'static str = stringify!($name);
@@ -237,6 +237,23 @@ impl<'de, T: DeserializeOwned, K: KeyName> Deserialize<'de> for Keyed<T, K> {
     }
 }
 
+/// A number the original read with Python's `int()`, so that a string holding one was fine too: `10002` or
+/// `"10002"` (blanks around it allowed, as `int()` allows them).
+struct Lenient<T>(T);
+
+impl<'de, T: DeserializeOwned + FromStr> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => text.trim().parse().map(Lenient).map_err(|_| {
+                de::Error::custom(format_args!(
+                    "expected a whole number (or a string holding one), not {text:?}"
+                ))
+            }),
+            other => T::deserialize(other).map(Lenient).map_err(de::Error::custom),
+        }
+    }
+}
+
 /// A key that appears in the file is given, even as `null`: that is how an optional key (`data_dir`,
 /// `http_listen`) is turned off, and for any other key `null` is a type error rather than the default.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
@@ -248,17 +265,24 @@ fn help_with_default<T: KeyType>(help: &str, default: T) -> String {
     format!("{help} [default: {}]", default.flag_text())
 }
 
+/// What `--help` says of the original's config keys, after the flags.
+const SEED_KEYS_HELP: &str = "\
+The config file takes every flag's name as a key (with underscores: \"max_key_bytes\"), and the original
+CacheServer's keys: CACHE_SERVER_IP or SERVER_IP (host of listen), CACHE_SERVER_PORT or SERVER_PORT (port of
+listen), CACHE_WORKERS or WORKERS (workers), CACHE_VERBOSE (log_level debug when true, warn when false) and
+API_PATH (read, unused). Their numbers may be written as strings (\"10002\"), as the original allowed.";
+
 /// Generates everything a key needs from one line per key:
-/// `/// doc` `name: Type = default, "VALUE_NAME", "flag help" [, alias "OLD" "NAMES"];`
+/// `/// doc` `name: Type = default, "VALUE_NAME", "flag help";`
 /// - the [`Config`] field (documented by the doc line) and its default,
-/// - the file key (`FileConfig`, all `Option`s, unknown keys refused; `alias`es are the original's names),
+/// - the file key (`FileConfig`, all `Option`s, unknown keys refused; the original's names are read
+///   beside them, see [`FileConfig::apply_seed`]),
 /// - the `--name` flag (`Cli`, dashes for underscores), with its default in `--help`,
 /// - the merges: `FileConfig::apply_keys` and [`Config::apply`], and [`Config::KEYS`].
 macro_rules! config_keys {
     ($(
         $(#[$doc:meta])*
-        $name:ident: $ty:ty = $default:expr, $value_name:literal, $help:literal
-            $(, alias $($alias:literal)+)?;
+        $name:ident: $ty:ty = $default:expr, $value_name:literal, $help:literal;
     )+) => {
         /// The server's settings after the file and the flags are merged. It serializes as a config file
         /// would be written, which the tests use to feed every key back through the file.
@@ -300,24 +324,40 @@ macro_rules! config_keys {
 
         /// Marker types naming the file's keys, for [`Keyed`].
         mod key {
-            key_names!($($name,)+ CACHE_SERVER_IP, CACHE_SERVER_PORT, API_PATH);
+            key_names!(
+                $($name,)+
+                CACHE_SERVER_IP, SERVER_IP, CACHE_SERVER_PORT, SERVER_PORT, CACHE_WORKERS, WORKERS, API_PATH
+            );
         }
 
         /// The config file as written: every key optional, unknown keys refused. The original's keys are
-        /// accepted under their old names.
+        /// accepted under each of their old names, one field per name, so that a message can name the key
+        /// the user wrote.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct FileConfig {
             $(
-                #[serde(default, deserialize_with = "present" $($(, alias = $alias)+)?)]
+                #[serde(default, deserialize_with = "present")]
                 $name: Option<Keyed<$ty, key::$name>>,
             )+
-            /// The original's host of the JSON port (with `seed_port`, instead of `listen`).
-            #[serde(rename = "CACHE_SERVER_IP", alias = "SERVER_IP")]
+            /// The original's host of the JSON port (with a port key, instead of `listen`).
+            #[serde(rename = "CACHE_SERVER_IP")]
             seed_ip: Option<Keyed<String, key::CACHE_SERVER_IP>>,
+            /// The same under the original README's name.
+            #[serde(rename = "SERVER_IP")]
+            seed_ip_readme: Option<Keyed<String, key::SERVER_IP>>,
             /// The original's port of the JSON port.
-            #[serde(rename = "CACHE_SERVER_PORT", alias = "SERVER_PORT")]
-            seed_port: Option<Keyed<u16, key::CACHE_SERVER_PORT>>,
+            #[serde(rename = "CACHE_SERVER_PORT")]
+            seed_port: Option<Keyed<Lenient<u16>, key::CACHE_SERVER_PORT>>,
+            /// The same under the original README's name.
+            #[serde(rename = "SERVER_PORT")]
+            seed_port_readme: Option<Keyed<Lenient<u16>, key::SERVER_PORT>>,
+            /// The original's worker count (`workers`).
+            #[serde(rename = "CACHE_WORKERS")]
+            seed_workers: Option<Keyed<Lenient<usize>, key::CACHE_WORKERS>>,
+            /// The same under the original README's name.
+            #[serde(rename = "WORKERS")]
+            seed_workers_readme: Option<Keyed<Lenient<usize>, key::WORKERS>>,
             /// The original's verbosity switch: truthy means `log_level` debug, anything else warn.
             #[serde(rename = "CACHE_VERBOSE")]
             seed_verbose: Option<serde_json::Value>,
@@ -338,7 +378,12 @@ macro_rules! config_keys {
         /// Command line: `bankcache [CONFIG_PATH] [flags]`. Flags override the file. The flags are read
         /// through [`Config::apply`]; each holds its key's command-line type.
         #[derive(Debug, Default, Parser)]
-        #[command(name = "bankcache", version, about = "A banked JSON-over-TCP cache server")]
+        #[command(
+            name = "bankcache",
+            version,
+            about = "A banked JSON-over-TCP cache server",
+            after_help = SEED_KEYS_HELP
+        )]
         pub struct Cli {
             /// JSON config file [default: ./config.json when present, else built-in defaults]
             pub config: Option<PathBuf>,
@@ -355,7 +400,7 @@ config_keys! {
     listen: String = "127.0.0.1:10001".into(), "ADDR:PORT",
         "Address of the JSON port, HOST:PORT (port 0 picks a free one)";
     /// Worker threads that execute ops.
-    workers: usize = 2, "N", "Worker threads that execute ops", alias "CACHE_WORKERS" "WORKERS";
+    workers: usize = 2, "N", "Worker threads that execute ops";
     /// Requests per reactor turn that a memory-only server runs on the reactor thread itself instead of
     /// handing them to a worker; 0 always hands off.
     inline_ops: usize = 256, "N",
@@ -417,17 +462,25 @@ config_keys! {
         "Seconds a graceful stop may take before connections still owed replies are closed";
 }
 
+impl Cli {
+    /// The config file this command line reads: the one named, else `./config.json` when there is one,
+    /// else none (the built-in defaults). The start-up summary says which, since a server started from
+    /// another directory silently loses `./config.json`.
+    pub fn config_file(&self) -> Option<&Path> {
+        let default_path = Path::new("config.json");
+        match &self.config {
+            Some(path) => Some(path.as_path()),
+            None if default_path.is_file() => Some(default_path),
+            None => None,
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration the command line asks for: its file (or `./config.json` when present),
     /// then its flags on top.
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        let default_path = Path::new("config.json");
-        let path = match &cli.config {
-            Some(path) => Some(path.as_path()),
-            None if default_path.is_file() => Some(default_path),
-            None => None,
-        };
-        let mut config = match path {
+        let mut config = match cli.config_file() {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
@@ -553,21 +606,50 @@ impl Config {
 }
 
 impl FileConfig {
-    /// Puts the original's keys over `config`: `CACHE_SERVER_IP`/`CACHE_SERVER_PORT` make `listen` (and
-    /// may not be given with it), `CACHE_VERBOSE` sets `log_level` (which `log_level` itself overrides).
+    /// Puts the original's keys over `config`, by the names written: `CACHE_SERVER_IP`/`SERVER_IP` and
+    /// `CACHE_SERVER_PORT`/`SERVER_PORT` make `listen`, `CACHE_WORKERS`/`WORKERS` set `workers`, and
+    /// `CACHE_VERBOSE` sets `log_level` (which `log_level` itself overrides). Two keys that set the same
+    /// thing may not both be given; the message names the two as written.
     fn apply_seed(&self, config: &mut Config) -> Result<(), ConfigError> {
-        let ip = self.seed_ip.as_ref().map(|Keyed(ip, _)| ip.as_str());
-        let port = self.seed_port.as_ref().map(|Keyed(port, _)| *port);
-        if ip.is_some() || port.is_some() {
-            if self.listen.is_some() {
-                return Err(ConfigError::Conflict {
-                    key: "listen",
-                    other: "CACHE_SERVER_IP/CACHE_SERVER_PORT",
-                });
+        /// The one of two names of the same key that was given, if any; both is a conflict.
+        fn one<'a, T>(
+            a: (&'static str, Option<&'a T>),
+            b: (&'static str, Option<&'a T>),
+        ) -> Result<Option<(&'static str, &'a T)>, ConfigError> {
+            match (a.1, b.1) {
+                (Some(_), Some(_)) => Err(ConfigError::Conflict { key: a.0, other: b.0 }),
+                (Some(v), None) => Ok(Some((a.0, v))),
+                (None, Some(v)) => Ok(Some((b.0, v))),
+                (None, None) => Ok(None),
             }
-            let ip = ip.unwrap_or("127.0.0.1");
-            let port = port.unwrap_or(10001);
+        }
+        let ip = one(
+            ("CACHE_SERVER_IP", self.seed_ip.as_ref().map(|Keyed(ip, _)| ip)),
+            ("SERVER_IP", self.seed_ip_readme.as_ref().map(|Keyed(ip, _)| ip)),
+        )?;
+        let port = one(
+            ("CACHE_SERVER_PORT", self.seed_port.as_ref().map(|Keyed(Lenient(port), _)| port)),
+            ("SERVER_PORT", self.seed_port_readme.as_ref().map(|Keyed(Lenient(port), _)| port)),
+        )?;
+        if let Some(written) = ip.map(|(name, _)| name).or(port.map(|(name, _)| name)) {
+            if self.listen.is_some() {
+                return Err(ConfigError::Conflict { key: "listen", other: written });
+            }
+        }
+        if ip.is_some() || port.is_some() {
+            let ip = ip.map_or("127.0.0.1", |(_, ip)| ip.as_str());
+            let port = port.map_or(10001, |(_, port)| *port);
             config.listen = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+        }
+        let workers = one(
+            ("CACHE_WORKERS", self.seed_workers.as_ref().map(|Keyed(Lenient(n), _)| n)),
+            ("WORKERS", self.seed_workers_readme.as_ref().map(|Keyed(Lenient(n), _)| n)),
+        )?;
+        if let Some((written, &n)) = workers {
+            if self.workers.is_some() {
+                return Err(ConfigError::Conflict { key: "workers", other: written });
+            }
+            config.workers = n;
         }
         if let Some(verbose) = &self.seed_verbose {
             config.log_level = if truthy(verbose) { LogLevel::Debug } else { LogLevel::Warn };
@@ -744,8 +826,7 @@ mod tests {
             r#"{"CACHE_SERVER_PORT":"x"}"#,
         ] {
             let err = Config::from_json(text.as_bytes()).unwrap_err().to_string();
-            let key =
-                if text.contains("CACHE_WORKERS") { "workers" } else { text.split('"').nth(1).unwrap() };
+            let key = text.split('"').nth(1).unwrap();
             assert!(err.contains(key), "{text}: {err:?} does not name {key}");
         }
     }
@@ -799,9 +880,17 @@ mod tests {
 
     #[test]
     fn listen_and_the_original_address_keys_conflict() {
-        for text in [r#"{"listen":"h:1","CACHE_SERVER_IP":"h"}"#, r#"{"listen":"h:1","SERVER_PORT":2}"#] {
+        for (text, written) in [
+            (r#"{"listen":"h:1","CACHE_SERVER_IP":"h"}"#, "CACHE_SERVER_IP"),
+            (r#"{"listen":"h:1","SERVER_PORT":2}"#, "SERVER_PORT"),
+            (r#"{"listen":"h:1","SERVER_IP":"h"}"#, "SERVER_IP"),
+        ] {
             let err = Config::from_json(text.as_bytes()).unwrap_err();
-            assert!(matches!(err, ConfigError::Conflict { key: "listen", .. }), "{text}: {err:?}");
+            assert!(
+                matches!(err, ConfigError::Conflict { key: "listen", other } if other == written),
+                "{text}: {err:?}"
+            );
+            assert_eq!(err.to_string(), format!("give either listen or {written}, not both"));
         }
         assert_eq!(Config::from_json(br#"{"CACHE_SERVER_PORT":7}"#).unwrap().listen, "127.0.0.1:7");
         assert_eq!(Config::from_json(br#"{"SERVER_IP":"::1"}"#).unwrap().listen, "[::1]:10001");
@@ -826,6 +915,9 @@ mod tests {
             ["[default: 127.0.0.1:10001]", "[default: every_sec]", "[default: info]", "[default: none]"]
         {
             assert!(help.contains(default), "--help lacks {default}: {help}");
+        }
+        for seed_key in ["CACHE_SERVER_IP", "SERVER_PORT", "CACHE_WORKERS", "CACHE_VERBOSE", "API_PATH"] {
+            assert!(help.contains(seed_key), "--help does not name the original's key {seed_key}: {help}");
         }
     }
 
@@ -870,6 +962,43 @@ mod tests {
         assert_eq!(c.workers, 3);
         let c = Config::from_json(br#"{"CACHE_VERBOSE":false}"#).unwrap();
         assert_eq!(c.log_level, LogLevel::Warn);
+    }
+
+    /// The original's Python read its numbers with `int()`: a string holding one is fine there too.
+    #[test]
+    fn the_original_keys_take_numbers_written_as_strings() {
+        let c =
+            Config::from_json(br#"{"SERVER_IP":"127.0.0.1","SERVER_PORT":"10002","WORKERS":" 3 "}"#).unwrap();
+        assert_eq!((c.listen.as_str(), c.workers), ("127.0.0.1:10002", 3));
+        let c = Config::from_json(br#"{"CACHE_SERVER_PORT":"7","CACHE_WORKERS":"4"}"#).unwrap();
+        assert_eq!((c.listen.as_str(), c.workers), ("127.0.0.1:7", 4));
+        for (text, key) in [
+            (r#"{"SERVER_PORT":"port"}"#, "SERVER_PORT"),
+            (r#"{"CACHE_SERVER_PORT":"70000"}"#, "CACHE_SERVER_PORT"),
+            (r#"{"WORKERS":"-1"}"#, "WORKERS"),
+            (r#"{"WORKERS":[]}"#, "WORKERS"),
+        ] {
+            let err = Config::from_json(text.as_bytes()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{key}: ")),
+                "{text}: {err:?} does not start with the key written"
+            );
+        }
+    }
+
+    /// Two names of one setting, or a new key with an original one: the message names both as written.
+    #[test]
+    fn two_names_of_one_setting_conflict_by_the_names_written() {
+        for (text, key, other) in [
+            (r#"{"CACHE_SERVER_PORT":1,"SERVER_PORT":2}"#, "CACHE_SERVER_PORT", "SERVER_PORT"),
+            (r#"{"CACHE_SERVER_IP":"a","SERVER_IP":"b"}"#, "CACHE_SERVER_IP", "SERVER_IP"),
+            (r#"{"CACHE_WORKERS":1,"WORKERS":2}"#, "CACHE_WORKERS", "WORKERS"),
+            (r#"{"workers":1,"WORKERS":2}"#, "workers", "WORKERS"),
+            (r#"{"workers":1,"CACHE_WORKERS":2}"#, "workers", "CACHE_WORKERS"),
+        ] {
+            let err = Config::from_json(text.as_bytes()).unwrap_err();
+            assert_eq!(err.to_string(), format!("give either {key} or {other}, not both"), "{text}");
+        }
     }
 
     #[test]

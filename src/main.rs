@@ -65,6 +65,19 @@ fn main() -> ExitCode {
         eprintln!("bankcache: {e}");
         return ExitCode::FAILURE;
     }
+    match cli.config_file() {
+        Some(path) => {
+            let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+            log::info!("bankcache {}: config {}", env!("CARGO_PKG_VERSION"), shown.display());
+        }
+        None => log::info!(
+            "bankcache {}: built-in defaults (no config file named, and no ./config.json here)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    for line in server.summary() {
+        log::info!("{line}");
+    }
     // Exactly one line per listener, flushed before serving, so scripts and tests can read the port.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "bankcache: json listening on {}", server.json_addr());

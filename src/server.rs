@@ -126,6 +126,43 @@ impl Server {
         Ok(Server { config, poll, listener, json_addr, http_listener, http_addr, stop, signals: None, store })
     }
 
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What an operator needs to know at start, one line each: ports, workers, where data lives (or that
+    /// none persists), its size on disk, the memory limit and the fsync policy.
+    pub fn summary(&self) -> Vec<String> {
+        let c = &self.config;
+        let http = match self.http_addr {
+            Some(addr) => format!("http port {addr} (file API in bank {:?})", c.http_bank),
+            None => "no http port".into(),
+        };
+        let mut lines = vec![format!("json port {}, {http}, {} workers", self.json_addr, c.workers)];
+        lines.push(match &c.data_dir {
+            Some(dir) => {
+                let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                format!(
+                    "disk store in {}: {} volume files of {} (created sparse: they take only what is written, \
+                     now {} on disk), fsync {}; data persists across restarts",
+                    shown.display(),
+                    c.volume_count,
+                    human_bytes(c.volume_size),
+                    human_bytes(disk_usage(dir)),
+                    c.fsync,
+                )
+            }
+            None => "memory only (no data_dir): nothing persists across restarts".into(),
+        });
+        lines.push(format!(
+            "memory limit {} (memory_max_bytes), {} connections at most (max_connections)",
+            human_bytes(c.memory_max_bytes),
+            c.max_connections
+        ));
+        lines
+    }
+
     /// The JSON port's address (the real port when port 0 was asked for).
     pub fn json_addr(&self) -> SocketAddr {
         self.json_addr
@@ -235,6 +272,41 @@ impl Server {
         log::info!("stopped");
         result
     }
+}
+
+/// `n` bytes in the largest binary unit that keeps a whole number before the point: `1 GiB`, `1.5 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Bytes the disk store's files take on disk (allocated blocks, not their sparse sizes); 0 for what cannot
+/// be read.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Descriptors the server needs besides its connections: stdio, the poll, the waker, signals, the

@@ -269,3 +269,59 @@ fn sigterm_answers_in_flight_request_and_exits_zero() {
 fn sigint_answers_in_flight_request_and_exits_zero() {
     graceful_stop("INT");
 }
+
+/// At start the server says, on stderr at info level, which config file it read, its ports, where its
+/// data lives and how much there is (or that nothing persists), the memory limit and the fsync policy.
+#[test]
+fn startup_summary_says_what_the_server_is_doing() {
+    let data = tempfile::tempdir().unwrap();
+    let s = TestServer::start(&["--data-dir", data.path().to_str().unwrap(), "--fsync", "always"]);
+    assert!(eventually(Duration::from_secs(5), || s.stderr().contains("memory limit")), "{}", s.stderr());
+    let log = s.stderr();
+    let data_dir = std::fs::canonicalize(data.path()).unwrap();
+    for part in [
+        format!("bankcache {}: config ", env!("CARGO_PKG_VERSION")),
+        "config.json".into(),
+        format!("json port {}", s.addr()),
+        format!("http port {}", s.http_addr()),
+        "2 workers".into(),
+        format!("disk store in {}: 10 volume files of 1 GiB (created sparse", data_dir.display()),
+        "fsync always; data persists across restarts".into(),
+        "memory limit 1 GiB".into(),
+    ] {
+        assert!(log.contains(&part), "the start-up log lacks {part:?}:\n{log}");
+    }
+
+    let s = TestServer::start(&["--data-dir", "none", "--memory-max-bytes", "1572864"]);
+    assert!(eventually(Duration::from_secs(5), || s.stderr().contains("memory limit")), "{}", s.stderr());
+    let log = s.stderr();
+    for part in ["memory only (no data_dir): nothing persists across restarts", "memory limit 1.5 MiB"] {
+        assert!(log.contains(part), "the start-up log lacks {part:?}:\n{log}");
+    }
+}
+
+/// Started where there is no `config.json` and given none, the server says it runs on built-in defaults
+/// (rather than silently becoming memory-only, as a server started from the wrong directory would).
+#[test]
+fn startup_summary_says_when_no_config_file_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let err_path = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(server_program())
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "none"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    let said = eventually(Duration::from_secs(10), || read().contains("memory limit"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(said, "{}", read());
+    assert!(
+        read().contains("built-in defaults (no config file named, and no ./config.json here)"),
+        "{}",
+        read()
+    );
+}

@@ -32,7 +32,7 @@ fn commands_print_and_exit_as_documented() {
     let ok = |out: &Output| assert_eq!(out.status.code(), Some(0), "{out:?}");
     let ping = cli(&s, &["ping"]);
     ok(&ping);
-    assert_eq!(stdout(&ping), "\"pong\"\n");
+    assert_eq!(stdout(&ping), "pong\n", "a word, as redis-cli prints PONG");
     ok(&cli(&s, &["put", "users", "ann", r#"{"age":41}"#]));
     ok(&cli(&s, &["put", "users", "bob", "hello", "--lifetime", "60"]));
     ok(&cli(&s, &["put", "users", "num", "42", "--string"]));
@@ -97,13 +97,47 @@ fn byte_values_and_missing_keys_print_as_the_wire_says() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "(error) The value for key text isn't a number\n");
 }
 
-/// A server that cannot be reached is exit code 4.
+/// A server that cannot be reached is exit code 4, with one message that says where and what to check.
 #[test]
 fn unreachable_server_is_exit_4() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out =
         Command::new(cli_binary()).args(["--addr", &format!("127.0.0.1:{port}"), "ping"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("bankcache-cli: 127.0.0.1:{port}: cannot connect: ")), "{err}");
+    assert_eq!(err.matches("connect").count(), 1, "the message repeats itself: {err}");
+    assert!(err.contains("is bankcache running there?"), "{err}");
+}
+
+/// Pointed at the HTTP port by mistake, the CLI says so instead of a bare protocol error.
+#[test]
+fn the_http_port_by_mistake_gets_a_hint() {
+    let s = TestServer::start(&[]);
+    let out =
+        Command::new(cli_binary()).args(["--addr", &s.http_addr().to_string(), "ping"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("answered in HTTP") && err.contains("JSON port (10001 by default)"), "{err}");
+}
+
+/// A VALUE that starts like JSON but is not JSON is refused (exit 2, nothing stored), not stored as a
+/// string; `--string` stores it as text; plain words are strings as before.
+#[test]
+fn a_value_that_is_almost_json_is_refused() {
+    let s = TestServer::start(&[]);
+    for bad in ["[1,2", "{\"a\":", "\"unterminated"] {
+        let out = cli(&s, &["put", "users", "k", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not valid JSON") && err.contains("--string"), "{err}");
+    }
+    assert_eq!(cli(&s, &["get", "users", "k"]).status.code(), Some(1), "nothing was stored");
+    let ok = |out: &Output| assert_eq!(out.status.code(), Some(0), "{out:?}");
+    ok(&cli(&s, &["put", "users", "k", "[1,2", "--string"]));
+    assert_eq!(stdout(&cli(&s, &["get", "users", "k"])), "\"[1,2\"\n");
+    ok(&cli(&s, &["put", "users", "w", "hello world"]));
+    assert_eq!(stdout(&cli(&s, &["get", "users", "w"])), "\"hello world\"\n");
 }
 
 /// Without a command the CLI reads commands line by line, as a prompt would, with quoting.
@@ -122,10 +156,17 @@ fn interactive_mode_runs_each_line() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"put b \"two words\" '{\"x\": 1}'\nget b \"two words\"\nnonsense\nkeys b\nquit\n")
+        .write_all(b"put b \"two words\" '{\"x\": 1}'\nget b \"two words\"\nnonsense\nkeys b\nhelp\nquit\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), "OK\n{\"x\":1}\ntwo words\n");
+    let printed = stdout(&out);
+    assert!(printed.starts_with("OK\n{\"x\":1}\ntwo words\n"), "{printed}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+    // `help` lists the commands and how to leave, and nothing meant for the code's readers.
+    let help = format!("{printed}{}", String::from_utf8_lossy(&out.stderr));
+    for part in ["put", "scan", "stats", "quit, exit or Ctrl-D leaves the prompt"] {
+        assert!(help.contains(part), "help lacks {part:?}: {help}");
+    }
+    assert!(!help.contains("for parsing lines"), "help shows a code comment: {help}");
 }

@@ -46,19 +46,28 @@ fn newline_delimited_ops_in_one_write() {
 }
 
 /// Ops sent back to back with no separator at all in one write
-/// (`{"op":"ping"}{"op":"ping"}`) get one reply each; spaces between
-/// values are fine too.
+/// (`{"op":"ping"}{"op":"ping"}`) get one reply each, and, like their
+/// requests, the replies have no line end; spaces between values are fine
+/// too. A line end that comes later is answered with the reply's `\n`.
 #[test]
 fn concatenated_ops_without_newlines() {
     let (_s, mut c) = fresh();
     c.send(r#"{"op":"ping"}{"op":"ping"}"#);
-    c.expect_line(PONG, "first ping");
-    c.expect_line(PONG, "second ping");
+    c.expect_bare(PONG, "first ping");
+    c.expect_bare(PONG, "second ping");
     c.send(&format!("{}{}  {} \t{}", put("b", "k", "[1,{}]"), get("b", "k"), PING, get("b", "x")));
-    c.expect_line(OK_EMPTY, "put");
-    c.expect_line(&ok("[1,{}]"), "get");
-    c.expect_line(PONG, "ping");
-    c.expect_line(&no_key("x"), "get x");
+    c.expect_bare(OK_EMPTY, "put");
+    c.expect_bare(&ok("[1,{}]"), "get");
+    c.expect_bare(PONG, "ping");
+    c.expect_bare(&no_key("x"), "get x");
+    // The last request's line end, late: its reply becomes a line.
+    c.send(" \r\n");
+    c.expect_line("\n", "the late line end");
+    // Two back to back, then a line end in the same write: only the last reply is a line.
+    c.send(&format!("{PING}{PING}\n"));
+    c.expect_bare(PONG, "ping before another");
+    c.expect_line(PONG, "ping before a line end");
+    assert_in_sync(&mut c, 1);
 }
 
 /// The seed's raw clients write one bare object (no newline) and wait for
@@ -84,10 +93,27 @@ fn lockstep_bare_objects_without_newline() {
         (r#"{"op":"bank.reset","bank":"Bank1"}"#.to_string(), OK_EMPTY.to_string()),
         (PING.to_string(), PONG.to_string()),
     ];
+    // The original's exact bytes: no line end after a reply whose request had none.
     for (op, expected) in &steps {
         c.send(op);
-        c.expect_line(expected, op);
+        c.expect_bare(expected, op);
     }
+}
+
+/// A request's line end that arrives in a later segment than the request
+/// (a large put split by TCP, or a client writing the `\n` apart) still
+/// ends the reply's line: a client reading lines never waits forever.
+#[test]
+fn a_line_end_in_its_own_segment_still_ends_the_reply_line() {
+    let (_s, mut c) = fresh();
+    for (i, op) in [put("b", "k", r#""v""#), get("b", "k"), PING.to_string()].iter().enumerate() {
+        c.send(op);
+        thread::sleep(Duration::from_millis(20));
+        c.send("\r\n");
+        let want = [OK_EMPTY.to_string(), ok(r#""v""#), PONG.to_string()];
+        c.expect_line(&want[i], op);
+    }
+    assert_in_sync(&mut c, 1);
 }
 
 /// CRLF line ends work, and the `\r` does not leak into the stored value,
@@ -142,7 +168,7 @@ fn op_split_across_writes() {
         c.send_bytes(chunk);
         thread::sleep(Duration::from_millis(5));
     }
-    c.expect_line(&ok(r#"{"text":"hello world","n":[1,2,3]}"#), "split get");
+    c.expect_bare(&ok(r#"{"text":"hello world","n":[1,2,3]}"#), "split get");
 }
 
 /// An op far larger than the seed's 4 KB read (a 100 KB string value)
@@ -156,8 +182,8 @@ fn op_larger_than_4kb_round_trips() {
     c.check(&get("b", "big"), &ok(&value));
     // Same value again without any newline, back to back with a ping.
     c.send(&format!("{}{}", put("b", "big2", &value), PING));
-    c.expect_line(OK_EMPTY, "bare big put");
-    c.expect_line(PONG, "ping after big put");
+    c.expect_bare(OK_EMPTY, "bare big put");
+    c.expect_bare(PONG, "ping after big put");
     c.check(&get("b", "big2"), &ok(&value));
 }
 
@@ -302,7 +328,7 @@ fn half_closed_client_gets_all_replies() {
     c.expect_line(OK_EMPTY, "put");
     c.expect_line(&ok("1"), "get");
     c.expect_line(&ok("3.0"), "incr");
-    c.expect_line(PONG, "final ping without newline");
+    c.expect_bare(PONG, "final ping without newline");
     c.expect_eof();
 }
 
@@ -322,8 +348,8 @@ fn half_closed_client_gets_all_pipelined_replies() {
         w.shutdown(std::net::Shutdown::Write).unwrap();
     });
     for i in 0..500 {
-        c.expect_line(OK_EMPTY, &format!("put #{i}"));
-        c.expect_line(&ok(&i.to_string()), &format!("get #{i}"));
+        c.expect_bare(OK_EMPTY, &format!("put #{i}"));
+        c.expect_bare(&ok(&i.to_string()), &format!("get #{i}"));
     }
     writer.join().unwrap();
     c.expect_eof();

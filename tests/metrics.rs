@@ -53,3 +53,20 @@ fn metrics_count_what_was_done() {
         assert!(m.contains(&format!("# TYPE {family} ")), "no TYPE line for {name}");
     }
 }
+
+/// A line end that arrives after its request was answered bare is not a request: it is neither timed nor
+/// counted (it only completes the reply's line).
+#[test]
+fn a_late_line_end_is_not_counted_as_a_request() {
+    let server = TestServer::start(&[]);
+    let mut c = server.connect();
+    for _ in 0..3 {
+        c.send(PING);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        c.send("\n");
+        c.expect_line(PONG, "ping, its line end apart");
+    }
+    let m = get_metrics(&server);
+    assert_eq!(sample(&m, "bankcache_request_duration_seconds_count"), 3.0);
+    assert_eq!(sample(&m, "bankcache_ops_total{op=\"ping\"}"), 3.0);
+}

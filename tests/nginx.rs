@@ -64,3 +64,18 @@ fn nginx_consistent_hash_spreads_keys_over_instances() {
     let share = moved as f64 / KEYS as f64;
     assert!((0.2..0.5).contains(&share), "{moved} of {KEYS} keys moved");
 }
+
+/// Stopping the test's nginx leaves no process behind: its workers go with the master (SIGQUIT, not a
+/// SIGKILL that would orphan them).
+#[test]
+fn stopping_nginx_leaves_no_worker_behind() {
+    let server = TestServer::start(&[]);
+    let nginx = Nginx::start(&[server.http_addr(), server.http_addr(), server.http_addr()]);
+    let (status, _, _) = http(nginx.addr, "GET", "/absent", b"");
+    assert_eq!(status, 404);
+    let workers = nginx.workers();
+    assert!(!workers.is_empty(), "nginx runs no worker process");
+    drop(nginx);
+    let left: Vec<u32> = workers.into_iter().filter(|&w| common::nginx::alive(w)).collect();
+    assert!(left.is_empty(), "nginx workers {left:?} outlived their master");
+}

@@ -17,7 +17,7 @@ fn replies_never_reach_a_connection_that_reused_the_slot() {
     // A bank big enough that listing it keeps a worker busy for a while.
     let mut fill = String::new();
     for i in 0..20_000 {
-        fill.push_str(&put("big", &format!("key{i}"), "1"));
+        fill.push_str(&format!("{}\n", put("big", &format!("key{i}"), "1")));
     }
     let writer = setup.send_in_background(fill.into_bytes());
     for _ in 0..20_000 {
@@ -49,7 +49,9 @@ fn output_back_pressure_pauses_and_resumes_reading() {
     c.check(&put("b", "big", &value), OK_EMPTY);
     c.check(&put("b", "small", "1"), OK_EMPTY);
     let burst = |from: usize| -> String {
-        (from..from + 300).map(|i| get("b", if i % 3 == 0 { "small" } else { "big" })).collect()
+        (from..from + 300)
+            .map(|i| format!("{}\n", get("b", if i % 3 == 0 { "small" } else { "big" })))
+            .collect()
     };
     // The first burst's replies (10 MB) pile up unread; the second burst arrives while they wait.
     let first = c.send_in_background(burst(0).into_bytes());
@@ -91,7 +93,7 @@ fn many_connections_at_once() {
     let mut conns: Vec<Conn> = (0..300).map(|_| server.connect()).collect();
     for round in 0..5 {
         for (i, c) in conns.iter_mut().enumerate() {
-            c.send(&put("many", &format!("k{i}"), &format!("{}", i * 10 + round)));
+            c.send(&format!("{}\n", put("many", &format!("k{i}"), &format!("{}", i * 10 + round))));
         }
         for c in conns.iter_mut() {
             c.expect_line(OK_EMPTY, "put");
@@ -114,7 +116,7 @@ fn slow_ops_are_logged() {
     let mut c = server.connect();
     let mut burst = String::new();
     for i in 0..100_000 {
-        burst.push_str(&put("slow", &format!("key{i}"), "1"));
+        burst.push_str(&format!("{}\n", put("slow", &format!("key{i}"), "1")));
     }
     let writer = c.send_in_background(burst.into_bytes());
     for _ in 0..100_000 {

@@ -340,6 +340,14 @@ pub(crate) enum RawReply {
 
 impl RawReply {
     fn parse(line: &[u8]) -> Result<RawReply> {
+        if line.starts_with(b"HTTP/") {
+            // The commonest mistake: the address of bankcache's HTTP port, which answers a JSON op with 400.
+            return Err(Error::Protocol(format!(
+                "the server answered in HTTP ({:?}): this client speaks to bankcache's JSON port (10001 by \
+                 default), not its HTTP port",
+                String::from_utf8_lossy(line).trim_end()
+            )));
+        }
         match reply::decode(line) {
             Ok(Decoded::Ok { data, base64 }) => Ok(RawReply::Ok { data: data.into_owned(), base64 }),
             Ok(Decoded::Error(message)) => Ok(RawReply::Err(message)),

@@ -6,7 +6,7 @@
 //! the input with a typed error and kept the properties stated on the check. It panics (an assertion, or
 //! the decoder's own panic) when it did not, which is what libFuzzer reports as a crash.
 
-use crate::frame::{Split, Splitter};
+use crate::frame::{Ending, Split, Splitter};
 use crate::op::{self, Limits};
 use crate::reply::{self, Decoded, Peek, Reply};
 
@@ -73,23 +73,44 @@ impl<'a> Input<'a> {
     }
 }
 
-/// What splitting a stream found: the frames (absolute offsets), whether it stopped at a request over
-/// the limit, and the request left open at the end of the stream (what [`Splitter::finish`] hands on).
+/// What the caller of the splitter sees, in order: a request (absolute offsets), and the `\n` its reply
+/// ends with. A frame that ended a line ([`Ending::Line`]) is a request then a line end; a line end that
+/// came late ([`Split::LineEnd`]) is a line end on its own. Whatever the reads, the replies written from
+/// these are the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Request(usize, usize),
+    LineEnd,
+}
+
+/// What splitting a stream found: the events, whether it stopped at a request over the limit, and the
+/// request left open at the end of the stream (what [`Splitter::finish`] hands on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Framing {
-    frames: Vec<(usize, usize)>,
+    events: Vec<Event>,
     too_large: bool,
     open: Option<(usize, usize)>,
+}
+
+impl Framing {
+    fn frames(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.events.iter().filter_map(|e| match *e {
+            Event::Request(start, end) => Some((start, end)),
+            Event::LineEnd => None,
+        })
+    }
 }
 
 /// JSON framing ([`Splitter`]): the first byte picks the size limit (tiny or 1 MiB), the second how the
 /// stream is cut into reads, the rest is the stream.
 ///
 /// - The splitter agrees with a byte-at-a-time model of the rules in `frame.rs` (which has none of the
-///   splitter's `memchr` skipping): same frames, same refusal, same open request at the end.
+///   splitter's `memchr` skipping): same requests, same line ends for their replies, same refusal, same
+///   open request at the end.
 /// - It finds the same whatever reads the stream arrives in (every byte a read, or reads of sizes drawn
 ///   from the input) and wherever the caller cuts its buffer with [`Splitter::rebase`], as the reactor
-///   does.
+///   does: a reply answered bare whose line end comes in a later read gets it then ([`Split::LineEnd`]),
+///   so the replies are the same bytes whatever the reads.
 /// - Frames are in order, never overlap, never hold a newline, never start with whitespace, and only
 ///   whitespace lies between them.
 pub fn frame(data: &[u8]) {
@@ -114,7 +135,7 @@ pub fn frame(data: &[u8]) {
     assert_eq!(chunked, model, "fed in reads of varied sizes");
 
     let mut last = 0;
-    for &(start, end) in &model.frames {
+    for (start, end) in model.frames() {
         assert!(last <= start && start < end && end <= stream.len(), "frame {start}..{end} after {last}");
         assert!(stream[last..start].iter().all(|b| b" \t\r\n".contains(b)), "non-space between frames");
         let frame = &stream[start..end];
@@ -135,16 +156,30 @@ fn frames_fed(
     let mut splitter = Splitter::new(max_request);
     let mut buf: Vec<u8> = Vec::new();
     let (mut base, mut fed, mut reads) = (0usize, 0usize, 0usize);
-    let mut frames = Vec::new();
+    let mut events = Vec::new();
+    // Whether the last request was answered bare with nothing after it yet: only then may a line end
+    // come late.
+    let mut bare = false;
     while fed < stream.len() {
         let n = read_len(reads).max(1).min(stream.len() - fed);
         buf.extend_from_slice(&stream[fed..fed + n]);
         fed += n;
         loop {
             match splitter.next(&buf) {
-                Split::Frame { start, end } => frames.push((base + start, base + end)),
+                Split::Frame { start, end, ending } => {
+                    events.push(Event::Request(base + start, base + end));
+                    bare = ending == Ending::Bare;
+                    if !bare {
+                        events.push(Event::LineEnd);
+                    }
+                }
+                Split::LineEnd => {
+                    assert!(bare, "a late line end, but no reply was answered bare: {events:?}");
+                    bare = false;
+                    events.push(Event::LineEnd);
+                }
                 Split::NeedMore => break,
-                Split::TooLarge => return Framing { frames, too_large: true, open: None },
+                Split::TooLarge => return Framing { events, too_large: true, open: None },
             }
         }
         if rebase_after(reads) {
@@ -157,10 +192,12 @@ fn frames_fed(
         reads += 1;
     }
     let open = splitter.finish(&buf).map(|(start, end)| (base + start, base + end));
-    Framing { frames, too_large: false, open }
+    Framing { events, too_large: false, open }
 }
 
-/// The framing rules of `frame.rs`, one byte at a time, as plainly as they can be written.
+/// The framing rules of `frame.rs`, one byte at a time, as plainly as they can be written: a request is
+/// a value (an object, an array or a string) or a line; a newline ends whatever is open; a value that
+/// closes is followed by a line end when blanks (space, tab, CR) then a newline come next.
 fn frames_model(stream: &[u8], max_request: usize) -> Framing {
     #[derive(Clone, Copy, PartialEq)]
     enum Mode {
@@ -169,10 +206,13 @@ fn frames_model(stream: &[u8], max_request: usize) -> Framing {
         TopString { escape: bool },
         Nested { depth: u64, in_string: bool, escape: bool },
     }
-    let mut frames = Vec::new();
+    let mut events = Vec::new();
     let (mut mode, mut start) = (Mode::Idle, 0);
-    for (i, &b) in stream.iter().enumerate() {
-        let end = match (mode, b) {
+    let mut i = 0;
+    while i < stream.len() {
+        let b = stream[i];
+        // Where the open request ends (exclusive), and whether a line end follows it (and where).
+        let closed: Option<(usize, Option<usize>)> = match (mode, b) {
             (Mode::Idle, b' ' | b'\t' | b'\r' | b'\n') => None,
             (Mode::Idle, b'{' | b'[') => {
                 (mode, start) = (Mode::Nested { depth: 1, in_string: false, escape: false }, i);
@@ -186,8 +226,8 @@ fn frames_model(stream: &[u8], max_request: usize) -> Framing {
                 (mode, start) = (Mode::Line, i);
                 None
             }
-            // A newline ends whatever is open; the frame stops before it.
-            (_, b'\n') => Some(i),
+            // A newline ends whatever is open; the frame stops before it, and the reply is a line.
+            (_, b'\n') => Some((i, Some(i))),
             (Mode::Line, _) => None,
             (Mode::TopString { escape: true }, _) => {
                 mode = Mode::TopString { escape: false };
@@ -197,7 +237,7 @@ fn frames_model(stream: &[u8], max_request: usize) -> Framing {
                 mode = Mode::TopString { escape: true };
                 None
             }
-            (Mode::TopString { escape: false }, b'"') => Some(i + 1),
+            (Mode::TopString { escape: false }, b'"') => Some((i + 1, line_end_after(stream, i + 1))),
             (Mode::TopString { .. }, _) => None,
             (Mode::Nested { depth, in_string: true, escape }, _) => {
                 let (in_string, escape) = match (escape, b) {
@@ -217,24 +257,35 @@ fn frames_model(stream: &[u8], max_request: usize) -> Framing {
                     _ => (depth, false),
                 };
                 mode = Mode::Nested { depth, in_string, escape: false };
-                (depth == 0).then_some(i + 1)
+                (depth == 0).then(|| (i + 1, line_end_after(stream, i + 1)))
             }
         };
-        if let Some(end) = end {
+        if let Some((end, line_end)) = closed {
             if end - start > max_request {
-                return Framing { frames, too_large: true, open: None };
+                return Framing { events, too_large: true, open: None };
             }
-            frames.push((start, end));
+            events.push(Event::Request(start, end));
             mode = Mode::Idle;
+            if let Some(at) = line_end {
+                events.push(Event::LineEnd);
+                i = at;
+            }
         }
+        i += 1;
     }
     if mode == Mode::Idle {
-        return Framing { frames, too_large: false, open: None };
+        return Framing { events, too_large: false, open: None };
     }
     if stream.len() - start > max_request {
-        return Framing { frames, too_large: true, open: None };
+        return Framing { events, too_large: true, open: None };
     }
-    Framing { frames, too_large: false, open: Some((start, stream.len())) }
+    Framing { events, too_large: false, open: Some((start, stream.len())) }
+}
+
+/// Where the newline is when only blanks (space, tab, CR) lie between `from` and it.
+fn line_end_after(stream: &[u8], from: usize) -> Option<usize> {
+    let blanks = stream[from..].iter().take_while(|b| b" \t\r".contains(b)).count();
+    (stream.get(from + blanks) == Some(&b'\n')).then_some(from + blanks)
 }
 
 /// Limits small enough that fuzz inputs reach every "too long" error.
@@ -268,7 +319,8 @@ pub fn op(data: &[u8]) {
         let mut framed = line.clone();
         framed.push(b'\n');
         let mut splitter = Splitter::new(framed.len());
-        assert_eq!(splitter.next(&framed), Split::Frame { start: 0, end: line.len() }, "{:?}", lossy(&line));
+        let one = Split::Frame { start: 0, end: line.len(), ending: Ending::Line };
+        assert_eq!(splitter.next(&framed), one, "{:?}", lossy(&line));
         assert_eq!(splitter.next(&framed), Split::NeedMore);
         // The same op, but for line breaks in a JSON value, which the encoding makes spaces (the server
         // never parses a frame with a line break: the splitter cuts there).

@@ -18,6 +18,6 @@ pub mod reply;
 #[cfg(test)]
 mod strategies;
 
-pub use frame::{Split, Splitter};
+pub use frame::{Ending, Split, Splitter};
 pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Value};
 pub use reply::Reply;

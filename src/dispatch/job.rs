@@ -12,6 +12,28 @@ pub enum Front {
     Http,
 }
 
+/// How a JSON reply ends: as its request did (see [`bankcache_proto::Ending`]). HTTP replies are framed by
+/// their heads; their spans say `Line`, which nothing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The reply is a line.
+    Line,
+    /// The reply has no `\n`: its request had no line end after it (the original's raw clients).
+    Bare,
+    /// No request: the line end of an earlier request answered bare arrived, and the reply is the `\n`
+    /// alone, so the reply stream is the same whatever the segments.
+    LateLine,
+}
+
+impl From<bankcache_proto::Ending> for Ending {
+    fn from(ending: bankcache_proto::Ending) -> Ending {
+        match ending {
+            bankcache_proto::Ending::Line => Ending::Line,
+            bankcache_proto::Ending::Bare => Ending::Bare,
+        }
+    }
+}
+
 /// Where one request lies in a job's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -21,6 +43,20 @@ pub struct Span {
     pub body: (usize, usize),
     /// One past the last byte (a JSON request is `start..end`).
     pub end: usize,
+    /// How the reply ends (JSON only).
+    pub ending: Ending,
+}
+
+impl Span {
+    /// A JSON request at `start..end`.
+    pub fn json(start: usize, end: usize, ending: Ending) -> Span {
+        Span { start, body: (end, end), end, ending }
+    }
+
+    /// An HTTP request at `start..end` with its body at `body`.
+    pub fn http(start: usize, body: (usize, usize), end: usize) -> Span {
+        Span { start, body, end, ending: Ending::Line }
+    }
 }
 
 /// The requests one connection sent in one reactor turn, and the replies to them.

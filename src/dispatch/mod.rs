@@ -11,5 +11,5 @@ pub mod job;
 pub mod pool;
 
 pub use inline::Inline;
-pub use job::{Front, Job, Span};
+pub use job::{Ending, Front, Job, Span};
 pub use pool::{Notify, Queue, Services};

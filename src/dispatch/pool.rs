@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bankcache_proto::{reply, Limits};
 use crossbeam_channel::{Receiver, Sender};
 
-use super::job::{Front, Job};
+use super::job::{Ending, Front, Job};
 use crate::cmd;
 use crate::http::codec::response;
 use crate::http::routes;
@@ -217,11 +217,24 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
             return Stop::Cancelled;
         }
         let span = job.spans[job.next];
+        if span.ending == Ending::LateLine {
+            // Not a request: the `\n` an earlier bare reply is owed now. Neither timed nor counted.
+            job.output.push(b'\n');
+            job.next += 1;
+            continue;
+        }
         let frame = &job.input[span.start..span.end];
         let now = crate::store::now_ms();
         let ran = match job.front {
             Front::Json => {
-                json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output)
+                let ran =
+                    json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output);
+                // The original's replies had no line end; a request without one gets its exact bytes.
+                if ran == Ran::Answered && span.ending == Ending::Bare {
+                    debug_assert_eq!(job.output.last(), Some(&b'\n'));
+                    job.output.pop();
+                }
+                ran
             }
             Front::Http => {
                 let head = &job.input[span.start..span.body.0];
@@ -289,7 +302,7 @@ mod tests {
         for r in requests {
             let start = input.len();
             input.extend_from_slice(r.as_bytes());
-            spans.push(Span { start, body: (input.len(), input.len()), end: input.len() });
+            spans.push(Span::json(start, input.len(), Ending::Line));
             input.push(b'\n');
         }
         Job {

@@ -20,7 +20,7 @@ use bankcache_proto::{reply, Split, Splitter};
 use mio::net::TcpStream;
 
 use super::buffers::BufferPool;
-use crate::dispatch::{Front, Job, Span};
+use crate::dispatch::{Ending, Front, Job, Span};
 use crate::http::codec as http;
 
 /// Bytes the input buffer grows by when it is nearly full.
@@ -457,7 +457,7 @@ impl<S: Socket> Conn<S> {
                     // HTTP request cut short cannot be.
                     if let Framer::Json(splitter) = &mut self.framer {
                         if let Some((start, end)) = splitter.finish(&self.input) {
-                            self.spans.push(Span { start, body: (end, end), end });
+                            self.spans.push(Span::json(start, end, Ending::Bare));
                         }
                     }
                     self.peer_ended();
@@ -535,8 +535,13 @@ impl<S: Socket> Conn<S> {
         loop {
             let failure = match &mut self.framer {
                 Framer::Json(splitter) => match splitter.next(&self.input) {
-                    Split::Frame { start, end } => {
-                        self.spans.push(Span { start, body: (end, end), end });
+                    Split::Frame { start, end, ending } => {
+                        self.spans.push(Span::json(start, end, ending.into()));
+                        continue;
+                    }
+                    Split::LineEnd => {
+                        let at = splitter.keep_from();
+                        self.spans.push(Span::json(at, at, Ending::LateLine));
                         continue;
                     }
                     Split::NeedMore => return,
@@ -549,7 +554,7 @@ impl<S: Socket> Conn<S> {
                 },
                 Framer::Http(framer) => match http::split(&mut self.input, framer.pos, &framer.limits) {
                     http::Split::Request(f) => {
-                        self.spans.push(Span { start: f.start, body: f.body, end: f.end });
+                        self.spans.push(Span::http(f.start, f.body, f.end));
                         framer.pos = f.end;
                         framer.wants_continue = false;
                         continue;
@@ -720,8 +725,9 @@ impl<S: Socket> Conn<S> {
     }
 
     /// While draining a JSON connection whose socket has refused part of what was written: drops the
-    /// replies after the one being written (every reply is one line, and the client has little time left
-    /// to take even that one). Returns the bytes dropped.
+    /// replies after the one being written (every reply to a line is one line, and the client has little
+    /// time left to take even that one; bare replies, which a lockstep client gets one at a time, are kept
+    /// to the next line end). Returns the bytes dropped.
     fn keep_whole_replies(&mut self) -> usize {
         let draining = matches!(self.phase, Phase::Writing { then: Then::Drain, .. });
         if !draining || self.front != Front::Json || self.pending_output() == 0 {

@@ -224,6 +224,18 @@ impl Conn {
         assert_eq!(got, expected, "unexpected reply ({what})");
     }
 
+    /// Asserts the next bytes are the reply `expected` (a line, as the constants here are) *without* its
+    /// `\n`: the reply to a request that had no line end after it.
+    #[track_caller]
+    pub fn expect_bare(&mut self, expected: &str, what: &str) {
+        let want = expected.strip_suffix('\n').unwrap_or(expected);
+        let mut got = vec![0; want.len()];
+        if let Err(e) = self.reader.read_exact(&mut got) {
+            panic!("no complete bare reply within {READ_TIMEOUT:?} ({e}) ({what})");
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want, "unexpected reply ({what})");
+    }
+
     /// Asserts the server closes the connection now: the next read is a
     /// clean EOF with no further bytes.
     #[track_caller]

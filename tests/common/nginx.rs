@@ -96,9 +96,71 @@ impl Nginx {
     }
 }
 
+/// The processes whose parent is `pid` (nginx's workers, for its master), from `/proc`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            // `/proc/<pid>/stat`: "pid (comm) state ppid ..."; comm may hold spaces, so parse after the last ')'.
+            std::fs::read_to_string(format!("/proc/{child}/stat")).ok().is_some_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+impl Nginx {
+    /// nginx's worker processes now.
+    pub fn workers(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+
+    /// Stops nginx the way it is meant to be stopped: SIGQUIT to the master (a graceful stop: the workers
+    /// finish and exit, then the master), then waits. SIGKILL to the master alone would orphan its workers.
+    /// Returns the workers it had, for a check that none is left.
+    pub fn stop(&mut self) -> Vec<u32> {
+        let master = self.child.id();
+        let workers = children_of(master);
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet waited for).
+        unsafe { libc::kill(master as libc::pid_t, libc::SIGQUIT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    // Last resort, so that a test never hangs on a stuck nginx; the check below then fails.
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-(master as libc::pid_t), libc::SIGKILL) };
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        // Workers exit before the master does; wait briefly for the kernel to reap them.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while workers.iter().any(|&w| alive(w)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        workers
+    }
+}
+
+/// Whether process `pid` still exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
     }
 }

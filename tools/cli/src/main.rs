@@ -62,7 +62,7 @@ enum Command {
     /// Check that the server answers.
     Ping,
     /// Store VALUE under KEY. VALUE is taken as JSON when it parses as JSON (42, true, {"a":1}, "text"),
-    /// and as a string otherwise.
+    /// and as a string otherwise; a VALUE that starts like JSON ({, [ or ") but is not JSON is refused.
     Put {
         bank: String,
         key: String,
@@ -116,7 +116,13 @@ enum Command {
 
 /// The commands alone, for parsing lines typed at the prompt.
 #[derive(Parser, Debug)]
-#[command(name = "", no_binary_name = true, disable_version_flag = true)]
+#[command(
+    name = "",
+    no_binary_name = true,
+    disable_version_flag = true,
+    about = "Commands, one per line (`help COMMAND` for one):",
+    after_help = "quit, exit or Ctrl-D leaves the prompt."
+)]
 struct Line {
     #[command(subcommand)]
     command: Command,
@@ -124,10 +130,18 @@ struct Line {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bad VALUE is a usage error, found before any connection is tried.
+    if let Some(Command::Put { value, string: false, .. }) = &cli.command {
+        if let Err(why) = json_value(value) {
+            eprintln!("bankcache-cli: {why}");
+            return ExitCode::from(code::USAGE);
+        }
+    }
     let mut client = match Client::connect(cli.addr.as_str()) {
         Ok(client) => client,
+        // The client's error already says "cannot connect"; add where, and what to check.
         Err(e) => {
-            eprintln!("bankcache-cli: cannot connect to {}: {e}", cli.addr);
+            eprintln!("bankcache-cli: {}: {e} (is bankcache running there? --addr HOST:PORT)", cli.addr);
             return ExitCode::from(code::CONNECTION);
         }
     };
@@ -137,8 +151,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// A `put`'s VALUE as JSON when it is JSON, or as a string; a VALUE that starts like JSON (an object, an
+/// array or a quoted string) but does not parse is a mistake, not a string to store.
+fn json_value(value: &str) -> Result<Value, String> {
+    match serde_json::from_str(value) {
+        Ok(json) => Ok(json),
+        Err(e) if value.trim_start().starts_with(['{', '[', '"']) => {
+            Err(format!("VALUE {value:?} is not valid JSON ({e}); use --string to store it as text"))
+        }
+        Err(_) => Ok(Value::String(value.to_owned())),
+    }
+}
+
 /// Runs one command, printing its result to stdout and problems to stderr; returns the exit code.
 fn run(client: &mut Client, command: Command, raw: bool) -> u8 {
+    if let Command::Put { value, string: false, .. } = &command {
+        if let Err(why) = json_value(value) {
+            eprintln!("(error) {why}");
+            return code::USAGE;
+        }
+    }
     let op = op(&command);
     match client.send(&op) {
         Ok(Reply::Value(data)) => {
@@ -172,10 +204,11 @@ fn op(command: &Command) -> Op<'_> {
     match command {
         Command::Ping => Op::Ping,
         Command::Put { bank, key, value, lifetime, string } => {
+            // `run` refused a VALUE that is neither JSON nor plain text.
             let value = if *string {
                 Value::String(value.clone())
             } else {
-                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()))
+                json_value(value).unwrap_or_else(|_| Value::String(value.clone()))
             };
             // `Value`'s `Display` is serde_json's compact writer, which cannot fail.
             let text = value.to_string().into_bytes();
@@ -225,6 +258,10 @@ fn print_data(kind: OpKind, data: &Value, raw: bool) {
         }
         (OpKind::Put | OpKind::Delete | OpKind::Touch | OpKind::BankReset, _) => {
             let _ = writeln!(out, "OK");
+        }
+        // As redis-cli prints PONG: a word, not a JSON string.
+        (OpKind::Ping, Value::String(s)) => {
+            let _ = writeln!(out, "{s}");
         }
         (_, Value::String(s)) if raw => {
             let _ = writeln!(out, "{s}");
