@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use io::DiskBudget;
 pub use replay::RecoveryReport;
-/// The checkpoint's codec, for the fuzz targets (`crate::fuzzing`); nothing else outside this module
+/// The checkpoint's codec, for the fuzz targets (the `fuzzing` module); nothing else outside this module
 /// needs it.
 #[doc(hidden)]
 pub use replay::{Checkpoint, CHECKPOINT_LEN};
