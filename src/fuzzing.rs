@@ -27,7 +27,8 @@ use crate::store::{now_ms, Access, Fsync, Lookup, Store, StoreConfig, Ttl, Volum
 ///
 /// - A split request lies in the buffer in order (start, head, body, end), within the limits; its head is
 ///   one [`codec::head`] reads; its body is the `Content-Length` bytes where they lie, or the chunked body
-///   decoded (as a plain decoder of the chunked coding decodes it); nothing past its end was touched.
+///   decoded (the chunks' data, as a plain reading of the chunked coding finds it); nothing past its end
+///   was touched.
 /// - What arrives in pieces is split the same: every prefix of a request that is shorter than the request
 ///   waits for more (never an error, never another request), with a `total` that is the request's length
 ///   when it gives one, and any prefix that holds the whole request splits it the same.
@@ -127,29 +128,24 @@ fn is_chunked(head: &[u8]) -> bool {
     req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
 }
 
-/// The chunked coding (RFC 9112 §7.1) decoded into a new buffer, with httparse reading the size lines:
-/// the data of every chunk up to the last, then trailer lines up to a blank one, using every byte.
+/// The data of a chunked body (RFC 9112 §7.1) gathered into a new buffer, as plainly as it can be read: a
+/// chunk is a size in hex digits, anything up to CRLF (extensions, whose syntax is the codec's business),
+/// that many bytes of data, and CRLF; the last chunk (size 0) ends the data, and the trailer section after
+/// it (checked by the codec) carries none. `None` if the bytes do not read so.
 fn dechunk_plainly(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
-        let httparse::Status::Complete((used, size)) = httparse::parse_chunk_size(rest).ok()? else {
-            return None;
-        };
-        rest = &rest[used..];
-        if size == 0 {
-            break;
-        }
-        let size = usize::try_from(size).ok()?;
-        let data = rest.get(..size)?;
-        body.extend_from_slice(data);
-        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
-    }
-    loop {
+        let digits = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        let size = rest.get(..digits).filter(|d| !d.is_empty())?.iter().try_fold(0usize, |n, &d| {
+            n.checked_mul(16)?.checked_add(usize::try_from(char::from(d).to_digit(16)?).ok()?)
+        })?;
         let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
         rest = &rest[line_end + 2..];
-        if line_end == 0 {
-            return rest.is_empty().then_some(body);
+        if size == 0 {
+            return Some(body);
         }
+        body.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
     }
 }
 
