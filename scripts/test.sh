@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test: installs what the tests need when it is missing (nginx for the scale-out tests, python3
-# for the seed client's tests), then `cargo test --workspace`. Arguments go to cargo test.
+# for the seed client's tests, curl for the README's curl examples, openssl for the TLS example's
+# certificate), then `cargo test --workspace`.
+# Arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]} (the tests need them)" >&2

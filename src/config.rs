@@ -17,7 +17,9 @@ use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
 use serde::de::{self, DeserializeOwned, Deserializer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::auth::AuthToken;
 
 /// When the disk store's writes reach the disk. Parsed once, from the file or the flag, so a misspelt
 /// policy is refused at startup instead of quietly becoming the default; the server maps it onto the
@@ -153,7 +155,33 @@ macro_rules! plain_key_types {
         }
     )+};
 }
-plain_key_types!(usize, u32, u64, f64, String, Fsync, LogLevel);
+plain_key_types!(usize, u32, u64, f64, bool, String, Fsync, LogLevel);
+
+/// The token is typed as its text after the flag (or in the environment); it is checked by
+/// [`Config::validate`], like every other value.
+impl KeyType for AuthToken {
+    type Flag = String;
+    fn from_flag(flag: String) -> AuthToken {
+        AuthToken::new(flag)
+    }
+    fn flag_text(&self) -> String {
+        self.expose().to_owned()
+    }
+}
+
+/// In the file the token is a string.
+impl<'de> Deserialize<'de> for AuthToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(AuthToken::new)
+    }
+}
+
+/// Written back as the string it was read from (the tests feed every key back through the file).
+impl Serialize for AuthToken {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
 
 impl KeyType for PathBuf {
     type Flag = PathBuf;
@@ -273,16 +301,18 @@ listen), CACHE_WORKERS or WORKERS (workers), CACHE_VERBOSE (log_level debug when
 API_PATH (read, unused). Their numbers may be written as strings (\"10002\"), as the original allowed.";
 
 /// Generates everything a key needs from one line per key:
-/// `/// doc` `name: Type = default, "VALUE_NAME", "flag help";`
+/// `/// doc` `name: Type = default, "VALUE_NAME", "flag help" [, env "VAR"];`
 /// - the [`Config`] field (documented by the doc line) and its default,
 /// - the file key (`FileConfig`, all `Option`s, unknown keys refused; the original's names are read
 ///   beside them, see [`FileConfig::apply_seed`]),
-/// - the `--name` flag (`Cli`, dashes for underscores), with its default in `--help`,
+/// - the `--name` flag (`Cli`, dashes for underscores), with its default in `--help`; with `env`, the
+///   environment variable `VAR` too, read by clap when the flag is absent (so the flag wins over it, and
+///   both over the file), its value never shown in `--help`,
 /// - the merges: `FileConfig::apply_keys` and [`Config::apply`], and [`Config::KEYS`].
 macro_rules! config_keys {
     ($(
         $(#[$doc:meta])*
-        $name:ident: $ty:ty = $default:expr, $value_name:literal, $help:literal;
+        $name:ident: $ty:ty = $default:expr, $value_name:literal, $help:literal $(, env $env:literal)?;
     )+) => {
         /// The server's settings after the file and the flags are merged. It serializes as a config file
         /// would be written, which the tests use to feed every key back through the file.
@@ -388,7 +418,12 @@ macro_rules! config_keys {
             /// JSON config file [default: ./config.json when present, else built-in defaults]
             pub config: Option<PathBuf>,
             $(
-                #[arg(long, value_name = $value_name, help = help_with_default::<$ty>($help, $default))]
+                #[arg(
+                    long,
+                    $(env = $env, hide_env_values = true,)?
+                    value_name = $value_name,
+                    help = help_with_default::<$ty>($help, $default)
+                )]
                 $name: Option<<$ty as KeyType>::Flag>,
             )+
         }
@@ -460,6 +495,18 @@ config_keys! {
     /// delivered until then at most, so a client that does not read cannot hold the process.
     shutdown_timeout: f64 = 5.0, "SECONDS",
         "Seconds a graceful stop may take before connections still owed replies are closed";
+    /// The shared secret clients must show: a JSON connection runs nothing before `auth` with it, an HTTP
+    /// request needs `Authorization: Bearer` with it. `None`: anyone who reaches the ports may do anything
+    /// (then the server warns when it listens beyond loopback). The environment variable keeps it out of
+    /// files and of the process's arguments.
+    auth_token: Option<AuthToken> = None, "TOKEN",
+        "Token clients must show (JSON: the auth op first; HTTP: Authorization: Bearer TOKEN); \"none\" for \
+         none. The flag wins over BANKCACHE_AUTH_TOKEN, which wins over the file",
+        env "BANKCACHE_AUTH_TOKEN";
+    /// Serve `GET /metrics` without the token when `auth_token` is set, for a scraper on a trusted
+    /// network; everything else still needs it.
+    metrics_public: bool = false, "BOOL",
+        "Serve /metrics without the token when auth_token is set (true or false)";
 }
 
 impl Cli {
@@ -601,6 +648,13 @@ impl Config {
         }
         let sweep = self.sweep_interval_ms;
         check(sweep >= 1, "sweep_interval_ms", sweep.to_string(), "at least 1")?;
+        if let Some(token) = &self.auth_token {
+            // The message says what is wrong with the token without showing it.
+            if let Err(why) = AuthToken::check_text(token.expose()) {
+                let value = format!("a token of {} bytes that is not {why}", token.expose().len());
+                check(false, "auth_token", value, "1 to 4096 bytes of printable ASCII without spaces")?;
+            }
+        }
         check(self.listen.contains(':'), "listen", format!("{:?}", self.listen), "HOST:PORT")
     }
 }
@@ -699,6 +753,25 @@ mod tests {
     impl Sample for String {
         fn other(&self) -> String {
             format!("{self}x")
+        }
+    }
+
+    impl Sample for bool {
+        fn other(&self) -> bool {
+            !self
+        }
+    }
+
+    impl Sample for AuthToken {
+        fn other(&self) -> AuthToken {
+            AuthToken::new(format!("{}x", self.expose()))
+        }
+    }
+
+    /// Only for [`Sample`] of `Option<AuthToken>`: the empty token, never a valid one.
+    impl Default for AuthToken {
+        fn default() -> AuthToken {
+            AuthToken::new(String::new())
         }
     }
 
@@ -876,6 +949,36 @@ mod tests {
         assert!(matches!(long_bank.validate(), Err(ConfigError::Invalid { key: "http_bank", .. })));
         let err = Config::from_json(br#"{"workers":0}"#).unwrap().validate().unwrap_err().to_string();
         assert_eq!(err, "workers must be between 1 and 1024, not 0");
+    }
+
+    #[test]
+    fn a_bad_token_is_refused_without_being_shown() {
+        for bad in ["", "two words", "tab\there", "ünïcode"] {
+            let config = Config { auth_token: Some(AuthToken::new(bad.into())), ..Config::default() };
+            match config.validate() {
+                Err(e @ ConfigError::Invalid { key: "auth_token", .. }) => {
+                    let message = e.to_string();
+                    assert!(bad.is_empty() || !message.contains(bad), "{message:?} shows the token");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let good = Config::from_json(br#"{"auth_token":"s3cret-T0ken","metrics_public":true}"#).unwrap();
+        assert!(good.validate().is_ok());
+        assert!(good.metrics_public);
+        assert!(good.auth_token.as_ref().is_some_and(|t| t.matches(b"s3cret-T0ken")));
+        assert!(!format!("{good:?}").contains("s3cret"), "Debug of the config shows the token");
+        assert!(Config::from_json(br#"{"auth_token":7}"#).unwrap_err().to_string().contains("auth_token"));
+        let mut c = good.clone();
+        c.apply(&Cli::parse_from(["bankcache", "--auth-token", "none"]));
+        assert_eq!(c.auth_token, None, "the flag's none turns a file's token off");
+    }
+
+    #[test]
+    fn help_names_the_token_s_environment_variable_and_what_wins() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("BANKCACHE_AUTH_TOKEN"), "{help}");
+        assert!(help.contains("The flag wins over BANKCACHE_AUTH_TOKEN, which wins over the file"), "{help}");
     }
 
     #[test]

@@ -26,9 +26,12 @@ use crate::store::{now_ms, Access, Fsync, Lookup, Store, StoreConfig, Ttl, Volum
 /// stream, split request after request as a connection is.
 ///
 /// - A split request lies in the buffer in order (start, head, body, end), within the limits; its head is
-///   one [`codec::head`] reads; its body is the `Content-Length` bytes where they lie, or the chunked body
-///   decoded (the chunks' data, as a plain reading of the chunked coding finds it); nothing past its end
-///   was touched.
+///   one [`codec::head`] reads, and one the strict rules allow (written again plainly here: no
+///   `Content-Length` with `Transfer-Encoding`, one of each at most, `chunked` exactly, no bare CR, no
+///   folding, no whitespace before a colon, no control characters, an origin- or http(s) absolute-form
+///   target); its body is the `Content-Length` bytes where they lie, or the chunked body decoded as the
+///   strict rules read the chunked coding (size lines, extensions, data, CRLFs, trailers); nothing past
+///   its end was touched.
 /// - What arrives in pieces is split the same: every prefix of a request that is shorter than the request
 ///   waits for more (never an error, never another request), with a `total` that is the request's length
 ///   when it gives one, and any prefix that holds the whole request splits it the same.
@@ -55,11 +58,16 @@ pub fn http(data: &[u8]) {
         let head = codec::head(&buf[f.start..f.head_end]);
         assert!(head.is_some(), "the splitter took a head codec::head refuses: {f:?}");
         let body = &buf[f.body.0..f.body.1];
-        if is_chunked(&before[f.start..f.head_end]) {
-            let plain = dechunk_plainly(&before[f.head_end..f.end]);
-            assert_eq!(plain.as_deref(), Some(body), "chunked body of {f:?}");
-        } else {
-            assert_eq!(body, &before[f.head_end..f.end], "body of {f:?}");
+        match strict_head(&before[f.start..f.head_end]) {
+            Err(why) => panic!("the splitter took a head the strict rules refuse ({why}): {f:?}"),
+            Ok(BodyModel::Chunked) => {
+                let strict = dechunk_strictly(&before[f.head_end..f.end]);
+                assert_eq!(strict.as_deref(), Ok(body), "chunked body of {f:?}");
+            }
+            Ok(BodyModel::Length(len)) => {
+                assert_eq!(body, &before[f.head_end..f.end], "body of {f:?}");
+                assert_eq!(body.len(), len, "Content-Length of {f:?}");
+            }
         }
         at = f.end;
     }
@@ -118,34 +126,171 @@ fn cuts(len: usize) -> Vec<usize> {
     cuts
 }
 
-/// Whether a head (already split, so well-formed) says its body is chunked.
-fn is_chunked(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut headers);
-    if req.parse(head).is_err() {
-        return false;
-    }
-    req.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+/// How a body is framed, as the strict rules read a head.
+enum BodyModel {
+    Length(usize),
+    Chunked,
 }
 
-/// The data of a chunked body (RFC 9112 §7.1) gathered into a new buffer, as plainly as it can be read: a
-/// chunk is a size in hex digits, anything up to CRLF (extensions, whose syntax is the codec's business),
-/// that many bytes of data, and CRLF; the last chunk (size 0) ends the data, and the trailer section after
-/// it (checked by the codec) carries none. `None` if the bytes do not read so.
-fn dechunk_plainly(mut rest: &[u8]) -> Option<Vec<u8>> {
+/// The strict rules of `codec`'s module docs, written again plainly: whether the splitter may have taken
+/// `head`, and how its body is framed then; `Err` says which rule it breaks. Lines end in CRLF or a bare LF
+/// (a CR anywhere else is refused); empty lines before the request line are skipped; the request line is a
+/// method (a token), a target of visible ASCII and `HTTP/1.0` or `HTTP/1.1`, one space apart; a header is a
+/// token, a colon at once (no whitespace before it, no folding), and a value of visible characters, spaces,
+/// tabs and obs-text (no other control character). At most one `Content-Length`, of decimal digits that
+/// fit; at most one `Transfer-Encoding`, exactly `chunked` (any case), never with a `Content-Length` and
+/// never on HTTP/1.0. The target is a path or an `http`/`https` URL with a host and no user information,
+/// without a fragment.
+fn strict_head(mut head: &[u8]) -> Result<BodyModel, String> {
+    while let Some(rest) = head.strip_prefix(b"\r\n").or_else(|| head.strip_prefix(b"\n")) {
+        head = rest;
+    }
+    let lines = field_lines(head)?;
+    let (request_line, fields) = lines.split_first().ok_or("no request line")?;
+    let parts: Vec<&[u8]> = request_line.split(|&b| b == b' ').collect();
+    let [method, target, version] = parts[..] else {
+        return Err("not three parts in the request line".into());
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(format!("method {method:?}"));
+    }
+    if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(format!("target {target:?}"));
+    }
+    strict_target(target)?;
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(format!("version {version:?}")),
+    };
+    let fields = strict_fields(fields)?;
+    let named =
+        |name: &'static str| fields.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()));
+    let lengths: Vec<_> = named("content-length").collect();
+    let codings: Vec<_> = named("transfer-encoding").collect();
+    match (&codings[..], &lengths[..]) {
+        ([], []) => Ok(BodyModel::Length(0)),
+        ([], [(_, value)]) => {
+            let digits = trim_ows(value);
+            let len = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(digits).ok()?.parse::<usize>().ok())
+                .flatten();
+            len.map(BodyModel::Length).ok_or_else(|| format!("Content-Length {value:?}"))
+        }
+        ([(_, value)], []) if !http10 && trim_ows(value).eq_ignore_ascii_case(b"chunked") => {
+            Ok(BodyModel::Chunked)
+        }
+        _ => Err(format!("framing: {} Transfer-Encoding, {} Content-Length", codings.len(), lengths.len())),
+    }
+}
+
+/// The lines of a head or trailer section, which must end with an empty line and nothing after it; each
+/// ends in CRLF or LF, and holds no other CR.
+fn field_lines(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut lines = Vec::new();
+    loop {
+        let lf = bytes.iter().position(|&b| b == b'\n').ok_or("a line without its end")?;
+        let line = &bytes[..lf];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.contains(&b'\r') {
+            return Err(format!("a bare CR in {line:?}"));
+        }
+        bytes = &bytes[lf + 1..];
+        if line.is_empty() {
+            return if bytes.is_empty() { Ok(lines) } else { Err("bytes after the empty line".into()) };
+        }
+        lines.push(line);
+    }
+}
+
+/// A header (or trailer) field: its name and its value.
+type Field<'a> = (&'a [u8], &'a [u8]);
+
+/// Header (or trailer) field lines as name and value (without the whitespace around it).
+fn strict_fields<'a>(lines: &[&'a [u8]]) -> Result<Vec<Field<'a>>, String> {
+    lines
+        .iter()
+        .map(|line| {
+            let colon =
+                line.iter().position(|&b| b == b':').ok_or_else(|| format!("no colon in {line:?}"))?;
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(format!("header name {name:?}"));
+            }
+            if !value.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80) {
+                return Err(format!("header value {value:?}"));
+            }
+            Ok((name, trim_ows(value)))
+        })
+        .collect()
+}
+
+/// A request target: origin-form, or an `http`/`https` absolute-form with a host and no user information;
+/// no fragment either way.
+fn strict_target(target: &[u8]) -> Result<(), String> {
+    if target.contains(&b'#') {
+        return Err(format!("a fragment in {target:?}"));
+    }
+    if target.starts_with(b"/") {
+        return Ok(());
+    }
+    let lower = target.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix(b"http://")
+        .or_else(|| lower.strip_prefix(b"https://"))
+        .ok_or_else(|| format!("target form of {target:?}"))?;
+    let authority = rest.split(|&b| b == b'/' || b == b'?').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains(&b'@') {
+        return Err(format!("authority of {target:?}"));
+    }
+    Ok(())
+}
+
+/// RFC 9110's `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// The data of a chunked body (RFC 9112 §7.1), read by the strict rules into a new buffer: a chunk is a
+/// size in hex digits (at least one, fitting in 64 bits), then either CRLF or optional spaces and tabs, `;`
+/// and an extension of visible characters, spaces, tabs and obs-text, then CRLF; that many bytes of data;
+/// CRLF. The last chunk (size 0) is followed by a trailer section (field lines as in a head, then an empty
+/// line) that ends the bytes exactly. `Err` says what breaks the rules.
+fn dechunk_strictly(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         let digits = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        let size = rest.get(..digits).filter(|d| !d.is_empty())?.iter().try_fold(0usize, |n, &d| {
-            n.checked_mul(16)?.checked_add(usize::try_from(char::from(d).to_digit(16)?).ok()?)
-        })?;
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size = rest[..digits]
+            .iter()
+            .try_fold(0u64, |n, &d| n.checked_mul(16)?.checked_add(u64::from(char::from(d).to_digit(16)?)))
+            .filter(|_| digits > 0)
+            .ok_or_else(|| format!("chunk size {:?}", &rest[..digits]))?;
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or("a size line without CRLF")?;
+        let after = &rest[digits..line_end];
+        if !after.is_empty() {
+            let ows = after.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+            let extension =
+                after[ows..].strip_prefix(b";").ok_or_else(|| format!("after the size: {after:?}"))?;
+            if !extension.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80) {
+                return Err(format!("chunk extension {extension:?}"));
+            }
+        }
         rest = &rest[line_end + 2..];
         if size == 0 {
-            return Some(body);
+            let lines = field_lines(rest)?;
+            strict_fields(&lines)?;
+            return Ok(body);
         }
-        body.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size..)?.strip_prefix(b"\r\n")?;
+        let size = usize::try_from(size).map_err(|e| e.to_string())?;
+        body.extend_from_slice(rest.get(..size).ok_or("chunk data cut short")?);
+        rest = rest.get(size..).and_then(|r| r.strip_prefix(b"\r\n")).ok_or("chunk data without CRLF")?;
     }
 }
 

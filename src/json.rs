@@ -1,8 +1,12 @@
 //! The JSON front: a request frame becomes an op, the op's outcome becomes a reply line in the original's
 //! envelope. The REST routes write the same envelope with [`encode`].
+//!
+//! Access control happens here too: on a connection that has not authenticated ([`Auth::Locked`]) every op
+//! but `auth` is refused unrun; an `auth` moves the connection's standing on.
 
-use bankcache_proto::{Limits, Reply};
+use bankcache_proto::{Limits, OpKind, Reply, RequestError};
 
+use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::stats::WorkerCounters;
 use crate::store::Access;
@@ -36,12 +40,23 @@ impl Gate {
 pub enum Ran {
     /// The frame was answered.
     Answered,
+    /// An `auth` op was answered ok. Its frame holds the token, so it is never logged.
+    Authenticated,
+    /// An `auth` op with the wrong token was answered with an error: the caller stops the job there, so
+    /// that the reactor decides when the connection's next requests run ([`crate::auth::Throttle`]), and
+    /// closes the connection after the reply when `close` (its last allowed failure).
+    AuthFailed {
+        /// The connection has used up its failures.
+        close: bool,
+    },
     /// The gate kept the op from running, or a lock it needed was taken: nothing was done, written or
     /// counted.
     Declined,
 }
 
-/// Runs one request frame as of `now` and appends its reply line to `out`.
+/// Runs one request frame as of `now` for a connection standing at `auth`, and appends its reply line to
+/// `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ctx: &Context,
     limits: &Limits,
@@ -49,18 +64,39 @@ pub fn run(
     frame: &[u8],
     now: u64,
     gate: Gate,
+    auth: &mut Auth,
     out: &mut Vec<u8>,
 ) -> Ran {
-    match bankcache_proto::parse(frame, limits) {
-        Err(why) => cmd::refuse(counters, why, |outcome| encode(&outcome, out)),
-        Ok(op) => {
-            let Some(access) = gate.admits(op.kind()) else { return Ran::Declined };
-            if cmd::execute(ctx, counters, &op, now, access, |outcome| encode(&outcome, out)).is_err() {
-                return Ran::Declined;
-            }
+    let op = match bankcache_proto::parse(frame, limits) {
+        Ok(op) => op,
+        Err(why) => {
+            cmd::refuse(counters, why, |outcome| encode(&outcome, out));
+            return Ran::Answered;
         }
+    };
+    let kind = op.kind();
+    // The one check an authenticated connection pays: a comparison of a byte.
+    if auth.is_locked() && kind != OpKind::Auth {
+        cmd::refuse(counters, RequestError::AuthRequired, |outcome| encode(&outcome, out));
+        return Ran::Answered;
     }
-    Ran::Answered
+    let Some(access) = gate.admits(kind) else { return Ran::Declined };
+    let mut refused = false;
+    let respond = |outcome: Outcome<'_>| {
+        refused = outcome.is_error();
+        encode(&outcome, out)
+    };
+    if cmd::execute(ctx, counters, &op, now, access, respond).is_err() {
+        return Ran::Declined;
+    }
+    match kind {
+        OpKind::Auth if refused => Ran::AuthFailed { close: auth.fail() },
+        OpKind::Auth => {
+            *auth = Auth::Open;
+            Ran::Authenticated
+        }
+        _ => Ran::Answered,
+    }
 }
 
 /// Writes an outcome as the original's reply line.
@@ -92,13 +128,23 @@ mod tests {
     const LIMITS: Limits = Limits { max_key_bytes: 64, max_value_bytes: 1024 };
 
     fn ctx() -> Context {
-        Context { store: Arc::new(Store::new()), stats: Arc::new(Stats::new(1)), max_reply_bytes: 1 << 20 }
+        Context {
+            store: Arc::new(Store::new()),
+            stats: Arc::new(Stats::new(1)),
+            max_reply_bytes: 1 << 20,
+            auth_token: None,
+        }
     }
 
     fn run_gated(ctx: &Context, request: &str, gate: Gate) -> (Ran, String) {
+        run_as(ctx, request, gate, &mut Auth::Open)
+    }
+
+    fn run_as(ctx: &Context, request: &str, gate: Gate, auth: &mut Auth) -> (Ran, String) {
         let mut out = Vec::new();
         let now = crate::store::now_ms();
-        let ran = super::run(ctx, &LIMITS, ctx.stats.worker(0), request.as_bytes(), now, gate, &mut out);
+        let counters = ctx.stats.worker(0);
+        let ran = super::run(ctx, &LIMITS, counters, request.as_bytes(), now, gate, auth, &mut out);
         (ran, String::from_utf8(out).unwrap())
     }
 
@@ -138,6 +184,75 @@ mod tests {
             "{\"status\": \"ok\", \"data\": [\"key1\", \"n\"]}\n"
         );
         assert_eq!(run(&c, r#"{"op":"bank.list"}"#), "{\"status\": \"ok\", \"data\": [\"b\"]}\n");
+    }
+
+    const PUT: &str = r#"{"op":"put","bank":"b","key":"k","value":1}"#;
+    const AUTH_REQUIRED: &str = "{\"status\": \"error\", \"message\": \"Authentication required: send \
+                                 {\\\"op\\\": \\\"auth\\\", \\\"token\\\": ...} first\"}\n";
+    const INVALID_TOKEN: &str = "{\"status\": \"error\", \"message\": \"Invalid token\"}\n";
+    const OK: &str = "{\"status\": \"ok\", \"data\": {}}\n";
+
+    fn locked_ctx() -> Context {
+        Context { auth_token: Some(crate::auth::AuthToken::new("s3cret".into())), ..ctx() }
+    }
+
+    /// Before `auth`, every op is refused in the seed's error envelope and nothing runs: a put is not
+    /// stored, and is counted only as an error.
+    #[test]
+    fn a_locked_connection_runs_nothing_but_auth() {
+        let c = locked_ctx();
+        let mut auth = Auth::new(true);
+        for request in [PUT, r#"{"op":"ping"}"#, r#"{"op":"stats"}"#, r#"{"op":"bank.reset","bank":"b"}"#] {
+            assert_eq!(run_as(&c, request, Gate::Any, &mut auth), (Ran::Answered, AUTH_REQUIRED.into()));
+        }
+        assert_eq!(auth, Auth::Locked { failures: 0 });
+        assert_eq!(c.store.totals().keys, 0, "the put ran");
+        let snapshot = cmd::snapshot(&c);
+        assert_eq!(snapshot.op(OpKind::Put), 0);
+        assert_eq!(snapshot.errors, 4);
+        // Bad JSON is still answered as bad JSON (nothing can run from it anyway).
+        assert_eq!(
+            run_as(&c, "nope", Gate::Any, &mut auth).1,
+            "{\"status\": \"error\", \"message\": \"Invalid json\"}\n"
+        );
+    }
+
+    #[test]
+    fn the_right_token_opens_the_connection_and_a_wrong_one_counts_and_closes_at_the_last() {
+        let c = locked_ctx();
+        let mut auth = Auth::new(true);
+        let wrong = r#"{"op":"auth","token":"guess"}"#;
+        assert_eq!(
+            run_as(&c, wrong, Gate::Any, &mut auth),
+            (Ran::AuthFailed { close: false }, INVALID_TOKEN.into())
+        );
+        assert_eq!(auth, Auth::Locked { failures: 1 });
+        let right = r#"{"op":"auth","token":"s3cret"}"#;
+        assert_eq!(run_as(&c, right, Gate::BoundedNoWait, &mut auth), (Ran::Authenticated, OK.into()));
+        assert_eq!(auth, Auth::Open);
+        assert_eq!(run_as(&c, PUT, Gate::Any, &mut auth), (Ran::Answered, OK.into()));
+        assert_eq!(c.store.totals().keys, 1);
+        // A wrong token locks even an open connection again.
+        assert_eq!(run_as(&c, wrong, Gate::Any, &mut auth).0, Ran::AuthFailed { close: false });
+        assert_eq!(run_as(&c, PUT, Gate::Any, &mut auth).1, AUTH_REQUIRED);
+        assert_eq!(run_as(&c, wrong, Gate::Any, &mut auth).0, Ran::AuthFailed { close: false });
+        assert_eq!(run_as(&c, wrong, Gate::Any, &mut auth).0, Ran::AuthFailed { close: true });
+        assert_eq!(cmd::snapshot(&c).op(OpKind::Auth), 5);
+    }
+
+    #[test]
+    fn without_a_token_auth_answers_ok_whatever_it_is_given() {
+        let c = ctx();
+        let mut auth = Auth::new(false);
+        assert_eq!(
+            run_as(&c, r#"{"op":"auth","token":"anything"}"#, Gate::Any, &mut auth),
+            (Ran::Authenticated, OK.into())
+        );
+        assert_eq!(auth, Auth::Open);
+        assert_eq!(
+            run_as(&c, r#"{"op":"auth"}"#, Gate::Any, &mut auth).1,
+            "{\"status\": \"error\", \"message\": \"token is required\"}\n"
+        );
     }
 
     #[test]

@@ -14,11 +14,12 @@
 //! Where things are: `net/` the reactor thread (connections as a state machine, buffers), `dispatch/` the
 //! hand-off (jobs, the worker pool, what the reactor may run itself), `json.rs` and `http/` the two fronts,
 //! `cmd/` the ops (one file per family, each returning a typed [`cmd::Outcome`]), `store/` banks, the
-//! memory tier and the volume store, `stats.rs` counters, `config.rs` and `server.rs` the wiring. The wire
+//! memory tier and the volume store, `stats.rs` counters, `auth.rs` access control (the token, each
+//! connection's standing, the brake on guessing), `config.rs` and `server.rs` the wiring. The wire
 //! protocol itself (frames, ops, replies) is the `bankcache-proto` crate, shared with the client.
 //!
 //! Dependencies point one way, and `tests/architecture.rs` checks it:
-//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`} → `bankcache_proto`
+//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`, `auth`} → `bankcache_proto`
 //! (`net` also uses `http::codec` to split HTTP requests, and `dispatch` the `json` front directly).
 //!
 //! Invariants:
@@ -32,6 +33,7 @@
 //! - Lock order: bank table (read; write only to create a bank) → one bank → volume writer. No op holds
 //!   two bank locks (see [`store`]).
 
+pub mod auth;
 pub mod cmd;
 pub mod config;
 pub mod dispatch;

@@ -65,6 +65,12 @@ fn io_error(context: &'static str) -> impl FnOnce(std::io::Error) -> ServerError
     move |source| ServerError::Io { context, source }
 }
 
+/// The listeners' addresses that other machines may reach: any but loopback (an unspecified address such
+/// as `0.0.0.0` listens on every interface).
+fn exposed(json: SocketAddr, http: Option<SocketAddr>) -> Vec<SocketAddr> {
+    std::iter::once(json).chain(http).filter(|addr| !addr.ip().is_loopback()).collect()
+}
+
 /// Asks a running server to shut down gracefully, from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -120,6 +126,14 @@ impl Server {
                 .map_err(io_error("cannot register the listener"))?;
             http_listener = Some(listener);
         }
+        if config.auth_token.is_none() {
+            for addr in exposed(json_addr, http_addr) {
+                log::warn!(
+                    "listening on {addr}, beyond loopback, with no auth_token: anyone who can reach it can \
+                     read, change and wipe every bank (set auth_token, or BANKCACHE_AUTH_TOKEN)"
+                );
+            }
+        }
         let waker =
             Waker::new(poll.registry(), reactor::WAKER).map_err(io_error("cannot create the waker"))?;
         let stop = Arc::new(StopFlag { requested: AtomicBool::new(false), waker: Arc::new(waker) });
@@ -160,6 +174,13 @@ impl Server {
             human_bytes(c.memory_max_bytes),
             c.max_connections
         ));
+        lines.push(match (&c.auth_token, c.metrics_public) {
+            (Some(_), false) => "access: clients must show the auth_token (JSON auth op, HTTP bearer)".into(),
+            (Some(_), true) => {
+                "access: clients must show the auth_token, except for /metrics (metrics_public)".into()
+            }
+            (None, _) => "access: open, no auth_token: anyone who reaches the ports may do anything".into(),
+        });
         lines
     }
 
@@ -205,11 +226,13 @@ impl Server {
                 store: Arc::clone(&store),
                 stats: Arc::clone(&stats),
                 max_reply_bytes: config.max_output_bytes,
+                auth_token: config.auth_token.clone(),
             },
             limits: Limits { max_key_bytes: config.max_key_bytes, max_value_bytes: config.max_value_bytes },
             http_bank: config.http_bank.clone(),
             slow_op: (config.slow_log_ms > 0).then(|| Duration::from_millis(config.slow_log_ms)),
             max_output: config.max_output_bytes,
+            metrics_public: config.metrics_public,
             cancelled: queue.cancel_flag(),
         });
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
@@ -255,6 +278,7 @@ impl Server {
                 output_timeout: (config.output_timeout > 0.0)
                     .then(|| Duration::from_secs_f64(config.output_timeout)),
                 shutdown_grace: Duration::from_secs_f64(config.shutdown_timeout),
+                auth_required: config.auth_token.is_some(),
             },
             stop: self.stop,
         });
@@ -415,4 +439,19 @@ fn resolve(listen: &str) -> Result<SocketAddr, ServerError> {
         .to_socket_addrs()
         .map_err(|e| ServerError::Resolve { addr: listen.into(), source: Some(e) })?;
     addrs.next().ok_or_else(|| ServerError::Resolve { addr: listen.into(), source: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listeners_beyond_loopback_are_exposed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(exposed(addr("127.0.0.1:1"), Some(addr("127.0.0.2:2"))).is_empty());
+        assert!(exposed(addr("[::1]:1"), None).is_empty());
+        assert_eq!(exposed(addr("0.0.0.0:1"), Some(addr("127.0.0.1:2"))), [addr("0.0.0.0:1")]);
+        assert_eq!(exposed(addr("127.0.0.1:1"), Some(addr("[::]:2"))), [addr("[::]:2")]);
+        assert_eq!(exposed(addr("10.1.2.3:1"), None), [addr("10.1.2.3:1")]);
+    }
 }

@@ -83,6 +83,8 @@ pub struct NetCounters {
     pub connections_closed_idle: AtomicU64,
     /// Connections accepted and closed at once because the process was out of file descriptors.
     pub connections_dropped_no_fd: AtomicU64,
+    /// Wrong tokens: `auth` ops and HTTP bearer tokens that were not `auth_token`.
+    pub auth_failures: AtomicU64,
 }
 
 /// Every counter of the server.
@@ -157,6 +159,8 @@ pub struct NetFigures {
     pub connections_closed_idle: u64,
     /// Connections closed at once for want of file descriptors.
     pub connections_dropped_no_fd: u64,
+    /// Wrong tokens presented.
+    pub auth_failures: u64,
 }
 
 /// Every counter summed at one instant.
@@ -199,6 +203,7 @@ impl Snapshot {
             ("slow_clients_closed", net.slow_clients_closed),
             ("connections_closed_idle", net.connections_closed_idle),
             ("connections_dropped_no_fd", net.connections_dropped_no_fd),
+            ("auth_failures", net.auth_failures),
         ];
         fields.extend(OpKind::ALL.iter().map(|&kind| (kind.counter(), self.op(kind))));
         fields.extend([
@@ -281,6 +286,7 @@ impl Stats {
                 slow_clients_closed: load(&net.slow_clients_closed),
                 connections_closed_idle: load(&net.connections_closed_idle),
                 connections_dropped_no_fd: load(&net.connections_dropped_no_fd),
+                auth_failures: load(&net.auth_failures),
             },
             ops,
             errors: sum(&|w| &w.errors),

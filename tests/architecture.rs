@@ -1,5 +1,5 @@
 //! The server's modules depend on each other in one direction only, as `src/lib.rs` draws it:
-//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`}. This test reads the
+//! `server` → `net` → `dispatch` → `http` → `json` → `cmd` → {`store`, `stats`, `auth`}. This test reads the
 //! sources and fails when a `crate::` path points up or sideways, so the layering cannot rot silently.
 
 use std::collections::BTreeSet;
@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("cmd", 2),
     ("store", 1),
     ("stats", 1),
+    ("auth", 1),
 ];
 
 fn layer(module: &str) -> Option<u32> {

@@ -11,7 +11,8 @@ use std::process::{Command, Output};
 use common::TestServer;
 use serde_json::Value;
 
-/// The bench binary, built beside the server's by `cargo test --workspace`.
+/// The bench binary, built beside the server's by `cargo test --workspace` (tools/bench has tests of
+/// its own, which is what makes cargo build it).
 fn bench_binary() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_bankcache"));
     let bench = server.with_file_name("bankcache-bench");
@@ -144,4 +145,56 @@ fn compare_without_bankcache_says_to_build_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cargo build --release"), "{}", text(&out.stderr));
+}
+
+/// With a token on the server, the run mode sends it (`auth` on each JSON connection, a bearer header on
+/// each HTTP request) and every request succeeds; without it, the JSON run fails at once.
+#[test]
+fn run_mode_sends_the_token() {
+    let s = TestServer::start(&["--auth-token", "bench-s3cret"]);
+    for (addr, proto) in [(s.addr(), "json"), (s.http_addr(), "http")] {
+        let addr = addr.to_string();
+        let args =
+            ["--addr", &addr, "--proto", proto, "--connections", "3", "--keys", "100", "--warmup", "0"];
+        let (out, value) = run_json(
+            &[&args[..], &["--prefill", "--requests", "500", "--auth-token", "bench-s3cret"]].concat(),
+        );
+        assert!(out.status.success(), "{proto}: {}", text(&out.stderr));
+        assert_eq!(count(&value, "errors") + count(&value, "misses"), 0, "{proto}: {value}");
+        assert_eq!(count(&value, "ops"), 500, "{proto}: {value}");
+    }
+    let addr = s.addr().to_string();
+    let out = Command::new(bench_binary())
+        .args(["--addr", &addr, "--connections", "1", "--requests", "10", "--warmup", "0"])
+        .env("BANKCACHE_AUTH_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("auth refused"), "{}", text(&out.stderr));
+}
+
+/// `compare --auth-token` starts bankcache with the token (in its environment) and drives it with it.
+#[test]
+fn compare_runs_bankcache_with_a_token() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let empty_path = tempfile::tempdir().unwrap();
+    let out = Command::new(bench_binary())
+        .args(["compare", "--servers", "bankcache", "--cells", "c", "--rounds", "1"])
+        .args(["--duration", "0.3", "--warmup", "0", "--auth-token", "compare-s3cret"])
+        .arg("--bankcache")
+        .arg(env!("CARGO_BIN_EXE_bankcache"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("PATH", empty_path.path())
+        .output()
+        .expect("bankcache-bench compare runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("bankcache ran with an auth_token"), "{stdout}");
+    let json_text = std::fs::read_to_string(out_dir.path().join("compare.json")).expect("compare.json");
+    let report: Value = serde_json::from_str(&json_text).expect("compare.json parses");
+    assert_eq!(report["settings"]["bankcache_auth_token"], true);
+    let c = &report["medians"]["c"]["bankcache"];
+    assert!(c["ops_per_sec"].as_f64().is_some_and(|v| v > 0.0), "c: {c}");
+    assert_eq!(report["runs"][0]["figures"]["errors"], 0, "{}", report["runs"]);
 }

@@ -170,3 +170,31 @@ fn interactive_mode_runs_each_line() {
     }
     assert!(!help.contains("for parsing lines"), "help shows a code comment: {help}");
 }
+
+/// With a token on the server: the CLI sends `--auth-token` or `BANKCACHE_AUTH_TOKEN` first (the flag
+/// wins), and exits 5 when the token is wrong or missing.
+#[test]
+fn the_token_comes_from_the_flag_or_the_environment_and_a_bad_one_exits_5() {
+    let s = TestServer::start(&["--auth-token", "cli-s3cret"]);
+    let with_env = |token: &str, args: &[&str]| {
+        Command::new(cli_binary())
+            .arg("--addr")
+            .arg(s.addr().to_string())
+            .args(args)
+            .env("BANKCACHE_AUTH_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&s, &["--auth-token", "cli-s3cret", "put", "b", "k", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = with_env("cli-s3cret", &["get", "b", "k"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(0), "1\n".to_string()), "{out:?}");
+    let out = with_env("wrong", &["--auth-token", "cli-s3cret", "get", "b", "k"]);
+    assert_eq!(out.status.code(), Some(0), "the flag wins over the environment: {out:?}");
+    let out = with_env("wrong", &["get", "b", "k"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid token"), "{out:?}");
+    let out = cli(&s, &["get", "b", "k"]);
+    assert_eq!(out.status.code(), Some(5), "no token: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token"), "{out:?}");
+}

@@ -981,16 +981,20 @@ fn body_over_max_value_bytes_is_413_then_close() {
     h.get("/big").expect("HTTP/1.1 404 Not Found", b"big does not exist");
 }
 
-/// A malformed request line (or Content-Length) → `400 Bad Request` with `Connection: close`, then the
-/// server closes; requests before it on the same connection are answered first. A transfer coding
-/// other than chunked → `501 Not Implemented`, then close.
+/// A malformed request line (or Content-Length) → `400 Bad Request` with `Connection: close` and a body that
+/// says why, then the server closes; requests before it on the same connection are answered first. A
+/// transfer coding other than chunked → `501 Not Implemented`, then close. (tests/http_strict.rs has every
+/// other case.)
 #[test]
 fn malformed_request_is_400_then_close() {
     let s = TestServer::start(&[]);
     let mut h = Http::connect(s.http_addr());
     h.send(b"NOT AN HTTP REQUEST\r\n\r\n");
     let r = h.read_response();
-    r.expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    r.expect(
+        "HTTP/1.1 400 Bad Request",
+        b"Bad Request: unsupported HTTP version (HTTP/1.0 and HTTP/1.1 only)",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
 
@@ -1000,21 +1004,28 @@ fn malformed_request_is_400_then_close() {
     h.send(&batch);
     h.read_response().expect("HTTP/1.1 200 OK", b"ok");
     let r = h.read_response();
-    r.expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    r.expect(
+        "HTTP/1.1 400 Bad Request",
+        b"Bad Request: malformed line ending (junk after the HTTP version, or a CR without an LF)",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
 
     // A bad Content-Length too.
     let mut h = Http::connect(s.http_addr());
     h.send(b"PUT /k HTTP/1.1\r\nContent-Length: lots\r\n\r\n");
-    h.read_response().expect("HTTP/1.1 400 Bad Request", b"Bad Request");
+    h.read_response()
+        .expect("HTTP/1.1 400 Bad Request", b"Bad Request: Content-Length must be decimal digits");
     h.expect_closed();
 
     // A transfer coding other than chunked → 501, then close.
     let mut h = Http::connect(s.http_addr());
     h.send(b"PUT /k HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nabc");
     let r = h.read_response();
-    r.expect("HTTP/1.1 501 Not Implemented", b"Not Implemented");
+    r.expect(
+        "HTTP/1.1 501 Not Implemented",
+        b"Not Implemented: only the chunked transfer coding is supported",
+    );
     r.expect_header("connection", Some("close"));
     h.expect_closed();
 }

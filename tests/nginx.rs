@@ -1,10 +1,12 @@
 //! Scale-out as CacheFS proposed: three bankcache instances, each with its own data directory, behind a real
-//! nginx running `docs/nginx.conf` (`hash $request_uri consistent`). nginx is a dependency of this test: it
-//! fails, never skips, when nginx is missing (`.ci/run` installs it).
+//! nginx running `docs/nginx.conf` (`hash $request_uri consistent`); and the file's TLS-termination example.
+//! nginx is a dependency of these tests: they fail, never skip, when nginx is missing (`.ci/run` installs it).
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::nginx::{http, Nginx};
 use common::TestServer;
@@ -78,4 +80,83 @@ fn stopping_nginx_leaves_no_worker_behind() {
     drop(nginx);
     let left: Vec<u32> = workers.into_iter().filter(|&w| common::nginx::alive(w)).collect();
     assert!(left.is_empty(), "nginx workers {left:?} outlived their master");
+}
+
+/// The TLS example at the end of `docs/nginx.conf`, uncommented as it is written (only its port and
+/// certificate paths changed): curl over HTTPS stores and reads a key through nginx, which speaks plaintext
+/// HTTP to bankcache. Needs `openssl` and `curl` (the test fails, never skips, without them).
+#[test]
+fn nginx_terminates_tls_in_front_of_bankcache() {
+    let server = TestServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("bankcache.pem"), dir.path().join("bankcache.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("this test needs the openssl command");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    // nginx's workers drop privileges: let them read the pair.
+    for path in [dir.path(), &cert, &key] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let tls_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nginx = Nginx::start_with(&[server.http_addr(); 3], |conf| {
+        let block = uncomment_block(&conf, "    # server {", "    # }");
+        block
+            .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{tls_port} ssl;"))
+            .replace("/etc/ssl/certs/bankcache.pem", cert.to_str().unwrap())
+            .replace("/etc/ssl/private/bankcache.key", key.to_str().unwrap())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not listen for TLS on {tls_port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://localhost:{tls_port}/secret-key");
+    let resolve = format!("localhost:{tls_port}:127.0.0.1");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert", cert.to_str().unwrap(), "--resolve", &resolve])
+            .args(args)
+            .output()
+            .expect("this test needs curl");
+        assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&["-X", "PUT", "--data-binary", "over tls", &url]), "ok");
+    assert_eq!(curl(&[&url]), "over tls");
+    // bankcache itself got it as plain HTTP.
+    let (status, _, body) = http(server.http_addr(), "GET", "/secret-key", b"");
+    assert_eq!((status, body.as_slice()), (200, &b"over tls"[..]));
+    drop(nginx);
+}
+
+/// `conf` with the commented-out block from the line `first` to the line `last` uncommented (one `# ` taken
+/// off each of its lines).
+fn uncomment_block(conf: &str, first: &str, last: &str) -> String {
+    let mut inside = false;
+    let mut found = false;
+    let lines: Vec<String> = conf
+        .lines()
+        .map(|line| {
+            inside |= line == first;
+            let out = match line.find('#') {
+                Some(at) if inside => {
+                    let rest = &line[at + 1..];
+                    format!("{}{}", &line[..at], rest.strip_prefix(' ').unwrap_or(rest))
+                }
+                _ => line.to_owned(),
+            };
+            if inside && line == last {
+                (inside, found) = (false, true);
+            }
+            out
+        })
+        .collect();
+    assert!(found, "docs/nginx.conf no longer has the commented block `{first}` … `{last}`");
+    lines.join("\n")
 }

@@ -2,7 +2,8 @@
 //! CacheServer's published figures for its Python client (12,871 put/s and 11,064 get/s on one connection).
 //!
 //! Usage: `cargo run --release -p bankcache-client --example throughput -- [HOST:PORT] [OPS]`
-//! (default 127.0.0.1:10001, 100000 ops), against a running server.
+//! (default 127.0.0.1:10001, 100000 ops), against a running server; `BANKCACHE_AUTH_TOKEN`, when set, is
+//! sent first, for a server with an `auth_token`.
 
 use std::time::Instant;
 
@@ -12,7 +13,11 @@ fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:10001".into());
     let ops: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    let mut client = Client::connect(addr.as_str())?;
+    let mut builder = Client::builder();
+    if let Ok(token) = std::env::var("BANKCACHE_AUTH_TOKEN") {
+        builder = builder.auth_token(token);
+    }
+    let mut client = builder.connect(addr.as_str())?;
     let value = "v".repeat(32);
     let key = |i: usize| format!("key:{:08}", i % 10_000);
 

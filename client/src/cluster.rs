@@ -79,9 +79,17 @@ impl ClusterBuilder {
         self
     }
 
-    /// Connection options (timeouts, `TCP_NODELAY`) for every server.
+    /// Connection options (timeouts, `TCP_NODELAY`, the token) for every server. Replaces those given
+    /// before, a token from [`ClusterBuilder::auth_token`] included: call that after this.
     pub fn client_options(mut self, options: ClientBuilder) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The servers' `auth_token` (one for all of them, as behind one nginx): every connection to any
+    /// server sends it first; see [`ClientBuilder::auth_token`].
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.options = self.options.auth_token(token);
         self
     }
 

@@ -33,10 +33,19 @@
 //! A missing key is `Ok(None)` (reads) or `Ok(false)` ([`Client::delete`], [`Client::touch`]), never an
 //! error.
 //!
+//! # Access control
+//!
+//! A server with an `auth_token` runs nothing on a connection before `{"op":"auth","token":"..."}`. Give
+//! the token to [`ClientBuilder::auth_token`] (or [`ClusterBuilder::auth_token`]) and every connection the
+//! client, its pools and its cluster open sends it first, reconnections included; a token the server
+//! refuses is [`Error::Auth`], and so is an op refused because no token was sent. A server without a token
+//! answers `auth` with ok, so a client can be given the token before the server is.
+//!
 //! # Errors and reconnection
 //!
 //! [`Error`] separates connection failures ([`Error::Connect`], [`Error::Io`]: retryable), replies that do not
-//! follow the protocol ([`Error::Protocol`]) and the server's own answers ([`Error::Server`]). A connection
+//! follow the protocol ([`Error::Protocol`]), refused authentication ([`Error::Auth`]) and the server's own
+//! answers ([`Error::Server`]). A connection
 //! that failed, or whose reply was only partly read, is dropped, and the next call opens a new one; before
 //! each call an idle connection is checked, so a connection the server closed meanwhile (for instance
 //! because it restarted) is replaced before the request is sent rather than failing it.
@@ -127,6 +136,9 @@ pub enum Error {
     Protocol(String),
     /// The server answered with an error message (exactly as sent).
     Server(String),
+    /// The server refused the token ([`ClientBuilder::auth_token`]), or needs one and none was given; the
+    /// server's message, exactly as sent. Trying again with the same token cannot help.
+    Auth(String),
 }
 
 impl Error {
@@ -155,6 +167,7 @@ impl fmt::Display for Error {
             Error::Io(e) => write!(f, "connection error: {e}"),
             Error::Protocol(why) => write!(f, "protocol error: {why}"),
             Error::Server(message) => write!(f, "server error: {message}"),
+            Error::Auth(message) => write!(f, "authentication failed: {message}"),
         }
     }
 }
@@ -163,7 +176,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Connect(e) | Error::Io(e) => Some(e),
-            Error::Protocol(_) | Error::Server(_) => None,
+            Error::Protocol(_) | Error::Server(_) | Error::Auth(_) => None,
         }
     }
 }
@@ -184,11 +197,29 @@ pub struct ClientBuilder {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     nodelay: bool,
+    auth_token: Option<Secret>,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
-        ClientBuilder { connect_timeout: None, read_timeout: None, write_timeout: None, nodelay: true }
+        ClientBuilder {
+            connect_timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            nodelay: true,
+            auth_token: None,
+        }
+    }
+}
+
+/// A token kept so that `Debug` (of a builder, a pool, a cluster) never prints it; cheap to clone for the
+/// connections of a pool.
+#[derive(Clone)]
+struct Secret(std::sync::Arc<str>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 
@@ -218,10 +249,17 @@ impl ClientBuilder {
         self
     }
 
-    /// Resolves `addr` and connects.
+    /// The server's `auth_token`: every new connection sends `auth` with it before anything else (one
+    /// round trip per connection, none per op); default: none.
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(Secret(token.into().into()));
+        self
+    }
+
+    /// Resolves `addr` and connects (and authenticates, with a token).
     pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client> {
         let addrs = resolve(addr)?;
-        let conn = Conn::open(&addrs, &self).map_err(Error::Connect)?;
+        let conn = Conn::open(&addrs, &self)?;
         Ok(Client { addrs, options: self, conn: Some(conn), line: Vec::new(), request: Vec::new() })
     }
 }
@@ -248,7 +286,33 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(addrs: &[SocketAddr], options: &ClientBuilder) -> io::Result<Conn> {
+    /// Connects, and with a token authenticates: a connection is handed out only once it may run ops.
+    fn open(addrs: &[SocketAddr], options: &ClientBuilder) -> Result<Conn> {
+        let mut conn = Conn::connect(addrs, options).map_err(Error::Connect)?;
+        if let Some(Secret(token)) = &options.auth_token {
+            conn.authenticate(token)?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends `auth` with `token` and reads its reply. A failed exchange is [`Error::Connect`]: no request
+    /// of the caller's was sent yet, so it is safe to retry.
+    fn authenticate(&mut self, token: &str) -> Result<()> {
+        let mut request = Vec::new();
+        Op::Auth { token: proto::Token(token.into()) }.encode(&mut request);
+        let mut line = Vec::new();
+        let replies = self.exchange(&request, 1, &mut line).map_err(|e| match e {
+            Error::Io(e) => Error::Connect(e),
+            other => other,
+        })?;
+        match replies.into_iter().next() {
+            Some(RawReply::Ok { .. }) => Ok(()),
+            Some(RawReply::Err(message)) => Err(Error::Auth(message)),
+            None => Err(Error::Protocol("auth got no reply".into())),
+        }
+    }
+
+    fn connect(addrs: &[SocketAddr], options: &ClientBuilder) -> io::Result<Conn> {
         let mut last = None;
         for addr in addrs {
             let stream = match options.connect_timeout {
@@ -358,10 +422,12 @@ impl RawReply {
         }
     }
 
-    /// `data` as a value, or the server's error.
+    /// `data` as a value, or the server's error ([`Error::Auth`] when the op was refused for want of a
+    /// token).
     fn into_data(self) -> Result<(Box<RawValue>, bool)> {
         match self {
             RawReply::Ok { data, base64 } => Ok((data, base64)),
+            RawReply::Err(message) if message == proto::op::AUTH_REQUIRED => Err(Error::Auth(message)),
             RawReply::Err(message) => Err(Error::Server(message)),
         }
     }
@@ -452,7 +518,8 @@ pub(crate) fn missing_key<'o>(op: &'o Op<'_>) -> Option<&'o str> {
         | Op::BankList
         | Op::BankReset { .. }
         | Op::Ping
-        | Op::Stats => None,
+        | Op::Stats
+        | Op::Auth { .. } => None,
     }
 }
 
@@ -501,7 +568,7 @@ impl Client {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.addrs, &self.options).map_err(Error::Connect)?);
+            self.conn = Some(Conn::open(&self.addrs, &self.options)?);
         }
         Ok(self.conn.as_mut().expect("just opened"))
     }
@@ -669,6 +736,17 @@ impl Client {
     /// Removes every entry of a bank (the bank stays, empty).
     pub fn bank_reset(&mut self, bank: &str) -> Result<()> {
         self.call(&Op::BankReset { bank: bank.into() })?.into_data().map(drop)
+    }
+
+    /// Authenticates the connection with `token`, and keeps the token for the connections opened after
+    /// this one (as [`ClientBuilder::auth_token`] does). A wrong token is [`Error::Auth`], and the server
+    /// then runs nothing more on this connection until a right one.
+    pub fn auth(&mut self, token: &str) -> Result<()> {
+        self.options.auth_token = Some(Secret(token.into()));
+        match self.call(&Op::Auth { token: proto::Token(token.into()) })? {
+            RawReply::Ok { .. } => Ok(()),
+            RawReply::Err(message) => Err(Error::Auth(message)),
+        }
     }
 
     /// Checks the server is alive (it answers `"pong"`).

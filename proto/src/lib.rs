@@ -19,5 +19,5 @@ pub mod reply;
 mod strategies;
 
 pub use frame::{Ending, Split, Splitter};
-pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Value};
+pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Token, Value};
 pub use reply::Reply;

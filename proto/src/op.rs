@@ -144,6 +144,27 @@ ops! { <'a>
     Ping => "ping", "ops_ping", Connection;
     /// Server counters.
     Stats => "stats", "ops_stats", Server;
+    /// Authenticate the connection with the server's `auth_token`: while one is set, nothing else runs on
+    /// a JSON connection before it.
+    Auth { token: Token<'a> } => "auth", "ops_auth", Connection;
+}
+
+/// The token of an `auth` op. A newtype so that its `Debug` hides it: an op shown in a log line or a test
+/// failure must never print a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token<'a>(pub Cow<'a, str>);
+
+impl Token<'_> {
+    /// The token's text, for the one place that compares it (and the encoder).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 impl OpKind {
@@ -166,7 +187,7 @@ impl<'a> Op<'a> {
             | Op::BankKeys { bank }
             | Op::BankScan { bank, .. }
             | Op::BankReset { bank } => Some(bank),
-            Op::BankList | Op::Ping | Op::Stats => None,
+            Op::BankList | Op::Ping | Op::Stats | Op::Auth { .. } => None,
         }
     }
 
@@ -184,7 +205,8 @@ impl<'a> Op<'a> {
             | Op::BankReset { .. }
             | Op::BankList
             | Op::Ping
-            | Op::Stats => None,
+            | Op::Stats
+            | Op::Auth { .. } => None,
         }
     }
 
@@ -262,6 +284,10 @@ impl<'a> Op<'a> {
                 out.extend_from_slice(b",\"count\":");
                 json_uint(out, *count);
             }
+            Op::Auth { token } => {
+                out.extend_from_slice(b",\"token\":");
+                json_string(out, token.expose());
+            }
             Op::Get { .. }
             | Op::Delete { .. }
             | Op::Touch { .. }
@@ -299,6 +325,7 @@ impl<'a> Op<'a> {
             Op::BankList => Op::BankList,
             Op::Ping => Op::Ping,
             Op::Stats => Op::Stats,
+            Op::Auth { token } => Op::Auth { token: Token(own(token.0)) },
         }
     }
 }
@@ -400,6 +427,13 @@ pub enum RequestError {
     BadCount,
     /// A `bank.scan` prefix that is not a string.
     BadPrefix,
+    /// An `auth` token that is not a string.
+    BadToken,
+    /// An op other than `auth` on a connection that has not authenticated while the server has an
+    /// `auth_token`: it was not run.
+    AuthRequired,
+    /// An `auth` whose token is not the server's.
+    WrongToken,
 }
 
 impl fmt::Display for RequestError {
@@ -427,6 +461,9 @@ impl fmt::Display for RequestError {
             RequestError::BadCursor => f.write_str("cursor must be a non-negative integer"),
             RequestError::BadCount => f.write_str("count must be a positive integer"),
             RequestError::BadPrefix => f.write_str("prefix must be a string"),
+            RequestError::BadToken => f.write_str("token must be a string"),
+            RequestError::AuthRequired => f.write_str(AUTH_REQUIRED),
+            RequestError::WrongToken => f.write_str(WRONG_TOKEN),
         }
     }
 }
@@ -437,6 +474,13 @@ const NEED_PUT: RequestError = RequestError::Missing("bank, key and value are re
 const NEED_KEY: RequestError = RequestError::Missing("bank and key are required");
 const NEED_INCR: RequestError = RequestError::Missing("bank, key, value are required");
 const NEED_BANK: RequestError = RequestError::Missing("bank are required");
+const NEED_TOKEN: RequestError = RequestError::Missing("token is required");
+
+/// The error of an op sent before `auth` while the server has a token, so that clients recognise it
+/// without writing the words a second time.
+pub const AUTH_REQUIRED: &str = "Authentication required: send {\"op\": \"auth\", \"token\": ...} first";
+/// The error of an `auth` with the wrong token.
+pub const WRONG_TOKEN: &str = "Invalid token";
 
 /// Parses one frame (one top-level JSON value) into an op.
 pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Op<'a>, RequestError> {
@@ -529,6 +573,10 @@ pub fn parse<'a>(frame: &'a [u8], limits: &Limits) -> Result<Op<'a>, RequestErro
         OpKind::BankList => Op::BankList,
         OpKind::Ping => Op::Ping,
         OpKind::Stats => Op::Stats,
+        OpKind::Auth => {
+            let raw = fields.token.ok_or(NEED_TOKEN)?;
+            Op::Auth { token: Token(text(raw).ok_or(RequestError::BadToken)?) }
+        }
     })
 }
 
@@ -601,6 +649,7 @@ struct Fields<'a> {
     cursor: Option<&'a RawValue>,
     prefix: Option<&'a RawValue>,
     count: Option<&'a RawValue>,
+    token: Option<&'a RawValue>,
 }
 
 #[derive(serde::Deserialize)]
@@ -615,6 +664,7 @@ enum Field {
     Cursor,
     Prefix,
     Count,
+    Token,
     #[serde(other)]
     Other,
 }
@@ -649,6 +699,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 Field::Cursor => &mut fields.cursor,
                 Field::Prefix => &mut fields.prefix,
                 Field::Count => &mut fields.count,
+                Field::Token => &mut fields.token,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -909,6 +960,20 @@ mod tests {
         assert_eq!(line.pop(), Some(b'\n'));
         let Ok(Op::Put { value, .. }) = parse(&line, &LIMITS) else { panic!("{line:?}") };
         assert_eq!(value, Value::Json(Cow::Borrowed(b"{   \"a\": [1,\r  2] }")));
+    }
+
+    #[test]
+    fn auth_takes_a_string_token_and_hides_it() {
+        let op = parse_str(r#"{"op":"auth","token":"s3cr\u0065t"}"#).unwrap();
+        assert_eq!(op, Op::Auth { token: Token("s3cret".into()) });
+        assert!(!format!("{op:?}").contains("s3cret"), "Debug shows the token: {op:?}");
+        assert_eq!(op.kind().scope(), Scope::Connection);
+        assert_eq!(err(r#"{"op":"auth"}"#), "token is required");
+        assert_eq!(err(r#"{"op":"auth","token":7}"#), "token must be a string");
+        assert_eq!(err(r#"{"op":"auth","token":null}"#), "token must be a string");
+        let mut line = Vec::new();
+        op.encode(&mut line);
+        assert_eq!(line, b"{\"op\":\"auth\",\"token\":\"s3cret\"}\n");
     }
 
     #[test]

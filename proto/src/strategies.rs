@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use proptest::prelude::*;
 use serde::Serialize as _;
 
-use crate::op::{Op, Value};
+use crate::op::{Op, Token, Value};
 
 /// A JSON value's text as a client may send it: compact, or laid out with tabs and raw carriage returns
 /// between its tokens (JSON whitespace, which a request line may hold; only a newline ends it). Strings
@@ -86,5 +86,6 @@ pub fn op() -> impl Strategy<Value = Op<'static>> {
         Just(Op::BankList),
         Just(Op::Ping),
         Just(Op::Stats),
+        prop_oneof![".{0,40}", "[\r\t\"\\\\é]{0,6}"].prop_map(|t| Op::Auth { token: Token(Cow::Owned(t)) }),
     ]
 }

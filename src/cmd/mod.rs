@@ -23,10 +23,12 @@ use std::sync::Arc;
 use bankcache_proto::number::NotANumber;
 use bankcache_proto::{Op, OpKind, RequestError};
 
+use crate::auth::AuthToken;
 use crate::stats::{Snapshot, Stats, WorkerCounters};
 use crate::store::{Access, Location, Served, Store, StoreError, TooLarge};
 
-/// What commands need: the store, the counters `stats` reports, and how big a reply may grow.
+/// What commands need: the store, the counters `stats` reports, how big a reply may grow, and the token
+/// `auth` checks.
 pub struct Context {
     /// The banks.
     pub store: Arc<Store>,
@@ -34,6 +36,9 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// The most bytes one reply may take (`max_output_bytes`): a listing that would be longer is refused.
     pub max_reply_bytes: usize,
+    /// `auth_token`: what `auth` (and the HTTP front's bearer check) compares against; `None` when anyone
+    /// may do anything.
+    pub auth_token: Option<AuthToken>,
 }
 
 /// The op needs a lock that is taken, and the caller may not wait ([`Access::Try`]): nothing was done,
@@ -178,6 +183,7 @@ pub fn execute(
         Op::BankReset { bank } => bank::reset(store, bank, respond),
         Op::Ping => respond(Outcome::Pong),
         Op::Stats => server::stats(ctx, respond),
+        Op::Auth { token } => server::auth(ctx, token.expose(), respond),
     }
     Ok(())
 }

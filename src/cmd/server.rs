@@ -1,9 +1,23 @@
-//! `stats`: every counter of the server and its store.
+//! `stats`: every counter of the server and its store; `auth`: the token check.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Context, Outcome};
+use bankcache_proto::RequestError;
+
+use super::{Context, Failure, Outcome};
 use crate::stats::{Snapshot, StoreFigures};
+
+/// Answers whether `token` is the server's: done when it is, or when no token is set (so that clients can
+/// be given the token before the server is, and a rollout needs no flag day); `Invalid token` otherwise.
+/// What the connection may do next is its front's business ([`crate::auth::Auth`]).
+pub fn auth(ctx: &Context, token: &str, respond: impl FnOnce(Outcome<'_>)) {
+    match &ctx.auth_token {
+        Some(expected) if !expected.matches(token.as_bytes()) => {
+            respond(Outcome::Failed(Failure::Request(RequestError::WrongToken)))
+        }
+        Some(_) | None => respond(Outcome::Done),
+    }
+}
 
 /// Answers every counter.
 pub fn stats(ctx: &Context, respond: impl FnOnce(Outcome<'_>)) {

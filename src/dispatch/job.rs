@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::auth::Auth;
+
 /// The protocol a connection speaks, which decides how its requests are run and answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Front {
@@ -75,9 +77,12 @@ pub struct Job {
     pub next: usize,
     /// Replies, in request order.
     pub output: Vec<u8>,
-    /// Set when a reply asked to close the connection (HTTP `Connection: close`); requests after it were
-    /// not run.
+    /// Set when a reply asked to close the connection (HTTP `Connection: close`, or a connection's last
+    /// allowed wrong token); requests after it were not run.
     pub close_after: bool,
+    /// The connection's standing with access control: the connection's when the job left, the new one
+    /// when it comes back (a connection has one job out at a time, so this is never stale).
+    pub auth: Auth,
     /// Set by the reactor when the connection is gone: the rest of the job is for no one, so a worker stops
     /// running it rather than spend itself on a client that left.
     pub abandoned: Arc<AtomicBool>,

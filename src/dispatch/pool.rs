@@ -28,6 +28,8 @@ pub struct Services {
     /// Bytes of replies a job may hold: a job stops there and goes back to wait for its client to read
     /// them, so replies are produced as the client takes them, never all at once.
     pub max_output: usize,
+    /// `metrics_public`: `GET /metrics` needs no token.
+    pub metrics_public: bool,
     /// Set by [`Queue::cancel`] (the queue's [`Queue::cancel_flag`]): a job then stops before its next
     /// request, unrun.
     pub cancelled: Arc<AtomicBool>,
@@ -194,10 +196,14 @@ pub enum Stop {
     Full,
     /// The queue was cancelled (a stop's grace is ending): the rest is left unrun.
     Cancelled,
+    /// A JSON `auth` with a wrong token was answered: the rest waits for the reactor, which holds the
+    /// requests of connections that have not authenticated while failures come too fast
+    /// ([`crate::auth::Throttle`]).
+    AuthFailed,
 }
 
 /// Runs a job's requests in order from `job.next`, until one the gate declines (which stays next), one that
-/// closes the connection, `max_output` bytes of replies, or a cancel.
+/// closes the connection, `max_output` bytes of replies, a cancel, or a wrong token.
 fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate) -> Stop {
     // One clock read per request: each one's end is the next one's start.
     let mut began = Instant::now();
@@ -227,10 +233,11 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         let now = crate::store::now_ms();
         let ran = match job.front {
             Front::Json => {
-                let ran =
-                    json::run(&services.cmd, &services.limits, counters, frame, now, gate, &mut job.output);
-                // The original's replies had no line end; a request without one gets its exact bytes.
-                if ran == Ran::Answered && span.ending == Ending::Bare {
+                let (ctx, limits, auth) = (&services.cmd, &services.limits, &mut job.auth);
+                let ran = json::run(ctx, limits, counters, frame, now, gate, auth, &mut job.output);
+                // The original's replies had no line end; a request without one gets its exact bytes
+                // (an `auth`'s reply too: every answered request wrote one line).
+                if ran != Ran::Declined && span.ending == Ending::Bare {
                     debug_assert_eq!(job.output.last(), Some(&b'\n'));
                     job.output.pop();
                 }
@@ -246,8 +253,9 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
                     counters,
                     now,
                     gate,
+                    metrics_public: services.metrics_public,
                 };
-                match routes::execute(&env, head, body, &mut job.output) {
+                match routes::execute(&env, head, body, &mut job.auth, &mut job.output) {
                     routes::Handled::Open => Ran::Answered,
                     routes::Handled::Close => {
                         job.close_after = true;
@@ -267,11 +275,33 @@ fn run(services: &Services, counters: &WorkerCounters, job: &mut Job, gate: Gate
         counters.latency(took.as_micros() as u64);
         if let Some(limit) = services.slow_op {
             if took > limit {
-                let shown = String::from_utf8_lossy(&frame[..frame.len().min(200)]);
-                log::warn!("slow op: {:.1} ms: {shown}", took.as_secs_f64() * 1000.0);
+                log::warn!(
+                    "slow op: {:.1} ms: {}",
+                    took.as_secs_f64() * 1000.0,
+                    shown(job.front, frame, ran)
+                );
             }
         }
+        if let Ran::AuthFailed { close } = ran {
+            job.close_after = close;
+            return Stop::AuthFailed;
+        }
     }
+}
+
+/// A request as the slow log shows it, never with a token: a JSON request unless it is an `auth` (or
+/// mentions a token at all: a malformed `auth` is answered as bad JSON), an HTTP request's line only (its
+/// headers may hold `Authorization`).
+fn shown(front: Front, frame: &[u8], ran: Ran) -> String {
+    let text = match (front, ran) {
+        (Front::Json, Ran::Authenticated | Ran::AuthFailed { .. }) => return "an auth op".into(),
+        (Front::Json, _) if memchr::memmem::find(frame, b"token").is_some() => {
+            return "a request that mentions a token".into()
+        }
+        (Front::Json, _) => frame,
+        (Front::Http, _) => frame.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default(),
+    };
+    String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned()
 }
 
 #[cfg(test)]
@@ -287,11 +317,13 @@ mod tests {
                 store: Arc::new(Store::new()),
                 stats: Arc::new(Stats::new(1)),
                 max_reply_bytes: 1 << 20,
+                auth_token: None,
             },
             limits: Limits { max_key_bytes: 64, max_value_bytes: 1024 },
             http_bank: "files".into(),
             slow_op: None,
             max_output: 1 << 20,
+            metrics_public: false,
             cancelled: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -314,6 +346,7 @@ mod tests {
             next: 0,
             output: Vec::new(),
             close_after: false,
+            auth: crate::auth::Auth::Open,
             abandoned: Arc::default(),
         }
     }
@@ -368,6 +401,46 @@ mod tests {
             assert_eq!((job.next, job.output.len()), (0, 0), "nothing ran, nothing answered");
         }
         assert_eq!(services.cmd.store.totals().keys, 1, "only the put run before the cancel was applied");
+    }
+
+    /// A wrong token stops the job right after its reply, so that the reactor decides when the rest runs;
+    /// the last allowed failure closes the connection instead. A right token lets the rest run at once.
+    #[test]
+    fn a_wrong_token_stops_the_job_and_the_last_one_closes() {
+        let mut services = services();
+        services.cmd.auth_token = Some(crate::auth::AuthToken::new("s3cret".into()));
+        let counters = services.cmd.stats.worker(0);
+        let wrong = r#"{"op":"auth","token":"guess"}"#;
+        let put = r#"{"op":"put","bank":"b","key":"k","value":1}"#;
+        let mut j = job(0, &[wrong, wrong, wrong, put]);
+        j.auth = crate::auth::Auth::new(true);
+        for failures in 1..=2 {
+            assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::AuthFailed);
+            assert_eq!((j.next, j.auth.failures(), j.close_after), (failures, failures as u8, false));
+        }
+        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::AuthFailed);
+        assert!(j.close_after && j.finished(), "the third wrong token is the last");
+        assert_eq!(services.cmd.store.totals().keys, 0, "nothing after it ran");
+
+        let mut j =
+            job(1, &[r#"{"op":"auth","token":"s3cret"}"#, put, r#"{"op":"get","bank":"b","key":"k"}"#]);
+        j.auth = crate::auth::Auth::new(true);
+        assert_eq!(run_guarded(&services, counters, &mut j, Gate::Any), Stop::Finished);
+        assert_eq!(j.auth, crate::auth::Auth::Open);
+        let replies = String::from_utf8(j.output.clone()).unwrap();
+        assert!(replies.ends_with("{\"status\": \"ok\", \"data\": 1}\n"), "{replies}");
+    }
+
+    #[test]
+    fn the_slow_log_never_shows_a_token() {
+        let auth = br#"{"op":"auth","token":"s3cret"}"#;
+        assert!(!shown(Front::Json, auth, Ran::Authenticated).contains("s3cret"));
+        assert!(!shown(Front::Json, auth, Ran::AuthFailed { close: false }).contains("s3cret"));
+        let http = b"GET /k HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
+        assert_eq!(shown(Front::Http, http, Ran::Answered), "GET /k HTTP/1.1");
+        assert_eq!(shown(Front::Json, br#"{"op":"ping"}"#, Ran::Answered), r#"{"op":"ping"}"#);
+        let malformed = br#"{"op":"auth","token":"s3cret"#;
+        assert!(!shown(Front::Json, malformed, Ran::Answered).contains("s3cret"));
     }
 
     #[test]

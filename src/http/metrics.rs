@@ -34,6 +34,13 @@ pub fn prometheus(s: &Snapshot, latency: &(Vec<u64>, u64)) -> String {
     let no_fd = [("", net.connections_dropped_no_fd)];
     let help = "Connections closed at once for want of file descriptors.";
     family("connections_dropped_no_fd_total", "counter", help, &no_fd);
+    let auth = [("", net.auth_failures)];
+    family(
+        "auth_failures_total",
+        "counter",
+        "Wrong tokens presented (auth ops and HTTP bearer tokens).",
+        &auth,
+    );
     let labels: Vec<String> = OpKind::ALL.iter().map(|k| format!("{{op=\"{}\"}}", k.name())).collect();
     let ops: Vec<(&str, u64)> =
         OpKind::ALL.iter().zip(&labels).map(|(k, l)| (l.as_str(), s.op(*k))).collect();

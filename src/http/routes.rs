@@ -5,6 +5,11 @@
 //! port does; the status comes from the typed outcome. The REST API answers with the JSON port's envelope
 //! as its body; the file API answers with the value's bytes and says where it lies (`X-Position`) and which
 //! tier served it (`X-Cache`).
+//!
+//! With an `auth_token`, every request must carry `Authorization: Bearer <token>` (`/metrics` too, unless
+//! `metrics_public`), checked before anything is routed; a request without it gets `401` with
+//! `WWW-Authenticate`, and one with a wrong token gets the same, closes the connection and counts as a
+//! failed attempt (see [`crate::auth`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -16,6 +21,7 @@ use percent_encoding::percent_decode_str;
 
 use super::codec::{self, Head};
 use super::metrics;
+use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::json::{self, Gate};
 use crate::stats::WorkerCounters;
@@ -37,6 +43,8 @@ pub struct Env<'a> {
     pub now: u64,
     /// Which ops may run here (see [`Gate`]).
     pub gate: Gate,
+    /// `metrics_public`: `/metrics` is served without the token.
+    pub metrics_public: bool,
 }
 
 /// What became of a request.
@@ -67,6 +75,7 @@ fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         414 => "URI Too Long",
@@ -75,14 +84,22 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-/// Runs one HTTP request and appends its response to `out`.
-pub fn execute(env: &Env<'_>, head: &[u8], body: &[u8], out: &mut Vec<u8>) -> Handled {
-    let Some(head) = codec::head(head) else {
+/// Runs one HTTP request of a connection standing at `auth` and appends its response to `out`. A request
+/// with the right bearer token opens the connection (so that the reactor no longer holds its requests);
+/// one with a wrong token locks it, counts a failure, and closes it.
+pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out: &mut Vec<u8>) -> Handled {
+    let Some(head) = codec::head(raw_head) else {
         env.counters.error();
         codec::response(out, 400, "Bad Request", &[], b"Bad Request", false, true);
         return Handled::Close;
     };
     let mut reply = Reply { out, head_only: head.method == "HEAD", close: !head.keep_alive };
+    if let Some(token) = &env.ctx.auth_token {
+        let public = env.metrics_public && head.path == "/metrics";
+        if !public && !authorized(env, token, raw_head, auth, &mut reply) {
+            return if reply.close { Handled::Close } else { Handled::Open };
+        }
+    }
     let request = Request { env, head: &head, body, declined: Cell::new(false) };
     request.route(&mut reply);
     match (request.declined.get(), reply.close) {
@@ -90,6 +107,56 @@ pub fn execute(env: &Env<'_>, head: &[u8], body: &[u8], out: &mut Vec<u8>) -> Ha
         (false, true) => Handled::Close,
         (false, false) => Handled::Open,
     }
+}
+
+/// The `WWW-Authenticate` challenge of a request without the token (RFC 6750).
+const CHALLENGE: &str = "Bearer realm=\"bankcache\"";
+/// The challenge of a request with a wrong token.
+const CHALLENGE_INVALID: &str = "Bearer realm=\"bankcache\", error=\"invalid_token\"";
+
+/// Checks the request's bearer token against `token`, answering `401` when it is not the token: without
+/// one, the connection stays open (a client may learn the scheme from the challenge, as curl and browsers
+/// do); with a wrong one, the failure is counted on the connection's standing and the connection closes.
+fn authorized(
+    env: &Env<'_>,
+    token: &crate::auth::AuthToken,
+    raw_head: &[u8],
+    auth: &mut Auth,
+    reply: &mut Reply<'_>,
+) -> bool {
+    match bearer(raw_head) {
+        Some(given) if token.matches(given) => {
+            *auth = Auth::Open;
+            true
+        }
+        Some(_) => {
+            auth.fail();
+            env.counters.error();
+            reply.close = true;
+            let body = b"Invalid token";
+            reply.send(401, &[("WWW-Authenticate", CHALLENGE_INVALID)], body);
+            false
+        }
+        None => {
+            env.counters.error();
+            let body = b"Authentication required: send Authorization: Bearer <token>";
+            reply.send(401, &[("WWW-Authenticate", CHALLENGE)], body);
+            false
+        }
+    }
+}
+
+/// The token of the request's `Authorization: Bearer <token>` header, if it has one (the scheme is
+/// case-insensitive; another scheme is no token). The head is read again here rather than in `codec`,
+/// and only when a token is set, so that a server without one pays nothing for it.
+fn bearer(raw_head: &[u8]) -> Option<&[u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    request.parse(raw_head).ok()?;
+    let value = request.headers.iter().find(|h| h.name.eq_ignore_ascii_case("authorization"))?.value;
+    let value = value.trim_ascii();
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
 }
 
 /// One request and what it runs against.

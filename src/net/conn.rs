@@ -20,6 +20,7 @@ use bankcache_proto::{reply, Split, Splitter};
 use mio::net::TcpStream;
 
 use super::buffers::BufferPool;
+use crate::auth::Auth;
 use crate::dispatch::{Ending, Front, Job, Span};
 use crate::http::codec as http;
 
@@ -248,11 +249,14 @@ pub struct Conn<S = TcpStream> {
     written: usize,
     /// Input arrived while lingering since [`Conn::done_lingering`] last looked.
     heard: bool,
+    /// Where the connection stands with access control; its jobs carry it out and back.
+    auth: Auth,
 }
 
 impl<S: Socket> Conn<S> {
-    /// A new connection, reading. `max_request` bounds a JSON request; `http` bounds HTTP heads and bodies;
-    /// `max_output` bounds the replies waiting for the socket.
+    /// A new connection, reading, standing at `auth`. `max_request` bounds a JSON request; `http` bounds
+    /// HTTP heads and bodies; `max_output` bounds the replies waiting for the socket.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         socket: S,
         generation: u64,
@@ -260,6 +264,7 @@ impl<S: Socket> Conn<S> {
         max_request: usize,
         http: http::Limits,
         max_output: usize,
+        auth: Auth,
         buffers: &mut BufferPool,
     ) -> Conn<S> {
         let framer = match front {
@@ -284,7 +289,13 @@ impl<S: Socket> Conn<S> {
             output: Vec::new(),
             written: 0,
             heard: false,
+            auth,
         }
+    }
+
+    /// Where the connection stands with access control.
+    pub fn auth(&self) -> Auth {
+        self.auth
     }
 
     /// The socket, to register it with the poll.
@@ -392,6 +403,7 @@ impl<S: Socket> Conn<S> {
             Phase::Writing { then, .. } => *then == Then::Drain,
             Phase::Reading { .. } => false,
         };
+        self.auth = job.auth;
         let sent = self.send_buf(&mut job.output, bytes_out);
         if !sent {
             buffers.put_job(job);
@@ -617,6 +629,7 @@ impl<S: Socket> Conn<S> {
             JobState::Parked => {
                 let mut job = self.parked.take()?;
                 job.output = buffers.take();
+                job.auth = self.auth;
                 self.job_sent();
                 return Some(job);
             }
@@ -643,6 +656,7 @@ impl<S: Socket> Conn<S> {
             next: 0,
             output: buffers.take(),
             close_after: false,
+            auth: self.auth,
             abandoned: Arc::clone(&self.abandoned),
         })
     }
@@ -919,7 +933,7 @@ mod tests {
             room: usize::MAX,
             ..Fake::default()
         };
-        (Conn::new(fake, 1, front, 64, HTTP, MAX_OUTPUT, &mut buffers), buffers)
+        (Conn::new(fake, 1, front, 64, HTTP, MAX_OUTPUT, Auth::Open, &mut buffers), buffers)
     }
 
     /// Reads everything the script has ready (as after a read-closed event, which reads to the end).
@@ -1295,6 +1309,33 @@ mod tests {
         assert_eq!(c.read(&mut 0, false), ReadOutcome::Ok);
         assert_eq!(c.spans.len(), 1, "the second chunk waits for the next readiness edge");
         assert_eq!(c.socket_mut().reads.len(), 1);
+    }
+
+    /// A job that stopped at a wrong token comes back unfinished: its reply is written, the connection
+    /// takes the job's standing, and the rest waits parked until the reactor takes it again (when the
+    /// throttle lets it), carrying that standing.
+    #[test]
+    fn a_job_stopped_at_a_wrong_token_is_parked_with_the_connection_s_new_standing() {
+        let mut buffers = BufferPool::default();
+        let fake = Fake {
+            reads: [Ok(b"{\"auth\":1}\n{\"put\":2}\n".to_vec())].into(),
+            room: usize::MAX,
+            ..Fake::default()
+        };
+        let mut c = Conn::new(fake, 1, Front::Json, 64, HTTP, MAX_OUTPUT, Auth::new(true), &mut buffers);
+        read(&mut c);
+        let mut job = c.take_job(0, &mut buffers).expect("a job");
+        assert_eq!(job.auth, Auth::Locked { failures: 0 });
+        job.output = b"{\"no\":1}\n".to_vec();
+        job.next = 1;
+        job.auth = Auth::Locked { failures: 1 };
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.auth(), Auth::Locked { failures: 1 });
+        assert_eq!(c.phase(), &Phase::Reading { job: JobState::Parked, intake: Intake::Open });
+        assert_eq!(c.socket_mut().written, b"{\"no\":1}\n", "the refusal is written at once");
+        assert!(c.has_work());
+        let job = c.take_job(0, &mut buffers).expect("the rest");
+        assert_eq!((job.next, job.auth), (1, Auth::Locked { failures: 1 }));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use slab::Slab;
 use super::buffers::BufferPool;
 use super::conn::{Conn, Cut, Phase, ReadOutcome, Settled};
 use super::fds::{self, SpareFd};
+use crate::auth::{Auth, Throttle};
 use crate::dispatch::{Front, Inline, Job, Queue};
 use crate::http::codec as http;
 use crate::stats::Stats;
@@ -87,6 +88,8 @@ pub struct NetLimits {
     /// replies is done long before; one that does not cannot hold the process longer. See
     /// [`Reactor::begin_shutdown`].
     pub shutdown_grace: Duration,
+    /// An `auth_token` is set: new connections start locked ([`Auth::Locked`]).
+    pub auth_required: bool,
 }
 
 /// Set by a shutdown handle (`ShutdownHandle`); the reactor looks at it on every turn.
@@ -141,6 +144,12 @@ pub struct Reactor {
     bytes_in: u64,
     bytes_out: u64,
     requests_inline: u64,
+    /// Failed authentications, server-wide: while it is shut, connections that have not authenticated
+    /// wait with their requests unrun.
+    throttle: Throttle,
+    /// Some connection that has not authenticated has requests waiting for the throttle to open (the
+    /// tick then moves them on).
+    held_for_auth: bool,
 }
 
 /// Everything the reactor is built from.
@@ -207,6 +216,8 @@ impl Reactor {
             bytes_in: 0,
             bytes_out: 0,
             requests_inline: 0,
+            throttle: Throttle::new(Instant::now()),
+            held_for_auth: false,
         }
     }
 
@@ -309,6 +320,7 @@ impl Reactor {
 
     fn needs_tick(&self) -> bool {
         self.lingering > 0
+            || self.held_for_auth
             || self.accept_blocked
             || self.shutdown_deadline.is_some()
             || self.http_conns > 0
@@ -511,6 +523,7 @@ impl Reactor {
             limits.max_request_bytes,
             limits.http,
             limits.max_output,
+            Auth::new(limits.auth_required),
             &mut self.buffers,
         );
         let token = Token(FIRST_CONN + slot);
@@ -576,16 +589,27 @@ impl Reactor {
             if conn.continue_due() && !conn.send_continue(&mut self.bytes_out) {
                 return self.close(slot);
             }
+            // A connection that has not authenticated runs nothing while failures come too fast: it
+            // waits, unread requests and all, and the tick moves it on once the throttle opens.
+            if conn.auth().is_locked() && conn.has_work() && !self.throttle.admits(Instant::now()) {
+                self.held_for_auth = true;
+                break;
+            }
             let Some(mut job) = conn.take_job(slot, &mut self.buffers) else { break };
             if let Some(inline) = &self.inline {
                 self.requests_inline += inline.run(&mut job, &mut self.inline_left) as u64;
             }
-            // What the reactor did not run goes to a worker, unless it stopped at the output cap: then
-            // the job waits, parked on the connection, for the client to read.
-            if !job.finished() && job.output.len() < self.limits.max_output {
+            let failures = new_failures(conn.auth(), &job);
+            // What the reactor did not run goes to a worker, unless it stopped at the output cap (then the
+            // job waits, parked on the connection, for the client to read) or at a wrong token (then it
+            // waits for the throttle).
+            if !job.finished() && job.output.len() < self.limits.max_output && failures == 0 {
                 self.turn_spans += job.spans.len() - job.next;
                 self.turn.push(job);
                 continue;
+            }
+            if failures > 0 {
+                note_failures(&self.stats, &mut self.throttle, conn, &job, failures);
             }
             if !conn.job_done(job, &mut self.bytes_out, &mut self.buffers) {
                 return self.close(slot);
@@ -664,6 +688,10 @@ impl Reactor {
             // The connection closed (and its slot may have been reused): the reply is for no one.
             _ => return self.buffers.put_job(job),
         };
+        let failures = new_failures(conn.auth(), &job);
+        if failures > 0 {
+            note_failures(&self.stats, &mut self.throttle, conn, &job, failures);
+        }
         if !conn.job_done(job, &mut self.bytes_out, &mut self.buffers) {
             return self.close(slot);
         }
@@ -708,6 +736,7 @@ impl Reactor {
         }
         self.close_idle();
         self.close_slow_clients();
+        self.release_held_for_auth();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
         }
@@ -726,6 +755,24 @@ impl Reactor {
             if expired || (shutting_down && conn.done_lingering()) {
                 self.close(slot);
             }
+        }
+    }
+
+    /// Once the throttle has opened again, moves on the connections that waited for it (each may find it
+    /// shut again after a few more failures, and wait on).
+    fn release_held_for_auth(&mut self) {
+        if !self.held_for_auth || !self.throttle.admits(Instant::now()) {
+            return;
+        }
+        self.held_for_auth = false;
+        let held: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.auth().is_locked() && c.has_work())
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in held {
+            self.progress(slot);
         }
     }
 
@@ -813,6 +860,25 @@ fn read_stamped(
         }
     }
     outcome
+}
+
+/// Wrong tokens a job came back with: its connection's failures then, less those before.
+fn new_failures(before: Auth, job: &Job) -> u32 {
+    u32::from(job.auth.failures().saturating_sub(before.failures()))
+}
+
+/// Counts wrong tokens, spends the throttle's credit for them, and logs them with the peer's address (never
+/// the token). The log cannot flood: the throttle bounds how often failures can happen at all.
+fn note_failures(stats: &Stats, throttle: &mut Throttle, conn: &mut Conn, job: &Job, failures: u32) {
+    stats.net.auth_failures.fetch_add(u64::from(failures), Ordering::Relaxed);
+    throttle.failed(Instant::now(), failures);
+    let peer = conn.socket_mut().peer_addr().map_or_else(|_| "an unknown peer".into(), |a| a.to_string());
+    let closing = if job.close_after { "; closing it" } else { "" };
+    log::warn!(
+        "authentication failed on the {} port from {peer}: wrong token, {} on this connection{closing}",
+        port_name(conn.front),
+        job.auth.failures(),
+    );
 }
 
 /// The port a front listens on, as the logs name it.

@@ -26,7 +26,12 @@ impl InProcess {
     /// for a while), with an HTTP port on a free port if `http`.
     pub fn start_on(listen: &str, http: bool) -> InProcess {
         let http_listen = http.then(|| "127.0.0.1:0".to_string());
-        let config = Config { listen: listen.into(), http_listen, ..Config::default() };
+        InProcess::start_with(Config { listen: listen.into(), http_listen, ..Config::default() })
+    }
+
+    /// A server of `config` (memory-only unless it says otherwise: `Config::default()` has no data_dir).
+    pub fn start_with(config: Config) -> InProcess {
+        let listen = config.listen.clone();
         let deadline = Instant::now() + Duration::from_secs(10);
         let server = loop {
             match Server::bind(config.clone()) {

@@ -63,7 +63,13 @@ pub struct Nginx {
 impl Nginx {
     /// Runs `docs/nginx.conf` with its upstreams pointed at `backends` and its listener on a free port.
     pub fn start(backends: &[SocketAddr]) -> Nginx {
+        Nginx::start_with(backends, |conf| conf)
+    }
+
+    /// As [`Nginx::start`], with the config edited first (to enable one of its commented-out examples).
+    pub fn start_with(backends: &[SocketAddr], edit: impl FnOnce(String) -> String) -> Nginx {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf")).unwrap();
+        let doc = edit(doc);
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut conf = doc
             .replace("listen 127.0.0.1:8080;", &format!("listen 127.0.0.1:{port};"))

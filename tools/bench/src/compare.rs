@@ -130,6 +130,10 @@ pub struct CompareArgs {
     /// its JSON port (values as JSON strings)
     #[arg(long, value_enum, default_value_t = Front::Http)]
     pub e_front: Front,
+    /// Run bankcache with this auth_token (handed to it in its environment, not its arguments), and
+    /// drive it with the token: `auth` first on each JSON connection, a bearer header on each HTTP request
+    #[arg(long, env = "BANKCACHE_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// A bankcache front for cell e.
@@ -258,11 +262,13 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// How a server is started for a run.
 #[derive(Clone, Copy, Debug, Default)]
-struct Launch {
+struct Launch<'a> {
     /// bankcache: the disk store on (`--fsync every_sec`).
     disk: bool,
     /// bankcache: the HTTP port on too.
     http: bool,
+    /// bankcache: its `auth_token`.
+    auth_token: Option<&'a str>,
 }
 
 /// A server child process, killed and reaped on drop; then its directory goes.
@@ -347,7 +353,7 @@ fn interrupted_error() -> String {
 }
 
 /// Starts `kind` fresh, in a new temporary directory, and waits until it serves.
-fn start_server(kind: ServerKind, program: &Path, launch: Launch) -> Result<Server, String> {
+fn start_server(kind: ServerKind, program: &Path, launch: Launch<'_>) -> Result<Server, String> {
     let name = kind.name();
     let mut last_error = String::new();
     for _ in 0..START_ATTEMPTS {
@@ -367,8 +373,9 @@ fn start_server(kind: ServerKind, program: &Path, launch: Launch) -> Result<Serv
     Err(last_error)
 }
 
-/// bankcache on port 0, memory-only or with the disk store, learning its ports from its stdout lines.
-fn start_bankcache(program: &Path, launch: Launch, dir: TempDir) -> Result<Server, String> {
+/// bankcache on port 0, memory-only or with the disk store (and with `launch.auth_token` when given),
+/// learning its ports from its stdout lines.
+fn start_bankcache(program: &Path, launch: Launch<'_>, dir: TempDir) -> Result<Server, String> {
     let fail = |e: io::Error| format!("bankcache: starting {}: {e}", program.display());
     let config = dir.path().join("config.json");
     fs::write(&config, "{}").map_err(fail)?;
@@ -382,6 +389,11 @@ fn start_bankcache(program: &Path, launch: Launch, dir: TempDir) -> Result<Serve
         command.args(["--data-dir", "none"]);
     }
     command.arg(&config);
+    // In the environment rather than the arguments, as an operator would, and never inherited by chance.
+    command.env_remove("BANKCACHE_AUTH_TOKEN");
+    if let Some(token) = launch.auth_token {
+        command.env("BANKCACHE_AUTH_TOKEN", token);
+    }
     let child = command.spawn().map_err(fail)?;
     let mut server = Server {
         kind: ServerKind::Bankcache,
@@ -616,6 +628,7 @@ fn bench_config(
         threads: args.threads,
         http_prefix: "/".to_string(),
         progress: false,
+        auth_token: None,
     }
 }
 
@@ -639,11 +652,14 @@ fn run_once(
     http: bool,
     timing: (f64, f64),
 ) -> Result<Figures, String> {
-    let launch = Launch { disk: cell.disk && kind == ServerKind::Bankcache, http };
+    let bankcache = kind == ServerKind::Bankcache;
+    let auth_token = args.auth_token.as_deref().filter(|_| bankcache);
+    let launch = Launch { disk: cell.disk && bankcache, http, auth_token };
     let server = start_server(kind, program, launch)?;
     let proto = proto_of(kind, http);
     let addr = if proto == Proto::Http { server.http_addr.unwrap_or(server.addr) } else { server.addr };
-    let cfg = bench_config(cell, args, addr, proto, timing.0, timing.1);
+    let mut cfg = bench_config(cell, args, addr, proto, timing.0, timing.1);
+    cfg.auth_token = auth_token.map(str::to_owned);
     let before = if cell.is_rss() { Some(rss_anon_kb(server.pid())?) } else { None };
     let report = driver::run_bench(&cfg).map_err(|e| {
         if interrupted() {
@@ -1075,7 +1091,7 @@ fn to_json(o: &Outcome) -> Value {
         "settings": {
             "rounds": o.args.rounds, "duration_s": o.args.duration, "warmup_s": o.args.warmup,
             "rss_keys": o.args.rss_keys, "threads": o.args.threads, "verify": o.args.verify,
-            "seed": o.args.seed,
+            "seed": o.args.seed, "bankcache_auth_token": o.args.auth_token.is_some(),
         },
         "servers": o.servers.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "missing": o.missing.iter().map(|s| s.name()).collect::<Vec<_>>(),
@@ -1336,6 +1352,11 @@ pub fn main(args: &CompareArgs) -> ExitCode {
     if let Some(choice) = &front {
         println!("  e: bankcache over {} (--e-front)", if choice.http { "HTTP" } else { "JSON" });
     }
+    if args.auth_token.is_some() {
+        println!(
+            "  bankcache ran with an auth_token (--auth-token): auth on each JSON connection, bearer on HTTP"
+        );
+    }
     println!();
     print!("{}", format_table(&summaries, &servers));
     println!();
@@ -1514,6 +1535,7 @@ mod tests {
             verify: false,
             seed: 1,
             e_front: Front::Http,
+            auth_token: None,
         };
         let machine = Machine {
             nproc: 2,

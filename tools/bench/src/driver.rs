@@ -83,6 +83,9 @@ pub struct BenchConfig {
     pub http_prefix: String,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// bankcache's `auth_token`: sent by `auth` first on each JSON connection, and as a bearer header on
+    /// each HTTP request.
+    pub auth_token: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -171,6 +174,31 @@ enum Verdict {
     Bad(String),
 }
 
+/// Sends a connection's first request (bankcache's `auth`) and waits, blocking and within a few seconds,
+/// for its one reply line, which must be ok: a load on a connection the server refuses would measure
+/// nothing but errors.
+fn handshake(stream: &std::net::TcpStream, request: &[u8]) -> io::Result<()> {
+    use std::io::{Read, Write};
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    (&*stream).write_all(request)?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte, so that nothing after the line is read into a buffer that would then be lost.
+    while line.last() != Some(&b'\n') {
+        if (&*stream).read(&mut byte)? == 0 || line.len() > 4096 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no reply to auth"));
+        }
+        line.push(byte[0]);
+    }
+    stream.set_read_timeout(None)?;
+    if Codec::handshake_ok(&line) {
+        Ok(())
+    } else {
+        let reply = String::from_utf8_lossy(&line).trim_end().to_owned();
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("auth refused: {reply}")))
+    }
+}
+
 /// One TCP connection and its window of in-flight requests.
 struct Conn {
     stream: TcpStream,
@@ -208,6 +236,9 @@ impl Conn {
         // A blocking connect keeps setup simple; it is not part of the measurement.
         let std_stream = std::net::TcpStream::connect(addr)?;
         std_stream.set_nodelay(true)?;
+        if let Some(request) = codec.handshake() {
+            handshake(&std_stream, request)?;
+        }
         std_stream.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(std_stream);
         registry.register(&mut stream, token, Interest::READABLE)?;
@@ -883,7 +914,7 @@ pub fn run_bench(cfg: &BenchConfig) -> io::Result<Report> {
     validate(cfg).map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let mut master = Rng(cfg.seed);
     let value = make_value(cfg.value_size, &mut master);
-    let codec = Codec::new(cfg.proto, cfg.keys, &value, &cfg.http_prefix);
+    let codec = Codec::new(cfg.proto, cfg.keys, &value, &cfg.http_prefix, cfg.auth_token.as_deref());
     let seeds: Vec<u64> = (0..cfg.connections).map(|_| master.next_u64()).collect();
     let threads = cfg.threads.min(cfg.connections);
     let shared = Shared {

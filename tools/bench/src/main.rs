@@ -122,6 +122,10 @@ struct RunArgs {
     /// default asks for `/key:00000123`.
     #[arg(long, default_value = "/")]
     http_prefix: String,
+    /// bankcache's auth_token: sent by `auth` first on each JSON connection,
+    /// and as `Authorization: Bearer` on each HTTP request.
+    #[arg(long, env = "BANKCACHE_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
 }
 
 /// Turns the run mode's flags into a driver configuration.
@@ -154,6 +158,7 @@ fn config(args: &RunArgs, addr: &str) -> Result<BenchConfig, String> {
         threads: args.threads,
         http_prefix: args.http_prefix.clone(),
         progress: true,
+        auth_token: args.auth_token.clone(),
     };
     driver::validate(&cfg)?;
     Ok(cfg)

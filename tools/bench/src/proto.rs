@@ -142,12 +142,17 @@ pub struct Codec {
     set_value_at: usize,
     get: Template,
     set: Template,
+    /// What a new connection sends first and waits for (bankcache's JSON `auth` with the token), if
+    /// anything: over HTTP the token rides in every request's header instead.
+    handshake: Option<Vec<u8>>,
 }
 
 impl Codec {
     /// `value` is the filler every key's value is stamped on; `http_prefix` is
-    /// the URL path before each key, used only by `Proto::Http`.
-    pub fn new(proto: Proto, keys: u64, value: &[u8], http_prefix: &str) -> Self {
+    /// the URL path before each key, used only by `Proto::Http`; `auth_token`
+    /// is bankcache's token, sent by `auth` on each JSON connection and as
+    /// `Authorization: Bearer` on each HTTP request (other protocols ignore it).
+    pub fn new(proto: Proto, keys: u64, value: &[u8], http_prefix: &str, auth_token: Option<&str>) -> Self {
         let key_digits = (keys.saturating_sub(1).to_string().len()).max(MIN_KEY_DIGITS);
         let key_len = "key:".len() + key_digits;
         let value_text = String::from_utf8_lossy(value);
@@ -165,15 +170,26 @@ impl Codec {
                 ("set ".to_string(), format!(" 0 0 {vlen}\r\n{value_text}\r\n")),
                 "\r\n".len(),
             ),
-            Proto::Http => (
-                (format!("GET {http_prefix}"), format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\n\r\n")),
+            Proto::Http => {
+                let auth = auth_token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
                 (
-                    format!("PUT {http_prefix}"),
-                    format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\nContent-Length: {vlen}\r\n\r\n{value_text}"),
-                ),
-                0,
-            ),
+                    (format!("GET {http_prefix}"), format!(" HTTP/1.1\r\nHost: {HTTP_HOST}\r\n{auth}\r\n")),
+                    (
+                        format!("PUT {http_prefix}"),
+                        format!(
+                            " HTTP/1.1\r\nHost: {HTTP_HOST}\r\n{auth}Content-Length: {vlen}\r\n\r\n{value_text}"
+                        ),
+                    ),
+                    0,
+                )
+            }
         };
+        let handshake = auth_token.filter(|_| proto == Proto::Json).map(|token| {
+            let mut line = Vec::new();
+            let token = bankcache_proto::Token(Cow::Borrowed(token));
+            bankcache_proto::Op::Auth { token }.encode(&mut line);
+            line
+        });
         let set_value_at = set.1.len() - trailer - vlen;
         let template = |(prefix, suffix): (String, String)| Template {
             prefix: prefix.into_bytes(),
@@ -187,7 +203,18 @@ impl Codec {
             set_value_at,
             get: template(get),
             set: template(set),
+            handshake,
         }
+    }
+
+    /// The request a new connection sends and waits for the answer to before its load, if any.
+    pub fn handshake(&self) -> Option<&[u8]> {
+        self.handshake.as_deref()
+    }
+
+    /// Whether a handshake's reply line (with its `\n`) says ok.
+    pub fn handshake_ok(line: &[u8]) -> bool {
+        matches!(reply::peek(line), Some(Peek::Ok { .. }))
     }
 
     fn template(&self, op: Op) -> &Template {
@@ -737,7 +764,7 @@ mod tests {
 
     #[test]
     fn encodes_fixed_width_keys_and_per_key_values() {
-        let codec = Codec::new(Proto::Resp, 100_000, b"abc", "/");
+        let codec = Codec::new(Proto::Resp, 100_000, b"abc", "/", None);
         let mut out = Vec::new();
         codec.encode(&mut out, Op::Get, 123);
         assert_eq!(out, b"*2\r\n$3\r\nGET\r\n$12\r\nkey:00000123\r\n");
@@ -745,7 +772,7 @@ mod tests {
         // A value shorter than the key's digits takes its last digits.
         codec.encode(&mut out, Op::Set, 7);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$12\r\nkey:00000007\r\n$3\r\n007\r\n");
-        let json = Codec::new(Proto::Json, 10, b"vvvvvvvvvvvv", "/");
+        let json = Codec::new(Proto::Json, 10, b"vvvvvvvvvvvv", "/", None);
         out.clear();
         json.encode(&mut out, Op::Set, 1);
         assert_eq!(
@@ -753,12 +780,12 @@ mod tests {
             b"{\"op\":\"put\",\"bank\":\"bench\",\"key\":\"key:00000001\",\"value\":\"00000001vvvv\"}\n"
         );
         assert_eq!(json.value_of(1), b"00000001vvvv");
-        let memcache = Codec::new(Proto::Memcache, 1_000_000_000, b"xy", "/");
+        let memcache = Codec::new(Proto::Memcache, 1_000_000_000, b"xy", "/", None);
         out.clear();
         memcache.encode(&mut out, Op::Set, 5);
         assert_eq!(out, b"set key:000000005 0 0 2\r\n05\r\n");
         assert!(out.len() <= memcache.max_request_len());
-        let empty = Codec::new(Proto::Memcache, 10, b"", "/");
+        let empty = Codec::new(Proto::Memcache, 10, b"", "/", None);
         out.clear();
         empty.encode(&mut out, Op::Set, 5);
         assert_eq!(out, b"set key:00000005 0 0 0\r\n\r\n");
@@ -766,7 +793,7 @@ mod tests {
 
     #[test]
     fn parses_resp() {
-        let codec = Codec::new(Proto::Resp, 10, b"", "/");
+        let codec = Codec::new(Proto::Resp, 10, b"", "/", None);
         let stream = b"+OK\r\n$-1\r\n$3\r\na\r\n\r\n-ERR wrong\r\n";
         let replies = parse_all(&codec, stream, &[Op::Set, Op::Get, Op::Get, Op::Get]);
         assert_eq!(replies, [Reply::Stored, Reply::Miss, Reply::Hit, Reply::Error]);
@@ -777,7 +804,7 @@ mod tests {
 
     #[test]
     fn parses_memcache() {
-        let codec = Codec::new(Proto::Memcache, 10, b"", "/");
+        let codec = Codec::new(Proto::Memcache, 10, b"", "/", None);
         let stream = b"STORED\r\nEND\r\nVALUE key:1 0 4\r\nab\r\n\r\nEND\r\nSERVER_ERROR out of memory\r\n";
         let replies = parse_all(&codec, stream, &[Op::Set, Op::Get, Op::Get, Op::Set]);
         assert_eq!(replies, [Reply::Stored, Reply::Miss, Reply::Hit, Reply::Error]);
@@ -787,7 +814,7 @@ mod tests {
 
     #[test]
     fn parses_json() {
-        let codec = Codec::new(Proto::Json, 10, b"", "/");
+        let codec = Codec::new(Proto::Json, 10, b"", "/", None);
         let stream = concat!(
             "{\"status\": \"ok\", \"data\": \"v\"}\n",
             "{\"status\": \"ok\", \"data\": null}\n",
@@ -807,7 +834,7 @@ mod tests {
     #[test]
     fn json_requests_are_protos_encoding() {
         for (keys, filler) in [(10, &b"vvvvvvvvvvvv"[..]), (100_000_000_000, b"abc"), (1000, b"")] {
-            let codec = Codec::new(Proto::Json, keys, filler, "/");
+            let codec = Codec::new(Proto::Json, keys, filler, "/", None);
             for key in [0, 7, keys / 3, keys - 1] {
                 let name = format!("key:{key:0width$}", width = codec.key_digits);
                 let value = format!("\"{}\"", String::from_utf8(codec.value_of(key)).unwrap());
@@ -842,7 +869,7 @@ mod tests {
     #[test]
     fn json_replies_as_the_server_writes_them() {
         use bankcache_proto::Reply as Wire;
-        let codec = Codec::new(Proto::Json, 1000, b"abcdefghij", "/");
+        let codec = Codec::new(Proto::Json, 1000, b"abcdefghij", "/", None);
         let line = |reply: Wire<'_>| {
             let mut out = Vec::new();
             reply.encode(&mut out);
@@ -903,7 +930,7 @@ mod tests {
     fn verify_catches_wrong_bytes_and_other_keys_values() {
         let filler = b"abcdefghijklmnopqrst";
         for proto in [Proto::Json, Proto::Resp, Proto::Memcache, Proto::Http] {
-            let codec = Codec::new(proto, 1000, filler, "/");
+            let codec = Codec::new(proto, 1000, filler, "/", None);
             let frame = |value: &[u8]| -> Vec<u8> {
                 let v = String::from_utf8_lossy(value);
                 let text = match proto {
@@ -931,11 +958,11 @@ mod tests {
             assert!(set.windows(right.len()).any(|w| w == right.as_slice()), "{proto:?}");
         }
         // A JSON value of the wrong length or shape fails too, as does a chunked body off by a byte.
-        let json = Codec::new(Proto::Json, 1000, b"abcdefghij", "/");
+        let json = Codec::new(Proto::Json, 1000, b"abcdefghij", "/", None);
         assert!(!verify_reply(&json, b"{\"status\": \"ok\", \"data\": \"00000042abcdefghij\"}\n", 42));
         assert!(!verify_reply(&json, b"{\"status\": \"ok\", \"data\": {\"x\": 1}}\n", 42));
         assert!(verify_reply(&json, b"{\"status\":\"ok\",\"data\":\"00000042ij\"}\n", 42));
-        let http = Codec::new(Proto::Http, 1000, b"abcdefghij", "/");
+        let http = Codec::new(Proto::Http, 1000, b"abcdefghij", "/", None);
         let chunked = |body: [&str; 2]| {
             format!(
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
@@ -972,9 +999,37 @@ mod tests {
         replies
     }
 
+    /// With a token, a JSON connection's handshake is the `auth` op and every HTTP request carries the
+    /// bearer header; without one there is no handshake and no header.
+    #[test]
+    fn a_token_is_sent_once_per_json_connection_and_on_every_http_request() {
+        let json = Codec::new(Proto::Json, 10, b"v", "/", Some("s3cret"));
+        assert_eq!(json.handshake(), Some(&b"{\"op\":\"auth\",\"token\":\"s3cret\"}\n"[..]));
+        assert!(Codec::handshake_ok(b"{\"status\": \"ok\", \"data\": {}}\n"));
+        assert!(!Codec::handshake_ok(b"{\"status\": \"error\", \"message\": \"Invalid token\"}\n"));
+        assert_eq!(Codec::new(Proto::Json, 10, b"v", "/", None).handshake(), None);
+        let http = Codec::new(Proto::Http, 10, b"hello", "/", Some("s3cret"));
+        assert_eq!(http.handshake(), None);
+        for op in [Op::Get, Op::Set] {
+            let mut out = Vec::new();
+            http.encode(&mut out, op, 3);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("\r\nAuthorization: Bearer s3cret\r\n"), "{text}");
+            assert_eq!(text.len(), http.request_len(op));
+        }
+        let mut set = Vec::new();
+        http.encode(&mut set, Op::Set, 3);
+        assert!(
+            set.ends_with(b"\r\n\r\n00003"),
+            "the value is stamped in place: {:?}",
+            String::from_utf8_lossy(&set)
+        );
+        assert_eq!(Codec::new(Proto::Resp, 10, b"v", "/", Some("s3cret")).handshake(), None);
+    }
+
     #[test]
     fn encodes_http() {
-        let codec = Codec::new(Proto::Http, 2000, b"abc", "/files/");
+        let codec = Codec::new(Proto::Http, 2000, b"abc", "/files/", None);
         let mut out = Vec::new();
         codec.encode(&mut out, Op::Get, 123);
         assert_eq!(out, b"GET /files/key:00000123 HTTP/1.1\r\nHost: bench\r\n\r\n");
@@ -987,7 +1042,7 @@ mod tests {
 
     #[test]
     fn parses_pipelined_and_split_http() {
-        let codec = Codec::new(Proto::Http, 10, b"hello", "/");
+        let codec = Codec::new(Proto::Http, 10, b"hello", "/", None);
         let replies: [(&str, Op, Reply); 10] = [
             (
                 "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
@@ -1032,7 +1087,7 @@ mod tests {
 
     #[test]
     fn rejects_unusable_http() {
-        let codec = Codec::new(Proto::Http, 10, b"v", "/");
+        let codec = Codec::new(Proto::Http, 10, b"v", "/", None);
         let bad: [&[u8]; 9] = [
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv",
             b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nv",

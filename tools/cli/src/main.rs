@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::process::ExitCode;
 
-use bankcache_client::{Client, Reply};
+use bankcache_client::{Client, Error, Reply};
 use bankcache_proto::reply::missing_message;
 use bankcache_proto::{Op, OpKind};
 use base64::Engine as _;
@@ -35,6 +35,8 @@ mod code {
     pub const SERVER: u8 = 3;
     /// The server could not be reached, or answered something that is not a reply.
     pub const CONNECTION: u8 = 4;
+    /// The server refused the token, or needs one and none was given.
+    pub const AUTH: u8 = 5;
 }
 
 #[derive(Parser, Debug)]
@@ -43,7 +45,8 @@ mod code {
     version,
     about = "Command-line client for bankcache",
     after_help = "Without a command, starts an interactive prompt (history in ~/.bankcache_history).\n\
-                  Exit codes: 0 ok, 1 key does not exist, 2 usage error, 3 server error, 4 connection error."
+                  Exit codes: 0 ok, 1 key does not exist, 2 usage error, 3 server error, 4 connection error,\n\
+                  5 authentication failed."
 )]
 struct Cli {
     /// The server's JSON port, HOST:PORT.
@@ -52,6 +55,10 @@ struct Cli {
     /// Print string values without their JSON quotes.
     #[arg(long, global = true)]
     raw: bool,
+    /// The server's auth_token, sent first on the connection; the flag wins over the environment variable
+    /// (which keeps it out of the shell's history and of `ps`).
+    #[arg(long, global = true, env = "BANKCACHE_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,8 +144,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code::USAGE);
         }
     }
-    let mut client = match Client::connect(cli.addr.as_str()) {
+    let mut builder = Client::builder();
+    if let Some(token) = &cli.auth_token {
+        builder = builder.auth_token(token.as_str());
+    }
+    let mut client = match builder.connect(cli.addr.as_str()) {
         Ok(client) => client,
+        Err(e @ Error::Auth(_)) => {
+            eprintln!("bankcache-cli: {}: {e}", cli.addr);
+            return ExitCode::from(code::AUTH);
+        }
         // The client's error already says "cannot connect"; add where, and what to check.
         Err(e) => {
             eprintln!("bankcache-cli: {}: {e} (is bankcache running there? --addr HOST:PORT)", cli.addr);
@@ -186,6 +201,10 @@ fn run(client: &mut Client, command: Command, raw: bool) -> u8 {
         Ok(Reply::Missing) => {
             eprintln!("(error) {}", missing_message(op.key().unwrap_or_default()));
             code::MISSING
+        }
+        Ok(Reply::Error(message)) if message == bankcache_proto::op::AUTH_REQUIRED => {
+            eprintln!("(error) {message} (give the token with --auth-token or BANKCACHE_AUTH_TOKEN)");
+            code::AUTH
         }
         Ok(Reply::Error(message)) => {
             eprintln!("(error) {message}");

@@ -29,3 +29,14 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "scan b {bad:?}");
     }
 }
+
+/// The token can come from a flag or the environment, and `--help` says so without showing its value.
+#[test]
+fn help_documents_the_token_without_showing_it() {
+    let out = Command::new(CLI).arg("--help").env("BANKCACHE_AUTH_TOKEN", "s3cret-in-env").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--auth-token"), "{help}");
+    assert!(help.contains("BANKCACHE_AUTH_TOKEN"), "{help}");
+    assert!(help.contains("5 authentication failed"), "{help}");
+    assert!(!help.contains("s3cret-in-env"), "--help shows the token: {help}");
+}
