@@ -35,6 +35,8 @@ use crate::store::{now_ms, Access, Fsync, Lookup, Store, StoreConfig, Ttl, Volum
 /// - What arrives in pieces is split the same: every prefix of a request that is shorter than the request
 ///   waits for more (never an error, never another request), with a `total` that is the request's length
 ///   when it gives one, and any prefix that holds the whole request splits it the same.
+/// - A request the strict rules allow, all there and well within the limits, is split (to the length the
+///   rules give it), never refused and never waited on: the codec is no stricter than its rules.
 pub fn http(data: &[u8]) {
     let mut input = Input::new(data);
     let limits =
@@ -45,6 +47,12 @@ pub fn http(data: &[u8]) {
         let before = buf.clone();
         let result = codec::split(&mut buf, at, &limits);
         check_pieces(&before[at..], &limits, result, at);
+        if let Some(len) = strict_request(&before[at..], &limits) {
+            match result {
+                Split::Request(f) => assert_eq!(f.end - at, len, "the length of {f:?}"),
+                _ => panic!("a request the strict rules allow ({len} bytes at {at}) split as {result:?}"),
+            }
+        }
         let Split::Request(f) = result else { return };
         assert!(
             f.start == at && f.start < f.head_end && f.head_end <= f.body.0,
@@ -61,8 +69,9 @@ pub fn http(data: &[u8]) {
         match strict_head(&before[f.start..f.head_end]) {
             Err(why) => panic!("the splitter took a head the strict rules refuse ({why}): {f:?}"),
             Ok(BodyModel::Chunked) => {
-                let strict = dechunk_strictly(&before[f.head_end..f.end]);
-                assert_eq!(strict.as_deref(), Ok(body), "chunked body of {f:?}");
+                let strict = strict_chunks(&before[f.head_end..f.end]);
+                let strict = strict.map(|c| (c.len, c.data));
+                assert_eq!(strict, Ok((f.end - f.head_end, body.to_vec())), "chunked body of {f:?}");
             }
             Ok(BodyModel::Length(len)) => {
                 assert_eq!(body, &before[f.head_end..f.end], "body of {f:?}");
@@ -145,7 +154,10 @@ fn strict_head(mut head: &[u8]) -> Result<BodyModel, String> {
     while let Some(rest) = head.strip_prefix(b"\r\n").or_else(|| head.strip_prefix(b"\n")) {
         head = rest;
     }
-    let lines = field_lines(head)?;
+    let (lines, used) = field_lines(head)?;
+    if used != head.len() {
+        return Err("bytes after the empty line".into());
+    }
     let (request_line, fields) = lines.split_first().ok_or("no request line")?;
     let parts: Vec<&[u8]> = request_line.split(|&b| b == b' ').collect();
     let [method, target, version] = parts[..] else {
@@ -184,20 +196,20 @@ fn strict_head(mut head: &[u8]) -> Result<BodyModel, String> {
     }
 }
 
-/// The lines of a head or trailer section, which must end with an empty line and nothing after it; each
-/// ends in CRLF or LF, and holds no other CR.
-fn field_lines(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let mut lines = Vec::new();
+/// The lines of a head or trailer section, up to the empty line that ends it, and the length of the
+/// section (that line included); each line ends in CRLF or LF, and holds no other CR.
+fn field_lines(bytes: &[u8]) -> Result<(Vec<&[u8]>, usize), String> {
+    let (mut lines, mut used) = (Vec::new(), 0);
     loop {
-        let lf = bytes.iter().position(|&b| b == b'\n').ok_or("a line without its end")?;
-        let line = &bytes[..lf];
+        let lf = bytes[used..].iter().position(|&b| b == b'\n').ok_or("a line without its end")?;
+        let line = &bytes[used..used + lf];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.contains(&b'\r') {
             return Err(format!("a bare CR in {line:?}"));
         }
-        bytes = &bytes[lf + 1..];
+        used += lf + 1;
         if line.is_empty() {
-            return if bytes.is_empty() { Ok(lines) } else { Err("bytes after the empty line".into()) };
+            return Ok((lines, used));
         }
         lines.push(line);
     }
@@ -258,14 +270,17 @@ fn trim_ows(value: &[u8]) -> &[u8] {
     &value[start..end]
 }
 
-/// The data of a chunked body (RFC 9112 §7.1), read by the strict rules into a new buffer: a chunk is a
-/// size in hex digits (at least one, fitting in 64 bits), then either CRLF or optional spaces and tabs, `;`
-/// and an extension of visible characters, spaces, tabs and obs-text, then CRLF; that many bytes of data;
-/// CRLF. The last chunk (size 0) is followed by a trailer section (field lines as in a head, then an empty
-/// line) that ends the bytes exactly. `Err` says what breaks the rules.
-fn dechunk_strictly(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
+/// A chunked body (RFC 9112 §7.1) at the start of `bytes`, read by the strict rules: a chunk is a size in
+/// hex digits (at least one, fitting in 64 bits), then either CRLF or optional spaces and tabs, `;` and an
+/// extension of visible characters, spaces, tabs and obs-text, then CRLF; that many bytes of data; CRLF.
+/// The last chunk (size 0) is followed by a trailer section (field lines as in a head, then an empty line).
+/// The body's data, and what its encoding takes: the size of every chunk, how many bytes it takes without
+/// the data and the trailer section's length and number of fields. `Err` says what breaks the rules, or
+/// that the body has not all arrived.
+fn strict_chunks(bytes: &[u8]) -> Result<Chunked, String> {
+    let mut chunked = Chunked { data: Vec::new(), len: 0, longest_line: 0, trailer: (0, 0) };
     loop {
+        let rest = &bytes[chunked.len..];
         let digits = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
         let size = rest[..digits]
             .iter()
@@ -282,15 +297,64 @@ fn dechunk_strictly(mut rest: &[u8]) -> Result<Vec<u8>, String> {
                 return Err(format!("chunk extension {extension:?}"));
             }
         }
-        rest = &rest[line_end + 2..];
+        chunked.longest_line = chunked.longest_line.max(line_end + 2);
+        chunked.len += line_end + 2;
+        let rest = &bytes[chunked.len..];
         if size == 0 {
-            let lines = field_lines(rest)?;
+            let (lines, used) = field_lines(rest)?;
             strict_fields(&lines)?;
-            return Ok(body);
+            chunked.len += used;
+            chunked.trailer = (used, lines.len());
+            return Ok(chunked);
         }
         let size = usize::try_from(size).map_err(|e| e.to_string())?;
-        body.extend_from_slice(rest.get(..size).ok_or("chunk data cut short")?);
-        rest = rest.get(size..).and_then(|r| r.strip_prefix(b"\r\n")).ok_or("chunk data without CRLF")?;
+        chunked.data.extend_from_slice(rest.get(..size).ok_or("chunk data cut short")?);
+        rest.get(size..).and_then(|r| r.strip_prefix(b"\r\n")).ok_or("chunk data without CRLF")?;
+        chunked.len += size + 2;
+    }
+}
+
+/// A chunked body read by [`strict_chunks`].
+struct Chunked {
+    /// The chunks' data, together.
+    data: Vec<u8>,
+    /// The length of the whole encoding, trailer section included.
+    len: usize,
+    /// The longest chunk-size line, CRLF included.
+    longest_line: usize,
+    /// The trailer section's length and number of fields.
+    trailer: (usize, usize),
+}
+
+/// The length of the request at the start of `bytes` if the strict rules allow it, it has all arrived and
+/// it is well within `limits` and the codec's fixed bounds (64 fields, chunk-size lines under 4 KB);
+/// `None` if it is refused, not all there, or near a limit (where only the codec knows).
+fn strict_request(bytes: &[u8], limits: &Limits) -> Option<usize> {
+    let skipped = bytes.len() - {
+        let mut rest = bytes;
+        while let Some(r) = rest.strip_prefix(b"\r\n").or_else(|| rest.strip_prefix(b"\n")) {
+            rest = r;
+        }
+        rest.len()
+    };
+    let (lines, used) = field_lines(&bytes[skipped..]).ok()?;
+    let head_len = skipped + used;
+    if head_len > limits.max_head || lines.len() > 64 {
+        return None;
+    }
+    match strict_head(&bytes[..head_len]).ok()? {
+        BodyModel::Length(len) => {
+            (len <= limits.max_body && bytes.len() - head_len >= len).then_some(head_len + len)
+        }
+        BodyModel::Chunked => {
+            let c = strict_chunks(&bytes[head_len..]).ok()?;
+            let within = c.data.len() <= limits.max_body
+                && c.len - c.data.len() <= limits.max_body.saturating_add(limits.max_head)
+                && c.longest_line < 4096
+                && c.trailer.0 <= limits.max_head
+                && c.trailer.1 <= 64;
+            within.then_some(head_len + c.len)
+        }
     }
 }
 
@@ -797,6 +861,60 @@ fn reads_only_written(store: &Store, written: &Written, now: u64) {
                     Err(e) => panic!("a read failed: {e}"),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_head: 1024, max_body: 100 };
+
+    /// The http check's model of the strict rules takes what they allow (so the check that the codec
+    /// splits such requests is not empty) and refuses what they refuse.
+    #[test]
+    fn the_strict_model_reads_requests_as_the_rules_do() {
+        let allowed: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"\r\n\nPUT /k?x=1 HTTP/1.0\nContent-Length: 002\n\nab",
+            b"PUT http://h:80/k HTTP/1.1\r\nX: a\tb\xe9 \r\ncontent-length:\t1\r\n\r\nx",
+            b"PUT /k HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n3 ;a=\"b c\"\r\nabc\r\n01\r\nd\r\n0\r\nT: 1\r\n\r\n",
+        ];
+        for request in allowed {
+            let len = strict_request(request, &LIMITS);
+            assert_eq!(len, Some(request.len()), "{:?}", String::from_utf8_lossy(request));
+            let mut longer = request.to_vec();
+            longer.extend_from_slice(b"GET");
+            assert_eq!(strict_request(&longer, &LIMITS), len);
+            assert_eq!(strict_request(&request[..request.len() - 1], &LIMITS), None);
+            let mut buf = request.to_vec();
+            assert!(
+                matches!(codec::split(&mut buf, 0, &LIMITS), Split::Request(f) if f.end == request.len())
+            );
+        }
+        let refused: &[&[u8]] = &[
+            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET /k#f HTTP/1.1\r\n\r\n",
+            b"GET http://u@h/ HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX : 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: 1\r\n 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: 1\r2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: \x7f\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"PUT / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
+            b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 \r\nx\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;\x01\r\nx\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy\r\n0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT 1\r\n\r\n",
+        ];
+        for request in refused {
+            assert_eq!(strict_request(request, &LIMITS), None, "{:?}", String::from_utf8_lossy(request));
+            let mut buf = request.to_vec();
+            assert!(matches!(codec::split(&mut buf, 0, &LIMITS), Split::Error(_)), "{request:?}");
         }
     }
 }
