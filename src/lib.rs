@@ -41,6 +41,8 @@ pub mod auth;
 pub mod cmd;
 pub mod config;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod json;
 pub mod net;

@@ -13,9 +13,10 @@ pub(crate) fn scan_page(raw: RawReply) -> Result<(u64, Vec<String>)> {
     let (data, base64) = raw.into_data()?;
     let mut page: Value = decode_typed(&data, base64)?;
     let cursor = page.get("cursor").and_then(Value::as_u64);
-    let keys = serde_json::from_value::<Vec<String>>(page["keys"].take());
+    // `get_mut`, not `page["keys"]`: indexing anything but an object panics.
+    let keys = page.get_mut("keys").map(|keys| serde_json::from_value::<Vec<String>>(keys.take()));
     match (cursor, keys) {
-        (Some(cursor), Ok(keys)) => Ok((cursor, keys)),
+        (Some(cursor), Some(Ok(keys))) => Ok((cursor, keys)),
         _ => Err(Error::Protocol(format!("bank.scan answered {}", data.get()))),
     }
 }
@@ -92,3 +93,33 @@ impl Iterator for ScanKeys<'_> {
 }
 
 impl std::iter::FusedIterator for ScanKeys<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(data: &str) -> Result<(u64, Vec<String>)> {
+        let line = format!("{{\"status\": \"ok\", \"data\": {data}}}\n");
+        scan_page(RawReply::parse(line.as_bytes())?)
+    }
+
+    /// A `bank.scan` reply whose data is not a page is a protocol error, whatever it is: indexing a JSON
+    /// string or array by `"keys"` panicked (serde_json's `IndexMut`), so a wrong server (or a wrong port)
+    /// crashed the client. Found by the `client_reply` fuzz target.
+    #[test]
+    fn a_reply_that_is_not_a_page_is_a_protocol_error() {
+        for data in [
+            "\"pong\"",
+            "[1]",
+            "3",
+            "true",
+            "null",
+            "{}",
+            "{\"cursor\": 0}",
+            "{\"cursor\": -1, \"keys\": []}",
+        ] {
+            assert!(matches!(page(data), Err(Error::Protocol(_))), "{data}");
+        }
+        assert_eq!(page("{\"cursor\": 5, \"keys\": [\"a\"]}").unwrap(), (5, vec!["a".to_owned()]));
+    }
+}

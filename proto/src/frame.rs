@@ -363,6 +363,93 @@ mod tests {
         assert_eq!(s.finish(buf), None);
     }
 
+    mod properties {
+        use super::super::*;
+        use crate::op::{parse, Limits, Op};
+        use crate::strategies::op;
+        use proptest::prelude::*;
+
+        const LIMITS: Limits = Limits { max_key_bytes: 1 << 16, max_value_bytes: 1 << 20 };
+
+        /// What may come between requests: newlines (LF or CRLF), blank lines, spaces, or nothing at all.
+        fn separator() -> impl Strategy<Value = &'static [u8]> {
+            const SEPARATORS: &[&[u8]] = &[b"\n", b"\r\n", b"", b" ", b"\n\n", b"\t\r\n", b"\r\n\r\n"];
+            prop::sample::select(SEPARATORS)
+        }
+
+        /// Splits `stream` arriving as the reads `cuts` marks (each cut starts a read), cutting the consumed
+        /// front off the buffer after every read as the reactor may, and parses each frame: the ops, each
+        /// with whether its reply ends with a line end (at once, or when it came late).
+        fn ops_read_in_pieces(stream: &[u8], cuts: &[usize]) -> Vec<(Op<'static>, bool)> {
+            let mut splitter = Splitter::new(1 << 20);
+            let mut buf = Vec::new();
+            let mut ops: Vec<(Op<'static>, bool)> = Vec::new();
+            let mut from = 0;
+            for &to in cuts.iter().chain([&stream.len()]) {
+                buf.extend_from_slice(&stream[from..to]);
+                from = to;
+                loop {
+                    match splitter.next(&buf) {
+                        Split::Frame { start, end, ending } => {
+                            let op =
+                                parse(&buf[start..end], &LIMITS).map(Op::into_owned).expect("a frame parses");
+                            ops.push((op, ending == Ending::Line));
+                        }
+                        Split::LineEnd => {
+                            let last = ops.last_mut().expect("a line end after a request");
+                            assert!(!last.1, "a second line end for one request");
+                            last.1 = true;
+                        }
+                        Split::NeedMore => break,
+                        Split::TooLarge => panic!("too large"),
+                    }
+                }
+                let keep = splitter.keep_from();
+                buf.drain(..keep);
+                splitter.rebase(keep);
+            }
+            assert_eq!(splitter.finish(&buf), None, "complete requests leave none open");
+            ops
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            /// Ops as clients encode them (names and values with `\r`, quotes, escapes and non-ASCII,
+            /// values laid out with tabs and raw carriage returns, large values), separated every way the
+            /// protocol allows, give the same ops, and the same line ends for their replies (a request
+            /// followed by a line end gets a line), however the stream is cut into reads: in one read, a
+            /// byte per read (every byte boundary at once), and in two reads at any boundary.
+            #[test]
+            fn split_at_every_byte_boundary_gives_the_same_ops(
+                ops in prop::collection::vec(op(), 1..6),
+                separators in prop::collection::vec(separator(), 6),
+                boundary in any::<prop::sample::Index>(),
+            ) {
+                let mut stream = Vec::new();
+                let mut expected = Vec::new();
+                for (op, separator) in ops.iter().zip(&separators) {
+                    op.encode(&mut stream);
+                    prop_assert_eq!(stream.pop(), Some(b'\n'));
+                    stream.extend_from_slice(separator);
+                    let line = separator.iter().find(|b| !b" \t\r".contains(b)) == Some(&b'\n');
+                    expected.push((op.clone(), line));
+                }
+                prop_assert_eq!(&ops_read_in_pieces(&stream, &[]), &expected);
+                let every: Vec<usize> = (1..stream.len()).collect();
+                prop_assert_eq!(&ops_read_in_pieces(&stream, &every), &expected);
+                // Two reads at every boundary costs the stream's length squared: all of them for a short
+                // stream, a spread and a drawn one for a long one.
+                let step = (stream.len() / 256).max(1);
+                let mut twos: Vec<usize> = (0..=stream.len()).step_by(step).collect();
+                twos.push(boundary.index(stream.len() + 1));
+                for cut in twos {
+                    prop_assert_eq!(&ops_read_in_pieces(&stream, &[cut]), &expected, "cut at {}", cut);
+                }
+            }
+        }
+    }
+
     /// Every frame and line end, as the caller sees them.
     fn splits(input: &[u8]) -> Vec<String> {
         let mut s = Splitter::new(1 << 20);

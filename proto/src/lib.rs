@@ -10,9 +10,13 @@
 //! Nothing here does I/O or touches a store, so each piece is tested alone and fuzzable.
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod number;
 pub mod op;
 pub mod reply;
+#[cfg(test)]
+mod strategies;
 
 pub use frame::{Ending, Split, Splitter};
 pub use op::{parse, Limits, Name, Op, OpKind, RequestError, Scope, Token, Value};

@@ -298,8 +298,13 @@ pub fn split(buf: &mut [u8], start: usize, limits: &Limits) -> Split {
 /// The path and query a request target stands for (RFC 9112 §3.2). Origin-form (`/path?query`) is taken as
 /// it is; absolute-form (`http://host/path?query`, what a client sends to a proxy) is reduced to its path and
 /// query, `/` when it has no path. Any other form is refused rather than guessed at: asterisk-form
-/// (`OPTIONS *`), authority-form (`CONNECT host:port`), a relative `key`, another scheme.
+/// (`OPTIONS *`), authority-form (`CONNECT host:port`), a relative `key`, another scheme; and a target with
+/// anything but visible ASCII in it is a malformed request line.
 pub fn request_target(target: &str) -> Result<(&str, &str), Malformed> {
+    // httparse takes any UTF-8 here; a target is visible ASCII (RFC 9112 §3.2), anything else percent-encoded.
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Malformed::RequestLine);
+    }
     if target.contains('#') {
         return Err(Malformed::Fragment);
     }
@@ -695,6 +700,11 @@ mod tests {
             ("GET  / HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
             ("GET /a\x01b HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
             ("GET /a\x7fb HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
+            // httparse takes any UTF-8 in the target; the rules take visible ASCII only (found by the http
+            // fuzz target).
+            ("GET /\u{e9} HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
+            ("GET /k?\u{2028} HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
+            ("GET http://h\u{e9}/k HTTP/1.1\r\n\r\n".into(), bad(RequestLine)),
             ("GET /a b HTTP/1.1\r\n\r\n".into(), bad(Version)),
             ("GET / HTTP/1.2\r\n\r\n".into(), bad(Version)),
             ("GET / HTTP/1.1 x\r\n\r\n".into(), bad(LineEnding)),

@@ -165,6 +165,72 @@ mod tests {
         assert_eq!(at, buf.len());
     }
 
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn entry() -> impl Strategy<Value = (Meta, u32, u32, u64, Vec<u8>, Vec<u8>)> {
+            let meta = (1u8..=5, any::<u8>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(kind, flags, deadline, lifetime, seq)| Meta {
+                    kind: Kind::from_u8(kind).unwrap(),
+                    flags,
+                    deadline,
+                    lifetime,
+                    seq,
+                },
+            );
+            let name = || prop::collection::vec(any::<u8>(), 0..40);
+            (meta, any::<u32>(), any::<u32>(), any::<u64>(), name(), name())
+        }
+
+        fn encoded(e: &(Meta, u32, u32, u64, Vec<u8>, Vec<u8>)) -> Vec<u8> {
+            let (meta, offset, len, lsn, bank, key) = e;
+            let mut buf = Vec::new();
+            encode_entry(&mut buf, &Entry { meta: *meta, offset: *offset, len: *len, lsn: *lsn, bank, key });
+            buf
+        }
+
+        proptest! {
+            /// Any entry round-trips, and so does a header of any generation.
+            #[test]
+            fn any_entry_and_header_round_trip(e in entry(), generation in any::<u32>()) {
+                let buf = encoded(&e);
+                let (meta, offset, len, lsn, bank, key) = &e;
+                let want = Entry { meta: *meta, offset: *offset, len: *len, lsn: *lsn, bank, key };
+                prop_assert_eq!(decode_entry(&buf), Some((want, buf.len())));
+                let mut header = Vec::new();
+                encode_header(&mut header, generation);
+                prop_assert_eq!(decode_header(&header), Some(generation));
+            }
+
+            /// Any single corruption of an entry or of a header (a changed byte anywhere, or a cut at any
+            /// length) is detected: it ends the list, never reads as another entry or generation.
+            #[test]
+            fn any_single_corruption_of_an_entry_or_header_is_detected(
+                e in entry(),
+                generation in any::<u32>(),
+                at in any::<prop::sample::Index>(),
+                xor in 1u8..,
+            ) {
+                let buf = encoded(&e);
+                let mut bad = buf.clone();
+                bad[at.index(buf.len())] ^= xor;
+                prop_assert_eq!(decode_entry(&bad), None);
+                for cut in 0..buf.len() {
+                    prop_assert_eq!(decode_entry(&buf[..cut]), None, "cut at {}", cut);
+                }
+                let mut header = Vec::new();
+                encode_header(&mut header, generation);
+                let mut bad = header.clone();
+                bad[at.index(header.len())] ^= xor;
+                prop_assert_eq!(decode_header(&bad), None);
+                for cut in 0..header.len() {
+                    prop_assert_eq!(decode_header(&header[..cut]), None, "cut at {}", cut);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_torn_or_flipped_entry_ends_the_list() {
         let mut buf = Vec::new();

@@ -443,7 +443,9 @@ mod tests {
                 prop_assert_eq!((r.bank, r.key, r.value, r.len), (&bank[..], &key[..], &value[..], buf.len()));
             }
 
-            /// Any single corruption of a record (a changed byte anywhere) is detected.
+            /// Any single corruption of a record (a changed byte anywhere) is detected: the record reads as
+            /// damaged, never as another record. A change in the value keeps the header (the key and its
+            /// place in the log), so recovery knows which key lost its value; one before it keeps nothing.
             #[test]
             fn any_single_corruption_is_detected(
                 meta in meta(),
@@ -456,7 +458,31 @@ mod tests {
                 encode(&mut buf, 1, 1, meta, b"bank", &key, &value).unwrap();
                 let i = at.index(buf.len());
                 buf[i] ^= xor;
-                prop_assert!(decode(&buf).is_err());
+                let decoded = decode(&buf);
+                prop_assert!(decoded.is_err());
+                if i >= buf.len() - value.len() {
+                    prop_assert_eq!(decoded, Err(RecordError::BadValue));
+                    prop_assert_eq!(decode_head(&buf).map(|h| (h.key, h.lsn)), Ok((&key[..], 1)));
+                } else {
+                    prop_assert!(decode_head(&buf).is_err());
+                }
+            }
+
+            /// A record cut short at any length (a torn write) is detected, and its header is read only when
+            /// the cut leaves the header and names whole.
+            #[test]
+            fn any_truncation_is_detected(
+                meta in meta(),
+                key in prop::collection::vec(any::<u8>(), 0..40),
+                value in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let mut buf = Vec::new();
+                encode(&mut buf, 1, 1, meta, b"bank", &key, &value).unwrap();
+                let names_end = buf.len() - value.len();
+                for cut in 0..buf.len() {
+                    prop_assert!(decode(&buf[..cut]).is_err(), "cut at {}", cut);
+                    prop_assert_eq!(decode_head(&buf[..cut]).is_ok(), cut >= names_end, "cut at {}", cut);
+                }
             }
         }
     }

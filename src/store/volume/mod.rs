@@ -30,6 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use io::DiskBudget;
 pub use replay::RecoveryReport;
+/// The checkpoint's codec, for the fuzz targets (the `fuzzing` module); nothing else outside this module
+/// needs it.
+#[doc(hidden)]
+pub use replay::{Checkpoint, CHECKPOINT_LEN};
 
 use super::index::{self, Entry};
 use super::record::{self, Kind, Meta, Record};
@@ -184,7 +188,9 @@ impl Volume {
 struct Writer {
     current: u32,
     offset: u64,
-    next_generation: u32,
+    /// The generation the next volume started takes: past `u32::MAX` there is none, and the log starts
+    /// over (see [`Volumes::new_generation`]).
+    next_generation: u64,
     /// The LSN the next record takes.
     next_lsn: u64,
     /// The current volume's index, while it can be written: `None` once a write of it failed (the rest of
@@ -307,7 +313,7 @@ impl Volumes {
         if meta_current.is_some_and(|m| m != current) {
             log::warn!("META.txt names volume {meta_current:?}; the newest data is in volume {current}, which is used");
         }
-        let mut next_generation = generations.iter().copied().max().unwrap_or(0) + 1;
+        let max_generation = generations.iter().copied().max().unwrap_or(0);
 
         let mut report = RecoveryReport::default();
         let mut order: Vec<u32> = (0..config.volume_count).filter(|&n| generations[n as usize] > 0).collect();
@@ -349,11 +355,41 @@ impl Volumes {
             }
             report.lines.push(line);
         }
-        let (floor, dead_up_to) = chain.finish();
-        report.floor = floor;
+        let (mut floor, mut dead_up_to) = chain.finish();
+        let mut next_lsn = chain.highest.saturating_add(1);
         let mut current_generation = generations[current as usize];
+        // An LSN past half the range was never written by a store (it would take millennia): only damage
+        // or a forged file says so. And no generation can follow the last one, should the current volume
+        // need a new one. The log cannot go on from there, so it starts over in erased volumes, and what
+        // was recovered is dropped (a cache may forget; it must not stop, nor wrap its generations and
+        // replay old records as new ones). Generations that run out later do the same (`new_generation`).
+        let lsn_exhausted = chain.highest >= LSN_LIMIT;
+        let restart = lsn_exhausted || (current_generation == 0 && max_generation == u32::MAX);
+        if restart {
+            log::warn!(
+                "the files claim generation {max_generation} and LSN {}, the last there are: the log starts \
+                 over in erased volumes, and every key is dropped",
+                chain.highest
+            );
+            erase_volumes(&dir, &vols, config.volume_size)?;
+            report
+                .lines
+                .push(format!("every volume erased: the log had reached generation {max_generation}"));
+            floor = Some(u64::MAX);
+            if lsn_exhausted {
+                (next_lsn, dead_up_to) = (1, 0);
+            } else {
+                // The LSNs go on; every record before is gone (a volume that could not be erased has
+                // stopped the start-up above), and dead besides.
+                dead_up_to = chain.highest;
+            }
+            (current_generation, offset, report.torn_tail_bytes) = (0, 0, 0);
+        }
+        report.floor = floor;
+        let mut next_generation = if restart { 1 } else { u64::from(max_generation) + 1 };
         if current_generation == 0 {
-            current_generation = next_generation;
+            // At most `u32::MAX`: the last generation has started the log over.
+            current_generation = u32::try_from(next_generation).unwrap_or(u32::MAX);
             next_generation += 1;
             if let Err(e) = rewrite_index(&dir, current, current_generation, disk) {
                 log::warn!("cannot write index/{current}: {e}");
@@ -374,7 +410,6 @@ impl Volumes {
                 None
             }
         };
-        let next_lsn = chain.highest + 1;
         let checkpoint = match open_checkpoint(&dir) {
             Ok(file) => Some(file),
             Err(e) => {
@@ -548,10 +583,9 @@ impl Volumes {
             w.unsynced.push(w.current);
         }
         let next = (w.current + 1) % self.vols.len() as u32;
-        let generation = w.next_generation;
+        let generation = self.new_generation(w);
         // From here on, every location in the reused volume reads as recycled.
         let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
-        w.next_generation += 1;
         let disk = self.disk.as_deref();
         w.index = match rewrite_index(&self.dir, next, generation, disk)
             .and_then(|()| open_index_for_append(&self.dir, next))
@@ -573,6 +607,26 @@ impl Volumes {
             self.reuses.fetch_add(1, Ordering::Relaxed);
         }
         log::info!("now writing volume {next} (generation {generation})");
+    }
+
+    /// The generation of a volume started now. Generations are 32-bit: when they run out (billions of volume
+    /// reuses, or files that claimed the last ones), the log starts over. Every volume is erased and every
+    /// location reads as recycled, so every key is forgotten; generations start again at 1, and the LSNs go
+    /// on, those written so far dead (should a volume fail to be erased, its records are never replayed).
+    fn new_generation(&self, w: &mut Writer) -> u32 {
+        if let Ok(generation) = u32::try_from(w.next_generation) {
+            w.next_generation += 1;
+            return generation;
+        }
+        log::warn!(
+            "volume generations have run out: the log starts over in erased volumes, every key is dropped"
+        );
+        if let Err(e) = erase_volumes(&self.dir, &self.vols, self.size) {
+            log::error!("{e}");
+        }
+        w.dead_up_to = w.next_lsn - 1;
+        w.next_generation = 2;
+        1
     }
 
     /// Flushes buffered index entries, fsyncs (unless the policy is `never`) the current volume and its
@@ -679,8 +733,7 @@ impl Volumes {
         *vol.file.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         vol.reported_short.store(false, Ordering::Relaxed);
         if n == w.current {
-            let generation = w.next_generation;
-            w.next_generation += 1;
+            let generation = self.new_generation(&mut w);
             vol.generation.store(generation, Ordering::Release);
             w.index = match rewrite_index(&self.dir, n, generation, self.disk.as_deref())
                 .and_then(|()| open_index_for_append(&self.dir, n))
@@ -800,6 +853,31 @@ impl Volumes {
     }
 }
 
+/// LSNs at or past this were never written by a store (it would take a million records a second for
+/// hundreds of thousands of years): start-up takes them for damage, and starts the log over.
+const LSN_LIMIT: u64 = u64::MAX / 2;
+
+/// Erases every volume, when the log starts over: its file emptied (and sized again, sparse), its index
+/// removed, its generation 0 (unused), so no location reads from it and no start-up replays it.
+fn erase_volumes(dir: &Path, vols: &[Volume], size: u64) -> Result<(), VolumeError> {
+    for (n, vol) in vols.iter().enumerate() {
+        vol.generation.store(0, Ordering::Release);
+        let file = vol.file();
+        file.set_len(0)
+            .and_then(|()| file.set_len(size))
+            .map_err(io_err(format!("cannot erase {}", vol.path.display())))?;
+        vol.reported_short.store(false, Ordering::Relaxed);
+        let index = index_path(dir, n as u32);
+        match fs::remove_file(&index) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err(format!("cannot remove {}", index.display()))(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
     Ok(Volume {
         path: path.to_owned(),
@@ -865,7 +943,14 @@ fn open_checkpoint(dir: &Path) -> Result<File, VolumeError> {
 
 /// The current volume as `META.txt` names it: decimal, no newline, as CacheFS wrote it.
 fn read_meta(dir: &Path) -> Option<u32> {
-    fs::read_to_string(dir.join("META.txt")).ok()?.trim().parse().ok()
+    parse_meta(&fs::read(dir.join("META.txt")).ok()?)
+}
+
+/// Reads the contents of `META.txt`: a volume number in decimal, surrounding whitespace allowed; `None` for
+/// anything else. Public (hidden) for the fuzz targets.
+#[doc(hidden)]
+pub fn parse_meta(bytes: &[u8]) -> Option<u32> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
 fn write_meta(dir: &Path, current: u32, disk: Option<&DiskBudget>) -> Result<(), VolumeError> {
@@ -1097,6 +1182,45 @@ mod tests {
         let (v, seen, _) = open(&config(dir.path(), 4096, 2));
         assert!(seen.is_empty());
         assert!(v.append(PUT, b"b", b"k", b"v").is_ok());
+    }
+
+    /// Writes volume `n` as one put record of `key` with this generation and LSN, sound (as only a forged
+    /// or a strangely damaged file has them), and a checkpoint that agrees.
+    fn forge(dir: &Path, n: u32, generation: u32, lsn: u64, key: &str) {
+        let mut buf = Vec::new();
+        record::encode(&mut buf, generation, lsn, PUT, b"b", key.as_bytes(), b"forged").unwrap();
+        fs::create_dir_all(dir.join("data")).unwrap();
+        fs::write(data_path(dir, n), &buf).unwrap();
+        let ck = replay::Checkpoint { lsn, generation, volume: n, dead_up_to: 0 };
+        fs::write(dir.join(replay::CHECKPOINT), ck.encode()).unwrap();
+    }
+
+    /// Generations are 32-bit and LSNs 64-bit. Files that claim the last of them (at start-up, or within a
+    /// few volume reuses) do not stop the store: the log starts over, what the files held is forgotten (a
+    /// cache may forget), and what is written next is read back, before and after a restart. Found by the
+    /// `volume` fuzz target: the start-up panicked on the generation after `u32::MAX`.
+    #[test]
+    fn the_last_generations_and_lsns_start_the_log_over() {
+        let cases = [(u32::MAX, 1), (u32::MAX - 1, 1), (u32::MAX - 2, 1), (1, u64::MAX), (1, u64::MAX / 2)];
+        for (generation, lsn) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = config(dir.path(), 4096, 2);
+            forge(dir.path(), 0, generation, lsn, "forged");
+            let (v, _, _) = open(&cfg);
+            // Two records a volume: eight of them reuse the volumes three times.
+            let mut last = None;
+            for i in 0..8u8 {
+                last = Some(v.append(PUT, b"b", b"new", &[b'0' + i; 1500]).unwrap());
+            }
+            let last = last.unwrap();
+            assert_eq!(value(&v, last, "new").unwrap(), [b'7'; 1500], "case {generation}, {lsn}");
+            drop(v);
+            let (v, seen, report) = open(&cfg);
+            let newest = seen.iter().rev().find(|r| r.key.as_ref() == b"new").map(|r| r.location);
+            assert_eq!(newest, Some(last), "case {generation}, {lsn}");
+            assert!(report.floor().is_none_or(|floor| floor <= last.log_position()), "{report:?}");
+            assert_eq!(value(&v, last, "new").unwrap(), [b'7'; 1500], "case {generation}, {lsn}");
+        }
     }
 
     #[test]

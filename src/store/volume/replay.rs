@@ -94,7 +94,7 @@ impl Chain {
     fn note(&mut self, lsn: u64, at: Location) -> bool {
         if let Some(last) = self.last {
             // Records missing up to `dead_up_to` were given up by an earlier start-up: not a new gap.
-            if lsn != last + 1 && lsn.saturating_sub(1) > self.dead_up_to {
+            if last.checked_add(1) != Some(lsn) && lsn.saturating_sub(1) > self.dead_up_to {
                 log::warn!(
                     "the log jumps from LSN {last} to {lsn} at data/{} offset {}: records in between are lost",
                     at.volume,
@@ -173,7 +173,7 @@ fn usable_index(buf: &[u8], generation: u32, scan: &mut Scanner<'_>, chain: &mut
         decoded += 1;
         chain.evidence(e.lsn);
         let follows = u64::from(e.offset) == offset
-            && lsn.is_none_or(|l| e.lsn == l + 1)
+            && lsn.is_none_or(|l| l.checked_add(1) == Some(e.lsn))
             && e.len as usize >= record::HEADER_LEN;
         if !follows {
             break;
@@ -458,11 +458,11 @@ pub(super) fn clear_torn_tail(
 pub(super) const CHECKPOINT: &str = "CHECKPOINT";
 const CHECKPOINT_MAGIC: [u8; 4] = *b"BCK3";
 /// Bytes of a checkpoint: magic, LSN, generation, volume, dead-up-to LSN, CRC32C of the bytes before it.
-pub(super) const CHECKPOINT_LEN: usize = 32;
+pub const CHECKPOINT_LEN: usize = 32;
 
 /// The log's tail as the checkpoint records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Checkpoint {
+pub struct Checkpoint {
     /// The LSN of the last record written.
     pub lsn: u64,
     /// The generation being written.
@@ -475,7 +475,7 @@ pub(super) struct Checkpoint {
 
 impl Checkpoint {
     /// The checkpoint's bytes.
-    pub(super) fn encode(&self) -> [u8; CHECKPOINT_LEN] {
+    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut out = [0u8; CHECKPOINT_LEN];
         out[..4].copy_from_slice(&CHECKPOINT_MAGIC);
         out[4..12].copy_from_slice(&self.lsn.to_le_bytes());
@@ -488,7 +488,7 @@ impl Checkpoint {
     }
 
     /// A checkpoint from its bytes, if they are sound.
-    pub(super) fn decode(buf: &[u8]) -> Option<Checkpoint> {
+    pub fn decode(buf: &[u8]) -> Option<Checkpoint> {
         if buf.len() != CHECKPOINT_LEN || buf[..4] != CHECKPOINT_MAGIC {
             return None;
         }
@@ -522,5 +522,46 @@ pub(super) fn read_checkpoint(dir: &Path) -> Tail {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tail::Missing,
         Err(_) => Tail::Damaged,
         Ok(buf) => Checkpoint::decode(&buf).map_or(Tail::Damaged, Tail::Known),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn checkpoint() -> impl Strategy<Value = Checkpoint> {
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+            |(lsn, generation, volume, dead_up_to)| Checkpoint { lsn, generation, volume, dead_up_to },
+        )
+    }
+
+    proptest! {
+        /// Any checkpoint round-trips.
+        #[test]
+        fn any_checkpoint_round_trips(ck in checkpoint()) {
+            prop_assert_eq!(Checkpoint::decode(&ck.encode()), Some(ck));
+        }
+
+        /// Any single corruption of a checkpoint (a changed byte anywhere, cut at any length, or a byte too
+        /// many) is detected: it reads as damaged, never as another tail of the log.
+        #[test]
+        fn any_single_corruption_of_a_checkpoint_is_detected(
+            ck in checkpoint(),
+            at in 0..CHECKPOINT_LEN,
+            xor in 1u8..,
+            extra in any::<u8>(),
+        ) {
+            let buf = ck.encode();
+            let mut bad = buf;
+            bad[at] ^= xor;
+            prop_assert_eq!(Checkpoint::decode(&bad), None);
+            for cut in 0..CHECKPOINT_LEN {
+                prop_assert_eq!(Checkpoint::decode(&buf[..cut]), None, "cut at {}", cut);
+            }
+            let mut longer = buf.to_vec();
+            longer.push(extra);
+            prop_assert_eq!(Checkpoint::decode(&longer), None);
+        }
     }
 }
