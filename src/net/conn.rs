@@ -651,7 +651,7 @@ impl<S: Socket> Conn<S> {
             JobState::Parked if self.pending_output() >= self.max_output => return None,
             JobState::Parked => {
                 let mut job = self.parked.take()?;
-                job.output = buffers.take();
+                job.output = buffers.take_output();
                 job.auth = self.auth;
                 self.job_sent();
                 return Some(job);
@@ -677,7 +677,7 @@ impl<S: Socket> Conn<S> {
             input,
             spans,
             next: 0,
-            output: buffers.take(),
+            output: buffers.take_output(),
             close_after: false,
             auth: self.auth,
             abandoned: Arc::clone(&self.abandoned),
