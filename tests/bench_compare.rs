@@ -103,24 +103,28 @@ fn run_mode_reports_wrong_values() {
 #[test]
 fn compare_runs_cells_c_and_f_with_bankcache_alone() {
     let out_dir = tempfile::tempdir().unwrap();
-    let empty_path = tempfile::tempdir().unwrap();
-    let out = Command::new(bench_binary())
-        .args(["compare", "--servers", "bankcache,redis,memcached", "--cells", "c,f", "--rounds", "1"])
-        .args(["--duration", "0.3", "--warmup", "0", "--rss-keys", "20000"])
-        .arg("--bankcache")
-        .arg(env!("CARGO_BIN_EXE_bankcache"))
-        .arg("--out")
-        .arg(out_dir.path())
-        .env("PATH", empty_path.path())
-        .output()
-        .expect("bankcache-bench compare runs");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr) = compare(
+        &[
+            "--servers",
+            "bankcache,redis,memcached",
+            "--cells",
+            "c,f",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--rss-keys",
+            "20000",
+        ],
+        out_dir.path(),
+        true,
+    );
     assert!(stderr.contains("sudo apt-get install redis-server memcached"), "{stderr}");
     assert!(stdout.contains("\nc 1 conn") && stdout.contains("\nf RSS/key"), "{stdout}");
 
-    let json_text = std::fs::read_to_string(out_dir.path().join("compare.json")).expect("compare.json");
-    let report: Value = serde_json::from_str(&json_text).expect("compare.json parses");
+    let report = read_report(out_dir.path());
     let c = &report["medians"]["c"]["bankcache"];
     for figure in ["ops_per_sec", "p50_us", "p99_us", "p999_us"] {
         assert!(c[figure].as_f64().is_some_and(|v| v > 0.0), "c {figure}: {c}");
@@ -179,26 +183,47 @@ fn run_mode_sends_the_token() {
 #[test]
 fn compare_runs_bankcache_with_a_token() {
     let out_dir = tempfile::tempdir().unwrap();
-    let empty_path = tempfile::tempdir().unwrap();
-    let out = Command::new(bench_binary())
-        .args(["compare", "--servers", "bankcache", "--cells", "c", "--rounds", "1"])
-        .args(["--duration", "0.3", "--warmup", "0", "--auth-token", "compare-s3cret"])
-        .arg("--bankcache")
-        .arg(env!("CARGO_BIN_EXE_bankcache"))
-        .arg("--out")
-        .arg(out_dir.path())
-        .env("PATH", empty_path.path())
-        .output()
-        .expect("bankcache-bench compare runs");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, _) = compare(
+        &[
+            "--servers",
+            "bankcache",
+            "--cells",
+            "c",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--auth-token",
+            "compare-s3cret",
+        ],
+        out_dir.path(),
+        true,
+    );
     assert!(stdout.contains("bankcache ran with an auth_token"), "{stdout}");
-    let json_text = std::fs::read_to_string(out_dir.path().join("compare.json")).expect("compare.json");
-    let report: Value = serde_json::from_str(&json_text).expect("compare.json parses");
+    let report = read_report(out_dir.path());
     assert_eq!(report["settings"]["bankcache_auth_token"], true);
     let c = &report["medians"]["c"]["bankcache"];
     assert!(c["ops_per_sec"].as_f64().is_some_and(|v| v > 0.0), "c: {c}");
     assert_eq!(report["runs"][0]["figures"]["errors"], 0, "{}", report["runs"]);
+}
+
+/// Runs `bankcache-bench compare` with `args` against the server built beside it, writing into `out_dir`,
+/// with an empty PATH when `alone` (so that no peer is found, installed or not); it must exit 0. Returns its
+/// stdout and stderr.
+fn compare(args: &[&str], out_dir: &std::path::Path, alone: bool) -> (String, String) {
+    let empty_path = tempfile::tempdir().unwrap();
+    let mut command = Command::new(bench_binary());
+    command.arg("compare").args(args).arg("--bankcache").arg(env!("CARGO_BIN_EXE_bankcache"));
+    command.arg("--out").arg(out_dir);
+    if alone {
+        command.env("PATH", empty_path.path());
+    }
+    let out = command.output().expect("bankcache-bench compare runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, stderr)
 }
 
 fn read_report(dir: &std::path::Path) -> Value {
@@ -216,17 +241,27 @@ fn positive(value: &Value) -> bool {
 #[test]
 fn compare_runs_the_file_cells_against_nginx() {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bench_binary())
-        .args(["compare", "--servers", "bankcache,nginx", "--cells", "file-get,file-put", "--rounds", "1"])
-        .args(["--duration", "0.5", "--warmup", "0", "--file-keys", "40", "--dd-mib", "8", "--verify"])
-        .arg("--bankcache")
-        .arg(env!("CARGO_BIN_EXE_bankcache"))
-        .arg("--out")
-        .arg(out_dir.path())
-        .output()
-        .expect("bankcache-bench compare runs");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, _) = compare(
+        &[
+            "--servers",
+            "bankcache,nginx",
+            "--cells",
+            "file-get,file-put",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--file-keys",
+            "40",
+            "--dd-mib",
+            "8",
+            "--verify",
+        ],
+        out_dir.path(),
+        false,
+    );
     assert!(stdout.contains("bankcache/nginx") && stdout.contains("\ndd "), "{stdout}");
     assert!(stdout.contains("\n  file-get:") && stdout.contains("\n  file-put:"), "{stdout}");
 
@@ -261,19 +296,22 @@ fn compare_runs_the_file_cells_against_nginx() {
 #[test]
 fn compare_runs_the_disk_cells_with_bankcache_alone() {
     let out_dir = tempfile::tempdir().unwrap();
-    let empty_path = tempfile::tempdir().unwrap();
-    let out = Command::new(bench_binary())
-        .args(["compare", "--servers", "bankcache,redis", "--cells", "a-disk", "--rounds", "1"])
-        .args(["--duration", "0.3", "--warmup", "0"])
-        .arg("--bankcache")
-        .arg(env!("CARGO_BIN_EXE_bankcache"))
-        .arg("--out")
-        .arg(out_dir.path())
-        .env("PATH", empty_path.path())
-        .output()
-        .expect("bankcache-bench compare runs");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr) = compare(
+        &[
+            "--servers",
+            "bankcache,redis",
+            "--cells",
+            "a-disk",
+            "--rounds",
+            "1",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+        ],
+        out_dir.path(),
+        true,
+    );
     assert!(stderr.contains("redis-server is not installed"), "{stderr}");
     assert!(stderr.contains("sudo apt-get install redis-server memcached"), "{stderr}");
     assert!(!stderr.contains("memcached is not installed"), "the disk cells do not run memcached: {stderr}");

@@ -170,15 +170,7 @@ mod tests {
         use proptest::prelude::*;
 
         fn entry() -> impl Strategy<Value = (Meta, u32, u32, u64, Vec<u8>, Vec<u8>)> {
-            let meta = (1u8..=5, any::<u8>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
-                |(kind, flags, deadline, lifetime, seq)| Meta {
-                    kind: Kind::from_u8(kind).unwrap(),
-                    flags,
-                    deadline,
-                    lifetime,
-                    seq,
-                },
-            );
+            let meta = crate::store::record::tests::properties::meta();
             let name = || prop::collection::vec(any::<u8>(), 0..40);
             (meta, any::<u32>(), any::<u32>(), any::<u64>(), name(), name())
         }

@@ -324,7 +324,7 @@ pub fn decode(buf: &[u8]) -> Result<Record<'_>, RecordError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const PUT: Meta = Meta { kind: Kind::Put, flags: 0, deadline: NO_DEADLINE, lifetime: 0, seq: 0 };
@@ -409,11 +409,12 @@ mod tests {
         assert_eq!(encode(&mut Vec::new(), 0, 0, PUT, b"b", &long, b""), Err(RecordError::BadLength));
     }
 
-    mod properties {
+    pub(in crate::store) mod properties {
         use super::super::*;
         use proptest::prelude::*;
 
-        fn meta() -> impl Strategy<Value = Meta> {
+        /// Any meta of a record or index entry (one strategy for both).
+        pub(in crate::store) fn meta() -> impl Strategy<Value = Meta> {
             (1u8..=5, any::<u8>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
                 |(kind, flags, deadline, lifetime, seq)| Meta {
                     kind: Kind::from_u8(kind).unwrap(),
