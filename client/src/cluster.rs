@@ -245,7 +245,8 @@ impl Cluster {
         self.node_for_uri(&format!("/{key}"))
     }
 
-    /// The name of the server that owns a request URI on the ring.
+    /// The name of the server that owns a request path on the ring: the path as nginx's `$uri` has it
+    /// (percent-decoded, without the query).
     pub fn node_for_uri(&self, uri: &str) -> &str {
         let ring = &self.inner.ring;
         &self.inner.nodes[ring.points[ring.find(crc32fast::hash(uri.as_bytes()))].node].name
