@@ -197,10 +197,11 @@ pub fn run_guarded(
             Front::Http => {
                 counters.error();
                 let why = "Internal Server Error: the request's handler failed (see the server's log)";
-                text_error(&mut job.output, 500, "Internal Server Error", &[], why, false, true);
+                let body_bytes =
+                    text_error(&mut job.output, 500, "Internal Server Error", &[], why, false, true);
                 job.close_after = true;
                 if let (Some(_), Some(span)) = (&services.access_log, job.spans.get(job.next)) {
-                    let sent = routes::Sent { status: 500, body_bytes: why.len() + 1 };
+                    let sent = routes::Sent { status: 500, body_bytes };
                     let now = crate::store::now_ms();
                     lines.push(&entry(job, &job.input[span.start..span.end], sent, 0, now));
                 }

@@ -573,7 +573,8 @@ pub fn response(
 
 /// An error response whose body is one line of plain text saying why, ending in a newline so that it reads
 /// well in a terminal (`curl`) and in a proxy's log. Every error of the front that is not the REST API's
-/// JSON envelope is written here, so that all of them look alike.
+/// JSON envelope is written here, so that all of them look alike. Returns the body's length (what an access
+/// log records, whether or not the body is sent).
 pub fn text_error(
     out: &mut Vec<u8>,
     code: u16,
@@ -582,7 +583,7 @@ pub fn text_error(
     why: &str,
     head_only: bool,
     close: bool,
-) {
+) -> usize {
     let mut all = Vec::with_capacity(headers.len() + 1);
     all.push(("Content-Type", "text/plain; charset=utf-8"));
     all.extend_from_slice(headers);
@@ -590,6 +591,7 @@ pub fn text_error(
     body.push_str(why);
     body.push('\n');
     response(out, code, reason, &all, body.as_bytes(), head_only, close);
+    body.len()
 }
 
 /// A complete error response that closes the connection, for errors found while splitting: its body says

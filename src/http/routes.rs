@@ -84,8 +84,9 @@ impl Response<'_> {
 
     /// An error of the file API or of the front: a line of plain text saying why.
     fn text_error(&mut self, code: u16, headers: &[(&str, &str)], why: &str) {
-        self.note(code, why.len() + 1);
-        codec::text_error(self.out, code, reason(code), headers, why, self.head_only, self.close);
+        let body_bytes =
+            codec::text_error(self.out, code, reason(code), headers, why, self.head_only, self.close);
+        self.note(code, body_bytes);
     }
 
     fn note(&mut self, status: u16, body_bytes: usize) {

@@ -545,7 +545,7 @@ impl Reactor {
             match proto {
                 Front::Json => reply::error(&mut line, &why),
                 Front::Http => {
-                    http::text_error(&mut line, 503, "Service Unavailable", &[], &why, false, true)
+                    http::text_error(&mut line, 503, "Service Unavailable", &[], &why, false, true);
                 }
             }
             conn.send(&line, &mut self.bytes_out);
@@ -937,7 +937,9 @@ fn refuse_at_once(stream: TcpStream, proto: Front) {
     let mut line = Vec::new();
     match proto {
         Front::Json => reply::error(&mut line, why),
-        Front::Http => http::text_error(&mut line, 503, "Service Unavailable", &[], why, false, true),
+        Front::Http => {
+            http::text_error(&mut line, 503, "Service Unavailable", &[], why, false, true);
+        }
     }
     let _ = io::Write::write(&mut &stream, &line);
     let _ = io::Read::read(&mut &stream, &mut [0; 4096]);
