@@ -1,15 +1,16 @@
 //! The HTTP front's routes, run by the workers: CacheFS's file API on `/<key>`, the original CacheServer's
-//! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats` and `/metrics`.
+//! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats`, `/stats/banks` and `/stats/volumes` (for
+//! the admin page), `/metrics`, and the admin page's files under `/ui/` (see [`super::ui`]).
 //!
 //! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::execute`], as the JSON
 //! port does; the status comes from the typed outcome. The REST API answers with the JSON port's envelope
 //! as its body; the file API answers with the value's bytes and says where it lies (`X-Position`) and which
 //! tier served it (`X-Cache`).
 //!
-//! With an `auth_token`, every request must carry `Authorization: Bearer <token>` (`/metrics` too, unless
-//! `metrics_public`), checked before anything is routed; a request without it gets `401` with
-//! `WWW-Authenticate`, and one with a wrong token gets the same, closes the connection and counts as a
-//! failed attempt (see [`crate::auth`]).
+//! With an `auth_token`, every request but those of the admin page's files must carry
+//! `Authorization: Bearer <token>` (`/metrics` too, unless `metrics_public`), checked before anything is
+//! routed; a request without it gets `401` with `WWW-Authenticate`, and one with a wrong token gets the
+//! same, closes the connection and counts as a failed attempt (see [`crate::auth`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -463,9 +464,9 @@ impl Request<'_> {
                 .iter()
                 .map(|b| BankJson { name: &b.name, keys: b.keys, bytes: b.bytes, ram_bytes: b.ram_bytes })
                 .collect();
-            serde_json::to_value(BanksJson { cursor, banks })
+            serde_json::to_vec(&BanksJson { cursor, banks })
         } else {
-            serde_json::to_value(cmd::volume_ring(self.env.ctx).map(|ring| {
+            serde_json::to_vec(&cmd::volume_ring(self.env.ctx).map(|ring| {
                 RingJson {
                     current: ring.current,
                     size: ring.size,
@@ -478,8 +479,12 @@ impl Request<'_> {
                 }
             }))
         };
-        let body = serde_json::to_vec(&serde_json::json!({"status": "ok", "data": data.unwrap_or_default()}));
-        reply.send(200, &[("Content-Type", "application/json")], &body.unwrap_or_default());
+        // The envelope as every other route writes it, around the data (compact, in the fields' order).
+        let mut body = b"{\"status\": \"ok\", \"data\": ".to_vec();
+        // Serializing these plain structs cannot fail; `null` if it ever did.
+        body.extend_from_slice(&data.unwrap_or_else(|_| b"null".to_vec()));
+        body.push(b'}');
+        reply.send(200, &[("Content-Type", "application/json")], &body);
     }
 
     fn metrics(&self, reply: &mut Response<'_>) {

@@ -1020,6 +1020,7 @@ mod tests {
         let (store, _) = Store::open(config.clone()).unwrap();
         let ring = store.disk().unwrap().ring();
         assert_eq!((ring.current, ring.size, ring.reuses, ring.volumes.len()), (0, 4096, 0, 3));
+        assert_eq!(ring.volumes.iter().map(|v| v.starts).collect::<Vec<_>>(), [1, 0, 0]);
         let value = [7u8; 1000];
         // Four records of ~1 KB fill volume 0 to ~3 KB, the fourth goes to volume 1, and so on round the ring.
         for i in 0..12 {
@@ -1028,7 +1029,7 @@ mod tests {
         let ring = store.disk().unwrap().ring();
         assert_eq!(ring.current, 0, "round the ring once: {ring:?}");
         assert_eq!(ring.reuses, 1);
-        assert_eq!(ring.volumes[0].starts, 1);
+        assert_eq!(ring.volumes[0].starts, 2, "written at start-up, and again");
         assert_eq!(ring.volumes[1].starts, 1);
         assert!(ring.volumes.iter().all(|v| v.used > 0 && v.used <= 4096), "{ring:?}");
         let (_, offset) = store.disk().unwrap().write_position();

@@ -107,10 +107,8 @@
 
   /// Draws series (each {name, values, color}) over the same x axis, with a y axis from 0.
   function lineChart(canvas, series, opts) {
-    const ctx = canvas.getContext('2d');
-    const w = canvas.width, h = canvas.height;
+    const [ctx, w, h] = prepare(canvas);
     const left = 48, right = 8, top = 8, bottom = 34;
-    ctx.clearRect(0, 0, w, h);
     let max = opts.max || 0;
     for (const s of series) for (const v of s.values) if (v > max) max = v;
     if (max <= 0) max = 1;
@@ -153,9 +151,7 @@
   /// The ring of volumes: one arc per volume, filled as far as the volume is, the one being written
   /// outlined; each labelled with its number and how many times it was started.
   function ringChart(canvas, ring) {
-    const ctx = canvas.getContext('2d');
-    const w = canvas.width, h = canvas.height;
-    ctx.clearRect(0, 0, w, h);
+    const [ctx, , h] = prepare(canvas);
     ctx.font = '11px system-ui, sans-serif';
     if (!ring) {
       ctx.fillStyle = '#5b6b8c';
@@ -190,11 +186,25 @@
       'filled ' + pct(cur.used / ring.size) + ' of ' + bytes(ring.size),
       'volumes ' + n + ', reuses since start ' + ring.reuses,
     ];
-    ring.volumes.slice(0, 6).forEach((v, i) => {
+    ring.volumes.slice(0, 8).forEach((v, i) => {
       lines.push('#' + i + ': ' + pct(v.used / ring.size) + ', started ' + v.starts + 'x');
     });
     ctx.fillStyle = '#1d2330';
     lines.forEach((line, i) => ctx.fillText(line, 205, 22 + i * 16));
+  }
+
+  /// Sizes a canvas to the space it is shown in (sharp on any pixel ratio) and clears it.
+  function prepare(canvas) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth || 460, h = canvas.clientHeight || 200;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    return [ctx, w, h];
   }
 
   function sector(ctx, cx, cy, r0, r1, a0, a1, color) {

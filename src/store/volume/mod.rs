@@ -180,7 +180,8 @@ struct Volume {
     /// Where its records end, for [`Volumes::ring`]: set when start-up replays it and when the writer
     /// leaves it; the current volume's is the writer's offset instead.
     end: AtomicU64,
-    /// Times the writer moved into it since start.
+    /// Times it was written into since start: the volume written at start-up once, and once more each time
+    /// the writer moves into it.
     starts: AtomicU64,
 }
 
@@ -403,6 +404,7 @@ impl Volumes {
             offset = 0;
         }
         vols[current as usize].generation.store(current_generation, Ordering::Relaxed);
+        vols[current as usize].starts.store(1, Ordering::Relaxed);
         if meta_current != Some(current) {
             // Best effort: the generations, not META.txt, decide at the next start-up.
             if let Err(e) = write_meta(&dir, current, disk) {
@@ -905,7 +907,7 @@ pub struct VolumeFigures {
     pub generation: u32,
     /// Bytes of records written into it (live or dead).
     pub used: u64,
-    /// Times the writer moved into it since start.
+    /// Times it was written into since start (the volume written at start-up counts once).
     pub starts: u64,
 }
 
