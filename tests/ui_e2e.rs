@@ -412,3 +412,10 @@ fn save(png: &[u8], name: &str) {
     std::fs::write(out.join(name), png).unwrap();
     eprintln!("screenshot: {}", out.join(name).display());
 }
+
+/// Without the browser the test fails, naming the Debian packages to install; it never skips.
+#[test]
+#[should_panic(expected = "apt-get install chromium chromium-driver")]
+fn a_missing_browser_fails_the_test() {
+    program("chromedriver-not-installed", "/nonexistent/chromedriver", "chromium-driver");
+}
