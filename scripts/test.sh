@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what the tests need when it is missing (nginx for the scale-out tests, python3
 # for the seed client's tests, curl for the README's curl examples, openssl for the TLS example's
-# certificate), then `cargo test --workspace`.
+# certificate, chromium and chromium-driver for the admin page's browser test), then `cargo test --workspace`.
 # Arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${missing[*]} (the tests need them)" >&2

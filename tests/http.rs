@@ -1466,3 +1466,159 @@ fn curl_put_get_delete() {
     assert!(status.success(), "curl GET of a deleted key failed ({status}): {stderr}");
     assert_eq!(stdout, "Key dir/file.bin doesn't exist\n\n404");
 }
+
+// ---------------------------------------------------------------------------
+// The admin page (/ui/) and the routes it reads (/stats/banks, /stats/volumes, entry headers, ?as=json).
+// ---------------------------------------------------------------------------
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Every `/ui/` response carries the policy and `nosniff`; the page, its script and its style sheet come
+/// with their types; `/ui` redirects to `/ui/`; anything else under `/ui/` is 404 and a write is 405,
+/// with the policy too; the files are served without the token while every data route still needs it.
+#[test]
+fn ui_files_carry_the_policy() {
+    for args in [&[][..], &["--auth-token", "s3cret-T0ken"][..]] {
+        let s = TestServer::start(args);
+        let mut h = Http::connect(s.http_addr());
+        for (path, status, content_type) in [
+            ("/ui/", "HTTP/1.1 200 OK", "text/html; charset=utf-8"),
+            ("/ui/index.html", "HTTP/1.1 200 OK", "text/html; charset=utf-8"),
+            ("/ui/app.js", "HTTP/1.1 200 OK", "text/javascript; charset=utf-8"),
+            ("/ui/app.css", "HTTP/1.1 200 OK", "text/css; charset=utf-8"),
+            ("/ui", "HTTP/1.1 301 Moved Permanently", "text/plain; charset=utf-8"),
+            ("/ui/nope.js", "HTTP/1.1 404 Not Found", "text/plain; charset=utf-8"),
+        ] {
+            let r = h.get(path);
+            assert_eq!(r.status, status, "{path}: {}", r.show());
+            assert_eq!(r.header("Content-Type"), Some(content_type), "{path}: {}", r.show());
+            assert_eq!(r.header("Content-Security-Policy"), Some(CSP), "{path}: {}", r.show());
+            assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"), "{path}");
+        }
+        assert_eq!(h.get("/ui").header("Location"), Some("/ui/"));
+        let page = String::from_utf8(h.get("/ui/").body).unwrap();
+        assert!(page.contains("<script src=\"app.js\"></script>"), "{page}");
+        let r = h.call("POST", "/ui/", b"x");
+        assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{}", r.show());
+        assert_eq!(r.header("Content-Security-Policy"), Some(CSP));
+        // The data routes the page reads are as protected as before.
+        let stats = h.get("/stats/banks");
+        if args.is_empty() {
+            assert_eq!(stats.status, "HTTP/1.1 200 OK", "{}", stats.show());
+        } else {
+            assert_eq!(stats.status, "HTTP/1.1 401 Unauthorized", "{}", stats.show());
+            for path in ["/stats", "/stats/volumes", "/bank/b/scan", "/bank/b/entry/k"] {
+                assert_eq!(h.get(path).status, "HTTP/1.1 401 Unauthorized", "{path}");
+            }
+            let auth = "Authorization: Bearer s3cret-T0ken";
+            h.send(&request("GET", "/stats/banks", &[auth], b""));
+            let r = h.read_response();
+            assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+        }
+    }
+}
+
+/// `GET /stats/banks` pages through the banks with their entry counts and bytes; bad parameters are 400;
+/// `/stats/volumes` is `null` without a disk store; other `/stats/…` paths are 404 and writes 405.
+#[test]
+fn stats_banks_pages_with_figures() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    for (bank, n) in [("b", 3), ("a", 1), ("c", 2)] {
+        for i in 0..n {
+            c.check(&put(bank, &format!("k{i}"), "\"12345\""), OK_EMPTY);
+        }
+    }
+    let r = h.get("/stats/banks?count=2");
+    assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["status"], "ok");
+    let banks = v["data"]["banks"].as_array().unwrap();
+    let names: Vec<&str> = banks.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["b", "a"]);
+    assert_eq!(banks[0]["keys"], 3);
+    assert!(banks[0]["bytes"].as_u64().unwrap() >= 3 * 9, "{}", r.show());
+    assert!(banks[0]["ram_bytes"].is_u64());
+    assert_eq!(v["data"]["cursor"], 2);
+    let v: Value = serde_json::from_slice(&h.get("/stats/banks?count=2&cursor=2").body).unwrap();
+    assert_eq!(v["data"]["banks"][0]["name"], "c");
+    assert_eq!(v["data"]["cursor"], 0, "the last page ends the listing");
+    for bad in ["/stats/banks?count=x", "/stats/banks?cursor=-1"] {
+        let r = h.get(bad);
+        assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "{bad}: {}", r.show());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["status"], "error", "{}", r.show());
+    }
+    let r = h.get("/stats/volumes");
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap(),
+        serde_json::json!({"status": "ok", "data": null})
+    );
+    assert_eq!(h.get("/stats/nope").status, "HTTP/1.1 404 Not Found");
+    let r = h.call("PUT", "/stats/banks", b"");
+    assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed", "{}", r.show());
+    assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+}
+
+/// With a disk store, `/stats/volumes` shows the ring: the volume being written, each one's fill, the
+/// reuses; and a REST GET of an entry says its tier, position, size and lifetime in headers.
+#[test]
+fn stats_volumes_and_entry_headers_with_data_dir() {
+    let (s, _dir) = start_with_data_dir(&["--volume-size", "4096", "--volume-count", "3"]);
+    let mut h = Http::connect(s.http_addr());
+    let value = "v".repeat(1000);
+    for i in 0..4 {
+        h.call("POST", &format!("/bank/b/entry/k{i}"), value.as_bytes())
+            .expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    }
+    let v: Value = serde_json::from_slice(&h.get("/stats/volumes").body).unwrap();
+    let ring = &v["data"];
+    assert_eq!(ring["current"], 1, "{v}");
+    assert_eq!(ring["size"], 4096);
+    assert_eq!(ring["reuses"], 0);
+    let volumes = ring["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 3);
+    let k3 = record_size("b", "k3", value.len() + 2) as u64;
+    assert_eq!(volumes[1]["used"], k3, "{v}");
+    assert!(volumes[0]["used"].as_u64().unwrap() >= 3 * k3, "{v}");
+    assert_eq!(volumes[2]["used"], 0);
+    assert_eq!(volumes[1]["starts"], 1);
+
+    let r = h.get("/bank/b/entry/k3");
+    assert_eq!(r.status, "HTTP/1.1 200 OK", "{}", r.show());
+    assert_eq!(r.header("X-Cache"), Some("DISK"));
+    assert_eq!(r.header("X-Position"), Some(format!("1,0,{k3}").as_str()));
+    assert_eq!(r.header("X-Value-Bytes"), Some("1002"), "the JSON string's text, quotes included");
+    assert_eq!(r.header("Cache-Control"), None, "no lifetime");
+    h.call("POST", "/bank/b/entry/t?lifetime=3600", b"x").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    let r = h.get("/bank/b/entry/t");
+    let left = r.header("Cache-Control").and_then(|c| c.strip_prefix("max-age=")).unwrap();
+    assert!((3590..=3600).contains(&left.parse::<u64>().unwrap()), "{}", r.show());
+    assert!(r.header("Expires").is_some());
+}
+
+/// `POST …?as=json` stores the body as JSON, read back as JSON by the JSON port; a body that is not JSON
+/// is 400 and stores nothing; `?as=text` is the original's string; another `as` is 400.
+#[test]
+fn rest_post_as_json() {
+    let s = TestServer::start(&[]);
+    let mut h = Http::connect(s.http_addr());
+    let mut c = s.connect();
+    let body = b" {\"a\": [1, 2], \"b\": \"<script>\"}\n";
+    h.call("POST", "/bank/b/entry/j?as=json&lifetime=60", body).expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    c.check(&get("b", "j"), &ok(r#"{"a": [1, 2], "b": "<script>"}"#));
+    let r = h.get("/bank/b/entry/j");
+    assert_eq!(r.header("X-Cache"), Some("MEMC"));
+    assert_eq!(r.header("X-Position"), None, "memory only");
+    h.call("POST", "/bank/b/entry/t?as=text", b"[1]").expect_json("HTTP/1.1 200 OK", OK_EMPTY);
+    c.check(&get("b", "t"), &ok("\"[1]\""));
+    for (target, body) in [("/bank/b/entry/x?as=json", &b"{nope"[..]), ("/bank/b/entry/x?as=xml", b"1")] {
+        let r = h.call("POST", target, body);
+        assert_eq!(r.status, "HTTP/1.1 400 Bad Request", "{target}: {}", r.show());
+    }
+    c.check(&get("b", "x"), &no_key("x"));
+}

@@ -161,6 +161,49 @@ fn the_curl_commands_of_the_file_api_answer_as_shown() {
     }
 }
 
+/// The REST API's curl commands (`?as=json`, an entry's headers) answer the envelopes and headers their
+/// comments say: `# BODY, Header: value, …` (a `max-age` within a few seconds of the one shown).
+#[test]
+fn the_curl_commands_of_the_rest_api_answer_as_shown() {
+    let curl = ["/usr/bin/curl", "/usr/local/bin/curl", "/bin/curl"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("this test needs curl (scripts/test.sh installs it)");
+    let server = TestServer::start(&[]);
+    let block = block_starting("curl -X POST 'localhost:1234/bank/b/entry/cfg?as=json&lifetime=60' --data-binary '{\"a\": [1, 2]}'   # {\"status\": \"ok\", \"data\": {}}");
+    for line in &block.lines {
+        let (command, comment) = line.split_once("# ").expect("a comment saying what the answer is");
+        let mut args: Vec<String> = shell_words::split(command).unwrap()[1..]
+            .iter()
+            .map(|w| w.replace("localhost:1234", &server.http_addr().to_string()))
+            .collect();
+        args.push("-s".into());
+        let out = Command::new(curl).args(&args).output().unwrap();
+        assert!(out.status.success(), "{line}: curl failed: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap().replace("\r\n", "\n");
+        let (head, body) =
+            text.split_once("\n\n").filter(|_| args.contains(&"-i".into())).unwrap_or(("", &text));
+        let (want_body, headers) = comment.split_once(", X-").map_or((comment, None), |(b, h)| (b, Some(h)));
+        assert_eq!(body.trim_end(), want_body.trim_end(), "{line}");
+        for header in headers.map(|h| format!("X-{h}")).iter().flat_map(|h| h.split(", ")) {
+            let (name, value) = header.split_once(": ").unwrap_or_else(|| panic!("not a header: {header:?}"));
+            let got = head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            });
+            let got = got.unwrap_or_else(|| panic!("{line}: no {name}\n{head}"));
+            match value.strip_prefix("max-age=") {
+                Some(shown) => {
+                    let (shown, got): (u64, u64) =
+                        (shown.parse().unwrap(), got.trim_start_matches("max-age=").parse().unwrap());
+                    assert!(got <= shown + 1 && got + 5 >= shown, "{line}: {name}: {got}");
+                }
+                None => assert_eq!(got, value, "{line}: header {name}\n{head}"),
+            }
+        }
+    }
+}
+
 /// `bankcache-cli`, built beside the server by `cargo test --workspace`.
 fn cli_binary() -> PathBuf {
     let cli = PathBuf::from(server_program()).with_file_name("bankcache-cli");

@@ -25,7 +25,7 @@ use bankcache_proto::{Op, OpKind, RequestError};
 
 use crate::auth::AuthToken;
 use crate::stats::{Snapshot, Stats, WorkerCounters};
-use crate::store::{Access, Location, Served, Store, StoreError, TooLarge};
+use crate::store::{Access, BankFigures, Location, Served, Store, StoreError, TooLarge, VolumeRing};
 
 /// What commands need: the store, the counters `stats` reports, how big a reply may grow, and the token
 /// `auth` checks.
@@ -237,4 +237,21 @@ fn count(counters: &WorkerCounters, kind: OpKind, outcome: &Outcome<'_>) {
 /// Every counter of the server and its store.
 pub fn snapshot(ctx: &Context) -> Snapshot {
     server::snapshot(ctx)
+}
+
+/// A page of banks with their figures, from `cursor` (see [`Store::bank_figures`]), at most `count`
+/// (capped at [`BANK_PAGE_MAX`] so that one request's work stays bounded); and the cursor to go on from.
+pub fn bank_figures(ctx: &Context, cursor: u64, count: u64) -> (Vec<BankFigures>, u64) {
+    let cursor = usize::try_from(cursor).unwrap_or(usize::MAX);
+    let count = usize::try_from(count.min(BANK_PAGE_MAX)).unwrap_or(1);
+    let (page, next) = ctx.store.bank_figures(cursor, count);
+    (page, next as u64)
+}
+
+/// The most banks one page of [`bank_figures`] lists.
+pub const BANK_PAGE_MAX: u64 = 1000;
+
+/// The ring of disk volumes as it stands; `None` for a memory-only store.
+pub fn volume_ring(ctx: &Context) -> Option<VolumeRing> {
+    ctx.store.disk().map(|d| d.ring())
 }

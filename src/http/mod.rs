@@ -4,3 +4,4 @@
 pub mod codec;
 mod metrics;
 pub mod routes;
+mod ui;

@@ -1,15 +1,16 @@
 //! The HTTP front's routes, run by the workers: CacheFS's file API on `/<key>`, the original CacheServer's
-//! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats` and `/metrics`.
+//! REST API on `/bank/…` and `/banks` (also under `/api`), `/stats`, `/stats/banks` and `/stats/volumes` (for
+//! the admin page), `/metrics`, and the admin page's files under `/ui/` (see [`super::ui`]).
 //!
 //! Every route that runs an op builds the typed [`Op`] and runs it through [`cmd::execute`], as the JSON
 //! port does; the status comes from the typed outcome. The REST API answers with the JSON port's envelope
 //! as its body; the file API answers with the value's bytes and says where it lies (`X-Position`) and which
 //! tier served it (`X-Cache`).
 //!
-//! With an `auth_token`, every request must carry `Authorization: Bearer <token>` (`/metrics` too, unless
-//! `metrics_public`), checked before anything is routed; a request without it gets `401` with
-//! `WWW-Authenticate`, and one with a wrong token gets the same, closes the connection and counts as a
-//! failed attempt (see [`crate::auth`]).
+//! With an `auth_token`, every request but those of the admin page's files must carry
+//! `Authorization: Bearer <token>` (`/metrics` too, unless `metrics_public`), checked before anything is
+//! routed; a request without it gets `401` with `WWW-Authenticate`, and one with a wrong token gets the
+//! same, closes the connection and counts as a failed attempt (see [`crate::auth`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -21,7 +22,7 @@ use bankcache_proto::{Limits, Op, RequestError, Value};
 use percent_encoding::percent_decode_str;
 
 use super::codec::{self, Head, Once};
-use super::metrics;
+use super::{metrics, ui};
 use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::json::{self, Gate};
@@ -106,6 +107,7 @@ impl Response<'_> {
 fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -129,7 +131,8 @@ pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out
     let mut reply =
         Response { out, head_only: head.method == "HEAD", close: !head.keep_alive, sent: Sent::default() };
     if let Some(token) = &env.ctx.auth_token {
-        let public = env.metrics_public && head.path == "/metrics";
+        // The admin page's files hold no data: the page asks for the token and sends it on every request.
+        let public = (env.metrics_public && head.path == "/metrics") || ui::is_ui(head.path);
         if !public && !authorized(env, token, head.authorization, auth, &mut reply) {
             return if reply.close { Handled::Close(reply.sent) } else { Handled::Open(reply.sent) };
         }
@@ -239,6 +242,12 @@ impl Request<'_> {
         if raw == "/metrics" {
             return self.metrics(reply);
         }
+        if ui::is_ui(raw) {
+            return self.ui(reply);
+        }
+        if let Some(what) = raw.strip_prefix("/stats/") {
+            return self.stats_of(what, reply);
+        }
         let rest = raw.strip_prefix("/api").filter(|r| r.is_empty() || r.starts_with('/')).unwrap_or(raw);
         let reserved = rest == "/banks" || rest == "/bank" || rest.starts_with("/bank/") || rest != raw;
         if !reserved {
@@ -308,8 +317,7 @@ impl Request<'_> {
             "GET" | "HEAD" => self.run(&Op::Get { bank, key: key.clone() }, |outcome| match outcome {
                 Outcome::Value { value, served } => {
                     let position = served.location.map(position);
-                    let tier = if served.tier == Tier::Memory { "MEMC" } else { "DISK" };
-                    let mut headers = vec![("X-Cache", tier)];
+                    let mut headers = vec![("X-Cache", tier(served.tier))];
                     if let Some(p) = &position {
                         headers.push(("X-Position", p));
                     }
@@ -401,6 +409,84 @@ impl Request<'_> {
         reply.send(200, &[("Content-Type", "application/json")], &body);
     }
 
+    /// The admin page's files, each with the page's security headers.
+    fn ui(&self, reply: &mut Response<'_>) {
+        if self.head.method != "GET" && self.head.method != "HEAD" {
+            let why = format!("Method Not Allowed: {} takes GET or HEAD", self.head.path);
+            return self.file_error(reply, 405, &[("Allow", "GET, HEAD"), ui::CSP_HEADER], &why);
+        }
+        match ui::find(self.head.path) {
+            ui::Found::File(file) => {
+                let mut headers = vec![("Content-Type", file.content_type)];
+                headers.extend_from_slice(&ui::HEADERS);
+                reply.send(200, &headers, file.body);
+            }
+            ui::Found::Redirect(to) => {
+                let mut headers = vec![("Location", to)];
+                headers.extend_from_slice(&ui::HEADERS);
+                reply.text_error(301, &headers, &format!("Moved Permanently: the admin page is at {to}"));
+            }
+            ui::Found::Missing => {
+                let why = format!("Not Found: no file {}; the admin page is /ui/", self.head.path);
+                self.file_error(reply, 404, &ui::HEADERS, &why);
+            }
+        }
+    }
+
+    /// `GET /stats/banks` (a page of banks with their figures) and `GET /stats/volumes` (the ring of disk
+    /// volumes): JSON envelopes, as the REST API answers.
+    fn stats_of(&self, what: &str, reply: &mut Response<'_>) {
+        if what != "banks" && what != "volumes" {
+            let why =
+                format!("Not Found: no route {}; /stats/banks and /stats/volumes exist", self.head.path);
+            self.env.counters.error();
+            return reply.rest_error(404, &[], &why);
+        }
+        if self.head.method != "GET" && self.head.method != "HEAD" {
+            let why = format!("Method Not Allowed: {} takes GET or HEAD", self.head.path);
+            self.env.counters.error();
+            return reply.rest_error(405, &[("Allow", "GET, HEAD")], &why);
+        }
+        let data = if what == "banks" {
+            let query: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+                form_urlencoded::parse(self.head.query.as_bytes()).collect();
+            let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref());
+            let number = |name: &str, default: u64| match param(name) {
+                None => Ok(default),
+                Some(text) => text.parse::<u64>().map_err(|_| format!("{name} must be a whole number")),
+            };
+            let (cursor, count) = match (number("cursor", 0), number("count", BANK_PAGE_DEFAULT)) {
+                (Ok(cursor), Ok(count)) => (cursor, count),
+                (Err(why), _) | (_, Err(why)) => return self.rest_error(reply, 400, &why),
+            };
+            let (banks, cursor) = cmd::bank_figures(self.env.ctx, cursor, count.max(1));
+            let banks: Vec<BankJson<'_>> = banks
+                .iter()
+                .map(|b| BankJson { name: &b.name, keys: b.keys, bytes: b.bytes, ram_bytes: b.ram_bytes })
+                .collect();
+            serde_json::to_vec(&BanksJson { cursor, banks })
+        } else {
+            serde_json::to_vec(&cmd::volume_ring(self.env.ctx).map(|ring| {
+                RingJson {
+                    current: ring.current,
+                    size: ring.size,
+                    reuses: ring.reuses,
+                    volumes: ring
+                        .volumes
+                        .iter()
+                        .map(|v| VolumeJson { generation: v.generation, used: v.used, starts: v.starts })
+                        .collect(),
+                }
+            }))
+        };
+        // The envelope as every other route writes it, around the data (compact, in the fields' order).
+        let mut body = b"{\"status\": \"ok\", \"data\": ".to_vec();
+        // Serializing these plain structs cannot fail; `null` if it ever did.
+        body.extend_from_slice(&data.unwrap_or_else(|_| b"null".to_vec()));
+        body.push(b'}');
+        reply.send(200, &[("Content-Type", "application/json")], &body);
+    }
+
     fn metrics(&self, reply: &mut Response<'_>) {
         if self.head.method != "GET" && self.head.method != "HEAD" {
             let why = format!("Method Not Allowed: {} takes GET or HEAD", self.head.path);
@@ -438,7 +524,13 @@ impl Request<'_> {
             ("GET" | "HEAD", ["bank", bank, "entry", key]) => Op::Get { bank: name(bank), key: name(key) },
             ("DELETE", ["bank", bank, "entry", key]) => Op::Delete { bank: name(bank), key: name(key) },
             ("POST", ["bank", bank, "entry", key]) => {
-                // As the original: the body, as UTF-8 text, is stored as a JSON string.
+                // As the original: the body, as UTF-8 text, is stored as a JSON string; with `?as=json`
+                // the body is JSON, stored as it is (the admin page edits JSON values so).
+                let as_json = match param("as") {
+                    None | Some("text") => false,
+                    Some("json") => true,
+                    Some(_) => return self.rest_error(reply, 400, "as must be text or json: ?as=json"),
+                };
                 let Ok(text) = std::str::from_utf8(self.body) else {
                     return self.rest_error(
                         reply,
@@ -446,13 +538,20 @@ impl Request<'_> {
                         "the body is not UTF-8 (it is stored as a JSON string)",
                     );
                 };
+                let json = match as_json {
+                    false => serde_json::to_vec(text).unwrap_or_default(),
+                    true => match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+                        Ok(raw) => raw.get().as_bytes().to_vec(),
+                        Err(_) => return self.rest_error(reply, 400, "the body is not JSON (?as=json)"),
+                    },
+                };
                 // Read as the JSON port and the file API read a lifetime.
                 let lifetime = match param("lifetime").map(lifetime_secs) {
                     None => None,
                     Some(Some(l)) => Some(l),
                     Some(None) => return self.rest_error(reply, 400, "lifetime must be a number of seconds"),
                 };
-                let value = Value::Json(Cow::Owned(serde_json::to_vec(text).unwrap_or_default()));
+                let value = Value::Json(Cow::Owned(json));
                 Op::Put { bank: name(bank), key: name(key), value, lifetime }
             }
             ("PUT", ["bank", bank, "entry", key]) => match operation {
@@ -496,7 +595,24 @@ impl Request<'_> {
         if let Err(why) = op.check(self.env.limits).and(bad_field.map_or(Ok(()), Err)) {
             return self.refuse(why, reply);
         }
-        self.run(&op, |outcome| envelope(reply, &outcome));
+        self.run(&op, |outcome| match outcome {
+            // An entry's GET says how it is held, as the file API's does (the admin page shows it).
+            Outcome::Value { value, served } => {
+                let fresh = served.deadline.map(|deadline| freshness(deadline, self.env.now));
+                let position = served.location.map(position);
+                let size = value.len().to_string();
+                let mut headers = vec![("X-Cache", tier(served.tier)), ("X-Value-Bytes", size.as_str())];
+                if let Some(p) = &position {
+                    headers.push(("X-Position", p));
+                }
+                if let Some((cache_control, expires)) = &fresh {
+                    headers.push(("Cache-Control", cache_control));
+                    headers.push(("Expires", expires));
+                }
+                envelope_with(reply, &Outcome::Value { value, served }, &headers)
+            }
+            outcome => envelope(reply, &outcome),
+        });
     }
 
     /// Answers a REST request refused before it ran, with the JSON port's words.
@@ -507,6 +623,11 @@ impl Request<'_> {
 
 /// The REST answer: the JSON envelope, with the status the outcome calls for.
 fn envelope(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
+    envelope_with(reply, outcome, &[])
+}
+
+/// [`envelope`], with more headers.
+fn envelope_with(reply: &mut Response<'_>, outcome: &Outcome<'_>, headers: &[(&str, &str)]) {
     let code = match outcome {
         Outcome::Missing { .. } => 404,
         Outcome::Failed(_) => 400,
@@ -514,7 +635,53 @@ fn envelope(reply: &mut Response<'_>, outcome: &Outcome<'_>) {
     };
     let mut body = Vec::new();
     json::encode(outcome, &mut body);
-    reply.send(code, &[("Content-Type", "application/json")], &body);
+    let mut all = vec![("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    reply.send(code, &all, &body);
+}
+
+/// `X-Cache`: the tier that served a read.
+fn tier(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Memory => "MEMC",
+        Tier::Disk => "DISK",
+    }
+}
+
+/// Banks a page of `GET /stats/banks` lists unless `count` says otherwise.
+const BANK_PAGE_DEFAULT: u64 = 100;
+
+/// `GET /stats/banks`'s data.
+#[derive(serde::Serialize)]
+struct BanksJson<'a> {
+    cursor: u64,
+    banks: Vec<BankJson<'a>>,
+}
+
+/// One bank of `GET /stats/banks`.
+#[derive(serde::Serialize)]
+struct BankJson<'a> {
+    name: &'a str,
+    keys: u64,
+    bytes: u64,
+    ram_bytes: u64,
+}
+
+/// `GET /stats/volumes`'s data (`null` without a disk store).
+#[derive(serde::Serialize)]
+struct RingJson {
+    current: u32,
+    size: u64,
+    reuses: u64,
+    volumes: Vec<VolumeJson>,
+}
+
+/// One volume of `GET /stats/volumes`.
+#[derive(serde::Serialize)]
+struct VolumeJson {
+    generation: u32,
+    used: u64,
+    starts: u64,
 }
 
 /// The latest instant an IMF-fixdate can say: 9999-12-31 23:59:59 UTC, in Unix seconds.
@@ -557,7 +724,8 @@ const INDEX: &[u8] = b"bankcache\n\
     DELETE /<key> removes it\n\
     REST API: /bank/<bank>/entry/<key>, /bank/<bank>/entries, /bank/<bank>/scan, /bank/<bank>, /banks \
     (also under /api)\n\
-    counters: /stats (JSON), /metrics (Prometheus)\n";
+    counters: /stats (JSON), /stats/banks, /stats/volumes, /metrics (Prometheus)\n\
+    admin page: /ui/\n";
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,8 @@ use record::{Kind, Meta};
 pub use table::{Access, Bank};
 use table::{Ring, RingKind, Table};
 pub use volume::{
-    DiskBudget, Fsync, Location, ReadMiss, Recovered, RecoveryReport, VolumeConfig, VolumeError, Volumes,
+    DiskBudget, Fsync, Location, ReadMiss, Recovered, RecoveryReport, Ring as VolumeRing, VolumeConfig,
+    VolumeError, VolumeFigures, Volumes,
 };
 
 /// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.
@@ -195,6 +196,19 @@ pub struct SweepPass {
     pub visited: u64,
     /// Entries removed.
     pub removed: u64,
+}
+
+/// One bank's figures, for the admin page's bank list (`GET /stats/banks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankFigures {
+    /// The bank's name.
+    pub name: Box<str>,
+    /// Entries held, including expired ones the sweep has not reached yet.
+    pub keys: u64,
+    /// Bytes of keys and values held, in RAM or on disk.
+    pub bytes: u64,
+    /// Of those, bytes of values held in RAM.
+    pub ram_bytes: u64,
 }
 
 /// Why a listing was refused.
@@ -756,6 +770,34 @@ impl Store {
         }
     }
 
+    /// A page of banks with their figures, in creation order from `cursor` (a bank's place in that order:
+    /// banks are never removed, so it stays valid), at most `count`; returns the cursor to go on from,
+    /// 0 when every bank has been listed. Each bank's lock is taken for a moment, one at a time.
+    pub fn bank_figures(&self, cursor: usize, count: usize) -> (Vec<BankFigures>, usize) {
+        let (banks, total) = {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            let order = table.order();
+            let from = cursor.min(order.len());
+            let to = from.saturating_add(count).min(order.len());
+            (order[from..to].to_vec(), order.len())
+        };
+        let figures: Vec<BankFigures> = banks
+            .iter()
+            .map(|bank| {
+                let map = bank.lock_wait();
+                BankFigures {
+                    name: bank.name().into(),
+                    keys: map.len() as u64,
+                    bytes: map.bytes() as u64,
+                    ram_bytes: map.ram_bytes() as u64,
+                }
+            })
+            .collect();
+        let next = cursor.saturating_add(figures.len());
+        let next = if next >= total || figures.is_empty() { 0 } else { next };
+        (figures, next)
+    }
+
     /// Totals over every bank, from the store-wide tallies.
     pub fn totals(&self) -> Totals {
         let banks = self.table.read().unwrap_or_else(PoisonError::into_inner).order().len() as u64;
@@ -944,6 +986,59 @@ mod tests {
             Lookup::Hit((v, served)) => Some((v, served.tier)),
             _ => None,
         }
+    }
+
+    /// The admin page's bank list pages through the banks in creation order, with each bank's figures.
+    #[test]
+    fn bank_figures_page_in_creation_order() {
+        let store = Store::new();
+        for (bank, n) in [("b", 3), ("a", 1), ("c", 2)] {
+            for i in 0..n {
+                store
+                    .put(bank, format!("k{i}").as_bytes(), b"12345", 0, Ttl::Forever, 0, Access::Wait)
+                    .unwrap();
+            }
+        }
+        let (page, next) = store.bank_figures(0, 2);
+        let names: Vec<&str> = page.iter().map(|f| &*f.name).collect();
+        assert_eq!((names, next), (vec!["b", "a"], 2));
+        assert_eq!((page[0].keys, page[1].keys), (3, 1));
+        assert!(page[0].bytes >= 3 * 7, "keys and values: {}", page[0].bytes);
+        let (page, next) = store.bank_figures(next, 2);
+        assert_eq!((page.len(), &*page[0].name, page[0].keys, next), (1, "c", 2, 0));
+        assert_eq!(store.bank_figures(7, 2), (Vec::new(), 0));
+    }
+
+    /// The ring says which volume is written, how far each is filled, and how often each was started.
+    #[test]
+    fn volume_ring_follows_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = disk_config(dir.path());
+        if let Some(v) = config.volumes.as_mut() {
+            v.volume_size = 4096;
+        }
+        let (store, _) = Store::open(config.clone()).unwrap();
+        let ring = store.disk().unwrap().ring();
+        assert_eq!((ring.current, ring.size, ring.reuses, ring.volumes.len()), (0, 4096, 0, 3));
+        assert_eq!(ring.volumes.iter().map(|v| v.starts).collect::<Vec<_>>(), [1, 0, 0]);
+        let value = [7u8; 1000];
+        // Four records of ~1 KB fill volume 0 to ~3 KB, the fourth goes to volume 1, and so on round the ring.
+        for i in 0..12 {
+            store.put("b", format!("k{i}").as_bytes(), &value, 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        }
+        let ring = store.disk().unwrap().ring();
+        assert_eq!(ring.current, 0, "round the ring once: {ring:?}");
+        assert_eq!(ring.reuses, 1);
+        assert_eq!(ring.volumes[0].starts, 2, "written at start-up, and again");
+        assert_eq!(ring.volumes[1].starts, 1);
+        assert!(ring.volumes.iter().all(|v| v.used > 0 && v.used <= 4096), "{ring:?}");
+        let (_, offset) = store.disk().unwrap().write_position();
+        assert_eq!(ring.volumes[0].used, offset);
+        let filled = ring.volumes[1].used;
+        drop(store);
+        // A restart finds how far each volume was filled by replaying it.
+        let (store, _) = Store::open(config).unwrap();
+        assert_eq!(store.disk().unwrap().ring().volumes[1].used, filled);
     }
 
     fn disk_config(dir: &std::path::Path) -> StoreConfig {

@@ -177,6 +177,12 @@ struct Volume {
     generation: AtomicU32,
     /// A file found cut short under the server has been reported (once, not on every read).
     reported_short: AtomicBool,
+    /// Where its records end, for [`Volumes::ring`]: set when start-up replays it and when the writer
+    /// leaves it; the current volume's is the writer's offset instead.
+    end: AtomicU64,
+    /// Times it was written into since start: the volume written at start-up once, and once more each time
+    /// the writer moves into it.
+    starts: AtomicU64,
 }
 
 impl Volume {
@@ -325,6 +331,7 @@ impl Volumes {
             let file = vols[n as usize].file();
             let replayed =
                 replay::replay(&dir, disk, n, generation, &file, config.volume_size, &mut chain, &mut apply);
+            vols[n as usize].end.store(replayed.end, Ordering::Relaxed);
             report.volumes += 1;
             report.records += replayed.records;
             report.dead_records += replayed.dead;
@@ -397,6 +404,7 @@ impl Volumes {
             offset = 0;
         }
         vols[current as usize].generation.store(current_generation, Ordering::Relaxed);
+        vols[current as usize].starts.store(1, Ordering::Relaxed);
         if meta_current != Some(current) {
             // Best effort: the generations, not META.txt, decide at the next start-up.
             if let Err(e) = write_meta(&dir, current, disk) {
@@ -583,6 +591,9 @@ impl Volumes {
             w.unsynced.push(w.current);
         }
         let next = (w.current + 1) % self.vols.len() as u32;
+        self.vols[w.current as usize].end.store(w.offset, Ordering::Relaxed);
+        self.vols[next as usize].end.store(0, Ordering::Relaxed);
+        self.vols[next as usize].starts.fetch_add(1, Ordering::Relaxed);
         let generation = self.new_generation(w);
         // From here on, every location in the reused volume reads as recycled.
         let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
@@ -851,6 +862,53 @@ impl Volumes {
         let w = self.writer();
         (w.current, w.offset)
     }
+
+    /// The ring of volumes as it stands: which one is being written, and how far each is filled, for the
+    /// admin page's picture of the ring (`GET /stats/volumes`). Takes the writer's lock for a moment.
+    pub fn ring(&self) -> Ring {
+        let (current, offset) = self.write_position();
+        let volumes = self
+            .vols
+            .iter()
+            .enumerate()
+            .map(|(n, v)| {
+                let generation = v.generation.load(Ordering::Relaxed);
+                let used = if n as u32 == current {
+                    offset
+                } else if generation == 0 {
+                    0
+                } else {
+                    v.end.load(Ordering::Relaxed)
+                };
+                VolumeFigures { generation, used, starts: v.starts.load(Ordering::Relaxed) }
+            })
+            .collect();
+        Ring { current, size: self.size, reuses: self.reuses(), volumes }
+    }
+}
+
+/// The ring of volumes at one instant ([`Volumes::ring`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ring {
+    /// The volume being written.
+    pub current: u32,
+    /// `volume_size`: what each volume can hold.
+    pub size: u64,
+    /// Volumes reused since start (the writer came back to one that held data).
+    pub reuses: u64,
+    /// Each volume, in ring order.
+    pub volumes: Vec<VolumeFigures>,
+}
+
+/// One volume of the [`Ring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeFigures {
+    /// Its generation: 0 when it holds nothing; the newest is the one being written.
+    pub generation: u32,
+    /// Bytes of records written into it (live or dead).
+    pub used: u64,
+    /// Times it was written into since start (the volume written at start-up counts once).
+    pub starts: u64,
 }
 
 /// LSNs at or past this were never written by a store (it would take a million records a second for
@@ -862,6 +920,7 @@ const LSN_LIMIT: u64 = u64::MAX / 2;
 fn erase_volumes(dir: &Path, vols: &[Volume], size: u64) -> Result<(), VolumeError> {
     for (n, vol) in vols.iter().enumerate() {
         vol.generation.store(0, Ordering::Release);
+        vol.end.store(0, Ordering::Relaxed);
         let file = vol.file();
         file.set_len(0)
             .and_then(|()| file.set_len(size))
@@ -884,6 +943,8 @@ fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
         file: RwLock::new(Arc::new(open_file(path, size)?)),
         generation: AtomicU32::new(0),
         reported_short: AtomicBool::new(false),
+        end: AtomicU64::new(0),
+        starts: AtomicU64::new(0),
     })
 }
 
