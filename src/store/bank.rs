@@ -455,6 +455,20 @@ impl BankMap {
         now: u64,
         seq: Option<u64>,
     ) -> bool {
+        self.set_at(key, new, deadline, lifetime, now, seq).0
+    }
+
+    /// [`BankMap::set`], also returning the entry's slot, so that start-up, which sets a million entries
+    /// in a row, need not look each one up again.
+    fn set_at(
+        &mut self,
+        key: &[u8],
+        new: NewValue<'_>,
+        deadline: u64,
+        lifetime: u64,
+        now: u64,
+        seq: Option<u64>,
+    ) -> (bool, usize) {
         let value = new.in_ram.then_some(new.value);
         let value_len = value.map_or(0, <[u8]>::len);
         let (data, layout) = entry_data(lifetime, new.location, key, value);
@@ -481,7 +495,7 @@ impl BankMap {
                     // A dead entry's place in the order died with it.
                     slot.set_seq(seq.unwrap_or_else(|| take_seq(&mut self.next_seq)));
                 }
-                was_live
+                (was_live, *found.get() as usize)
             }
             TableEntry::Vacant(vacant) => {
                 let seq = seq.unwrap_or_else(|| take_seq(&mut self.next_seq));
@@ -493,7 +507,7 @@ impl BankMap {
                 vacant.insert(i as u32);
                 self.ram_bytes += value_len;
                 self.bytes += key.len() + new.value.len();
-                false
+                (false, i)
             }
         }
     }
@@ -502,14 +516,36 @@ impl BankMap {
     pub fn restore(&mut self, key: &[u8], location: Location, value_len: usize, meta: &super::record::Meta) {
         let new = NewValue { value: &[], in_ram: false, location: Some(location), flags: meta.flags };
         // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
-        self.set(key, new, meta.deadline, meta.lifetime, 0, None);
+        let (_, i) = self.set_at(key, new, meta.deadline, meta.lifetime, 0, None);
         self.bytes += value_len;
-        if let Some(i) = self.find(key) {
-            self.slots[i].set_seq(meta.seq);
-        }
+        self.slots[i].set_seq(meta.seq);
         // Saturating: the number comes from the files, and the last one there is must not overflow. Keys
         // numbered alike list in either order.
         self.next_seq = self.next_seq.max(meta.seq.saturating_add(1));
+    }
+
+    /// Makes room for `additional` more entries at once. Start-up knows how many keys a bank's records
+    /// hold; growing a table of millions of keys a step at a time would rehash every key about once more,
+    /// each rehash reading every key back from its entry.
+    pub fn reserve(&mut self, additional: usize) {
+        let BankMap { index, slots, hasher, .. } = self;
+        index.reserve(additional, |&i| hasher.hash_one(slots[i as usize].key()));
+        slots.reserve(additional);
+    }
+
+    /// Gives back the index that [`BankMap::reserve`] made for keys start-up did not keep (puts later
+    /// overwritten or deleted), when a table half the size would hold every key.
+    pub fn trim(&mut self) {
+        let BankMap { index, slots, hasher, .. } = self;
+        if index.len() < index.capacity() / 2 {
+            index.shrink_to(index.len(), |&i| hasher.hash_one(slots[i as usize].key()));
+        }
+    }
+
+    /// Keys the index holds without growing.
+    #[cfg(test)]
+    pub fn index_capacity(&self) -> usize {
+        self.index.capacity()
     }
 
     /// Applies a touch record at start-up.

@@ -21,7 +21,8 @@ pub const MAGIC: [u8; 4] = *b"BCI2";
 const VERSION: u32 = 2;
 /// Bytes of the file header.
 pub const HEADER_LEN: usize = 16;
-const ENTRY_HEADER: usize = 56;
+/// Bytes of an entry before its names.
+pub const ENTRY_HEADER: usize = 56;
 
 /// One index entry, borrowing its names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,22 @@ pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry<'_>) {
     out.extend_from_slice(entry.key);
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The length the entry at the start of `buf` declares: `None` when the lengths in its fixed part (which
+/// `buf` must hold) do not agree, as in a damaged entry.
+pub fn entry_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < ENTRY_HEADER {
+        return None;
+    }
+    let len = le32(buf, 4) as usize;
+    (len == ENTRY_HEADER + u16_at(buf, 10) + u16_at(buf, 12)).then_some(len)
+}
+
+/// The kind byte and the bank of the entry at the start of `buf`, which must hold all of its
+/// [`entry_len`] bytes; unchecked (no CRC), for counts that are only a hint.
+pub fn peek_kind_bank(buf: &[u8]) -> (u8, &[u8]) {
+    (buf[8], &buf[ENTRY_HEADER..ENTRY_HEADER + u16_at(buf, 10)])
 }
 
 /// Reads the entry at the start of `buf`: the entry and its length, or `None` at a torn or damaged entry

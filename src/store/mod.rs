@@ -294,7 +294,8 @@ impl Store {
         let Some(volumes) = &config.volumes else { return Ok((store, None)) };
         let now = now_ms();
         let mut table = Table::default();
-        let (disk, mut report) = Volumes::open(volumes, |r| replay(&mut table, r, now))?;
+        let mut replayer = Replayer { sizes: volume::census(&volumes.dir, volumes.volume_count), last: None };
+        let (disk, mut report) = Volumes::open(volumes, |r| replayer.apply(&mut table, r, now))?;
         if let Some(floor) = report.floor() {
             // A gap in the log: no value written before it can be proven to be its key's newest.
             for bank in table.order() {
@@ -311,7 +312,8 @@ impl Store {
         counters.recovery_recycled.store(report.recycled_entries, Ordering::Relaxed);
         for bank in table.order() {
             store.usage.add_bank(bank_cost(bank.name()));
-            let map = bank.lock_wait();
+            let mut map = bank.lock_wait();
+            map.trim();
             store.usage.apply(memory::Figures::default(), map.figures());
             store.join_rings(bank, &map);
         }
@@ -939,39 +941,62 @@ impl Store {
     }
 }
 
-/// Applies one recovered record to the bank table being rebuilt.
-fn replay(table: &mut Table, r: &Recovered<'_>, now: u64) {
-    let Ok(bank) = std::str::from_utf8(&r.bank) else {
-        log::warn!("skipping a record whose bank name is not UTF-8");
-        return;
-    };
-    match r.meta.kind {
-        // A put is restored even when its deadline has passed: a later touch may have moved the deadline
-        // on, and only the last record of the key says which deadline holds. Expired entries are removed
-        // by reads and by the sweep.
-        Kind::Put => {
-            let value_len =
-                (r.location.len as usize).saturating_sub(record::HEADER_LEN + r.bank.len() + r.key.len());
-            let (bank, _) = table.get_or_create(bank);
+/// Rebuilds the bank table from the records start-up replays.
+struct Replayer {
+    /// Put records per bank in the index files ([`volume::census`]): a bank's table is made that big at
+    /// once.
+    sizes: std::collections::HashMap<Box<[u8]>, usize>,
+    /// The bank of the record before: records of one bank mostly follow each other.
+    last: Option<Arc<Bank>>,
+}
+
+impl Replayer {
+    /// Applies one recovered record.
+    fn apply(&mut self, table: &mut Table, r: &Recovered<'_>, now: u64) {
+        let restore = |bank: &Bank| {
+            let names = record::HEADER_LEN + r.bank.len() + r.key.len();
+            let value_len = (r.location.len as usize).saturating_sub(names);
             bank.lock_wait().restore(&r.key, r.location, value_len, &r.meta);
+        };
+        let last = self.last.as_ref().filter(|b| b.name().as_bytes() == &*r.bank);
+        if let (Some(bank), Kind::Put) = (last, r.meta.kind) {
+            return restore(bank);
         }
-        Kind::Delete => {
-            if let Some(b) = table.get(bank) {
-                b.lock_wait().remove_key(&r.key, now);
+        self.last = None;
+        let Ok(name) = std::str::from_utf8(&r.bank) else {
+            log::warn!("skipping a record whose bank name is not UTF-8");
+            return;
+        };
+        match r.meta.kind {
+            // A put is restored even when its deadline has passed: a later touch may have moved the
+            // deadline on, and only the last record of the key says which deadline holds. Expired entries
+            // are removed by reads and by the sweep.
+            Kind::Put => {
+                let (bank, created) = table.get_or_create(name);
+                if created {
+                    bank.lock_wait().reserve(self.sizes.remove(&*r.bank).unwrap_or(0));
+                }
+                restore(&bank);
+                self.last = Some(bank);
             }
-        }
-        // Like a put, a touch whose deadline has passed is kept: a later touch may have moved it on again.
-        Kind::Touch => {
-            if let Some(b) = table.get(bank) {
-                b.lock_wait().restore_touch(&r.key, r.meta.deadline, r.meta.lifetime);
+            Kind::Delete => {
+                if let Some(b) = table.get(name) {
+                    b.lock_wait().remove_key(&r.key, now);
+                }
             }
-        }
-        Kind::Reset => {
-            if let Some(b) = table.get(bank) {
-                b.lock_wait().clear();
+            // Like a put, a touch whose deadline has passed is kept: a later touch may have moved it on.
+            Kind::Touch => {
+                if let Some(b) = table.get(name) {
+                    b.lock_wait().restore_touch(&r.key, r.meta.deadline, r.meta.lifetime);
+                }
             }
+            Kind::Reset => {
+                if let Some(b) = table.get(name) {
+                    b.lock_wait().clear();
+                }
+            }
+            Kind::Void => {}
         }
-        Kind::Void => {}
     }
 }
 
@@ -1220,6 +1245,38 @@ mod tests {
             s.get("a", b"short", now + 160_000, false, Access::Wait, |_, _| ()).unwrap(),
             Lookup::Expired
         );
+    }
+
+    #[test]
+    fn start_up_sizes_each_bank_from_a_census_of_its_puts() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            for i in 0..300 {
+                s.put("a", format!("k{i}").as_bytes(), b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            }
+            s.put("b", b"x", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("b", b"y", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.delete("b", b"y", now, Access::Wait).unwrap();
+            // One key written 2,000 times: the census counts every put.
+            for _ in 0..2000 {
+                s.put("c", b"same", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let counts = volume::census(dir.path(), 3);
+        let count = |bank: &str| counts.get(bank.as_bytes()).copied();
+        assert_eq!((count("a"), count("b"), count("c"), count("d")), (Some(300), Some(2), Some(2000), None));
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        let table = s.table.read().unwrap();
+        let bank = |name: &str| table.get(name).unwrap().lock_wait();
+        assert_eq!(bank("a").len(), 300);
+        assert!(bank("a").index_capacity() >= 300);
+        assert_eq!(bank("b").len(), 1);
+        // Sized for 2,000 keys, then trimmed to what the one key needs.
+        assert_eq!(bank("c").len(), 1);
+        assert!(bank("c").index_capacity() < 16, "{}", bank("c").index_capacity());
     }
 
     #[test]

@@ -38,6 +38,12 @@ impl<T> Default for Slots<T> {
 }
 
 impl<T> Slots<T> {
+    /// Makes room for `additional` more cells without moving the array again. The room is mapped, not
+    /// touched: it costs no RAM until cells are made in it.
+    pub fn reserve(&mut self, additional: usize) {
+        self.cells.reserve(additional);
+    }
+
     /// Occupied cells.
     pub fn len(&self) -> usize {
         self.len

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 pub use io::DiskBudget;
-pub use replay::RecoveryReport;
+pub use replay::{census, RecoveryReport};
 /// The checkpoint's codec, for the fuzz targets (the `fuzzing` module); nothing else outside this module
 /// needs it.
 #[doc(hidden)]
