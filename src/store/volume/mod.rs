@@ -18,17 +18,21 @@
 //! start-up proves what it recovers is in [`replay`].
 
 mod io;
+mod lease;
 mod replay;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, IoSlice, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 pub use io::DiskBudget;
+pub use lease::{FileSlice, Lease, SendGate};
 pub use replay::RecoveryReport;
 /// The checkpoint's codec, for the fuzz targets (the `fuzzing` module); nothing else outside this module
 /// needs it.
@@ -37,7 +41,22 @@ pub use replay::{Checkpoint, CHECKPOINT_LEN};
 
 use super::index::{self, Entry};
 use super::record::{self, Kind, Meta, Record};
+use lease::Pins;
 use replay::Chain;
+
+/// How long the writer waits for the sends from a volume to let go of it before reusing it anyway (their
+/// leases are then revoked, and those sends end with their connections). The reactor lets go within a
+/// tick of being asked, so this bound is only reached when it is stuck.
+const RECLAIM_BOUND: Duration = Duration::from_secs(2);
+
+/// A disk read's buffer is kept per thread for the next read, up to this capacity.
+const KEEP_SCRATCH: usize = 8 << 20;
+
+thread_local! {
+    /// The buffer disk reads check records in: reused, so a read of a large value touches memory already
+    /// mapped instead of pages the allocator must fault in (and zero) again.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// When data reaches the disk itself, not only the kernel, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +196,8 @@ struct Volume {
     generation: AtomicU32,
     /// A file found cut short under the server has been reported (once, not on every read).
     reported_short: AtomicBool,
+    /// Reads whose value may be sent straight from the file (see [`lease`]).
+    pins: Arc<Pins>,
 }
 
 impl Volume {
@@ -221,6 +242,9 @@ pub struct Volumes {
     damaged_reads: AtomicU64,
     /// Volumes reused since start.
     reuses: AtomicU64,
+    /// The file system can punch the old data out of a volume before it is reused, so values may be sent
+    /// straight from the files (see [`lease`]); without it every read is copied.
+    zero_copy: bool,
 }
 
 pub(super) fn data_path(dir: &Path, n: u32) -> PathBuf {
@@ -440,6 +464,7 @@ impl Volumes {
             // Damaged records found at start-up count with those found by reads.
             damaged_reads: AtomicU64::new(report.damaged_records),
             reuses: AtomicU64::new(0),
+            zero_copy: io::can_punch_holes(&config.dir.join("data")),
         };
         {
             let mut w = volumes.writer();
@@ -585,7 +610,11 @@ impl Volumes {
         let next = (w.current + 1) % self.vols.len() as u32;
         let generation = self.new_generation(w);
         // From here on, every location in the reused volume reads as recycled.
-        let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
+        let vol = &self.vols[next as usize];
+        let held_data = vol.generation.swap(generation, Ordering::SeqCst) != 0;
+        if held_data && self.zero_copy {
+            self.clear_for_reuse(next);
+        }
         let disk = self.disk.as_deref();
         w.index = match rewrite_index(&self.dir, next, generation, disk)
             .and_then(|()| open_index_for_append(&self.dir, next))
@@ -607,6 +636,24 @@ impl Volumes {
             self.reuses.fetch_add(1, Ordering::Relaxed);
         }
         log::info!("now writing volume {next} (generation {generation})");
+    }
+
+    /// Makes a volume safe to overwrite while values of its old records may still be on their way to
+    /// clients: waits (bounded) for the sends reading from it to let go, revokes whatever lease is left,
+    /// and punches the old data out, so that the page-cache pages already handed to sockets keep their
+    /// bytes and new records go into fresh pages.
+    fn clear_for_reuse(&self, n: u32) {
+        let vol = &self.vols[n as usize];
+        if !vol.pins.reclaim(RECLAIM_BOUND) {
+            log::warn!(
+                "sends from {} held it for {RECLAIM_BOUND:?}; reusing it, and ending them",
+                vol.path.display()
+            );
+        }
+        vol.pins.revoke();
+        if let Err(e) = io::punch_hole(&vol.file(), self.size) {
+            log::warn!("cannot clear {} before reuse: {e}", vol.path.display());
+        }
     }
 
     /// The generation of a volume started now. Generations are 32-bit: when they run out (billions of volume
@@ -767,24 +814,72 @@ impl Volumes {
         key: &[u8],
         f: impl FnOnce(&Record<'_>) -> R,
     ) -> Result<R, ReadMiss> {
-        let (copy, _) = self.read_copy(at, bank, key)?;
-        record::decode(&copy).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
+        self.with_record(at, bank, key, false, |record, _, _| {
+            record::decode(record).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
+        })?
     }
 
-    /// Reads the record at `at` with one positioned read and checks it (magic, CRCs, generation, names):
-    /// the copy, and where the value lies in it.
-    fn read_copy(
+    /// Reads the value of the record at `at`, checked as [`Volumes::read`] checks it: `f` gets the value
+    /// (in this thread's reused read buffer) and, when the file system allows it, the same bytes as a
+    /// pinned [`FileSlice`] of the volume file, which may be sent from the file instead of copied.
+    pub fn read_value<R>(
         &self,
         at: Location,
         bank: &[u8],
         key: &[u8],
-    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
+        f: impl FnOnce(&[u8], Option<FileSlice>) -> R,
+    ) -> Result<R, ReadMiss> {
+        self.with_record(at, bank, key, self.zero_copy, |record, value, slice| f(&record[value], slice))
+    }
+
+    /// Reads the record at `at` with one positioned read into this thread's read buffer and checks it
+    /// (magic, CRCs, generation, names); `f` gets the record, where the value lies in it, and with
+    /// `slice` a pinned slice of the file holding the value.
+    fn with_record<R>(
+        &self,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+        slice: bool,
+        f: impl FnOnce(&[u8], std::ops::Range<usize>, Option<FileSlice>) -> R,
+    ) -> Result<R, ReadMiss> {
         let vol = self.vols.get(at.volume as usize).ok_or(ReadMiss::Damaged)?;
-        if vol.generation.load(Ordering::Acquire) != at.generation {
+        // Pinned before the generation is checked: a writer that moves it on after this waits for the pin.
+        let lease = slice.then(|| vol.pins.pin());
+        if vol.generation.load(Ordering::SeqCst) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        let mut copy = vec![0; at.len as usize];
-        let got = io::read_at(&vol.file(), &mut copy, u64::from(at.offset)).unwrap_or(0);
+        let file = vol.file();
+        let len = at.len as usize;
+        SCRATCH.with_borrow_mut(|buf| {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let result = self.check_record(vol, &file, at, bank, key, &mut buf[..len]).map(|value| {
+                let slice = lease.map(|lease| {
+                    let start = u64::from(at.offset) + value.start as u64;
+                    FileSlice::new(Arc::clone(&file), start, value.len(), lease)
+                });
+                f(&buf[..len], value, slice)
+            });
+            if buf.capacity() > KEEP_SCRATCH {
+                *buf = Vec::new();
+            }
+            result
+        })
+    }
+
+    /// Reads the record at `at` into `copy` (its length) and checks it: where the value lies in it.
+    fn check_record(
+        &self,
+        vol: &Volume,
+        file: &File,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+        copy: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, ReadMiss> {
+        let got = io::read_at(file, copy, u64::from(at.offset)).unwrap_or(0);
         if got < copy.len() {
             // The file was cut short under the server.
             self.damaged();
@@ -797,32 +892,20 @@ impl Volumes {
             return Err(ReadMiss::Damaged);
         }
         // Checked after the read: the writer may be reusing this volume at this very moment.
-        if vol.generation.load(Ordering::Acquire) != at.generation {
+        if vol.generation.load(Ordering::SeqCst) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        let value = match record::decode(&copy) {
+        match record::decode(copy) {
             Ok(r)
                 if r.generation == at.generation && r.bank == bank && r.key == key && r.len == copy.len() =>
             {
-                r.len - r.value.len()..r.len
+                Ok(r.len - r.value.len()..r.len)
             }
             Ok(_) | Err(_) => {
                 self.damaged();
-                return Err(ReadMiss::Damaged);
+                Err(ReadMiss::Damaged)
             }
-        };
-        Ok((copy, value))
-    }
-
-    /// Reads the value of the record at `at`, checked as [`Volumes::read`] checks it, without copying it
-    /// twice: the copy of the record is returned with the value's place in it.
-    pub fn read_value(
-        &self,
-        at: Location,
-        bank: &[u8],
-        key: &[u8],
-    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
-        self.read_copy(at, bank, key)
+        }
     }
 
     fn damaged(&self) {
@@ -862,6 +945,8 @@ const LSN_LIMIT: u64 = u64::MAX / 2;
 fn erase_volumes(dir: &Path, vols: &[Volume], size: u64) -> Result<(), VolumeError> {
     for (n, vol) in vols.iter().enumerate() {
         vol.generation.store(0, Ordering::Release);
+        // Sends still reading from the file would read the zeros it is about to hold.
+        vol.pins.revoke();
         let file = vol.file();
         file.set_len(0)
             .and_then(|()| file.set_len(size))
@@ -884,6 +969,7 @@ fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
         file: RwLock::new(Arc::new(open_file(path, size)?)),
         generation: AtomicU32::new(0),
         reported_short: AtomicBool::new(false),
+        pins: Arc::default(),
     })
 }
 
