@@ -47,6 +47,11 @@ pub trait Socket {
     fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
     /// Writes some of `data`.
     fn write(&mut self, data: &[u8]) -> io::Result<usize>;
+    /// Writes some of `data`, which more bytes follow at once (a head before its body from a file): the
+    /// system may hold it back to send it with them, one packet instead of two.
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write(data)
+    }
     /// Writes some of the `len` bytes at `offset` of `file`, straight from the file.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
     /// Shuts down the write side (the peer reads an end of stream after what was written).
@@ -76,6 +81,17 @@ impl Socket for TcpStream {
 
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         io::Write::write(self, data)
+    }
+
+    /// `send` with `MSG_MORE`.
+    #[cfg(target_os = "linux")]
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: the kernel reads at most `data.len()` bytes from the slice's pointer.
+        let n = unsafe { libc::send(self.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_MORE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 
     /// `sendfile`: the socket takes references to the file's page-cache pages, so the server copies none
@@ -956,9 +972,13 @@ impl<S: Socket> Conn<S> {
     /// false if the socket failed, or a file body can no longer be sent (its lease was revoked).
     pub fn flush(&mut self, bytes_out: &mut u64) -> bool {
         loop {
-            let upto = self.segments.front().map_or(self.output.len(), |s| s.at);
+            let (upto, body_follows) =
+                self.segments.front().map_or((self.output.len(), false), |s| (s.at, true));
             while self.written < upto {
-                match self.socket.write(&self.output[self.written..upto]) {
+                let bytes = &self.output[self.written..upto];
+                let wrote =
+                    if body_follows { self.socket.write_more(bytes) } else { self.socket.write(bytes) };
+                match wrote {
                     Ok(n) => {
                         self.written += n;
                         *bytes_out += n as u64;

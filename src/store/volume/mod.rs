@@ -12,6 +12,12 @@
 //! since start-up reads the volume past the end of its index. A write that fails leaves the writer where it
 //! was, so the next record overwrites whatever part of it reached the file, and takes its LSN.
 //!
+//! A read checks its record in a buffer its thread reuses. A value read for the HTTP file API may then be
+//! sent straight from the volume file (`sendfile`, see [`lease`]): the read pins the volume, the writer
+//! waits (bounded) for the pins before it reuses a volume and first punches the old data out of the file, so
+//! that bytes already handed to a socket keep their contents and the rest of a send is never read from
+//! reused space. Where holes cannot be punched, values are always copied.
+//!
 //! Each volume file is sized to `volume_size` up front (sparse). The generation of a volume is the newer of
 //! the one in its first record and the one its index names (a reused volume's index is rewritten before its
 //! first record); `META.txt` names the current volume, as in CacheFS, but the generations decide. How
@@ -50,7 +56,7 @@ use replay::Chain;
 const RECLAIM_BOUND: Duration = Duration::from_secs(2);
 
 /// A disk read's buffer is kept per thread for the next read, up to this capacity.
-const KEEP_SCRATCH: usize = 8 << 20;
+const KEEP_SCRATCH: usize = 1 << 20;
 
 thread_local! {
     /// The buffer disk reads check records in: reused, so a read of a large value touches memory already
@@ -1069,6 +1075,37 @@ mod tests {
 
     fn value(v: &Volumes, at: Location, key: &str) -> Result<Vec<u8>, ReadMiss> {
         v.read(at, b"b", key.as_bytes(), |r| r.value.to_vec())
+    }
+
+    /// A value read as a file slice pins its volume: the writer, about to reuse it, asks for it back and
+    /// waits; the holder copies the rest (the original bytes) and lets go; then the volume is reused and
+    /// the old location reads as recycled.
+    #[test]
+    fn the_writer_waits_for_a_pinned_volume_and_the_holder_gets_the_original_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _, _) = open(&config(dir.path(), 4096, 2));
+        assert!(v.zero_copy, "the test's file system punches holes");
+        let original = vec![7u8; 1000];
+        let at = v.append(PUT, b"b", b"k", &original).unwrap();
+        let slice = v.read_value(at, b"b", b"k", |value, slice| {
+            assert_eq!(value, &original[..]);
+            slice.expect("a slice")
+        });
+        let slice = slice.unwrap();
+        let holder = std::thread::spawn(move || {
+            while !slice.wanted() {
+                std::thread::yield_now();
+            }
+            let mut rest = Vec::new();
+            slice.read_rest(&mut rest).unwrap();
+            rest
+        });
+        // Fill volume 0, then volume 1, then come back to volume 0: the writer waits for the holder.
+        for i in 0..12u8 {
+            v.append(PUT, b"b", &[b'x', i], &[i; 1000]).unwrap();
+        }
+        assert_eq!(holder.join().unwrap(), original, "the holder got the original bytes");
+        assert_eq!(value(&v, at, "k"), Err(ReadMiss::Recycled));
     }
 
     #[test]
