@@ -9,8 +9,8 @@
 //! the gate ([`FileSlice::gate`]) and a revoked one is never sent from.
 //!
 //! Bytes already handed to the kernel stay right even after the volume is reused, because the writer
-//! punches the old data out of the file first (see `Volumes::rotate`): the page-cache pages a send refers
-//! to leave the file and keep their bytes, and new records go into fresh pages.
+//! punches the old data out of the file ahead of its writes (see `Volumes::clear_ahead`): the page-cache
+//! pages a send refers to leave the file and keep their bytes, and new records go into fresh pages.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

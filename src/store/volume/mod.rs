@@ -14,7 +14,8 @@
 //!
 //! A read checks its record in a buffer its thread reuses. A value read for the HTTP file API may then be
 //! sent straight from the volume file (`sendfile`, see [`lease`]): the read pins the volume, the writer
-//! waits (bounded) for the pins before it reuses a volume and first punches the old data out of the file, so
+//! waits (bounded) for the pins before it reuses a volume and punches the old data out of the file ahead of
+//! its writes, so
 //! that bytes already handed to a socket keep their contents and the rest of a send is never read from
 //! reused space. Where holes cannot be punched, values are always copied.
 //!
@@ -54,6 +55,9 @@ use replay::Chain;
 /// leases are then revoked, and those sends end with their connections). The reactor lets go within a
 /// tick of being asked, so this bound is only reached when it is stuck.
 const RECLAIM_BOUND: Duration = Duration::from_secs(2);
+
+/// The old data of a reused volume is punched out this far ahead of the write head at a time.
+const CLEAR_STEP: u64 = 8 << 20;
 
 /// A disk read's buffer is kept per thread for the next read, up to this capacity.
 const KEEP_SCRATCH: usize = 1 << 20;
@@ -233,6 +237,8 @@ struct Writer {
     checkpoint: Option<File>,
     /// Records up to this LSN are dead (see [`replay`]): kept in every checkpoint.
     dead_up_to: u64,
+    /// The current volume's old data is punched out up to here (see [`Volumes::clear_ahead`]).
+    cleared_to: u64,
 }
 
 /// The volume store.
@@ -466,6 +472,8 @@ impl Volumes {
                 scratch: Vec::new(),
                 checkpoint,
                 dead_up_to,
+                // No send of this process reads the volumes yet: nothing needs clearing.
+                cleared_to: u64::MAX,
             }),
             // Damaged records found at start-up count with those found by reads.
             damaged_reads: AtomicU64::new(report.damaged_records),
@@ -531,6 +539,8 @@ impl Volumes {
                 key.len()
             )));
         }
+        let end = w.offset + len as u64;
+        self.clear_ahead(&mut w, end);
         let vol = &self.vols[w.current as usize];
         let written = io::write_parts_at(
             &vol.file(),
@@ -618,8 +628,10 @@ impl Volumes {
         // From here on, every location in the reused volume reads as recycled.
         let vol = &self.vols[next as usize];
         let held_data = vol.generation.swap(generation, Ordering::SeqCst) != 0;
+        w.cleared_to = u64::MAX;
         if held_data && self.zero_copy {
-            self.clear_for_reuse(next);
+            self.reclaim(next);
+            w.cleared_to = 0;
         }
         let disk = self.disk.as_deref();
         w.index = match rewrite_index(&self.dir, next, generation, disk)
@@ -648,7 +660,7 @@ impl Volumes {
     /// clients: waits (bounded) for the sends reading from it to let go, revokes whatever lease is left,
     /// and punches the old data out, so that the page-cache pages already handed to sockets keep their
     /// bytes and new records go into fresh pages.
-    fn clear_for_reuse(&self, n: u32) {
+    fn reclaim(&self, n: u32) {
         let vol = &self.vols[n as usize];
         if !vol.pins.reclaim(RECLAIM_BOUND) {
             log::warn!(
@@ -657,9 +669,21 @@ impl Volumes {
             );
         }
         vol.pins.revoke();
-        if let Err(e) = io::punch_hole(&vol.file(), self.size) {
+    }
+
+    /// Punches the reused current volume's old data out ahead of the write head, up to `end` and a step
+    /// beyond, so that no write lands in a page a socket may still be sending (a volume's worth at once
+    /// would hold the writer for a fraction of a second).
+    fn clear_ahead(&self, w: &mut Writer, end: u64) {
+        if w.cleared_to >= end {
+            return;
+        }
+        let to = end.div_ceil(CLEAR_STEP).saturating_mul(CLEAR_STEP).min(self.size);
+        let vol = &self.vols[w.current as usize];
+        if let Err(e) = io::punch_hole(&vol.file(), w.cleared_to, to) {
             log::warn!("cannot clear {} before reuse: {e}", vol.path.display());
         }
+        w.cleared_to = if to >= self.size { u64::MAX } else { to };
     }
 
     /// The generation of a volume started now. Generations are 32-bit: when they run out (billions of volume
