@@ -983,7 +983,12 @@ impl<S: Socket> Conn<S> {
                         self.written += n;
                         *bytes_out += n as u64;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if body_follows {
+                            self.files_blocked_since.get_or_insert_with(Instant::now);
+                        }
+                        return true;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return false,
                 }
@@ -1673,6 +1678,20 @@ mod tests {
         assert!(!c.flush(&mut 0), "a revoked body is not sent");
         assert_eq!(c.socket_mut().written.len(), 3_000, "nothing more was written");
         assert!(!c.unpin(), "nor read back");
+    }
+
+    /// A client that has not even taken the head before a file body holds the body's volume as much as
+    /// one stuck in the body: its patience runs as well.
+    #[test]
+    fn a_head_stuck_before_a_file_body_starts_the_patience() {
+        let (file, _, _tmp) = noise_file(1_000, 2);
+        let (mut c, mut buffers) = conn(Front::Http, &[TWO_GETS]);
+        c.socket_mut().room = 3;
+        read(&mut c);
+        let job = file_job(&mut c, &mut buffers, &file, &[(0, 1_000)]);
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.socket_mut().written, b"hea");
+        assert!(c.should_unpin(Instant::now() + FILE_SEND_PATIENCE));
     }
 
     proptest::proptest! {
