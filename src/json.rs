@@ -103,7 +103,7 @@ pub fn run(
 pub fn encode(outcome: &Outcome<'_>, out: &mut Vec<u8>) {
     let reply = match outcome {
         Outcome::Stored { .. } | Outcome::Done => Reply::Done,
-        Outcome::Value { value, served } if served.is_bytes() => Reply::Bytes(value),
+        Outcome::Value { value, served, .. } if served.is_bytes() => Reply::Bytes(value),
         Outcome::Value { value, .. } => Reply::Json(value),
         Outcome::Number(value) => Reply::Float(*value),
         Outcome::Pong => Reply::Text("pong"),

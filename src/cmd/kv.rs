@@ -36,9 +36,9 @@ pub fn get(
     respond: impl FnOnce(Outcome<'_>),
 ) -> Result<(), Busy> {
     let mut respond = Some(respond);
-    let found = store.get(bank, key.as_bytes(), now, touch, access, |value, served| {
+    let found = store.get_with_file(bank, key.as_bytes(), now, touch, access, |value, served, file| {
         if let Some(respond) = respond.take() {
-            respond(Outcome::Value { value, served: *served });
+            respond(Outcome::Value { value, served: *served, file });
         }
     });
     let outcome = settle(found, |_| Outcome::Missing { key })?;

@@ -25,7 +25,7 @@ use bankcache_proto::{Op, OpKind, RequestError};
 
 use crate::auth::AuthToken;
 use crate::stats::{Snapshot, Stats, WorkerCounters};
-use crate::store::{Access, BankFigures, Location, Served, Store, StoreError, TooLarge, VolumeRing};
+use crate::store::{Access, BankFigures, FileSlice, Location, Served, Store, StoreError, TooLarge, VolumeRing};
 
 /// What commands need: the store, the counters `stats` reports, how big a reply may grow, and the token
 /// `auth` checks.
@@ -62,6 +62,9 @@ pub enum Outcome<'a> {
         value: &'a [u8],
         /// Tier, disk location, flags.
         served: Served,
+        /// A value read from disk, as a pinned slice of its volume file: a front may send it from there
+        /// instead of copying `value` (dropping it lets the volume go).
+        file: Option<FileSlice>,
     },
     /// `incr`'s new value.
     Number(f64),

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::auth::Auth;
+use crate::http::routes::Segment;
 
 /// The protocol a connection speaks, which decides how its requests are run and answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct Job {
     pub next: usize,
     /// Replies, in request order.
     pub output: Vec<u8>,
+    /// Reply bodies sent from volume files, each after its place in `output`, in order.
+    pub segments: Vec<Segment>,
     /// Set when a reply asked to close the connection (HTTP `Connection: close`, or a connection's last
     /// allowed wrong token); requests after it were not run.
     pub close_after: bool,
@@ -95,6 +98,11 @@ impl Job {
     /// True once every request has been run (or skipped after a close).
     pub fn finished(&self) -> bool {
         self.close_after || self.next >= self.spans.len()
+    }
+
+    /// Bytes of replies: `output` and the bodies sent from files.
+    pub fn output_bytes(&self) -> usize {
+        self.output.len() + self.segments.iter().map(|s| s.slice.len()).sum::<usize>()
     }
 
     /// True when the connection it came from is gone.

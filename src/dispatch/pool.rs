@@ -187,6 +187,7 @@ pub fn run_guarded(
     let Ok(stop) = ran else {
         log::error!("an op panicked; answering its batch of {} requests with errors", job.spans.len());
         job.output.clear();
+        job.segments.clear();
         match job.front {
             Front::Json => {
                 for _ in &job.spans {
@@ -249,7 +250,7 @@ fn run(
             job.next = job.spans.len();
             return Stop::Finished;
         }
-        if job.output.len() >= services.max_output {
+        if job.output_bytes() >= services.max_output {
             return Stop::Full;
         }
         // One load per request: a cancel leaves at most the request running unanswered.
@@ -291,7 +292,7 @@ fn run(
                     gate,
                     metrics_public: services.metrics_public,
                 };
-                match routes::execute(&env, head, body, &mut job.auth, &mut job.output) {
+                match routes::execute(&env, head, body, &mut job.auth, &mut job.output, &mut job.segments) {
                     routes::Handled::Open(said) => {
                         sent = Some(said);
                         Ran::Answered
@@ -409,6 +410,7 @@ mod tests {
             spans,
             next: 0,
             output: Vec::new(),
+            segments: Vec::new(),
             close_after: false,
             auth: crate::auth::Auth::Open,
             abandoned: Arc::default(),

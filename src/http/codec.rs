@@ -556,8 +556,24 @@ pub fn response(
     head_only: bool,
     close: bool,
 ) {
+    response_head(out, code, reason, headers, body.len(), close);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+/// The head of a response whose body of `body_len` bytes follows (or not, for a HEAD request): what
+/// [`response`] writes before the body.
+pub fn response_head(
+    out: &mut Vec<u8>,
+    code: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+    close: bool,
+) {
     let mut head = String::with_capacity(128);
-    let _ = write!(head, "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\n", body.len());
+    let _ = write!(head, "HTTP/1.1 {code} {reason}\r\nContent-Length: {body_len}\r\n");
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
     }
@@ -566,9 +582,6 @@ pub fn response(
     }
     head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
-    if !head_only {
-        out.extend_from_slice(body);
-    }
 }
 
 /// An error response whose body is one line of plain text saying why, ending in a newline so that it reads

@@ -27,7 +27,7 @@ use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::json::{self, Gate};
 use crate::stats::WorkerCounters;
-use crate::store::{Location, Tier};
+use crate::store::{FileSlice, Location, Tier};
 
 const ALLOW: &str = "GET, HEAD, PUT, DELETE";
 
@@ -69,9 +69,25 @@ pub struct Sent {
     pub body_bytes: usize,
 }
 
+/// A body sent from a volume file rather than from the output bytes: it goes out after the first `at`
+/// bytes of the output (the reactor sends it with `sendfile`).
+#[derive(Debug)]
+pub struct Segment {
+    /// Output bytes before it.
+    pub at: usize,
+    /// The checked value, pinned in its volume.
+    pub slice: FileSlice,
+}
+
+/// A value read from disk at least this large is sent from its file: below it, the copy costs less than
+/// the system call it saves.
+pub const SEND_FILE_MIN: usize = 16 * 1024;
+
 /// One response being built.
 struct Response<'a> {
     out: &'a mut Vec<u8>,
+    /// Bodies that follow parts of `out`, sent from files.
+    segments: &'a mut Vec<Segment>,
     head_only: bool,
     close: bool,
     sent: Sent,
@@ -81,6 +97,19 @@ impl Response<'_> {
     fn send(&mut self, code: u16, headers: &[(&str, &str)], body: &[u8]) {
         self.note(code, body.len());
         codec::response(self.out, code, reason(code), headers, body, self.head_only, self.close);
+    }
+
+    /// As [`Response::send`], with the body sent from `file` (the same bytes, checked) when there is one
+    /// and the body is large enough to be worth it.
+    fn send_value(&mut self, code: u16, headers: &[(&str, &str)], body: &[u8], file: Option<FileSlice>) {
+        match file {
+            Some(slice) if !self.head_only && slice.len() >= SEND_FILE_MIN && slice.len() == body.len() => {
+                self.note(code, body.len());
+                codec::response_head(self.out, code, reason(code), headers, body.len(), self.close);
+                self.segments.push(Segment { at: self.out.len(), slice });
+            }
+            _ => self.send(code, headers, body),
+        }
     }
 
     /// An error of the file API or of the front: a line of plain text saying why.
@@ -121,15 +150,25 @@ fn reason(code: u16) -> &'static str {
 /// Runs one HTTP request of a connection standing at `auth` and appends its response to `out`. A request
 /// with the right bearer token opens the connection (so that the reactor no longer holds its requests);
 /// one with a wrong token locks it, counts a failure, and closes it.
-pub fn execute(env: &Env<'_>, raw_head: &[u8], body: &[u8], auth: &mut Auth, out: &mut Vec<u8>) -> Handled {
+///
+/// A value read from disk may be answered as its head in `out` and its body in `segments`, to be sent from
+/// its volume file.
+pub fn execute(
+    env: &Env<'_>,
+    raw_head: &[u8],
+    body: &[u8],
+    auth: &mut Auth,
+    out: &mut Vec<u8>,
+    segments: &mut Vec<Segment>,
+) -> Handled {
     let Some(head) = codec::head(raw_head) else {
         env.counters.error();
-        let mut reply = Response { out, head_only: false, close: true, sent: Sent::default() };
+        let mut reply = Response { out, segments, head_only: false, close: true, sent: Sent::default() };
         reply.text_error(400, &[], "Bad Request: the request head does not parse");
         return Handled::Close(reply.sent);
     };
-    let mut reply =
-        Response { out, head_only: head.method == "HEAD", close: !head.keep_alive, sent: Sent::default() };
+    let head_only = head.method == "HEAD";
+    let mut reply = Response { out, segments, head_only, close: !head.keep_alive, sent: Sent::default() };
     if let Some(token) = &env.ctx.auth_token {
         // The admin page's files hold no data: the page asks for the token and sends it on every request.
         let public = (env.metrics_public && head.path == "/metrics") || ui::is_ui(head.path);
@@ -315,7 +354,7 @@ impl Request<'_> {
         let bank = Cow::Borrowed(self.env.bank);
         match self.head.method {
             "GET" | "HEAD" => self.run(&Op::Get { bank, key: key.clone() }, |outcome| match outcome {
-                Outcome::Value { value, served } => {
+                Outcome::Value { value, served, file } => {
                     let position = served.location.map(position);
                     let mut headers = vec![("X-Cache", tier(served.tier))];
                     if let Some(p) = &position {
@@ -329,7 +368,7 @@ impl Request<'_> {
                         headers.push(("Cache-Control", cache_control));
                         headers.push(("Expires", expires));
                     }
-                    reply.send(200, &headers, value);
+                    reply.send_value(200, &headers, value, file);
                 }
                 Outcome::Missing { key } => missing(reply, key),
                 other => storage_error(reply, &other),
@@ -597,7 +636,7 @@ impl Request<'_> {
         }
         self.run(&op, |outcome| match outcome {
             // An entry's GET says how it is held, as the file API's does (the admin page shows it).
-            Outcome::Value { value, served } => {
+            Outcome::Value { value, served, file } => {
                 let fresh = served.deadline.map(|deadline| freshness(deadline, self.env.now));
                 let position = served.location.map(position);
                 let size = value.len().to_string();
@@ -609,7 +648,7 @@ impl Request<'_> {
                     headers.push(("Cache-Control", cache_control));
                     headers.push(("Expires", expires));
                 }
-                envelope_with(reply, &Outcome::Value { value, served }, &headers)
+                envelope_with(reply, &Outcome::Value { value, served, file }, &headers)
             }
             outcome => envelope(reply, &outcome),
         });

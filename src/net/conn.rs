@@ -9,12 +9,14 @@
 //! what [`Conn::settle`] says. A connection is generic over its [`Socket`], so the state machine is tested
 //! without sockets (see the tests at the end).
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Shutdown};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bankcache_proto::{reply, Split, Splitter};
 use mio::net::TcpStream;
@@ -23,6 +25,7 @@ use super::buffers::BufferPool;
 use crate::auth::Auth;
 use crate::dispatch::{Ending, Front, Job, Span};
 use crate::http::codec as http;
+use crate::http::routes::Segment;
 
 /// Bytes the input buffer grows by when it is nearly full.
 const READ_CHUNK: usize = 32 * 1024;
@@ -32,6 +35,11 @@ const MIN_READ_ROOM: usize = 4 * 1024;
 const MAX_WAITING_INPUT: usize = 1024 * 1024;
 /// An output buffer larger than this is freed once written rather than kept for the next reply.
 const KEEP_OUTPUT_CAPACITY: usize = 1024 * 1024;
+/// A reply body sent from a volume file that has waited this long for the client is copied into memory,
+/// so that a slow client does not keep the volume from being reused.
+pub const FILE_SEND_PATIENCE: Duration = Duration::from_millis(100);
+/// Output bytes before the first file body that are copied rather than taken over (heads are small).
+const COPY_HEADS_UP_TO: usize = 64 * 1024;
 
 /// What a connection needs of its socket: the only I/O it does.
 pub trait Socket {
@@ -39,6 +47,13 @@ pub trait Socket {
     fn read_into(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
     /// Writes some of `data`.
     fn write(&mut self, data: &[u8]) -> io::Result<usize>;
+    /// Writes some of `data`, which more bytes follow at once (a head before its body from a file): the
+    /// system may hold it back to send it with them, one packet instead of two.
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write(data)
+    }
+    /// Writes some of the `len` bytes at `offset` of `file`, straight from the file.
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize>;
     /// Shuts down the write side (the peer reads an end of stream after what was written).
     fn shutdown_write(&mut self);
     /// Bytes written that the peer has not acknowledged yet, when the system says. Closing a socket that
@@ -66,6 +81,40 @@ impl Socket for TcpStream {
 
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         io::Write::write(self, data)
+    }
+
+    /// `send` with `MSG_MORE`.
+    #[cfg(target_os = "linux")]
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        // SAFETY: the kernel reads at most `data.len()` bytes from the slice's pointer.
+        let n = unsafe { libc::send(self.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_MORE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// `sendfile`: the socket takes references to the file's page-cache pages, so the server copies none
+    /// of the bytes.
+    #[cfg(target_os = "linux")]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut at =
+            libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both descriptors are open for the call; the kernel writes the new offset into `at`.
+        let n = unsafe { libc::sendfile(self.as_raw_fd(), file.as_raw_fd(), &mut at, len) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Elsewhere the bytes are read and written (no values are sent from files there: holes cannot be
+    /// punched, see the store).
+    #[cfg(not(target_os = "linux"))]
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        let mut buf = vec![0; len.min(256 * 1024)];
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, offset)?;
+        io::Write::write(self, &buf[..n])
     }
 
     fn shutdown_write(&mut self) {
@@ -247,6 +296,14 @@ pub struct Conn<S = TcpStream> {
     spans: Vec<Span>,
     output: Vec<u8>,
     written: usize,
+    /// Reply bodies sent from volume files, each after its place in `output` (all at or past `written`).
+    segments: VecDeque<Segment>,
+    /// Bytes of `segments` not yet sent.
+    segment_bytes: usize,
+    /// Since when the socket has refused a file body (see [`FILE_SEND_PATIENCE`]).
+    files_blocked_since: Option<Instant>,
+    /// The reactor keeps the connection on its list of those holding file bodies.
+    pub listed_for_files: bool,
     /// Input arrived while lingering since [`Conn::done_lingering`] last looked.
     heard: bool,
     /// Where the connection stands with access control; its jobs carry it out and back.
@@ -290,6 +347,10 @@ impl<S: Socket> Conn<S> {
             spans: Vec::new(),
             output: Vec::new(),
             written: 0,
+            segments: VecDeque::new(),
+            segment_bytes: 0,
+            files_blocked_since: None,
+            listed_for_files: false,
             heard: false,
             auth,
             peer: None,
@@ -407,7 +468,11 @@ impl<S: Socket> Conn<S> {
             Phase::Reading { .. } => false,
         };
         self.auth = job.auth;
-        let sent = self.send_buf(&mut job.output, bytes_out);
+        let sent = if job.segments.is_empty() {
+            self.send_buf(&mut job.output, bytes_out)
+        } else {
+            self.send_with_files(&mut job.output, &mut job.segments, bytes_out)
+        };
         if !sent {
             buffers.put_job(job);
             self.close();
@@ -678,6 +743,7 @@ impl<S: Socket> Conn<S> {
             spans,
             next: 0,
             output: buffers.take_output(),
+            segments: Vec::new(),
             close_after: false,
             auth: self.auth,
             abandoned: Arc::clone(&self.abandoned),
@@ -757,9 +823,75 @@ impl<S: Socket> Conn<S> {
 
     // ---- output ----
 
-    /// Bytes queued for the socket.
+    /// Bytes queued for the socket, file bodies included.
     pub fn pending_output(&self) -> usize {
-        self.output.len() - self.written
+        self.output.len() - self.written + self.segment_bytes
+    }
+
+    /// True while reply bodies wait to be sent from volume files (holding their volumes).
+    pub fn holds_files(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// True when the file bodies waiting should be copied into memory now: the writer wants a volume
+    /// back, or the client has kept the socket full for [`FILE_SEND_PATIENCE`].
+    pub fn should_unpin(&self, now: Instant) -> bool {
+        self.holds_files()
+            && (self.segments.iter().any(|s| s.slice.wanted())
+                || self
+                    .files_blocked_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= FILE_SEND_PATIENCE))
+    }
+
+    /// Copies the file bodies not yet sent into the output, letting their volumes go; the bytes the
+    /// client gets are the same. Returns false if a file could not give them (the volume was reused
+    /// regardless, after the writer's bound): the connection must close then, rather than send anything
+    /// else.
+    pub fn unpin(&mut self) -> bool {
+        if self.segments.is_empty() {
+            return true;
+        }
+        let mut out = Vec::with_capacity(self.pending_output());
+        let mut from = self.written;
+        for segment in self.segments.drain(..) {
+            out.extend_from_slice(&self.output[from..segment.at]);
+            if segment.slice.read_rest(&mut out).is_err() {
+                return false;
+            }
+            from = segment.at;
+        }
+        out.extend_from_slice(&self.output[from..]);
+        self.output = out;
+        self.written = 0;
+        self.segment_bytes = 0;
+        self.files_blocked_since = None;
+        true
+    }
+
+    /// Queues replies whose bodies are partly in `segments` (positions in `data`), and writes what the
+    /// socket takes. Small heads are copied; a large `data` is taken over when nothing is pending.
+    fn send_with_files(
+        &mut self,
+        data: &mut Vec<u8>,
+        segments: &mut Vec<Segment>,
+        bytes_out: &mut u64,
+    ) -> bool {
+        let base = if self.pending_output() == 0 && data.len() > COPY_HEADS_UP_TO {
+            self.output.clear();
+            self.written = 0;
+            std::mem::swap(&mut self.output, data);
+            0
+        } else {
+            let base = self.output.len();
+            self.output.extend_from_slice(data);
+            base
+        };
+        for mut segment in segments.drain(..) {
+            segment.at += base;
+            self.segment_bytes += segment.slice.len();
+            self.segments.push_back(segment);
+        }
+        self.flush(bytes_out)
     }
 
     /// While draining a JSON connection whose socket has refused part of what was written: drops the
@@ -836,18 +968,58 @@ impl<S: Socket> Conn<S> {
         Direct::Wrote(sent)
     }
 
-    /// Writes pending output until done or the socket would block. Returns false if the socket failed.
+    /// Writes pending output until done or the socket would block, file bodies in their places. Returns
+    /// false if the socket failed, or a file body can no longer be sent (its lease was revoked).
     pub fn flush(&mut self, bytes_out: &mut u64) -> bool {
-        while self.written < self.output.len() {
-            match self.socket.write(&self.output[self.written..]) {
-                Ok(n) => {
-                    self.written += n;
-                    *bytes_out += n as u64;
+        loop {
+            let (upto, body_follows) =
+                self.segments.front().map_or((self.output.len(), false), |s| (s.at, true));
+            while self.written < upto {
+                let bytes = &self.output[self.written..upto];
+                let wrote =
+                    if body_follows { self.socket.write_more(bytes) } else { self.socket.write(bytes) };
+                match wrote {
+                    Ok(n) => {
+                        self.written += n;
+                        *bytes_out += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if body_follows {
+                            self.files_blocked_since.get_or_insert_with(Instant::now);
+                        }
+                        return true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
             }
+            let Some(segment) = self.segments.front_mut() else { break };
+            while !segment.slice.is_empty() {
+                let sent = {
+                    // Held across the send: the writer cannot revoke the lease (and change the bytes)
+                    // meanwhile.
+                    let slice = &segment.slice;
+                    let Some(_gate) = slice.gate() else { return false };
+                    self.socket.send_file(slice.file(), slice.offset(), slice.len())
+                };
+                match sent {
+                    // The file is shorter than the record it held: cut under the server.
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        segment.slice.advance(n);
+                        self.segment_bytes -= n;
+                        *bytes_out += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.files_blocked_since.get_or_insert_with(Instant::now);
+                        return true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            self.segments.pop_front();
+            self.files_blocked_since = None;
         }
         self.output.clear();
         self.written = 0;
@@ -934,6 +1106,12 @@ mod tests {
             self.room -= n;
             self.written.extend_from_slice(&data[..n]);
             Ok(n)
+        }
+
+        fn send_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+            let mut buf = vec![0; len.min(self.room.max(1))];
+            let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, offset)?;
+            self.write(&buf[..n])
         }
 
         fn shutdown_write(&mut self) {
@@ -1404,5 +1582,160 @@ mod tests {
         assert_eq!(c.phase(), &READING);
         let written = &c.socket_mut().written;
         assert!(written.ends_with(b"{\"b\":2}\n{\"c\":3}\n"), "replies in order");
+    }
+
+    /// A file of `len` bytes of noise, and the bytes.
+    fn noise_file(len: usize, seed: u8) -> (Arc<File>, Vec<u8>, tempfile::NamedTempFile) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        io::Write::write_all(&mut tmp, &bytes).unwrap();
+        (Arc::new(tmp.reopen().unwrap()), bytes, tmp)
+    }
+
+    /// An HTTP job answering each of its requests with `head` and a body sent from `file`.
+    fn file_job(
+        c: &mut Conn<Fake>,
+        buffers: &mut BufferPool,
+        file: &Arc<File>,
+        bodies: &[(u64, usize)],
+    ) -> Job {
+        let mut job = c.take_job(1, buffers).expect("a job");
+        for (i, &(offset, len)) in bodies.iter().enumerate() {
+            job.output.extend_from_slice(format!("head {i}\n").as_bytes());
+            let slice = crate::store::FileSlice::detached(Arc::clone(file), offset, len);
+            job.segments.push(Segment { at: job.output.len(), slice });
+        }
+        job.next = job.spans.len();
+        job
+    }
+
+    const TWO_GETS: &[u8] = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+
+    /// Pipelined replies with bodies from files leave in order, heads between bodies, whatever the socket
+    /// takes at a time; a later job's reply never overtakes a body still being sent.
+    #[test]
+    fn file_bodies_leave_in_their_places() {
+        let (file, bytes, _tmp) = noise_file(10_000, 3);
+        let (mut c, mut buffers) = conn(Front::Http, &[TWO_GETS]);
+        c.socket_mut().room = 5_000;
+        read(&mut c);
+        let job = file_job(&mut c, &mut buffers, &file, &[(0, 4_000), (4_000, 6_000)]);
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert!(c.holds_files());
+        assert_eq!(c.pending_output(), 10_000 + 14 - 5_000);
+        // The next request's reply queues behind the body being sent.
+        c.socket_mut().reads.push_back(Ok(b"GET /c HTTP/1.1\r\n\r\n".to_vec()));
+        read(&mut c);
+        let mut next = c.take_job(1, &mut buffers).expect("the third request");
+        next.output.extend_from_slice(b"third");
+        next.next = next.spans.len();
+        assert!(c.job_done(next, &mut 0, &mut buffers));
+        c.socket_mut().room = usize::MAX;
+        let mut out = 0;
+        assert!(c.flush(&mut out));
+        assert!(!c.holds_files() && c.pending_output() == 0);
+        let mut expected = b"head 0\n".to_vec();
+        expected.extend_from_slice(&bytes[..4_000]);
+        expected.extend_from_slice(b"head 1\n");
+        expected.extend_from_slice(&bytes[4_000..]);
+        expected.extend_from_slice(b"third");
+        assert_eq!(c.socket_mut().written, expected);
+        assert_eq!(out as usize, expected.len() - 5_000);
+    }
+
+    /// A slow client's file bodies are copied into memory when the writer wants the volume back: the
+    /// bytes are the same, and the lease is let go. A revoked lease is never sent from: the connection
+    /// fails instead.
+    #[test]
+    fn file_bodies_fall_back_to_memory_and_never_outlive_their_lease() {
+        let (file, bytes, _tmp) = noise_file(8_000, 9);
+        let (mut c, mut buffers) = conn(Front::Http, &[TWO_GETS]);
+        c.socket_mut().room = 3_000;
+        read(&mut c);
+        let job = file_job(&mut c, &mut buffers, &file, &[(0, 5_000), (5_000, 3_000)]);
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert!(!c.should_unpin(Instant::now()), "neither wanted nor waiting long");
+        assert!(c.should_unpin(Instant::now() + FILE_SEND_PATIENCE), "waiting too long");
+        c.segments[0].slice.want_back();
+        assert!(c.should_unpin(Instant::now()), "wanted back");
+        assert!(c.unpin());
+        assert!(!c.holds_files());
+        c.socket_mut().room = usize::MAX;
+        assert!(c.flush(&mut 0));
+        let mut expected = b"head 0\n".to_vec();
+        expected.extend_from_slice(&bytes[..5_000]);
+        expected.extend_from_slice(b"head 1\n");
+        expected.extend_from_slice(&bytes[5_000..]);
+        assert_eq!(c.socket_mut().written, expected);
+
+        let (mut c, mut buffers) = conn(Front::Http, &[TWO_GETS]);
+        c.socket_mut().room = 3_000;
+        read(&mut c);
+        let job = file_job(&mut c, &mut buffers, &file, &[(0, 5_000)]);
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        c.segments[0].slice.revoke();
+        c.socket_mut().room = usize::MAX;
+        assert!(!c.flush(&mut 0), "a revoked body is not sent");
+        assert_eq!(c.socket_mut().written.len(), 3_000, "nothing more was written");
+        assert!(!c.unpin(), "nor read back");
+    }
+
+    /// A client that has not even taken the head before a file body holds the body's volume as much as
+    /// one stuck in the body: its patience runs as well.
+    #[test]
+    fn a_head_stuck_before_a_file_body_starts_the_patience() {
+        let (file, _, _tmp) = noise_file(1_000, 2);
+        let (mut c, mut buffers) = conn(Front::Http, &[TWO_GETS]);
+        c.socket_mut().room = 3;
+        read(&mut c);
+        let job = file_job(&mut c, &mut buffers, &file, &[(0, 1_000)]);
+        assert!(c.job_done(job, &mut 0, &mut buffers));
+        assert_eq!(c.socket_mut().written, b"hea");
+        assert!(c.should_unpin(Instant::now() + FILE_SEND_PATIENCE));
+    }
+
+    proptest::proptest! {
+        /// Whatever the mix of heads and file bodies, however many jobs, and whatever the socket takes
+        /// per call, the bytes written are the replies in order, and the counts agree.
+        #[test]
+        fn mixed_output_keeps_its_framing(
+            jobs in proptest::collection::vec(proptest::collection::vec((0usize..300, 0usize..3_000), 0..4), 1..5),
+            rooms in proptest::collection::vec(1usize..4_000, 1..40),
+        ) {
+            let (file, bytes, _tmp) = noise_file(3_000, 1);
+            let (mut c, mut buffers) = conn(Front::Http, &[]);
+            let mut expected = Vec::new();
+            let mut out = 0;
+            let mut rooms = rooms.into_iter().cycle();
+            for (j, parts) in jobs.iter().enumerate() {
+                c.socket_mut().room = rooms.next().unwrap_or(1);
+                c.socket_mut().reads.push_back(Ok(b"GET / HTTP/1.1\r\n\r\n".to_vec()));
+                read(&mut c);
+                let mut job = c.take_job(1, &mut buffers).expect("a job");
+                for (i, &(head, body)) in parts.iter().enumerate() {
+                    let text: Vec<u8> = (0..head).map(|k| b'a' + ((j + i + k) % 26) as u8).collect();
+                    job.output.extend_from_slice(&text);
+                    expected.extend_from_slice(&text);
+                    let offset = (head * 7) % (3_000 - body);
+                    if body > 0 {
+                        let slice = crate::store::FileSlice::detached(Arc::clone(&file), offset as u64, body);
+                        job.segments.push(Segment { at: job.output.len(), slice });
+                        expected.extend_from_slice(&bytes[offset..offset + body]);
+                    }
+                }
+                job.next = job.spans.len();
+                let before = c.pending_output();
+                proptest::prop_assert!(c.job_done(job, &mut out, &mut buffers));
+                proptest::prop_assert!(c.pending_output() <= before + expected.len());
+                // Drain a little between jobs, so jobs pile up behind unsent bodies.
+                c.socket_mut().room = rooms.next().unwrap_or(1);
+                proptest::prop_assert!(c.flush(&mut out));
+            }
+            c.socket_mut().room = usize::MAX;
+            proptest::prop_assert!(c.flush(&mut out));
+            proptest::prop_assert_eq!(c.pending_output(), 0);
+            proptest::prop_assert_eq!(&c.socket_mut().written, &expected);
+            proptest::prop_assert_eq!(out as usize, expected.len());
+        }
     }
 }

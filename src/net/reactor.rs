@@ -153,6 +153,10 @@ pub struct Reactor {
     /// Some connection that has not authenticated has requests waiting for the throttle to open (the
     /// tick then moves them on).
     held_for_auth: bool,
+    /// Connections holding reply bodies still to be sent from volume files (slots; may name closed ones).
+    holding_files: Vec<usize>,
+    /// Connections to close once a pass over a list is done.
+    stale: Vec<usize>,
 }
 
 /// Everything the reactor is built from.
@@ -221,6 +225,8 @@ impl Reactor {
             requests_inline: 0,
             throttle: Throttle::new(Instant::now()),
             held_for_auth: false,
+            holding_files: Vec::new(),
+            stale: Vec::new(),
         }
     }
 
@@ -631,7 +637,7 @@ impl Reactor {
             // What the reactor did not run goes to a worker, unless it stopped at the output cap (then the
             // job waits, parked on the connection, for the client to read) or at a wrong token (then it
             // waits for the throttle).
-            if !job.finished() && job.output.len() < self.limits.max_output && failures == 0 {
+            if !job.finished() && job.output_bytes() < self.limits.max_output && failures == 0 {
                 self.turn_spans += job.spans.len() - job.next;
                 self.turn.push(job);
                 continue;
@@ -664,6 +670,10 @@ impl Reactor {
             if self.shutdown_deadline.is_some() && conn.done_lingering() {
                 return self.close(slot);
             }
+        }
+        if conn.holds_files() && !conn.listed_for_files {
+            conn.listed_for_files = true;
+            self.holding_files.push(slot);
         }
         let pending = conn.pending_output() > 0;
         if pending != conn.write_interest {
@@ -765,6 +775,7 @@ impl Reactor {
         self.close_idle();
         self.close_slow_clients();
         self.release_held_for_auth();
+        self.release_files();
         if self.lingering == 0 && self.shutdown_deadline.is_none() {
             return;
         }
@@ -783,6 +794,35 @@ impl Reactor {
             if expired || (shutting_down && conn.done_lingering()) {
                 self.close(slot);
             }
+        }
+    }
+
+    /// Copies into memory the file bodies of connections whose clients read too slowly, or whose volume
+    /// the writer wants back, so that no client holds a volume from being reused (see
+    /// [`crate::store::FileSlice`]). A body that can no longer be read closes its connection.
+    fn release_files(&mut self) {
+        if self.holding_files.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut listed = std::mem::take(&mut self.holding_files);
+        listed.retain(|&slot| {
+            let Some(conn) = self.conns.get_mut(slot) else { return false };
+            if !conn.listed_for_files {
+                return false;
+            }
+            if conn.holds_files() && conn.should_unpin(now) && !conn.unpin() {
+                log::warn!("connection {}: a reply body could not be read back; closing it", conn.generation);
+                conn.listed_for_files = false;
+                self.stale.push(slot);
+                return false;
+            }
+            conn.listed_for_files = conn.holds_files();
+            conn.listed_for_files
+        });
+        self.holding_files = listed;
+        for slot in std::mem::take(&mut self.stale) {
+            self.close(slot);
         }
     }
 

@@ -41,8 +41,8 @@ use record::{Kind, Meta};
 pub use table::{Access, Bank};
 use table::{Ring, RingKind, Table};
 pub use volume::{
-    DiskBudget, Fsync, Location, ReadMiss, Recovered, RecoveryReport, Ring as VolumeRing, VolumeConfig,
-    VolumeError, VolumeFigures, Volumes,
+    DiskBudget, FileSlice, Fsync, Location, ReadMiss, Recovered, RecoveryReport, Ring as VolumeRing, SendGate,
+    VolumeConfig, VolumeError, VolumeFigures, Volumes,
 };
 
 /// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.
@@ -509,6 +509,20 @@ impl Store {
         access: Access,
         f: impl FnOnce(&[u8], &Served) -> R,
     ) -> Result<Lookup<(R, Served)>, StoreError> {
+        self.get_with_file(bank, key, now, touch, access, |value, served, _| f(value, served))
+    }
+
+    /// As [`Store::get`], and a value read from disk also comes as a pinned slice of its volume file
+    /// (when the file system allows it), for a front that sends it from there rather than copy it.
+    pub fn get_with_file<R>(
+        &self,
+        bank: &str,
+        key: &[u8],
+        now: u64,
+        touch: bool,
+        access: Access,
+        f: impl FnOnce(&[u8], &Served, Option<FileSlice>) -> R,
+    ) -> Result<Lookup<(R, Served)>, StoreError> {
         enum Step<R> {
             Done(R, Served),
             FromDisk(Location, u8, Option<u64>),
@@ -523,7 +537,7 @@ impl Store {
                     let f = f.take().expect("called once");
                     let served =
                         Served { tier: Tier::Memory, location, flags: view.flags, deadline: view.deadline };
-                    Step::Done(f(value, &served), served)
+                    Step::Done(f(value, &served, None), served)
                 }
                 (None, Some(at)) => Step::FromDisk(at, view.flags, view.deadline),
                 (None, None) => Step::Nowhere,
@@ -566,25 +580,24 @@ impl Store {
             Step::Nowhere => Ok(Lookup::Miss),
             Step::FromDisk(at, flags, deadline) => {
                 let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
-                match disk.read_value(at, bank.as_bytes(), key) {
-                    Ok((record, range)) => {
-                        let value = &record[range];
-                        self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
-                        let served = Served { tier: Tier::Disk, location: Some(at), flags, deadline };
-                        let r = (f.take().expect("called once"))(value, &served);
-                        // Wraps after 49 days; the window only compares nearby instants.
-                        let clock = self.started.elapsed().as_millis() as u32;
-                        let (count, window) = (self.admit_after, self.admit_window);
-                        // Admission is a bonus: when the bank is busy (or memory is short) the value
-                        // just stays on disk.
-                        let cost = memory::alloc_size(value.len());
-                        if self.make_room(cost, access).is_ok() {
-                            let admit =
-                                |m: &mut BankMap| m.note_disk_read(key, at, value, clock, count, window);
-                            let _ = self.with_bank(bank, access, admit);
-                        }
-                        Ok(Lookup::Hit((r, served)))
+                let served = Served { tier: Tier::Disk, location: Some(at), flags, deadline };
+                let read = disk.read_value(at, bank.as_bytes(), key, |value, slice| {
+                    self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
+                    let r = (f.take().expect("called once"))(value, &served, slice);
+                    // Wraps after 49 days; the window only compares nearby instants.
+                    let clock = self.started.elapsed().as_millis() as u32;
+                    let (count, window) = (self.admit_after, self.admit_window);
+                    // Admission is a bonus: when the bank is busy (or memory is short) the value just
+                    // stays on disk.
+                    let cost = memory::alloc_size(value.len());
+                    if self.make_room(cost, access).is_ok() {
+                        let admit = |m: &mut BankMap| m.note_disk_read(key, at, value, clock, count, window);
+                        let _ = self.with_bank(bank, access, admit);
                     }
+                    r
+                });
+                match read {
+                    Ok(r) => Ok(Lookup::Hit((r, served))),
                     Err(miss) => {
                         if miss == ReadMiss::Damaged {
                             log::warn!(

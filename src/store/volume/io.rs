@@ -117,6 +117,51 @@ fn pwritev_all(file: &File, mut parts: &mut [IoSlice<'_>], mut offset: u64) -> i
     Ok(())
 }
 
+/// Whole pages only: a hole punched over part of a page zeroes that part in place, under any send that
+/// refers to the page, so the hole is rounded up to this (the largest page size in use).
+const PUNCH_ALIGN: u64 = 64 * 1024;
+
+/// Punches the bytes `from..to` (widened to whole pages) out of `file`, keeping its size: the page-cache
+/// pages leave the file, keeping their bytes for whoever still refers to them (a socket's queue), and the
+/// range reads as zeros.
+#[cfg(target_os = "linux")]
+pub fn punch_hole(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let from = from / PUNCH_ALIGN * PUNCH_ALIGN;
+    let to = to.div_ceil(PUNCH_ALIGN) * PUNCH_ALIGN;
+    let offset = libc::off_t::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = libc::off_t::try_from(to - from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate takes a file descriptor the file owns and plain integers.
+    if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Not done elsewhere: values are then always copied.
+#[cfg(not(target_os = "linux"))]
+pub fn punch_hole(_file: &File, _from: u64, _to: u64) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// True when the file system of `dir` can punch holes: tried on a scratch file there.
+pub fn can_punch_holes(dir: &Path) -> bool {
+    let path = dir.join(".punch-probe");
+    let probe = File::options().read(true).write(true).create(true).truncate(true).open(&path);
+    let ok = probe.and_then(|f| {
+        f.set_len(2 * PUNCH_ALIGN)?;
+        punch_hole(&f, 0, PUNCH_ALIGN)
+    });
+    let _ = fs::remove_file(&path);
+    if let Err(e) = &ok {
+        log::info!(
+            "{} cannot punch holes ({e}): values are copied, never sent from the files",
+            dir.display()
+        );
+    }
+    ok.is_ok()
+}
+
 /// Reads up to `buf.len()` bytes at `offset`; returns how many were there (fewer at the end of the file).
 pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;

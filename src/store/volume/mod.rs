@@ -12,23 +12,34 @@
 //! since start-up reads the volume past the end of its index. A write that fails leaves the writer where it
 //! was, so the next record overwrites whatever part of it reached the file, and takes its LSN.
 //!
+//! A read checks its record in a buffer its thread reuses. A value read for the HTTP file API may then be
+//! sent straight from the volume file (`sendfile`, see [`lease`]): the read pins the volume, the writer
+//! waits (bounded) for the pins before it reuses a volume and punches the old data out of the file ahead of
+//! its writes, so
+//! that bytes already handed to a socket keep their contents and the rest of a send is never read from
+//! reused space. Where holes cannot be punched, values are always copied.
+//!
 //! Each volume file is sized to `volume_size` up front (sparse). The generation of a volume is the newer of
 //! the one in its first record and the one its index names (a reused volume's index is rewritten before its
 //! first record); `META.txt` names the current volume, as in CacheFS, but the generations decide. How
 //! start-up proves what it recovers is in [`replay`].
 
 mod io;
+mod lease;
 mod replay;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, IoSlice, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 pub use io::DiskBudget;
+pub use lease::{FileSlice, Lease, SendGate};
 pub use replay::{census, RecoveryReport};
 /// The checkpoint's codec, for the fuzz targets (the `fuzzing` module); nothing else outside this module
 /// needs it.
@@ -37,7 +48,25 @@ pub use replay::{Checkpoint, CHECKPOINT_LEN};
 
 use super::index::{self, Entry};
 use super::record::{self, Kind, Meta, Record};
+use lease::Pins;
 use replay::Chain;
+
+/// How long the writer waits for the sends from a volume to let go of it before reusing it anyway (their
+/// leases are then revoked, and those sends end with their connections). The reactor lets go within a
+/// tick of being asked, so this bound is only reached when it is stuck.
+const RECLAIM_BOUND: Duration = Duration::from_secs(2);
+
+/// The old data of a reused volume is punched out this far ahead of the write head at a time.
+const CLEAR_STEP: u64 = 8 << 20;
+
+/// A disk read's buffer is kept per thread for the next read, up to this capacity.
+const KEEP_SCRATCH: usize = 1 << 20;
+
+thread_local! {
+    /// The buffer disk reads check records in: reused, so a read of a large value touches memory already
+    /// mapped instead of pages the allocator must fault in (and zero) again.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// When data reaches the disk itself, not only the kernel, as Redis's `appendfsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +212,8 @@ struct Volume {
     /// Times it was written into since start: the volume written at start-up once, and once more each time
     /// the writer moves into it.
     starts: AtomicU64,
+    /// Reads whose value may be sent straight from the file (see [`lease`]).
+    pins: Arc<Pins>,
 }
 
 impl Volume {
@@ -212,6 +243,8 @@ struct Writer {
     checkpoint: Option<File>,
     /// Records up to this LSN are dead (see [`replay`]): kept in every checkpoint.
     dead_up_to: u64,
+    /// The current volume's old data is punched out up to here (see [`Volumes::clear_ahead`]).
+    cleared_to: u64,
 }
 
 /// The volume store.
@@ -227,6 +260,9 @@ pub struct Volumes {
     damaged_reads: AtomicU64,
     /// Volumes reused since start.
     reuses: AtomicU64,
+    /// The file system can punch the old data out of a volume before it is reused, so values may be sent
+    /// straight from the files (see [`lease`]); without it every read is copied.
+    zero_copy: bool,
 }
 
 pub(super) fn data_path(dir: &Path, n: u32) -> PathBuf {
@@ -444,10 +480,13 @@ impl Volumes {
                 scratch: Vec::new(),
                 checkpoint,
                 dead_up_to,
+                // No send of this process reads the volumes yet: nothing needs clearing.
+                cleared_to: u64::MAX,
             }),
             // Damaged records found at start-up count with those found by reads.
             damaged_reads: AtomicU64::new(report.damaged_records),
             reuses: AtomicU64::new(0),
+            zero_copy: io::can_punch_holes(&config.dir.join("data")),
         };
         {
             let mut w = volumes.writer();
@@ -508,6 +547,8 @@ impl Volumes {
                 key.len()
             )));
         }
+        let end = w.offset + len as u64;
+        self.clear_ahead(&mut w, end);
         let vol = &self.vols[w.current as usize];
         let written = io::write_parts_at(
             &vol.file(),
@@ -596,7 +637,13 @@ impl Volumes {
         self.vols[next as usize].starts.fetch_add(1, Ordering::Relaxed);
         let generation = self.new_generation(w);
         // From here on, every location in the reused volume reads as recycled.
-        let held_data = self.vols[next as usize].generation.swap(generation, Ordering::AcqRel) != 0;
+        let vol = &self.vols[next as usize];
+        let held_data = vol.generation.swap(generation, Ordering::SeqCst) != 0;
+        w.cleared_to = u64::MAX;
+        if held_data && self.zero_copy {
+            self.reclaim(next);
+            w.cleared_to = 0;
+        }
         let disk = self.disk.as_deref();
         w.index = match rewrite_index(&self.dir, next, generation, disk)
             .and_then(|()| open_index_for_append(&self.dir, next))
@@ -618,6 +665,36 @@ impl Volumes {
             self.reuses.fetch_add(1, Ordering::Relaxed);
         }
         log::info!("now writing volume {next} (generation {generation})");
+    }
+
+    /// Makes a volume safe to overwrite while values of its old records may still be on their way to
+    /// clients: waits (bounded) for the sends reading from it to let go, revokes whatever lease is left,
+    /// and punches the old data out, so that the page-cache pages already handed to sockets keep their
+    /// bytes and new records go into fresh pages.
+    fn reclaim(&self, n: u32) {
+        let vol = &self.vols[n as usize];
+        if !vol.pins.reclaim(RECLAIM_BOUND) {
+            log::warn!(
+                "sends from {} held it for {RECLAIM_BOUND:?}; reusing it, and ending them",
+                vol.path.display()
+            );
+        }
+        vol.pins.revoke();
+    }
+
+    /// Punches the reused current volume's old data out ahead of the write head, up to `end` and a step
+    /// beyond, so that no write lands in a page a socket may still be sending (a volume's worth at once
+    /// would hold the writer for a fraction of a second).
+    fn clear_ahead(&self, w: &mut Writer, end: u64) {
+        if w.cleared_to >= end {
+            return;
+        }
+        let to = end.div_ceil(CLEAR_STEP).saturating_mul(CLEAR_STEP).min(self.size);
+        let vol = &self.vols[w.current as usize];
+        if let Err(e) = io::punch_hole(&vol.file(), w.cleared_to, to) {
+            log::warn!("cannot clear {} before reuse: {e}", vol.path.display());
+        }
+        w.cleared_to = if to >= self.size { u64::MAX } else { to };
     }
 
     /// The generation of a volume started now. Generations are 32-bit: when they run out (billions of volume
@@ -778,24 +855,72 @@ impl Volumes {
         key: &[u8],
         f: impl FnOnce(&Record<'_>) -> R,
     ) -> Result<R, ReadMiss> {
-        let (copy, _) = self.read_copy(at, bank, key)?;
-        record::decode(&copy).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
+        self.with_record(at, bank, key, false, |record, _, _| {
+            record::decode(record).map(|r| f(&r)).map_err(|_| ReadMiss::Damaged)
+        })?
     }
 
-    /// Reads the record at `at` with one positioned read and checks it (magic, CRCs, generation, names):
-    /// the copy, and where the value lies in it.
-    fn read_copy(
+    /// Reads the value of the record at `at`, checked as [`Volumes::read`] checks it: `f` gets the value
+    /// (in this thread's reused read buffer) and, when the file system allows it, the same bytes as a
+    /// pinned [`FileSlice`] of the volume file, which may be sent from the file instead of copied.
+    pub fn read_value<R>(
         &self,
         at: Location,
         bank: &[u8],
         key: &[u8],
-    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
+        f: impl FnOnce(&[u8], Option<FileSlice>) -> R,
+    ) -> Result<R, ReadMiss> {
+        self.with_record(at, bank, key, self.zero_copy, |record, value, slice| f(&record[value], slice))
+    }
+
+    /// Reads the record at `at` with one positioned read into this thread's read buffer and checks it
+    /// (magic, CRCs, generation, names); `f` gets the record, where the value lies in it, and with
+    /// `slice` a pinned slice of the file holding the value.
+    fn with_record<R>(
+        &self,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+        slice: bool,
+        f: impl FnOnce(&[u8], std::ops::Range<usize>, Option<FileSlice>) -> R,
+    ) -> Result<R, ReadMiss> {
         let vol = self.vols.get(at.volume as usize).ok_or(ReadMiss::Damaged)?;
-        if vol.generation.load(Ordering::Acquire) != at.generation {
+        // Pinned before the generation is checked: a writer that moves it on after this waits for the pin.
+        let lease = slice.then(|| vol.pins.pin());
+        if vol.generation.load(Ordering::SeqCst) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        let mut copy = vec![0; at.len as usize];
-        let got = io::read_at(&vol.file(), &mut copy, u64::from(at.offset)).unwrap_or(0);
+        let file = vol.file();
+        let len = at.len as usize;
+        SCRATCH.with_borrow_mut(|buf| {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            let result = self.check_record(vol, &file, at, bank, key, &mut buf[..len]).map(|value| {
+                let slice = lease.map(|lease| {
+                    let start = u64::from(at.offset) + value.start as u64;
+                    FileSlice::new(Arc::clone(&file), start, value.len(), lease)
+                });
+                f(&buf[..len], value, slice)
+            });
+            if buf.capacity() > KEEP_SCRATCH {
+                *buf = Vec::new();
+            }
+            result
+        })
+    }
+
+    /// Reads the record at `at` into `copy` (its length) and checks it: where the value lies in it.
+    fn check_record(
+        &self,
+        vol: &Volume,
+        file: &File,
+        at: Location,
+        bank: &[u8],
+        key: &[u8],
+        copy: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, ReadMiss> {
+        let got = io::read_at(file, copy, u64::from(at.offset)).unwrap_or(0);
         if got < copy.len() {
             // The file was cut short under the server.
             self.damaged();
@@ -808,32 +933,20 @@ impl Volumes {
             return Err(ReadMiss::Damaged);
         }
         // Checked after the read: the writer may be reusing this volume at this very moment.
-        if vol.generation.load(Ordering::Acquire) != at.generation {
+        if vol.generation.load(Ordering::SeqCst) != at.generation {
             return Err(ReadMiss::Recycled);
         }
-        let value = match record::decode(&copy) {
+        match record::decode(copy) {
             Ok(r)
                 if r.generation == at.generation && r.bank == bank && r.key == key && r.len == copy.len() =>
             {
-                r.len - r.value.len()..r.len
+                Ok(r.len - r.value.len()..r.len)
             }
             Ok(_) | Err(_) => {
                 self.damaged();
-                return Err(ReadMiss::Damaged);
+                Err(ReadMiss::Damaged)
             }
-        };
-        Ok((copy, value))
-    }
-
-    /// Reads the value of the record at `at`, checked as [`Volumes::read`] checks it, without copying it
-    /// twice: the copy of the record is returned with the value's place in it.
-    pub fn read_value(
-        &self,
-        at: Location,
-        bank: &[u8],
-        key: &[u8],
-    ) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadMiss> {
-        self.read_copy(at, bank, key)
+        }
     }
 
     fn damaged(&self) {
@@ -921,6 +1034,8 @@ fn erase_volumes(dir: &Path, vols: &[Volume], size: u64) -> Result<(), VolumeErr
     for (n, vol) in vols.iter().enumerate() {
         vol.generation.store(0, Ordering::Release);
         vol.end.store(0, Ordering::Relaxed);
+        // Sends still reading from the file would read the zeros it is about to hold.
+        vol.pins.revoke();
         let file = vol.file();
         file.set_len(0)
             .and_then(|()| file.set_len(size))
@@ -945,6 +1060,7 @@ fn open_volume(path: &Path, size: u64) -> Result<Volume, VolumeError> {
         reported_short: AtomicBool::new(false),
         end: AtomicU64::new(0),
         starts: AtomicU64::new(0),
+        pins: Arc::default(),
     })
 }
 
@@ -1044,6 +1160,37 @@ mod tests {
 
     fn value(v: &Volumes, at: Location, key: &str) -> Result<Vec<u8>, ReadMiss> {
         v.read(at, b"b", key.as_bytes(), |r| r.value.to_vec())
+    }
+
+    /// A value read as a file slice pins its volume: the writer, about to reuse it, asks for it back and
+    /// waits; the holder copies the rest (the original bytes) and lets go; then the volume is reused and
+    /// the old location reads as recycled.
+    #[test]
+    fn the_writer_waits_for_a_pinned_volume_and_the_holder_gets_the_original_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, _, _) = open(&config(dir.path(), 4096, 2));
+        assert!(v.zero_copy, "the test's file system punches holes");
+        let original = vec![7u8; 1000];
+        let at = v.append(PUT, b"b", b"k", &original).unwrap();
+        let slice = v.read_value(at, b"b", b"k", |value, slice| {
+            assert_eq!(value, &original[..]);
+            slice.expect("a slice")
+        });
+        let slice = slice.unwrap();
+        let holder = std::thread::spawn(move || {
+            while !slice.wanted() {
+                std::thread::yield_now();
+            }
+            let mut rest = Vec::new();
+            slice.read_rest(&mut rest).unwrap();
+            rest
+        });
+        // Fill volume 0, then volume 1, then come back to volume 0: the writer waits for the holder.
+        for i in 0..12u8 {
+            v.append(PUT, b"b", &[b'x', i], &[i; 1000]).unwrap();
+        }
+        assert_eq!(holder.join().unwrap(), original, "the holder got the original bytes");
+        assert_eq!(value(&v, at, "k"), Err(ReadMiss::Recycled));
     }
 
     #[test]
