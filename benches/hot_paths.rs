@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use bankcache::store::{Access, Store, Ttl};
+use bankcache::store::{Access, Keep, Store, Ttl};
 use bankcache_proto::{self as protocol, reply, Limits, Split, Splitter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -79,7 +79,7 @@ fn store(c: &mut Criterion) {
     let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i:08}")).collect();
     let value = b"\"0123456789abcdef0123456789abcdef\"";
     for k in &keys {
-        store.put("bench", k.as_bytes(), value, 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        store.put("bench", k.as_bytes(), value, 0, Ttl::Forever, 0, Access::Wait, Keep::Memory).unwrap();
     }
     let mut group = c.benchmark_group("store");
     let mut i = 0;
@@ -93,7 +93,16 @@ fn store(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 7919) % keys.len();
             store
-                .put("bench", keys[i].as_bytes(), black_box(value), 0, Ttl::Forever, 1, Access::Wait)
+                .put(
+                    "bench",
+                    keys[i].as_bytes(),
+                    black_box(value),
+                    0,
+                    Ttl::Forever,
+                    1,
+                    Access::Wait,
+                    Keep::Memory,
+                )
                 .unwrap()
         })
     });

@@ -18,7 +18,7 @@ use crate::http::codec::{self, Framed, Limits, Split};
 use crate::store::index::{self, Entry};
 use crate::store::record::{self, Kind, Meta, RecordError, NO_DEADLINE};
 use crate::store::volume::{self, Checkpoint, CHECKPOINT_LEN};
-use crate::store::{now_ms, Access, Fsync, Lookup, Store, StoreConfig, Ttl, VolumeConfig};
+use crate::store::{now_ms, Access, Fsync, Keep, Lookup, Store, StoreConfig, Ttl, VolumeConfig};
 
 // ---- HTTP ----
 
@@ -826,7 +826,7 @@ pub fn volume(data: &[u8]) {
     reads_only_written(&store, &written, now);
 
     let (bank, key, value) = ("fuzz", b"fresh".as_slice(), b"\"fresh value\"".as_slice());
-    let put = store.put(bank, key, value, 0, Ttl::Forever, now, Access::Wait);
+    let put = store.put(bank, key, value, 0, Ttl::Forever, now, Access::Wait, Keep::Earned);
     put.unwrap_or_else(|e| panic!("a put after the start failed: {e}"));
     let read = store.get(bank, key, now, false, Access::Wait, |v, _| v.to_vec());
     assert!(matches!(read, Ok(Lookup::Hit((ref v, _))) if v == value), "a put was read back as {read:?}");

@@ -9,7 +9,7 @@ use bankcache_proto::{Limits, OpKind, Reply, RequestError};
 use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::stats::WorkerCounters;
-use crate::store::Access;
+use crate::store::{Access, Keep};
 
 /// Which ops a caller lets run, and whether it may wait for a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub fn run(
         refused = outcome.is_error();
         encode(&outcome, out)
     };
-    if cmd::execute(ctx, counters, &op, now, access, respond).is_err() {
+    if cmd::execute(ctx, counters, &op, now, access, Keep::Memory, respond).is_err() {
         return Ran::Declined;
     }
     match kind {

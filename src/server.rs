@@ -295,7 +295,7 @@ impl Server {
             })
         };
         // A worker's counters are block `id`; the reactor's, for requests it runs itself, the next one.
-        let inline = (store.disk().is_none() && config.inline_ops > 0)
+        let inline = (config.inline_ops > 0)
             .then(|| Inline::new(Arc::clone(&services), config.workers, config.inline_ops));
         let workers = dispatch::pool::spawn(config.workers, services, queue.clone(), work, done_tx, notify)
             .map_err(io_error("cannot start the worker threads"))?;

@@ -60,7 +60,11 @@ fn pipeline(stream: &mut TcpStream, requests: impl Iterator<Item = String>, batc
 
 fn server(memory_max: u64, extra: &[&str]) -> (TestServer, TcpStream) {
     let limit = memory_max.to_string();
-    let mut args = vec!["--data-dir", "none", "--http-listen", "none", "--memory-max-bytes", &limit];
+    let mut args = vec!["--http-listen", "none", "--memory-max-bytes", &limit];
+    // Memory-only unless `extra` names a data directory.
+    if !extra.contains(&"--data-dir") {
+        args.extend(["--data-dir", "none"]);
+    }
     args.extend_from_slice(extra);
     let server = TestServer::start(&args);
     let stream = TcpStream::connect(server.addr()).expect("connect");
@@ -102,6 +106,33 @@ fn a_flood_of_large_values_stays_within_the_memory_limit() {
     let mut c = common::Conn::from_stream(stream);
     let st = stats(&mut c);
     assert!(stat(&st, "memory_used") <= limit as f64 && stat(&st, "keys") >= 40.0, "{st:?}");
+}
+
+/// With a disk store, the JSON port's puts keep their values in RAM too (the log is their durable copy):
+/// a flood of them far past the limit still leaves the process within it, by dropping RAM copies, and the
+/// values whose copies went are read back from disk.
+#[test]
+fn a_disk_store_keeping_puts_in_ram_stays_within_the_memory_limit() {
+    let limit = 16u64 << 20;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path").to_string();
+    let (server, mut stream) = server(limit, &["--data-dir", &data, "--volume-size", "67108864"]);
+    let value = |i: u32| format!("\"{i:06}{}\"", "v".repeat(4000));
+    let puts = (0..12_000).map(|i| format!(r#"{{"op":"put","bank":"b","key":"k{i}","value":{}}}"#, value(i)));
+    let errors = pipeline(&mut stream, puts, 50);
+    assert!(errors.is_empty(), "puts refused: {:?}", &errors[..errors.len().min(1)]);
+    let rss = rss(server.pid());
+    assert!(rss <= limit + OVERHEAD, "RSS {} MB over a {} MB limit", rss >> 20, limit >> 20);
+    let mut c = common::Conn::from_stream(stream);
+    let st = stats(&mut c);
+    assert!(stat(&st, "memory_used") <= limit as f64, "{st:?}");
+    assert_eq!(stat(&st, "keys"), 12_000.0, "only RAM copies were dropped: {st:?}");
+    for i in [0u32, 1, 5_000, 11_999] {
+        let line = c.request(&format!(r#"{{"op":"get","bank":"b","key":"k{i}"}}"#));
+        assert_eq!(line, format!("{{\"status\": \"ok\", \"data\": {}}}\n", value(i)), "key {i}");
+    }
+    let st = stats(&mut c);
+    assert!(stat(&st, "reads_disk") >= 1.0 && stat(&st, "reads_memory") >= 1.0, "{st:?}");
 }
 
 /// A value larger than the limit, or one that cannot fit once everything evictable is gone, is an error.

@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bankcache::store::{
-    now_ms, Access, DiskBudget, Fsync, Lookup, Served, Store, StoreConfig, Ttl, VolumeConfig,
+    now_ms, Access, DiskBudget, Fsync, Keep, Lookup, Served, Store, StoreConfig, Ttl, VolumeConfig,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -262,7 +262,11 @@ mod api {
         ttl: Ttl,
         now: u64,
     ) -> Result<(), String> {
-        store.put(bank, key, value, flags, ttl, now, Access::Wait).map(|_| ()).map_err(|e| e.to_string())
+        // As the JSON port does: the value stays in RAM beside its record.
+        store
+            .put(bank, key, value, flags, ttl, now, Access::Wait, Keep::Memory)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// `get`, or `getouch` with `touch`.

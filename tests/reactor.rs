@@ -131,9 +131,9 @@ fn slow_ops_are_logged() {
     assert!(server.stderr().contains("bank.keys"), "the log names the op: {}", server.stderr());
 }
 
-/// A memory-only server runs a small turn's requests on the reactor thread; bank-wide ops, HTTP, and
-/// everything with `--inline-ops 0` or a disk store go to the workers. Both paths answer byte for byte
-/// alike.
+/// A server runs a small turn's requests on the reactor thread; bank-wide ops, HTTP, everything with
+/// `--inline-ops 0`, and with a disk store every op that writes the log or reads the disk go to the
+/// workers. Every path answers byte for byte alike.
 #[test]
 fn small_turns_run_inline_and_answer_like_the_workers() {
     let script = [
@@ -163,5 +163,7 @@ fn small_turns_run_inline_and_answer_like_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let (on_disk, ran_inline_disk) = answers(&["--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(on_disk, inline);
-    assert_eq!(ran_inline_disk, 0.0);
+    // With a disk store: the two gets (`k` is in RAM, the other a miss) and the two malformed requests;
+    // the put, incr, touch and delete log a record, and bank.keys is bank-wide.
+    assert_eq!(ran_inline_disk, 4.0);
 }

@@ -4,9 +4,9 @@ use bankcache_proto::Value;
 
 use super::{settle, Busy, Outcome};
 use crate::store::record::FLAG_BYTES;
-use crate::store::{Access, Lookup, Store, Ttl};
+use crate::store::{Access, Keep, Lookup, Store, Ttl};
 
-/// Stores a value; JSON text or bytes, with an optional lifetime in seconds.
+/// Stores a value; JSON text or bytes, with an optional lifetime in seconds, kept in RAM as `keep` says.
 #[allow(clippy::too_many_arguments)]
 pub fn put(
     store: &Store,
@@ -16,10 +16,12 @@ pub fn put(
     lifetime: Option<f64>,
     now: u64,
     access: Access,
+    keep: Keep,
     respond: impl FnOnce(Outcome<'_>),
 ) -> Result<(), Busy> {
     let flags = if value.is_bytes() { FLAG_BYTES } else { 0 };
-    let stored = store.put(bank, key.as_bytes(), value.bytes(), flags, Ttl::from_secs(lifetime), now, access);
+    let stored =
+        store.put(bank, key.as_bytes(), value.bytes(), flags, Ttl::from_secs(lifetime), now, access, keep);
     respond(settle(stored, |location| Outcome::Stored { location })?);
     Ok(())
 }

@@ -25,7 +25,9 @@ use bankcache_proto::{Op, OpKind, RequestError};
 
 use crate::auth::AuthToken;
 use crate::stats::{Snapshot, Stats, WorkerCounters};
-use crate::store::{Access, BankFigures, FileSlice, Location, Served, Store, StoreError, TooLarge, VolumeRing};
+use crate::store::{
+    Access, BankFigures, FileSlice, Keep, Location, Served, Store, StoreError, TooLarge, VolumeRing,
+};
 
 /// What commands need: the store, the counters `stats` reports, how big a reply may grow, and the token
 /// `auth` checks.
@@ -144,13 +146,16 @@ impl fmt::Display for Failure<'_> {
 }
 
 /// Executes `op` as of `now` and hands its outcome to `respond`, exactly once; with [`Access::Try`] it may
-/// instead find a bank busy and do nothing ([`Busy`]).
+/// instead find a bank busy (or, with a disk store, the op in need of the disk) and do nothing ([`Busy`]). A
+/// put keeps its value in RAM as `keep` says (the front's choice, see [`Keep`]).
+#[allow(clippy::too_many_arguments)]
 pub fn execute(
     ctx: &Context,
     counters: &WorkerCounters,
     op: &Op<'_>,
     now: u64,
     access: Access,
+    keep: Keep,
     respond: impl FnOnce(Outcome<'_>),
 ) -> Result<(), Busy> {
     let kind = op.kind();
@@ -170,7 +175,7 @@ pub fn execute(
     let store = &*ctx.store;
     match op {
         Op::Put { bank, key, value, lifetime } => {
-            kv::put(store, bank, key, value, *lifetime, now, access, respond)?
+            kv::put(store, bank, key, value, *lifetime, now, access, keep, respond)?
         }
         Op::Get { bank, key } => kv::get(store, bank, key, now, false, access, respond)?,
         Op::GetTouch { bank, key } => kv::get(store, bank, key, now, true, access, respond)?,
@@ -199,7 +204,7 @@ pub fn run(
     now: u64,
     respond: impl FnOnce(Outcome<'_>),
 ) {
-    let answered = execute(ctx, counters, op, now, Access::Wait, respond);
+    let answered = execute(ctx, counters, op, now, Access::Wait, Keep::Memory, respond);
     debug_assert!(answered.is_ok(), "an op that may wait is never busy");
 }
 

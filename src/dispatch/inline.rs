@@ -1,11 +1,18 @@
 //! What the reactor may run itself.
 //!
 //! A hand-off to a worker costs two thread wake-ups, tens of microseconds each on a small machine, while a
-//! one-key JSON op costs well under one. So a memory-only server runs a connection's few JSON requests on
-//! the reactor thread, within a per-turn budget. Which ops qualify is decided from the op's kind (its
+//! one-key JSON op costs well under one. So the server runs a connection's few JSON requests on the reactor
+//! thread, within a per-turn budget. Which ops qualify is decided from the op's kind (its
 //! [`bankcache_proto::Scope`]), never from the request's bytes: at the first op that walks a bank or the
-//! server, the rest of the job goes to a worker. HTTP, pipelined batches (a worker runs them while the
-//! reactor serves everyone else) and every disk-store server always go to the workers.
+//! server, the rest of the job goes to a worker. HTTP and pipelined batches (a worker runs them while the
+//! reactor serves everyone else) always go to the workers.
+//!
+//! The reactor never does disk I/O: with a disk store it runs under [`crate::store::Access::Try`], which
+//! refuses ([`crate::store::StoreError::Busy`]) every op that would append a record (put, delete, touch,
+//! getouch, incr) and every get whose value is not in RAM, before the op does anything. Such a request,
+//! and the rest of its job, go to a worker, which runs it from the start as if the reactor had not
+//! tried: nothing was answered, counted or changed. So under a disk store the reactor serves the reads
+//! of values in RAM, which the JSON port's puts keep there ([`crate::store::Keep::Memory`]).
 
 use std::sync::Arc;
 

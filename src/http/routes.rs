@@ -27,7 +27,7 @@ use crate::auth::Auth;
 use crate::cmd::{self, Context, Outcome};
 use crate::json::{self, Gate};
 use crate::stats::WorkerCounters;
-use crate::store::{FileSlice, Location, Tier};
+use crate::store::{FileSlice, Keep, Location, Tier};
 
 const ALLOW: &str = "GET, HEAD, PUT, DELETE";
 
@@ -315,10 +315,17 @@ impl Request<'_> {
         reply.rest_error(code, &[], why);
     }
 
-    /// Runs `op` if the gate lets it run here, else notes that the request was declined.
+    /// Runs `op` if the gate lets it run here, else notes that the request was declined. A put keeps its
+    /// value in RAM (the REST API is the JSON port's); the file API's puts go through [`Self::run_keeping`].
     fn run(&self, op: &Op<'_>, respond: impl FnOnce(Outcome<'_>)) {
+        self.run_keeping(op, Keep::Memory, respond)
+    }
+
+    /// [`Self::run`], with a put keeping its value in RAM as `keep` says.
+    fn run_keeping(&self, op: &Op<'_>, keep: Keep, respond: impl FnOnce(Outcome<'_>)) {
+        let (ctx, counters, now) = (self.env.ctx, self.env.counters, self.env.now);
         let ran = match self.env.gate.admits(op.kind()) {
-            Some(access) => cmd::execute(self.env.ctx, self.env.counters, op, self.env.now, access, respond),
+            Some(access) => cmd::execute(ctx, counters, op, now, access, keep, respond),
             None => Err(cmd::Busy),
         };
         self.declined.set(ran.is_err());
@@ -384,7 +391,9 @@ impl Request<'_> {
                     Err(why) => return self.file_error(reply, 400, &[], why),
                 };
                 let value = Value::Bytes(Cow::Borrowed(self.body));
-                self.run(&Op::Put { bank, key, value, lifetime }, |outcome| match outcome {
+                // CacheFS's rule: a file earns RAM by being read, not by being written.
+                let put = Op::Put { bank, key, value, lifetime };
+                self.run_keeping(&put, Keep::Earned, |outcome| match outcome {
                     Outcome::Stored { location } => {
                         let position = location.map(position);
                         let headers: Vec<(&str, &str)> =

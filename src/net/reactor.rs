@@ -7,11 +7,11 @@
 //! never interrupted per reply. The reactor then writes each connection's replies with one write.
 //!
 //! The reactor never touches a file (beyond holding one spare descriptor on `/dev/null`, see
-//! [`SpareFd`]); workers never touch a socket. One exception, for speed: a
-//! memory-only server runs a connection's few one-key JSON requests on the reactor thread itself
+//! [`SpareFd`]); workers never touch a socket. One exception, for speed: the
+//! server runs a connection's few one-key JSON requests on the reactor thread itself
 //! ([`Inline`]), because a hand-off costs two thread wake-ups (tens of microseconds each on a small
 //! machine) and such a request well under one. Bank-wide ops, HTTP, pipelined batches and anything
-//! touching the disk store go to the workers.
+//! touching the disk store (a write, or a read of a value not in RAM) go to the workers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -177,7 +177,7 @@ pub struct Parts {
     pub notified: Arc<AtomicBool>,
     /// Number of workers.
     pub workers: usize,
-    /// Set to let the reactor run small turns itself (memory-only stores).
+    /// Set to let the reactor run small turns itself (with a disk store, only what needs no disk).
     pub inline: Option<Inline>,
     /// Counters.
     pub stats: Arc<Stats>,

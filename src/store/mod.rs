@@ -14,6 +14,11 @@
 //!   not installed, and one overtaken by a record logged under its bank's lock is written again, so a
 //!   restart replays what memory held.
 //!
+//! With a disk store, a put keeps its value in RAM too when its front asks for it ([`Keep`]): the log is
+//! then what Redis's AOF is, and reads are served from memory. The reactor ([`Access::Try`]) never does
+//! disk I/O: an op that would append a record or read one is [`StoreError::Busy`] before it does anything,
+//! and a worker runs it.
+//!
 //! Disk reads happen outside every lock. `bank.list` takes only the table lock. The store knows nothing of
 //! sockets or JSON: values are opaque bytes with a flags byte.
 
@@ -122,6 +127,20 @@ impl From<VolumeError> for StoreError {
     fn from(e: VolumeError) -> Self {
         StoreError::Disk(e)
     }
+}
+
+/// What a put keeps in RAM when there is a disk store (without one, every value lives in RAM).
+///
+/// The fronts choose: the JSON port and the REST API write small values that are read back soon, so they
+/// keep them in RAM and use the log as Redis uses its AOF; the file API keeps CacheFS's rule that a file
+/// earns RAM only by being read from disk ([`StoreConfig::admit_after_reads`] times in the window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The value stays in RAM beside its record, memory permitting (a value that would not fit stays on
+    /// disk only); eviction drops such RAM copies before whole entries.
+    Memory,
+    /// The value goes to disk only and is kept in RAM once reads earn it a place.
+    Earned,
 }
 
 /// Which tier served a read.
@@ -436,14 +455,24 @@ impl Store {
         }
     }
 
+    /// The reactor's rule under a disk store: an op that would append to the log or read the disk is
+    /// [`StoreError::Busy`] with [`Access::Try`], so that a worker runs it; checked before anything is done.
+    fn no_disk_io_on_try(&self, access: Access) -> Result<(), StoreError> {
+        match (&self.disk, access) {
+            (Some(_), Access::Try) => Err(StoreError::Busy),
+            _ => Ok(()),
+        }
+    }
+
     /// True when the record at `at` can no longer be read (its volume has been reused).
     fn gone(&self) -> impl Fn(Location) -> bool + '_ {
         move |at| self.disk.as_ref().is_some_and(|d| !d.is_current(at))
     }
 
-    /// Stores a value, replacing the whole entry. With a disk store the record is written first and the
-    /// value is not kept in RAM until reads earn it a place. Room is made for the entry first; one that
-    /// cannot fit even then is refused.
+    /// Stores a value, replacing the whole entry. With a disk store the record is written first, and the
+    /// value stays in RAM as `keep` says ([`Keep`]). Room is made for the entry first; one that cannot fit
+    /// even then is refused. With a disk store and [`Access::Try`] (the reactor, which does no disk I/O)
+    /// the put is [`StoreError::Busy`] before anything is done.
     #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
@@ -454,19 +483,24 @@ impl Store {
         ttl: Ttl,
         now: u64,
         access: Access,
+        keep: Keep,
     ) -> Result<Option<Location>, StoreError> {
+        self.no_disk_io_on_try(access)?;
         if ttl == Ttl::Expired {
             self.delete(bank, key, now, access)?;
             return Ok(None);
         }
         // What the entry will cost, roughly (its slot and index share are ~37 bytes, its allocation is the
-        // key and, without a disk store, the value): enough to make room before it goes in.
-        let in_ram = if self.disk.is_none() { value.len() } else { 0 };
-        let cost = 48 + memory::alloc_size(key.len() + in_ram + 29);
-        if self.disk.is_none() && cost > self.memory_max {
+        // key and the value if kept in RAM): enough to make room before it goes in.
+        let cost = |in_ram: usize| 48 + memory::alloc_size(key.len() + in_ram + 29);
+        if self.disk.is_none() && cost(value.len()) > self.memory_max {
             return Err(StoreError::TooLargeForMemory { len: value.len(), max: self.memory_max });
         }
-        self.make_room(cost, access)?;
+        // With a disk store a value is kept in RAM only if room can be made for it: otherwise it lives on
+        // disk alone, as an earned one does until it is read.
+        let in_ram = self.disk.is_none()
+            || (keep == Keep::Memory && self.make_room(cost(value.len()), access).is_ok());
+        self.make_room(cost(if in_ram { value.len() } else { 0 }), access)?;
         let Some(disk) = &self.disk else {
             self.with_bank_or_create(bank, access, |m| {
                 m.put(key, NewValue { value, in_ram: true, location: None, flags }, ttl, now)
@@ -491,7 +525,7 @@ impl Store {
                 } else {
                     written
                 };
-                m.install(key, NewValue { value, in_ram: false, location: Some(at), flags }, ttl, now, seq);
+                m.install(key, NewValue { value, in_ram, location: Some(at), flags }, ttl, now, seq);
                 Ok(at)
             })??;
         Ok(Some(location))
@@ -499,7 +533,8 @@ impl Store {
 
     /// Reads a value: `f` gets its bytes and flags, from RAM under the bank's lock, or from disk after
     /// the lock is dropped. With `touch`, restarts the entry's lifetime first. A disk read counts toward
-    /// admission to RAM.
+    /// admission to RAM. With a disk store and [`Access::Try`], a read that would go to disk, and every
+    /// `touch` (it logs), is [`StoreError::Busy`] with nothing done and `f` not called.
     pub fn get<R>(
         &self,
         bank: &str,
@@ -529,6 +564,9 @@ impl Store {
             /// Neither in RAM nor on disk: cannot happen (eviction keeps disk-less entries whole), but a
             /// miss is the safe answer.
             Nowhere,
+        }
+        if touch {
+            self.no_disk_io_on_try(access)?;
         }
         let mut f = Some(f);
         let first = self.with_bank(bank, access, |m| -> Result<Lookup<Step<R>>, StoreError> {
@@ -580,6 +618,7 @@ impl Store {
             Step::Nowhere => Ok(Lookup::Miss),
             Step::FromDisk(at, flags, deadline) => {
                 let Some(disk) = &self.disk else { return Ok(Lookup::Miss) };
+                self.no_disk_io_on_try(access)?;
                 let served = Served { tier: Tier::Disk, location: Some(at), flags, deadline };
                 let read = disk.read_value(at, bank.as_bytes(), key, |value, slice| {
                     self.counters.reads_disk.fetch_add(1, Ordering::Relaxed);
@@ -612,8 +651,10 @@ impl Store {
         }
     }
 
-    /// Removes a key; with a disk store a tombstone is appended so the delete holds after a restart.
+    /// Removes a key; with a disk store a tombstone is appended so the delete holds after a restart (and
+    /// [`Access::Try`] is [`StoreError::Busy`], as for every op that logs).
     pub fn delete(&self, bank: &str, key: &[u8], now: u64, access: Access) -> Result<Lookup<()>, StoreError> {
+        self.no_disk_io_on_try(access)?;
         let result = self.with_bank(bank, access, |m| -> Result<Lookup<()>, StoreError> {
             let found = m.get(key, now, self.gone(), |_| ());
             if let Lookup::Hit(()) = found {
@@ -629,8 +670,9 @@ impl Store {
         self.count_expired(result.transpose()?.unwrap_or(Lookup::Miss))
     }
 
-    /// Restarts a key's lifetime.
+    /// Restarts a key's lifetime (logged with a disk store: [`Access::Try`] is then [`StoreError::Busy`]).
     pub fn touch(&self, bank: &str, key: &[u8], now: u64, access: Access) -> Result<Lookup<()>, StoreError> {
+        self.no_disk_io_on_try(access)?;
         let result = self.with_bank(bank, access, |m| {
             let disk = self.disk.as_ref();
             let mut logged = None;
@@ -664,7 +706,8 @@ impl Store {
     }
 
     /// Replaces a value with what `f` makes of it and its flags (incr) — new bytes and flags — keeping its
-    /// lifetime; atomic under the bank's lock. A value only on disk is read there first.
+    /// lifetime; atomic under the bank's lock. A value only on disk is read there first. Logged with a disk
+    /// store: [`Access::Try`] is then [`StoreError::Busy`].
     pub fn update<T, E>(
         &self,
         bank: &str,
@@ -679,6 +722,7 @@ impl Store {
             Unreadable(Location),
             Nowhere,
         }
+        self.no_disk_io_on_try(access)?;
         let disk = self.disk.as_ref();
         let result = self.with_bank(bank, access, |m| {
             m.update(key, now, self.gone(), |view, deadline, lifetime| {
@@ -1129,11 +1173,31 @@ mod tests {
                                 0..=3 => {
                                     let mut value = format!("{round}.{t}.{i}.").into_bytes();
                                     value.resize(value.len() + (x >> 20) as usize % 30_000, b'x');
-                                    store.put("b", key, &value, 0, Ttl::Forever, now, Access::Wait).unwrap();
+                                    store
+                                        .put(
+                                            "b",
+                                            key,
+                                            &value,
+                                            0,
+                                            Ttl::Forever,
+                                            now,
+                                            Access::Wait,
+                                            Keep::Earned,
+                                        )
+                                        .unwrap();
                                 }
                                 4 => {
                                     store
-                                        .put("b", key, b"5", 0, Ttl::Millis(60_000), now, Access::Wait)
+                                        .put(
+                                            "b",
+                                            key,
+                                            b"5",
+                                            0,
+                                            Ttl::Millis(60_000),
+                                            now,
+                                            Access::Wait,
+                                            Keep::Earned,
+                                        )
                                         .unwrap();
                                     store.touch("b", key, now, Access::Wait).unwrap();
                                 }
@@ -1165,8 +1229,8 @@ mod tests {
     fn reads_do_not_create_banks() {
         let store = Store::new();
         assert!(get(&store, "b", "k").is_none());
-        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
-        store.put("a", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
+        store.put("a", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         let names = store.bank_names(1 << 20).unwrap();
         assert_eq!(names, [Box::from("b"), Box::from("a")]);
     }
@@ -1175,7 +1239,7 @@ mod tests {
     fn sweep_counts_what_it_removes() {
         let store = Store::new();
         for i in 0..500u32 {
-            store.put("b", &i.to_be_bytes(), b"v", 0, Ttl::Millis(1), 0, Access::Wait).unwrap();
+            store.put("b", &i.to_be_bytes(), b"v", 0, Ttl::Millis(1), 0, Access::Wait, Keep::Earned).unwrap();
         }
         assert_eq!(store.sweep(10, Duration::from_secs(5)).removed, 500);
         assert_eq!(store.counters().expired_sweep.load(Ordering::Relaxed), 500);
@@ -1193,7 +1257,16 @@ mod tests {
                     for i in 0..1000u32 {
                         let bank = format!("bank{}", i % 7);
                         store
-                            .put(&bank, &(t * 1000 + i).to_be_bytes(), b"v", 0, Ttl::Forever, 0, Access::Wait)
+                            .put(
+                                &bank,
+                                &(t * 1000 + i).to_be_bytes(),
+                                b"v",
+                                0,
+                                Ttl::Forever,
+                                0,
+                                Access::Wait,
+                                Keep::Earned,
+                            )
                             .unwrap();
                     }
                 })
@@ -1211,12 +1284,16 @@ mod tests {
     fn memory_only_store_evicts_whole_entries_within_its_limit() {
         let store = Store::memory_only(StoreConfig { memory_max_bytes: 10_000, ..StoreConfig::default() });
         for i in 0..100u32 {
-            store.put("b", &i.to_be_bytes(), &[7; 1000], 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store
+                .put("b", &i.to_be_bytes(), &[7; 1000], 0, Ttl::Forever, 0, Access::Wait, Keep::Earned)
+                .unwrap();
             assert!(store.ram_bytes() <= 10_000);
         }
         assert!(store.totals().keys <= 10);
         assert!(store.counters().evictions.load(Ordering::Relaxed) >= 90);
-        let err = store.put("b", b"huge", &[0; 20_000], 0, Ttl::Forever, 0, Access::Wait).unwrap_err();
+        let err = store
+            .put("b", b"huge", &[0; 20_000], 0, Ttl::Forever, 0, Access::Wait, Keep::Earned)
+            .unwrap_err();
         assert!(err.to_string().contains("memory_max_bytes"), "{err}");
     }
 
@@ -1226,21 +1303,21 @@ mod tests {
         let now = now_ms();
         {
             let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-            s.put("a", b"kept", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
-            s.put("a", b"deleted", b"2", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("a", b"kept", b"1", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
+            s.put("a", b"deleted", b"2", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             s.delete("a", b"deleted", now, Access::Wait).unwrap();
-            s.put("a", b"counter", b"5", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("a", b"counter", b"5", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             let r = s
                 .update("a", b"counter", now, Access::Wait, |old, _| {
                     Ok::<_, ()>(([old, &b"0"[..]].concat(), 0, ()))
                 })
                 .unwrap();
             assert_eq!(r, Lookup::Hit(Ok(())));
-            s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now, Access::Wait).unwrap();
+            s.put("a", b"short", b"3", 0, Ttl::Millis(100_000), now, Access::Wait, Keep::Earned).unwrap();
             s.touch("a", b"short", now + 50_000, Access::Wait).unwrap();
-            s.put("b", b"gone", b"4", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("b", b"gone", b"4", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             s.reset("b").unwrap();
-            s.put("b", b"after-reset", b"5", 1, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("b", b"after-reset", b"5", 1, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             s.sync().unwrap();
         }
         let (s, report) = Store::open(disk_config(dir.path())).unwrap();
@@ -1296,14 +1373,103 @@ mod tests {
     fn disk_reads_are_admitted_to_memory_after_three() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-        s.put("files", b"f", b"body", 1, Ttl::Forever, 0, Access::Wait).unwrap();
+        s.put("files", b"f", b"body", 1, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         let tiers: Vec<Tier> = (0..4).map(|_| get(&s, "files", "f").unwrap().1).collect();
         assert_eq!(tiers, [Tier::Disk, Tier::Disk, Tier::Disk, Tier::Memory]);
         assert_eq!(s.ram_bytes(), 4);
         // An overwrite drops the RAM copy: the next read is from disk, with the new body.
-        s.put("files", b"f", b"new body", 1, Ttl::Forever, 0, Access::Wait).unwrap();
+        s.put("files", b"f", b"new body", 1, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         assert_eq!(get(&s, "files", "f"), Some((b"new body".to_vec(), Tier::Disk)));
         assert_eq!(s.ram_bytes(), 0);
+    }
+
+    /// A put that asks for [`Keep::Memory`] is read from RAM at once under a disk store, and its record
+    /// still brings it back after a restart; [`Keep::Earned`] keeps CacheFS's admission rule.
+    #[test]
+    fn a_put_kept_in_memory_is_read_from_ram_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            s.put("b", b"k", b"value", 0, Ttl::Forever, 0, Access::Wait, Keep::Memory).unwrap();
+            s.put("b", b"f", b"file", 1, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
+            assert_eq!(s.ram_bytes(), 5);
+            assert_eq!(get(&s, "b", "k"), Some((b"value".to_vec(), Tier::Memory)));
+            let tiers: Vec<Tier> = (0..4).map(|_| get(&s, "b", "f").unwrap().1).collect();
+            assert_eq!(tiers, [Tier::Disk, Tier::Disk, Tier::Disk, Tier::Memory]);
+            assert_eq!(s.counters().reads_disk.load(Ordering::Relaxed), 3);
+            s.sync().unwrap();
+        }
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        assert_eq!(get(&s, "b", "k"), Some((b"value".to_vec(), Tier::Disk)));
+    }
+
+    /// With a disk store, values kept in RAM by their puts still stay within `memory_max_bytes`: eviction
+    /// drops RAM copies, and every value can still be read (from disk).
+    #[test]
+    fn puts_kept_in_memory_stay_within_the_limit_and_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = disk_config(dir.path());
+        config.memory_max_bytes = 256 << 10;
+        let (s, _) = Store::open(config).unwrap();
+        let value = |i: u32| vec![(i % 251) as u8; 1000];
+        for i in 0..1000u32 {
+            s.put("b", &i.to_be_bytes(), &value(i), 1, Ttl::Forever, 0, Access::Wait, Keep::Memory).unwrap();
+        }
+        // (Room is made before each put for its estimated cost; a slot array that doubles can overshoot by
+        // its growth until the next put, as without a disk store.)
+        assert!(s.memory_bytes() <= 256 << 10, "{} bytes", s.memory_bytes());
+        assert!(s.ram_bytes() > 0, "recent values are in RAM");
+        assert!(s.counters().evictions.load(Ordering::Relaxed) > 0);
+        assert_eq!(s.totals().keys, 1000, "only RAM copies were dropped");
+        for i in 0..1000u32 {
+            let got = s.get("b", &i.to_be_bytes(), 0, false, Access::Wait, |v, _| v.to_vec()).unwrap();
+            assert_eq!(got.hit().map(|(v, _)| v), Some(value(i)), "key {i}");
+        }
+    }
+
+    /// The reactor's access under a disk store: whatever would append a record or read the disk is `Busy`
+    /// before it does anything (nothing logged, changed, counted, nor handed to the reader), so a worker
+    /// can run it afresh; a read of a value in RAM runs.
+    #[test]
+    fn try_access_refuses_disk_io_with_no_side_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let records = {
+            let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+            s.put("b", b"k", b"1", 0, Ttl::Millis(60_000), now, Access::Wait, Keep::Memory).unwrap();
+            s.put("b", b"f", b"2", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
+            fn busy<T>(r: Result<T, StoreError>) -> bool {
+                matches!(r, Err(StoreError::Busy))
+            }
+            assert!(busy(s.put("b", b"k", b"3", 0, Ttl::Forever, now, Access::Try, Keep::Memory)));
+            assert!(busy(s.put("b", b"n", b"3", 0, Ttl::Forever, now, Access::Try, Keep::Memory)));
+            assert!(busy(s.put("b", b"k", b"3", 0, Ttl::Expired, now, Access::Try, Keep::Memory)));
+            assert!(busy(s.delete("b", b"k", now, Access::Try)));
+            assert!(busy(s.touch("b", b"k", now + 1000, Access::Try)));
+            assert!(busy(s.update("b", b"k", now, Access::Try, |_, f| Ok::<_, ()>((b"9".to_vec(), f, ())))));
+            let mut called = false;
+            assert!(busy(s.get("b", b"k", now + 1000, true, Access::Try, |_, _| called = true)));
+            assert!(busy(s.get("b", b"f", now, false, Access::Try, |_, _| called = true)));
+            assert!(!called, "a refused read handed nothing on");
+            assert_eq!(s.counters().reads_disk.load(Ordering::Relaxed), 0);
+            assert_eq!(s.counters().reads_memory.load(Ordering::Relaxed), 0);
+            // A value in RAM is read on the reactor.
+            let hit = s.get("b", b"k", now, false, Access::Try, |v, _| v.to_vec()).unwrap();
+            assert_eq!(hit.hit().map(|(v, served)| (v, served.tier)), Some((b"1".to_vec(), Tier::Memory)));
+            // The refused disk read did not count toward admission: three reads still come from disk.
+            let tiers: Vec<Tier> = (0..4).map(|_| get(&s, "b", "f").unwrap().1).collect();
+            assert_eq!(tiers, [Tier::Disk, Tier::Disk, Tier::Disk, Tier::Memory]);
+            assert_eq!(s.totals().keys, 2);
+            s.sync().unwrap();
+            drop(s);
+            Store::open(disk_config(dir.path())).unwrap().1.unwrap().records
+        };
+        assert_eq!(records, 2, "only the two puts were logged");
+        let (s, _) = Store::open(disk_config(dir.path())).unwrap();
+        assert_eq!(get(&s, "b", "k").unwrap().0, b"1");
+        // The deadline the refused touches would have moved is the put's.
+        let at = |t: u64| s.get("b", b"k", t, false, Access::Wait, |_, _| ()).unwrap();
+        assert_eq!(at(now + 60_000), Lookup::Expired);
     }
 
     /// Before, each pass of the sweep started at the first bank and spent its budget there, so expired
@@ -1313,12 +1479,21 @@ mod tests {
     fn the_sweep_reaches_every_bank_with_deadlines_whatever_comes_first() {
         let store = Store::new();
         for i in 0..300_000u32 {
-            store.put("big", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store.put("big", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         }
         for b in 0..20 {
             for i in 0..2_000u32 {
                 store
-                    .put(&format!("b{b}"), &i.to_be_bytes(), b"1", 0, Ttl::Millis(1), 0, Access::Wait)
+                    .put(
+                        &format!("b{b}"),
+                        &i.to_be_bytes(),
+                        b"1",
+                        0,
+                        Ttl::Millis(1),
+                        0,
+                        Access::Wait,
+                        Keep::Earned,
+                    )
                     .unwrap();
             }
         }
@@ -1342,14 +1517,16 @@ mod tests {
         let store = Store::memory_only(StoreConfig { memory_max_bytes: 64 << 20, ..StoreConfig::default() });
         for b in 0..100_000 {
             let bank = format!("empty{b}");
-            store.put(&bank, b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store.put(&bank, b"k", b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
             store.reset(&bank).unwrap();
         }
         // Reset banks are left in the ring until an eviction pass finds them empty: one pass clears them.
         let _ = store.make_room(usize::MAX / 2, Access::Wait);
         assert_eq!(store.evictable.len(), 0);
         for i in 0..1000u32 {
-            store.put("hot", &i.to_be_bytes(), &[0; 100], 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store
+                .put("hot", &i.to_be_bytes(), &[0; 100], 0, Ttl::Forever, 0, Access::Wait, Keep::Earned)
+                .unwrap();
         }
         assert_eq!(store.evictable.len(), 1);
         let used = store.memory_bytes();
@@ -1362,7 +1539,7 @@ mod tests {
         let store = Store::memory_only(StoreConfig { memory_max_bytes: 4 << 20, ..StoreConfig::default() });
         let mut n = 0u32;
         while store.counters().evictions.load(Ordering::Relaxed) == 0 {
-            store.put("b", &n.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store.put("b", &n.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
             n += 1;
         }
         for i in 0..n {
@@ -1380,7 +1557,7 @@ mod tests {
         assert!(n > 4 * SLICE as u32, "{n} keys: too few to need more than four slices");
         for i in 0..100u32 {
             let key = (n + i).to_be_bytes();
-            if let Err(e) = store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait) {
+            if let Err(e) = store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned) {
                 panic!("put {i} refused: {e}");
             }
         }
@@ -1393,8 +1570,11 @@ mod tests {
         let (store, n) = full_of_entries_all_read();
         assert!(n > 4 * SLICE as u32, "{n} keys: too few to need more than four slices");
         let key = n.to_be_bytes();
-        assert!(matches!(store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Try), Err(StoreError::Busy)));
-        store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        assert!(matches!(
+            store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Try, Keep::Earned),
+            Err(StoreError::Busy)
+        ));
+        store.put("b", &key, b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
     }
 
     /// `bank.keys` walks a slice at a time and lets go of the bank between slices: writes to the same bank
@@ -1403,7 +1583,7 @@ mod tests {
     fn listing_keys_lets_writes_to_the_bank_in_between_slices() {
         let store = Arc::new(Store::new());
         for i in 0..200_000u32 {
-            store.put("b", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store.put("b", &i.to_be_bytes(), b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         }
         let walking = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let writer = {
@@ -1412,7 +1592,7 @@ mod tests {
                 let mut during = 0u32;
                 while walking.load(Ordering::Acquire) {
                     let key = (1_000_000 + during).to_be_bytes();
-                    store.put("b", &key, b"2", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+                    store.put("b", &key, b"2", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
                     during += 1;
                 }
                 during
@@ -1438,12 +1618,15 @@ mod tests {
     #[test]
     fn try_access_never_waits_and_changes_nothing() {
         let store = Store::new();
-        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait).unwrap();
+        store.put("b", b"k", b"1", 0, Ttl::Forever, 0, Access::Wait, Keep::Earned).unwrap();
         let table = store.table(Access::Wait).unwrap();
         let bank = Arc::clone(table.get("b").unwrap());
         drop(table);
         let held = bank.lock_wait();
-        assert!(matches!(store.put("b", b"k", b"2", 0, Ttl::Forever, 0, Access::Try), Err(StoreError::Busy)));
+        assert!(matches!(
+            store.put("b", b"k", b"2", 0, Ttl::Forever, 0, Access::Try, Keep::Earned),
+            Err(StoreError::Busy)
+        ));
         assert!(matches!(
             store.get("b", b"k", 0, false, Access::Try, |v, _| v.to_vec()),
             Err(StoreError::Busy)
@@ -1454,11 +1637,11 @@ mod tests {
         // A new bank needs the table's write lock: held for reading elsewhere, the reactor does not wait.
         let reading = store.table(Access::Wait).unwrap();
         assert!(matches!(
-            store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try),
+            store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try, Keep::Earned),
             Err(StoreError::Busy)
         ));
         drop(reading);
-        assert!(store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try).is_ok());
+        assert!(store.put("new", b"k", b"1", 0, Ttl::Forever, 0, Access::Try, Keep::Earned).is_ok());
     }
 
     /// Before, a put whose own deadline had passed by the restart was skipped, so the touch that had moved
@@ -1470,9 +1653,9 @@ mod tests {
         let t0 = now_ms() - 12_000;
         {
             let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait, Keep::Earned).unwrap();
             s.touch("b", b"k", t0 + 8_000, Access::Wait).unwrap();
-            s.put("b", b"g", b"2", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            s.put("b", b"g", b"2", 0, Ttl::Millis(10_000), t0, Access::Wait, Keep::Earned).unwrap();
             let got = s.get("b", b"g", t0 + 9_000, true, Access::Wait, |v, _| v.to_vec()).unwrap();
             assert!(matches!(got, Lookup::Hit(_)));
             s.sync().unwrap();
@@ -1493,7 +1676,7 @@ mod tests {
         let t0 = now_ms() - 15_000;
         {
             let (s, _) = Store::open(disk_config(dir.path())).unwrap();
-            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait).unwrap();
+            s.put("b", b"k", b"1", 0, Ttl::Millis(10_000), t0, Access::Wait, Keep::Earned).unwrap();
             // Deadline t0 + 11 s: passed when the store reopens.
             s.touch("b", b"k", t0 + 1_000, Access::Wait).unwrap();
             // Deadline t0 + 19 s: still ahead.

@@ -85,10 +85,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::store::Ttl;
+    use crate::store::{Keep, Ttl};
 
     fn put(store: &Store, bank: &str, key: &str, ttl: Ttl, now: u64) {
-        store.put(bank, key.as_bytes(), b"1", 0, ttl, now, Access::Wait).unwrap();
+        store.put(bank, key.as_bytes(), b"1", 0, ttl, now, Access::Wait, Keep::Memory).unwrap();
     }
 
     fn text(keys: Vec<Box<[u8]>>) -> Vec<String> {
