@@ -131,6 +131,23 @@ fn slow_ops_are_logged() {
     assert!(server.stderr().contains("bank.keys"), "the log names the op: {}", server.stderr());
 }
 
+/// A line end that arrives after its request was answered bare is owed a `\n`, not a request: the
+/// reactor does not count it as one it ran (it did, once for each, when clients wrote a request and its
+/// line end in two writes).
+#[test]
+fn a_late_line_end_is_not_counted_as_a_request() {
+    let server = TestServer::start(&[]);
+    let mut c = server.connect();
+    for i in 0..5 {
+        c.send(&put("late", &format!("k{i}"), "1"));
+        // The bare reply proves the request ran before its line end arrived.
+        assert_eq!(c.read_exact(OK_EMPTY.len() - 1), OK_EMPTY.trim_end());
+        c.send("\n");
+        assert_eq!(c.read_exact(1), "\n");
+    }
+    assert_eq!(stat(&stats(&mut c), "requests_inline"), 5.0);
+}
+
 /// A server runs a small turn's requests on the reactor thread; bank-wide ops, HTTP, everything with
 /// `--inline-ops 0`, and with a disk store every op that writes the log or reads the disk go to the
 /// workers. Every path answers byte for byte alike.

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::job::{Front, Job};
+use super::job::{Ending, Front, Job};
 use super::pool::{self, Services};
 use crate::access_log;
 use crate::json::Gate;
@@ -57,8 +57,9 @@ impl Inline {
         let mut lines = access_log::Batch::default();
         pool::run_guarded(&self.services, counters, job, Gate::BoundedNoWait, &mut lines);
         debug_assert!(lines.is_empty());
-        let ran = job.next - before;
-        *budget -= ran;
+        // A late line end is owed bytes, not a request: it is neither counted nor charged.
+        let ran = job.spans[before..job.next].iter().filter(|span| span.ending != Ending::LateLine).count();
+        *budget = budget.saturating_sub(ran);
         ran
     }
 }

@@ -46,8 +46,8 @@ use record::{Kind, Meta};
 pub use table::{Access, Bank};
 use table::{Ring, RingKind, Table};
 pub use volume::{
-    DiskBudget, FileSlice, Fsync, Location, ReadMiss, Recovered, RecoveryReport, Ring as VolumeRing, SendGate,
-    VolumeConfig, VolumeError, VolumeFigures, Volumes,
+    DiskBudget, FileSlice, Fsync, Location, ReadMiss, Recovered, RecoveryReport, Ring as VolumeRing,
+    SendGate, VolumeConfig, VolumeError, VolumeFigures, Volumes,
 };
 
 /// Current time in Unix milliseconds: deadlines are absolute so they keep running across a restart.

@@ -192,6 +192,16 @@ impl Conn {
         }
     }
 
+    /// Reads exactly `n` bytes (a reply without its line end, say). Fails the test on a timeout or EOF.
+    #[track_caller]
+    pub fn read_exact(&mut self, n: usize) -> String {
+        let mut buf = vec![0; n];
+        self.reader
+            .read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("no {n} reply bytes within {READ_TIMEOUT:?}: {e}"));
+        String::from_utf8(buf).unwrap_or_else(|e| panic!("reply is not UTF-8: {:?}", e.as_bytes()))
+    }
+
     /// Reads one line, or `None` on a clean EOF. I/O errors are returned.
     pub fn try_read_line(&mut self) -> io::Result<Option<String>> {
         let mut buf = Vec::new();
