@@ -1077,7 +1077,16 @@ mod tests {
         for (bank, n) in [("b", 3), ("a", 1), ("c", 2)] {
             for i in 0..n {
                 store
-                    .put(bank, format!("k{i}").as_bytes(), b"12345", 0, Ttl::Forever, 0, Access::Wait)
+                    .put(
+                        bank,
+                        format!("k{i}").as_bytes(),
+                        b"12345",
+                        0,
+                        Ttl::Forever,
+                        0,
+                        Access::Wait,
+                        Keep::Earned,
+                    )
                     .unwrap();
             }
         }
@@ -1106,7 +1115,9 @@ mod tests {
         let value = [7u8; 1000];
         // Four records of ~1 KB fill volume 0 to ~3 KB, the fourth goes to volume 1, and so on round the ring.
         for i in 0..12 {
-            store.put("b", format!("k{i}").as_bytes(), &value, 0, Ttl::Forever, 0, Access::Wait).unwrap();
+            store
+                .put("b", format!("k{i}").as_bytes(), &value, 0, Ttl::Forever, 0, Access::Wait, Keep::Earned)
+                .unwrap();
         }
         let ring = store.disk().unwrap().ring();
         assert_eq!(ring.current, 0, "round the ring once: {ring:?}");
@@ -1344,14 +1355,24 @@ mod tests {
         {
             let (s, _) = Store::open(disk_config(dir.path())).unwrap();
             for i in 0..300 {
-                s.put("a", format!("k{i}").as_bytes(), b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+                s.put(
+                    "a",
+                    format!("k{i}").as_bytes(),
+                    b"1",
+                    0,
+                    Ttl::Forever,
+                    now,
+                    Access::Wait,
+                    Keep::Earned,
+                )
+                .unwrap();
             }
-            s.put("b", b"x", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
-            s.put("b", b"y", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+            s.put("b", b"x", b"1", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
+            s.put("b", b"y", b"1", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             s.delete("b", b"y", now, Access::Wait).unwrap();
             // One key written 2,000 times: the census counts every put.
             for _ in 0..2000 {
-                s.put("c", b"same", b"1", 0, Ttl::Forever, now, Access::Wait).unwrap();
+                s.put("c", b"same", b"1", 0, Ttl::Forever, now, Access::Wait, Keep::Earned).unwrap();
             }
             s.sync().unwrap();
         }
