@@ -92,12 +92,6 @@ pub fn entry_len(buf: &[u8]) -> Option<usize> {
     (len == ENTRY_HEADER + u16_at(buf, 10) + u16_at(buf, 12)).then_some(len)
 }
 
-/// The kind byte and the bank of the entry at the start of `buf`, which must hold all of its
-/// [`entry_len`] bytes; unchecked (no CRC), for counts that are only a hint.
-pub fn peek_kind_bank(buf: &[u8]) -> (u8, &[u8]) {
-    (buf[8], &buf[ENTRY_HEADER..ENTRY_HEADER + u16_at(buf, 10)])
-}
-
 /// Reads the entry at the start of `buf`: the entry and its length, or `None` at a torn or damaged entry
 /// (which ends the usable part of the file).
 pub fn decode_entry(buf: &[u8]) -> Option<(Entry<'_>, usize)> {

@@ -34,7 +34,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::Path;
 
 use super::io::{self, Scanner};
@@ -163,33 +162,138 @@ pub(super) struct Replayed {
     pub recycled: u64,
 }
 
+/// Bytes of an index file read at a time at start-up: an index of millions of keys is hundreds of MB, which
+/// start-up must not hold beside the tables it builds.
+const INDEX_CHUNK: usize = 1 << 20;
+
+/// An index file, read a chunk at a time.
+struct IndexFile {
+    file: File,
+    len: u64,
+    /// The chunk being read, reused from pass to pass.
+    buf: Vec<u8>,
+}
+
+impl IndexFile {
+    /// Opens an index file; `None` when it is missing or cannot be read, or is too short for a header.
+    fn open(path: &Path) -> Option<(IndexFile, [u8; index::HEADER_LEN])> {
+        let file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        let mut header = [0; index::HEADER_LEN];
+        if io::read_at(&file, &mut header, 0).ok()? < header.len() {
+            return None;
+        }
+        Some((IndexFile { file, len, buf: Vec::new() }, header))
+    }
+
+    /// Calls `f` with each entry from offset `from` on, in order, with the entry's offset, until `to` (or
+    /// the file's end), the first entry that is torn or damaged (or cannot be read), or until `f` returns
+    /// false. Returns where the entries given to `f` and accepted end: the offset of the entry `f` refused,
+    /// or of the first one not read.
+    fn entries(&mut self, from: u64, to: u64, mut f: impl FnMut(Entry<'_>, u64) -> bool) -> u64 {
+        self.entries_in_chunks(from, to, INDEX_CHUNK, &mut f)
+    }
+
+    fn entries_in_chunks(
+        &mut self,
+        from: u64,
+        to: u64,
+        chunk: usize,
+        f: &mut impl FnMut(Entry<'_>, u64) -> bool,
+    ) -> u64 {
+        let to = to.min(self.len);
+        if self.buf.len() < chunk {
+            self.buf.resize(chunk, 0);
+        }
+        // `buf[start..filled]` holds the file's bytes from `base + start` on, read and not yet handed on.
+        let (mut base, mut start, mut filled) = (from, 0usize, 0usize);
+        loop {
+            while filled - start >= index::ENTRY_HEADER {
+                let rest = &self.buf[start..filled];
+                let at = base + start as u64;
+                let Some(len) = index::entry_len(rest) else { return at };
+                if rest.len() < len {
+                    break;
+                }
+                let Some((entry, used)) = index::decode_entry(rest) else { return at };
+                if !f(entry, at) {
+                    return at;
+                }
+                start += used;
+            }
+            let next = base + filled as u64;
+            if next >= to {
+                return base + start as u64;
+            }
+            self.buf.copy_within(start..filled, 0);
+            (base, filled, start) = (base + start as u64, filled - start, 0);
+            if filled == self.buf.len() {
+                // One entry longer than a chunk (names of up to 128 KiB).
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let want = ((to - next) as usize).min(self.buf.len() - filled);
+            match io::read_at(&self.file, &mut self.buf[filled..filled + want], next) {
+                Ok(0) | Err(_) => return base,
+                Ok(got) => filled += got,
+            }
+        }
+    }
+
+    /// The bytes of the entry at offset `at`, if it is whole and sound there.
+    fn entry_at(&self, at: u64) -> Option<Vec<u8>> {
+        let mut bytes = vec![0; index::ENTRY_HEADER];
+        if io::read_at(&self.file, &mut bytes, at).ok()? < bytes.len() {
+            return None;
+        }
+        let len = index::entry_len(&bytes)?;
+        bytes.resize(len, 0);
+        if io::read_at(&self.file, &mut bytes, at).ok()? < len {
+            return None;
+        }
+        index::decode_entry(&bytes)?;
+        Some(bytes)
+    }
+
+    /// The bytes from `from` to `to`.
+    fn range(&self, from: u64, to: u64) -> Option<Vec<u8>> {
+        let mut bytes = vec![0; usize::try_from(to.checked_sub(from)?).ok()?];
+        (io::read_at(&self.file, &mut bytes, from).ok()? == bytes.len()).then_some(bytes)
+    }
+}
+
 /// How much of an index file recovery may use: entries of its generation whose offsets and LSNs follow
 /// each other from the start of the volume, up to the last one that agrees with its record. Returns the
 /// byte length of the usable part (after the header) and how many entries were ignored as belonging to
 /// another use of the volume. Entries are not kept: the caller reads them again, already checked.
-fn usable_index(buf: &[u8], generation: u32, scan: &mut Scanner<'_>, chain: &mut Chain) -> (usize, u64) {
-    let mut pos = index::HEADER_LEN;
+fn usable_index(
+    ix: &mut IndexFile,
+    header: &[u8],
+    generation: u32,
+    scan: &mut Scanner<'_>,
+    chain: &mut Chain,
+) -> (u64, u64) {
+    let start = index::HEADER_LEN as u64;
     let (mut offset, mut lsn) = (0u64, None::<u64>);
-    let (mut decoded, mut ends) = (0u64, Vec::new());
-    while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
+    let (mut decoded, mut ends) = (0u64, std::collections::VecDeque::new());
+    let pos = ix.entries(start, u64::MAX, |e, at| {
         decoded += 1;
         chain.evidence(e.lsn);
         let follows = u64::from(e.offset) == offset
             && lsn.is_none_or(|l| l.checked_add(1) == Some(e.lsn))
             && e.len as usize >= record::HEADER_LEN;
         if !follows {
-            break;
+            return false;
         }
         offset += u64::from(e.len);
         lsn = Some(e.lsn);
         // Where each entry starts, for the last ones only: enough to step back from a bad end.
         if ends.len() == 64 {
-            ends.remove(0);
+            ends.pop_front();
         }
-        ends.push(pos);
-        pos += used;
-    }
-    if index::decode_header(buf) != Some(generation) {
+        ends.push_back(at);
+        true
+    });
+    if index::decode_header(header) != Some(generation) {
         // Another use of the volume, or another volume's index: its LSNs are still evidence (above), its
         // entries describe nothing here.
         return (0, decoded);
@@ -198,30 +302,31 @@ fn usable_index(buf: &[u8], generation: u32, scan: &mut Scanner<'_>, chain: &mut
     // proves nothing either way (the entry stands, and a read of it is a miss); a sound header that says
     // something else, or nothing at all where a record should be (the volume file was lost or cut short),
     // means the index does not describe this volume's data there.
-    let agrees = |scan: &mut Scanner<'_>, at: usize| {
-        let Some((e, _)) = index::decode_entry(&buf[at..]) else { return false };
+    let agrees = |scan: &mut Scanner<'_>, at: u64| {
+        let Some(bytes) = ix.entry_at(at) else { return false };
+        let Some((e, _)) = index::decode_entry(&bytes) else { return false };
         match read_head(scan, u64::from(e.offset)) {
             HeadAt::Sound(h) => same(&h, &e, generation),
             HeadAt::Damaged => true,
             HeadAt::Empty => false,
         }
     };
-    if pos > index::HEADER_LEN && !agrees(scan, index::HEADER_LEN) {
+    if pos > start && !agrees(scan, start) {
         return (0, decoded);
     }
     let mut end = pos;
-    while let Some(&last) = ends.last() {
+    while let Some(&last) = ends.back() {
         if agrees(scan, last) {
             break;
         }
         end = last;
-        ends.pop();
+        ends.pop_back();
     }
     if ends.is_empty() && end != pos {
         // More than the last 64 entries disagree: the index is not to be trusted at all.
         return (0, decoded);
     }
-    (end - index::HEADER_LEN, 0)
+    (end - start, 0)
 }
 
 fn same(h: &Head<'_>, e: &Entry<'_>, generation: u32) -> bool {
@@ -273,16 +378,16 @@ pub(super) fn replay(
     let mut out = Replayed { records: 0, dead: 0, damaged: 0, end: 0, rebuilt: false, recycled: 0 };
     let mut scan = Scanner::new(file, size);
     let mut entries_out: Vec<u8> = Vec::new();
-    let index_file = fs::read(index_path(dir, n)).ok();
+    let mut index_file = IndexFile::open(&index_path(dir, n));
     let mut at = 0u64;
-    let mut indexed = 0..0;
-    match &index_file {
-        Some(buf) if buf.len() >= index::HEADER_LEN => {
-            let (usable, recycled) = usable_index(buf, generation, &mut scan, chain);
+    let start = index::HEADER_LEN as u64;
+    let mut indexed = start..start;
+    match &mut index_file {
+        Some((ix, header)) => {
+            let (usable, recycled) = usable_index(ix, header, generation, &mut scan, chain);
             out.recycled = recycled;
-            indexed = index::HEADER_LEN..index::HEADER_LEN + usable;
-            let mut pos = indexed.start;
-            while let Some((e, used)) = index::decode_entry(&buf[pos..indexed.end]) {
+            // Where the entries applied end: the usable part, unless it cannot be read a second time.
+            let end = ix.entries(start, start + usable, |e, _| {
                 let location = Location { volume: n, offset: e.offset, len: e.len, generation };
                 if chain.note(e.lsn, location) {
                     apply(&Recovered {
@@ -296,11 +401,12 @@ pub(super) fn replay(
                     out.dead += 1;
                 }
                 at = u64::from(e.offset) + u64::from(e.len);
-                pos += used;
-            }
-            out.rebuilt = index::decode_header(buf) != Some(generation) || indexed.end != buf.len();
+                true
+            });
+            indexed = start..end;
+            out.rebuilt = index::decode_header(header) != Some(generation) || end != ix.len;
         }
-        _ => {
+        None => {
             log::warn!("index/{n} is missing; reading data/{n} instead");
             out.rebuilt = true;
         }
@@ -370,10 +476,21 @@ pub(super) fn replay(
         }
     }
     if out.rebuilt {
-        let kept = index_file.as_deref().map_or(&[][..], |buf| &buf[indexed]);
+        // The entries kept are read again: only a rewrite (after a crash, or damage) holds them in memory.
+        let kept = match &index_file {
+            Some((ix, _)) => ix.range(indexed.start, indexed.end),
+            None => Some(Vec::new()),
+        };
+        let Some(kept) = kept else {
+            log::warn!(
+                "cannot read index/{n} again to rewrite it; the next start-up will read data/{n} again"
+            );
+            out.end = at;
+            return out;
+        };
         let mut buf = Vec::with_capacity(index::HEADER_LEN + kept.len() + entries_out.len());
         index::encode_header(&mut buf, generation);
-        buf.extend_from_slice(kept);
+        buf.extend_from_slice(&kept);
         buf.extend_from_slice(&entries_out);
         if let Err(e) = io::write_file_atomically(&index_path(dir, n), &buf, disk, true) {
             log::warn!("cannot rewrite index/{n} ({e}); the next start-up will read data/{n} again");
@@ -383,56 +500,30 @@ pub(super) fn replay(
     out
 }
 
-/// Bytes of an index file read at a time by [`census`].
-const CENSUS_CHUNK: usize = 1 << 20;
-
 /// How many put records each bank has in the index files of `dir`, so that start-up can size each bank's
-/// table once before replaying instead of growing it step by step. A hint, not a proof: entries are not
-/// checked (a file's count stops where their lengths stop making sense), index files of earlier uses of a
-/// volume count too, and so do puts later overwritten or deleted. Files are read a chunk at a time, so the
-/// count costs no more memory than one chunk.
+/// table once before replaying instead of growing it step by step. A hint, not a proof: a file's count
+/// stops at its first damaged entry, index files of earlier uses of a volume count too, and so do puts
+/// later overwritten or deleted. Files are read a chunk at a time, as replay reads them.
 pub fn census(dir: &Path, volume_count: u32) -> HashMap<Box<[u8]>, usize> {
-    census_in_chunks(dir, volume_count, CENSUS_CHUNK)
+    census_in_chunks(dir, volume_count, INDEX_CHUNK)
 }
 
 fn census_in_chunks(dir: &Path, volume_count: u32, chunk: usize) -> HashMap<Box<[u8]>, usize> {
     let mut counts: HashMap<Box<[u8]>, usize> = HashMap::new();
-    let mut buf = vec![0; chunk];
     for n in 0..volume_count {
-        let Ok(mut file) = File::open(index_path(dir, n)) else { continue };
-        let mut header = [0; index::HEADER_LEN];
-        if file.read_exact(&mut header).is_err() || index::decode_header(&header).is_none() {
+        let Some((mut ix, header)) = IndexFile::open(&index_path(dir, n)) else { continue };
+        if index::decode_header(&header).is_none() {
             continue;
         }
-        // `buf[start..filled]` has been read and not yet counted.
-        let (mut start, mut filled) = (0, 0);
-        'file: loop {
-            buf.copy_within(start..filled, 0);
-            (start, filled) = (0, filled - start);
-            if filled == buf.len() {
-                // One entry larger than the buffer (names of up to 128 KiB).
-                buf.resize(buf.len() * 2, 0);
-            }
-            match file.read(&mut buf[filled..]) {
-                Ok(0) | Err(_) => break,
-                Ok(got) => filled += got,
-            }
-            while filled - start >= index::ENTRY_HEADER {
-                let rest = &buf[start..filled];
-                let Some(len) = index::entry_len(rest) else { break 'file };
-                if rest.len() < len {
-                    break;
+        ix.entries_in_chunks(index::HEADER_LEN as u64, u64::MAX, chunk, &mut |e, _| {
+            if e.meta.kind == Kind::Put {
+                match counts.get_mut(e.bank) {
+                    Some(count) => *count += 1,
+                    None => drop(counts.insert(e.bank.into(), 1)),
                 }
-                let (kind, bank) = index::peek_kind_bank(rest);
-                if kind == Kind::Put as u8 {
-                    match counts.get_mut(bank) {
-                        Some(count) => *count += 1,
-                        None => drop(counts.insert(bank.into(), 1)),
-                    }
-                }
-                start += len;
             }
-        }
+            true
+        });
     }
     counts
 }
@@ -618,6 +709,58 @@ mod tests {
             let mut longer = buf.to_vec();
             longer.push(extra);
             prop_assert_eq!(Checkpoint::decode(&longer), None);
+        }
+
+        /// An index file read a chunk at a time gives the same entries, at the same offsets, stopping at
+        /// the same place, as the whole file decoded at once, whatever the chunk size and whatever follows
+        /// the entries (a torn entry, garbage, nothing).
+        #[test]
+        fn index_chunks_read_what_the_whole_file_holds(
+            entries in prop::collection::vec((0usize..300, any::<u64>()), 0..120),
+            tail in prop::collection::vec(any::<u8>(), 0..300),
+            chunk in prop::sample::select(vec![56usize, 57, 100, 1000, 1 << 20]),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut buf = Vec::new();
+            index::encode_header(&mut buf, 1);
+            for (n, &(key_len, lsn)) in entries.iter().enumerate() {
+                let meta = Meta { kind: Kind::Put, flags: 0, deadline: record::NO_DEADLINE, lifetime: 0, seq: n as u64 };
+                let key = vec![b'k'; key_len];
+                let e = Entry { meta, offset: n as u32, len: 64, lsn, bank: b"b", key: &key };
+                index::encode_entry(&mut buf, &e);
+            }
+            buf.extend_from_slice(&tail);
+            let path = dir.path().join("index");
+            fs::write(&path, &buf).unwrap();
+            let mut whole = Vec::new();
+            let mut pos = index::HEADER_LEN;
+            while let Some((e, used)) = index::decode_entry(&buf[pos..]) {
+                whole.push((pos as u64, e.lsn, e.key.len()));
+                pos += used;
+            }
+            let (mut ix, _) = IndexFile::open(&path).unwrap();
+            let mut chunked = Vec::new();
+            let end = ix.entries_in_chunks(index::HEADER_LEN as u64, u64::MAX, chunk, &mut |e, at| {
+                chunked.push((at, e.lsn, e.key.len()));
+                true
+            });
+            prop_assert_eq!(&chunked, &whole);
+            prop_assert_eq!(end, pos as u64);
+            // Stopping early, and stopping at `to`, give the same prefix.
+            if let Some(&(third, _, _)) = whole.get(2) {
+                let mut seen = 0;
+                let stop = ix.entries_in_chunks(index::HEADER_LEN as u64, u64::MAX, chunk, &mut |_, _| {
+                    seen += 1;
+                    seen < 3
+                });
+                prop_assert_eq!(stop, third);
+                let mut upto = 0;
+                let stop = ix.entries_in_chunks(index::HEADER_LEN as u64, third, chunk, &mut |_, _| {
+                    upto += 1;
+                    true
+                });
+                prop_assert_eq!((stop, upto), (third, 2));
+            }
         }
 
         /// The census counts every put entry of an index file, read in chunks of any size, and stops
