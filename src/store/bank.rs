@@ -404,7 +404,7 @@ impl BankMap {
             return self.remove_key(key, now);
         }
         let (deadline, lifetime) = ttl.deadline(now);
-        self.set(key, new, deadline, lifetime, now, None)
+        self.set(key, new, deadline, lifetime, now, None).0
     }
 
     /// The insertion-order number for a put of `key` whose record is about to be written outside the lock:
@@ -445,22 +445,10 @@ impl BankMap {
         true
     }
 
-    /// `seq`: the order a new (or dead) entry takes; `None` takes the next.
+    /// Installs an entry; `seq`: the order a new (or dead) entry takes, `None` takes the next. Returns
+    /// whether an earlier live entry was replaced, and the entry's slot (start-up, which sets millions of
+    /// entries in a row, need not look each one up again).
     fn set(
-        &mut self,
-        key: &[u8],
-        new: NewValue<'_>,
-        deadline: u64,
-        lifetime: u64,
-        now: u64,
-        seq: Option<u64>,
-    ) -> bool {
-        self.set_at(key, new, deadline, lifetime, now, seq).0
-    }
-
-    /// [`BankMap::set`], also returning the entry's slot, so that start-up, which sets a million entries
-    /// in a row, need not look each one up again.
-    fn set_at(
         &mut self,
         key: &[u8],
         new: NewValue<'_>,
@@ -516,7 +504,7 @@ impl BankMap {
     pub fn restore(&mut self, key: &[u8], location: Location, value_len: usize, meta: &super::record::Meta) {
         let new = NewValue { value: &[], in_ram: false, location: Some(location), flags: meta.flags };
         // `now` = 0: nothing restored counts as expired here; the caller skips entries already dead.
-        let (_, i) = self.set_at(key, new, meta.deadline, meta.lifetime, 0, None);
+        let (_, i) = self.set(key, new, meta.deadline, meta.lifetime, 0, None);
         self.bytes += value_len;
         self.slots[i].set_seq(meta.seq);
         // Saturating: the number comes from the files, and the last one there is must not overflow. Keys
